@@ -1,0 +1,62 @@
+"""`limit`: the command line. Bad input ends in one line on stderr and exit code 2, never a traceback.
+
+Each subcommand lives in a module with `add_arguments(parser)` and `main(args) -> int`, imported only when
+that subcommand runs, so `limit --help` and `limit plan` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from limit.errors import LimitError
+
+COMMANDS = {  # name: (module, help)
+    "run": ("limit.commands.run", "Run a study on this machine (local backend)."),
+    "plan": ("limit.commands.plan", "Print a study's plan: steps, dependencies, keys and each step's argv."),
+    "step": ("limit.commands.step", "Run one plan step: what each pod runs (`limit plan` prints the argv)."),
+    "studies": ("limit.commands.studies", "List the shipped studies."),
+    "gauntlet": ("limit.gauntlet.command", "Score one model on the Eval Gauntlet, outside any study."),
+    "judge-pair": ("limit.judge.pair_command", "Judge two models' responses pairwise; print win rates."),
+    "reproduce-winrates": (
+        "limit.judge.reproduce_command",
+        "Recompute the paper's win rates from the authors' released GPT-4 judgments.",
+    ),
+    "manifest": ("workflows.manifest_command", "Write a study's Argo Workflow YAML (no cluster needed)."),
+    "submit": ("workflows.submit_command", "Submit a study to Argo Workflows and print its UI link."),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """All subcommands are listed; only `command`'s module is imported for its own arguments."""
+    parser = argparse.ArgumentParser(
+        prog="limit",
+        description="Instruction-tuning studies: finetune, Eval Gauntlet, pairwise judge, report.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module_name, help_text) in COMMANDS.items():
+        cmd = sub.add_parser(name, help=help_text, description=help_text)
+        if name == command:
+            module = importlib.import_module(module_name)
+            module.add_arguments(cmd)
+            cmd.set_defaults(handler=module.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command).parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except LimitError as e:
+        print(f"limit: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("limit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""`limit step KIND --input JSON`: what a pod runs."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("kind", help="prepare, finetune, gauntlet, select, generate, judge or report")
+    parser.add_argument("--input", required=True, help="the step's typed input as JSON")
+
+
+def main(args: argparse.Namespace) -> int:
+    from limit.runner import run_step
+
+    run_step(args.kind, args.input)
+    return 0

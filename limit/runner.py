@@ -1,0 +1,110 @@
+"""`limit step KIND --input JSON`: run one step, exactly as a pod runs it.
+
+The runner owns what every step shares: parse the typed input, derive the key, reuse a completed output,
+open the step's MLflow child run, hand the step function a `StepContext`, and write the manifest last.
+A step function is plain: `def kind(inp: KindInput, ctx: StepContext) -> dict` (a small summary).
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from limit import tracking
+from limit.errors import LimitError
+from limit.plan import CODE_VERSIONS, step_key
+from limit.steps import inputs
+from limit.store import Store
+
+STEPS: dict[str, tuple[type[inputs.StepInput], str]] = {
+    "prepare": (inputs.PrepareInput, "limit.steps.prepare:prepare"),
+    "finetune": (inputs.FinetuneInput, "limit.steps.finetune:finetune"),
+    "gauntlet": (inputs.GauntletInput, "limit.steps.gauntlet:gauntlet"),
+    "select": (inputs.SelectInput, "limit.steps.select:select"),
+    "generate": (inputs.GenerateInput, "limit.steps.generate:generate"),
+    "judge": (inputs.JudgeInput, "limit.steps.judge:judge"),
+    "report": (inputs.ReportInput, "limit.steps.report:report"),
+}
+
+
+@dataclass
+class StepContext:
+    """What a step function may touch besides its input."""
+
+    ref: str
+    out: Path  # write outputs here; may hold what a killed earlier attempt left
+    store: Store
+
+    @property
+    def workdir(self) -> Path:
+        """Machine-local cache (materialised tiny models, downloaded inputs)."""
+        return self.store.workdir
+
+    def fetch(self, ref: str, sub: str = "") -> Path:
+        """Local folder of a completed upstream step's outputs (or one subfolder)."""
+        return self.store.fetch(ref, sub)
+
+    def persist(self, sub: str) -> None:
+        """Make `out/sub` durable now, so a retried step can resume from it."""
+        self.store.persist(self.ref, self.out, sub)
+
+
+def parse_input(kind: str, raw: str) -> inputs.StepInput:
+    if kind not in STEPS:
+        raise LimitError(f"unknown step kind '{kind}' (known: {', '.join(STEPS)})")
+    try:
+        return STEPS[kind][0].model_validate_json(raw)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(input)"
+        raise LimitError(f"step {kind} --input: {field}: {err['msg']}") from None
+
+
+def run_step(kind: str, raw_input: str) -> dict[str, Any]:
+    inp = parse_input(kind, raw_input)
+    key = step_key(kind, inp)
+    ref = f"{kind}/{key}"
+    store = Store.open()
+    done = store.manifest(ref)
+    if done is not None:
+        print(f"[{ref}] complete already: reusing {store.url(ref)}", file=sys.stderr)
+        _publish_summary(done["summary"])
+        return done["summary"]
+
+    module, func = STEPS[kind][1].split(":")
+    step_fn = getattr(importlib.import_module(module), func)
+    out = store.begin(ref)
+    started = time.time()
+    with tracking.step_run(kind, key, inp.tags):
+        summary = step_fn(inp, StepContext(ref=ref, out=out, store=store)) or {}
+        tracking.log_summary(summary)
+    manifest = {
+        "kind": kind,
+        "key": key,
+        "code_version": CODE_VERSIONS[kind],
+        "input": inp.model_dump(mode="json"),
+        "summary": summary,
+        "started": started,
+        "seconds": round(time.time() - started, 3),
+        "files": sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()),
+    }
+    store.commit(ref, out, manifest)
+    _publish_summary(summary)
+    print(f"[{ref}] done in {manifest['seconds']:.1f}s -> {store.url(ref)}", file=sys.stderr)
+    return summary
+
+
+def _publish_summary(summary: dict[str, Any]) -> None:
+    """Where a pod's output parameters are read from (Argo sets LIMIT_OUTPUTS_DIR)."""
+    outputs = os.environ.get("LIMIT_OUTPUTS_DIR")
+    if outputs:
+        Path(outputs).mkdir(parents=True, exist_ok=True)
+        (Path(outputs) / "summary.json").write_text(json.dumps(summary, sort_keys=True))

@@ -1,0 +1,404 @@
+"""The study spec: what a user writes in YAML, validated with pydantic.
+
+Errors point at the file, the line and the dotted field (``studies/x.yaml:12: runs.0.dataset: ...``).
+The spec says *what* to study; `limit.plan` turns it into steps.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from limit.errors import LimitError
+
+STUDIES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "studies"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------- models
+
+
+class TinyModel(Strict):
+    """A tiny MPT built from config (seeded random init) with a BPE tokenizer trained on the fixtures."""
+
+    d_model: int = 64
+    n_layers: int = 2
+    n_heads: int = 4
+    max_seq_len: int = 512
+    vocab_size: int = 1024
+    seed: int = 0
+
+
+class ModelSpec(Strict):
+    """A base model: exactly one of a hub id, a local path, or a tiny factory config."""
+
+    hf: str | None = None
+    revision: str | None = None
+    path: str | None = None
+    tiny: TinyModel | None = None
+    tokenizer: str | None = Field(
+        None, description="Tokenizer hub id or path when it differs from the model's."
+    )
+    trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelSpec:
+        given = [k for k in ("hf", "path", "tiny") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of hf, path, tiny (got {given or 'none'})")
+        return self
+
+
+# ---------------------------------------------------------------- datasets
+
+
+class Source(Strict):
+    """Where rows come from: a hub dataset (`hf`) or a local JSON Lines file (`jsonl`).
+
+    `jsonl` may be `fixture:NAME` for files shipped in `limit/fixtures/` (so pods have them too).
+    Rows are normalised to (prompt, response): `prompt`/`response` name the fields; for LIMA-style rows
+    `conversations` names a list of turns and only single-turn rows (two turns) are kept.
+    `templated: true` means the prompt already holds the instruction template (mosaicml datasets).
+    """
+
+    hf: str | None = None
+    name: str | None = None
+    revision: str | None = None
+    jsonl: str | None = None
+    split: str = "train"
+    prompt: str = "prompt"
+    response: str = "response"
+    conversations: str | None = None
+    templated: bool = True
+
+    @model_validator(mode="after")
+    def _one_location(self) -> Source:
+        if (self.hf is None) == (self.jsonl is None):
+            raise ValueError("give exactly one of hf, jsonl")
+        return self
+
+
+class Subset(Strict):
+    of: str
+    sample: int = Field(gt=0)
+    seed: int = 17
+
+
+class DatasetSpec(Strict):
+    """One of: `source` (load), `subset` (seeded random rows of another dataset), `mix` (concatenation)."""
+
+    source: Source | None = None
+    subset: Subset | None = None
+    mix: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> DatasetSpec:
+        given = [k for k in ("source", "subset", "mix") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of source, subset, mix (got {given or 'none'})")
+        if self.mix is not None and len(self.mix) < 2:
+            raise ValueError("a mix needs at least two datasets")
+        return self
+
+
+# ---------------------------------------------------------------- training
+
+
+class TrainSpec(Strict):
+    """Finetuning hyperparameters. Defaults are the paper's MPT-7B recipe."""
+
+    optimizer: Literal["decoupled_adamw", "decoupled_lionw"] = "decoupled_adamw"
+    lr: float = Field(5e-6, gt=0)
+    betas: tuple[float, float] = (0.9, 0.99)
+    eps: float = 1e-8
+    weight_decay: float = Field(0.0, ge=0)
+    global_batch_size: int = Field(48, gt=0)
+    micro_batch_size: int = Field(1, gt=0)
+    max_seq_len: int = Field(2048, gt=0)
+    epochs: int = Field(10, gt=0)
+    warmup_steps: int = Field(50, ge=0)
+    grad_clip: float = Field(1.0, gt=0)
+    precision: Literal["bf16", "fp32"] = "bf16"
+    seed: int = 17
+    gpus: int = Field(0, ge=0, description="GPUs for the finetune pod; 0 trains on CPU.")
+    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage when gpus > 0.")
+    gradient_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> TrainSpec:
+        per_step = self.micro_batch_size * max(self.gpus, 1)
+        if self.global_batch_size % per_step:
+            raise ValueError(
+                f"global_batch_size {self.global_batch_size} is not a multiple of "
+                f"micro_batch_size x gpus = {per_step}"
+            )
+        return self
+
+
+class Training(Strict):
+    defaults: dict[str, Any] = Field(default_factory=dict)
+    models: dict[str, dict[str, Any]] = Field(default_factory=dict, description="Overrides per base model.")
+
+
+class RunSpec(Strict):
+    model: str
+    dataset: str
+    name: str | None = None
+    train: dict[str, Any] = Field(default_factory=dict, description="Overrides for this run only.")
+
+    @property
+    def run_name(self) -> str:
+        return self.name or f"{self.model}-{self.dataset}"
+
+
+# ---------------------------------------------------------------- evaluation
+
+
+class GauntletSpec(Strict):
+    """Eval Gauntlet: `suite` names a benchmark set in `limit.gauntlet.benchmarks` ('v0', 'tiny')."""
+
+    suite: str = "v0"
+    tasks: list[str] | None = Field(None, description="A subset of the suite's benchmarks; all when unset.")
+    data: str = Field(
+        "../shared/gauntlet_data",
+        description="Folder, s3:// prefix or 'fixture:NAME' holding the gauntlet jsonl files.",
+    )
+    limit: int | None = Field(
+        None, gt=0, description="At most this many examples per benchmark (smoke runs)."
+    )
+    batch_size: int = Field(8, gt=0)
+    backend: Literal["hf", "vllm"] = "hf"
+    seed: int = 1234
+
+
+class PromptSet(Strict):
+    """Judge prompts: a hub dataset split, a jsonl (field `prompt`), or the authors' release text file."""
+
+    hf: str | None = None
+    split: str = "test"
+    jsonl: str | None = None
+    release_txt: str | None = None
+    field: str = "conversations"
+    templated: bool = False
+    limit: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _one_location(self) -> PromptSet:
+        given = [k for k in ("hf", "jsonl", "release_txt") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"give exactly one of hf, jsonl, release_txt (got {given or 'none'})")
+        return self
+
+
+class Generation(Strict):
+    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
+    temperature: float = Field(0.9, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_total_tokens: int = Field(2048, gt=0, description="Prompt plus response, as in the paper.")
+    max_new_tokens: int | None = Field(None, gt=0)
+    batch_size: int = Field(8, gt=0)
+    backend: Literal["hf", "vllm"] = "hf"
+
+
+class Pair(Strict):
+    a: str
+    b: str
+    prompts: str
+
+
+class JudgeSpec(Strict):
+    backend: Literal["openai", "local"] = "openai"
+    annotator: str = "alpaca_eval_gpt4_0613"
+    model: str = "gpt-4-0613"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = Field(4, gt=0)
+    max_retries: int = Field(5, ge=0)
+    local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
+    bootstrap: int = Field(1000, ge=0)
+
+
+class Resources(Strict):
+    cpu: float = 1
+    memory: str = "4Gi"
+    gpus: int = 0
+    shm: str | None = None
+
+
+class Study(Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    models: dict[str, ModelSpec]
+    datasets: dict[str, DatasetSpec]
+    stats_tokenizer: str | None = Field(None, description="Model whose tokenizer counts dataset tokens.")
+    training: Training = Field(default_factory=Training)
+    runs: list[RunSpec] = Field(min_length=1)
+    baselines: list[str] = Field(default_factory=list)
+    gauntlet: GauntletSpec = Field(default_factory=GauntletSpec)
+    prompts: dict[str, PromptSet] = Field(default_factory=dict)
+    generation: Generation = Field(default_factory=Generation)
+    judge: JudgeSpec = Field(default_factory=JudgeSpec)
+    pairs: list[Pair] = Field(default_factory=list)
+    resources: dict[str, Resources] = Field(default_factory=dict, description="Per step kind.")
+
+    @model_validator(mode="after")
+    def _references(self) -> Study:
+        def known(value: str, names, what: str, field: str) -> None:
+            if value not in names:
+                raise FieldError(field, f"unknown {what} '{value}' (known: {', '.join(sorted(names))})")
+
+        for name, ds in self.datasets.items():
+            if ds.subset:
+                known(ds.subset.of, self.datasets, "dataset", f"datasets.{name}.subset.of")
+            for i, member in enumerate(ds.mix or []):
+                known(member, self.datasets, "dataset", f"datasets.{name}.mix.{i}")
+        _check_acyclic(self.datasets)
+        run_names = set()
+        for i, run in enumerate(self.runs):
+            known(run.model, self.models, "model", f"runs.{i}.model")
+            known(run.dataset, self.datasets, "dataset", f"runs.{i}.dataset")
+            if run.run_name in run_names or run.run_name in self.models:
+                raise FieldError(f"runs.{i}.name", f"duplicate run name '{run.run_name}'")
+            run_names.add(run.run_name)
+            self.train_spec(run, field=f"runs.{i}.train")
+        for i, base in enumerate(self.baselines):
+            known(base, self.models, "model", f"baselines.{i}")
+        for name in self.training.models:
+            known(name, self.models, "model", f"training.models.{name}")
+        if self.stats_tokenizer:
+            known(self.stats_tokenizer, self.models, "model", "stats_tokenizer")
+        for i, pair in enumerate(self.pairs):
+            judged = run_names | set(self.baselines)
+            known(pair.a, judged, "run or baseline", f"pairs.{i}.a")
+            known(pair.b, judged, "run or baseline", f"pairs.{i}.b")
+            known(pair.prompts, self.prompts, "prompt set", f"pairs.{i}.prompts")
+            if pair.a == pair.b:
+                raise FieldError(f"pairs.{i}.b", "a model cannot be judged against itself")
+        if self.pairs and self.judge.backend == "local":
+            if not self.judge.local_model:
+                raise FieldError("judge.local_model", "backend 'local' needs local_model")
+            known(self.judge.local_model, self.models, "model", "judge.local_model")
+        return self
+
+    def train_spec(self, run: RunSpec, field: str = "training") -> TrainSpec:
+        """Defaults, then the base model's overrides, then the run's own."""
+        merged = {**self.training.defaults, **self.training.models.get(run.model, {}), **run.train}
+        try:
+            return TrainSpec.model_validate(merged)
+        except ValidationError as e:
+            err = e.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            raise FieldError(f"{field}.{loc}" if loc else field, _clean(err["msg"])) from None
+
+    def run(self, name: str) -> RunSpec:
+        return next(r for r in self.runs if r.run_name == name)
+
+
+def _check_acyclic(datasets: dict[str, DatasetSpec]) -> None:
+    def visit(name: str, stack: tuple[str, ...]) -> None:
+        if name in stack:
+            raise FieldError(f"datasets.{name}", f"dataset cycle: {' -> '.join((*stack, name))}")
+        ds = datasets[name]
+        for child in ([ds.subset.of] if ds.subset else []) + (ds.mix or []):
+            visit(child, (*stack, name))
+
+    for name in datasets:
+        visit(name, ())
+
+
+class FieldError(ValueError):
+    """A validation error that knows its dotted field path (raised inside model validators)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+        self.message = message
+
+
+# ---------------------------------------------------------------- loading
+
+
+def resolve_study_path(study: str) -> Path:
+    """A study is a name in `workflows/studies/` or a path to a YAML file."""
+    path = Path(study)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise LimitError(f"{study}: study file not found")
+        return path
+    candidate = STUDIES_DIR / f"{study}.yaml"
+    if not candidate.is_file():
+        raise LimitError(f"unknown study '{study}' (known: {', '.join(list_studies())}; or give a YAML path)")
+    return candidate
+
+
+def list_studies() -> list[str]:
+    return sorted(p.stem for p in STUDIES_DIR.glob("*.yaml"))
+
+
+def load_study(study: str) -> Study:
+    path = resolve_study_path(study)
+    text = path.read_text()
+    try:
+        data = yaml.safe_load(text)
+        lines = _line_index(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise LimitError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise LimitError(f"{path}: a study must be a YAML mapping")
+    try:
+        return Study.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        ctx_err = (err.get("ctx") or {}).get("error")
+        if isinstance(ctx_err, FieldError):
+            field, msg = ctx_err.field, ctx_err.message
+        else:
+            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+            msg = _clean(err["msg"])
+            if err["type"] == "extra_forbidden":
+                msg = "unknown field"
+        line = _line_for(lines, field)
+        raise LimitError(f"{path}:{line}: {field}: {msg}" if line else f"{path}: {field}: {msg}") from None
+
+
+def _clean(msg: str) -> str:
+    return msg.removeprefix("Value error, ")
+
+
+def _line_index(text: str) -> dict[str, int]:
+    """Map each dotted key path in the YAML document to its 1-based line number."""
+    index: dict[str, int] = {}
+
+    def walk(node: yaml.Node, path: str) -> None:
+        if isinstance(node, yaml.MappingNode):
+            for key, value in node.value:
+                child = f"{path}.{key.value}" if path else str(key.value)
+                index[child] = key.start_mark.line + 1
+                walk(value, child)
+        elif isinstance(node, yaml.SequenceNode):
+            for i, item in enumerate(node.value):
+                child = f"{path}.{i}" if path else str(i)
+                index[child] = item.start_mark.line + 1
+                walk(item, child)
+
+    root = yaml.compose(text)
+    if root is not None:
+        walk(root, "")
+    return index
+
+
+def _line_for(lines: dict[str, int], field: str) -> int | None:
+    parts = field.split(".")
+    while parts:
+        if ".".join(parts) in lines:
+            return lines[".".join(parts)]
+        parts.pop()
+    return None

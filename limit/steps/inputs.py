@@ -1,0 +1,99 @@
+"""Typed inputs of every step: the contract between the plan and the step functions.
+
+An input is everything a step needs, and nothing else: its JSON is the step's argv and its hash is the
+step's output key. Upstream outputs are referenced as `Ref` strings, "<kind>/<key>", the artifact prefix of
+a completed step. `tags` are descriptive (names for humans, MLflow tags) and are not hashed, so the same
+work under other names is still shared.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from limit.spec import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
+
+Ref = str
+
+
+class StepInput(Strict):
+    tags: dict[str, str] = Field(default_factory=dict)
+
+
+class SubsetOf(Strict):
+    of: Ref
+    sample: int
+    seed: int
+
+
+class PrepareInput(StepInput):
+    """Exactly one of: a source to load, a seeded subset of another prepared dataset, a mix of several."""
+
+    source: Source | None = None
+    source_sha256: str | None = Field(None, description="Content hash of a local source file.")
+    subset: SubsetOf | None = None
+    mix: list[Ref] | None = None
+    stats_tokenizer: ModelSpec | None = None
+
+
+class FinetuneInput(StepInput):
+    model: ModelSpec
+    data: Ref
+    train: TrainSpec
+
+
+class GauntletInput(StepInput):
+    """One model on the gauntlet: a base model (`model`) or one epoch of a finetune (`finetune`, `epoch`)."""
+
+    model: ModelSpec | None = None
+    finetune: Ref | None = None
+    epoch: int | None = None
+    gauntlet: GauntletSpec
+
+
+class EpochScore(Strict):
+    epoch: int
+    gauntlet: Ref
+
+
+class SelectInput(StepInput):
+    finetune: Ref
+    epochs: list[EpochScore]
+
+
+class GenerateInput(StepInput):
+    """Responses from a base model (`model`) or from the epoch a `select` step chose."""
+
+    model: ModelSpec | None = None
+    selection: Ref | None = None
+    prompts: PromptSet
+    prompts_sha256: str | None = None
+    generation: Generation
+
+
+class JudgeInput(StepInput):
+    a: Ref
+    b: Ref
+    judge: JudgeSpec
+    judge_model: ModelSpec | None = None
+
+
+class ReportModel(Strict):
+    name: str
+    kind: str  # "run" or "baseline"
+    model: str
+    dataset: str | None = None
+    selection: Ref | None = None
+    gauntlet: Ref | None = None
+
+
+class ReportPair(Strict):
+    a: str
+    b: str
+    prompts: str
+    judge: Ref
+
+
+class ReportInput(StepInput):
+    study: str
+    models: list[ReportModel]
+    pairs: list[ReportPair]

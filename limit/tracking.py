@@ -1,0 +1,72 @@
+"""MLflow: one parent run per study execution, a child run per step.
+
+The backend opens the parent run and hands its id to steps through LIMIT_PARENT_RUN_ID; a step's child run
+carries tags (study, step kind, model, dataset, epoch, ...) so MLflow's comparison views can group them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import numbers
+import os
+from collections.abc import Iterator
+from typing import Any
+
+import mlflow
+
+DEFAULT_URI = "sqlite:///runs/mlflow.db"
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI", DEFAULT_URI)
+
+
+def experiment_name(study: str) -> str:
+    return f"limit-{study}"
+
+
+def start_parent(study: str, tags: dict[str, str] | None = None) -> str:
+    """Create the study execution's parent run and return its id (left open: children attach to it)."""
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.set_experiment(experiment_name(study))
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(experiment_name(study))
+    run = client.create_run(exp.experiment_id, run_name=study, tags={"limit.study": study, **(tags or {})})
+    return run.info.run_id
+
+
+def end_parent(run_id: str, status: str = "FINISHED") -> None:
+    mlflow.set_tracking_uri(tracking_uri())
+    mlflow.MlflowClient().set_terminated(run_id, status)
+
+
+@contextlib.contextmanager
+def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
+    """The step's child run (under LIMIT_PARENT_RUN_ID when set), active while the step runs."""
+    mlflow.set_tracking_uri(tracking_uri())
+    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
+    study = os.environ.get("LIMIT_STUDY", "adhoc")
+    if parent:
+        experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
+    else:
+        experiment_id = mlflow.set_experiment(experiment_name(study)).experiment_id
+    run_tags = {"limit.study": study, "limit.kind": kind, "limit.key": key}
+    run_tags.update({f"limit.{k}": v for k, v in tags.items()})
+    name = "-".join([kind, *(tags[k] for k in ("run", "a", "b", "prompts", "dataset") if k in tags)])
+    if "epoch" in tags:
+        name += f"-e{tags['epoch']}"
+    with mlflow.start_run(
+        experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=run_tags, nested=True
+    ):
+        yield
+
+
+def log_summary(summary: dict[str, Any], prefix: str = "") -> None:
+    """Numbers become metrics, short strings become tags."""
+    for name, value in summary.items():
+        if isinstance(value, bool):
+            mlflow.set_tag(f"{prefix}{name}", str(value))
+        elif isinstance(value, numbers.Number):
+            mlflow.log_metric(f"{prefix}{name}", float(value))
+        elif isinstance(value, str) and len(value) < 250:
+            mlflow.set_tag(f"{prefix}{name}", value)

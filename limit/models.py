@@ -1,0 +1,116 @@
+"""Base models: a hub id, a local folder, or a tiny MPT the project builds itself (no hub needed).
+
+`model_location` turns a `ModelSpec` into something `from_pretrained` accepts. A tiny model is
+materialised once per config into the work folder: a byte-level BPE tokenizer trained with `tokenizers`
+on the text of the packaged fixtures, and an `MptForCausalLM` with seeded random weights.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+from limit.locations import FIXTURES
+from limit.spec import ModelSpec, TinyModel
+
+EOS = "<|endoftext|>"
+PAD = "<|padding|>"
+
+
+def model_location(spec: ModelSpec, workdir: Path) -> str:
+    if spec.tiny is not None:
+        return str(materialize_tiny(spec.tiny, workdir))
+    return spec.path or spec.hf
+
+
+def tokenizer_location(spec: ModelSpec, workdir: Path) -> str:
+    return spec.tokenizer or model_location(spec, workdir)
+
+
+def load_tokenizer(location: str, revision: str | None = None):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+    if tokenizer.pad_token is None:  # MPT's GPT-NeoX tokenizer has none
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _corpus_files() -> list[Path]:
+    return sorted(p for p in FIXTURES.rglob("*") if p.suffix in (".jsonl", ".txt") and p.is_file())
+
+
+def _texts(value) -> Iterator[str]:
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _texts(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _texts(v)
+
+
+def corpus() -> Iterator[str]:
+    """Every string in the packaged fixtures: what the tiny tokenizer is trained on."""
+    for path in _corpus_files():
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            if path.suffix == ".jsonl":
+                yield from _texts(json.loads(line))
+            else:
+                yield line
+
+
+def materialize_tiny(cfg: TinyModel, workdir: Path) -> Path:
+    """Build (once) and return the folder of a tiny MPT with its tokenizer, in HF format."""
+    digest = hashlib.sha256(cfg.model_dump_json().encode())
+    for path in _corpus_files():
+        digest.update(path.read_bytes())
+    target = Path(workdir) / "models" / f"tiny-mpt-{digest.hexdigest()[:16]}"
+    if (target / "config.json").is_file():
+        return target
+
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import MptConfig, MptForCausalLM, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=cfg.vocab_size,
+        special_tokens=[EOS, PAD],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    bpe.train_from_iterator(corpus(), trainer=trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=PAD, bos_token=EOS)
+    tokenizer.model_max_length = cfg.max_seq_len
+
+    torch.manual_seed(cfg.seed)
+    config = MptConfig(
+        d_model=cfg.d_model,
+        n_heads=cfg.n_heads,
+        n_layers=cfg.n_layers,
+        max_seq_len=cfg.max_seq_len,
+        vocab_size=len(tokenizer),
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+    )
+    model = MptForCausalLM(config)
+
+    staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    model.save_pretrained(staging)
+    tokenizer.save_pretrained(staging)
+    try:
+        staging.rename(target)
+    except OSError:  # another process materialised the same model first
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

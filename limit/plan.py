@@ -14,7 +14,7 @@ from functools import cached_property
 
 from limit import __version__
 from limit.errors import LimitError
-from limit.locations import local_file_sha256
+from limit.locations import local_file_sha256, local_path
 from limit.spec import ModelSpec, Resources, Study
 from limit.steps.inputs import (
     EpochScore,
@@ -133,6 +133,21 @@ def slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("+", "-plus-")).strip("-")
 
 
+def _check_subset_size(study: Study, name: str, origin: str) -> None:
+    """Fail at plan time when a subset asks for more rows than a local source file has lines."""
+    subset = study.datasets[name].subset
+    source = study.datasets[subset.of].source
+    if source is None or source.jsonl is None:
+        return  # hub sources are checked by the prepare step, which knows the row count
+    path = local_path(source.jsonl)
+    rows = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else None
+    if rows is not None and subset.sample > rows:
+        raise LimitError(
+            f"{origin}: datasets.{name}.subset.sample: {subset.sample} rows asked of '{subset.of}', "
+            f"which has {rows} ({source.jsonl})"
+        )
+
+
 def build_plan(study: Study, origin: str = "study") -> Plan:
     """`origin` names the spec file in error messages."""
     plan = Plan(study)
@@ -152,6 +167,7 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
                 sha = local_file_sha256(ds.source.jsonl, f"{origin}: datasets.{name}.source.jsonl")
             inp = PrepareInput(source=ds.source, source_sha256=sha, stats_tokenizer=stats_model)
         elif ds.subset:
+            _check_subset_size(study, name, origin)
             parent = prepare(ds.subset.of)
             deps = (parent.id,)
             inp = PrepareInput(
@@ -274,17 +290,13 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
         report_pairs.append(ReportPair(a=pair.a, b=pair.b, prompts=pair.prompts, judge=j.ref))
 
     report_deps = tuple(
-        s.id
-        for s in plan.order()
-        if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.model)
+        s.id for s in plan.order() if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.model)
     )
     plan.add(
         Step(
             "report",
             "report",
-            ReportInput(
-                study=study.name, models=report_models, pairs=report_pairs, tags={"study": study.name}
-            ),
+            ReportInput(study=study.name, models=report_models, pairs=report_pairs, tags={"study": study.name}),
             report_deps,
             resources("report"),
         )

@@ -40,6 +40,20 @@ def end_parent(run_id: str, status: str = "FINISHED") -> None:
     mlflow.MlflowClient().set_terminated(run_id, status)
 
 
+def _child_tags(study: str, kind: str, key: str, tags: dict[str, str]) -> dict[str, str]:
+    return {
+        "limit.study": study,
+        "limit.kind": kind,
+        "limit.key": key,
+        **{f"limit.{k}": v for k, v in tags.items()},
+    }
+
+
+def _child_name(kind: str, tags: dict[str, str]) -> str:
+    name = "-".join([kind, *(tags[k] for k in ("run", "a", "b", "prompts", "dataset") if k in tags)])
+    return f"{name}-e{tags['epoch']}" if "epoch" in tags else name
+
+
 @contextlib.contextmanager
 def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
     """The step's child run (under LIMIT_PARENT_RUN_ID when set), active while the step runs."""
@@ -50,15 +64,32 @@ def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
         experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
     else:
         experiment_id = mlflow.set_experiment(experiment_name(study)).experiment_id
-    run_tags = {"limit.study": study, "limit.kind": kind, "limit.key": key}
-    run_tags.update({f"limit.{k}": v for k, v in tags.items()})
-    name = "-".join([kind, *(tags[k] for k in ("run", "a", "b", "prompts", "dataset") if k in tags)])
-    if "epoch" in tags:
-        name += f"-e{tags['epoch']}"
     with mlflow.start_run(
-        experiment_id=experiment_id, run_name=name, parent_run_id=parent, tags=run_tags, nested=True
+        experiment_id=experiment_id,
+        run_name=_child_name(kind, tags),
+        parent_run_id=parent,
+        tags=_child_tags(study, kind, key, tags),
+        nested=True,
     ):
         yield
+
+
+def log_reused(parent: str, study: str, kind: str, key: str, tags: dict[str, str], manifest: dict) -> None:
+    """A child run for a step whose output was reused, so every execution's parent run is complete."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    experiment_id = client.get_run(parent).info.experiment_id
+    run_tags = {**_child_tags(study, kind, key, tags), "mlflow.parentRunId": parent, "limit.reused": "true"}
+    run = client.create_run(experiment_id, run_name=_child_name(kind, tags), tags=run_tags)
+    summary = manifest.get("summary", {})
+    numbers_only = {k: float(v) for k, v in summary.items() if _is_number(v)}
+    for name, value in numbers_only.items():
+        client.log_metric(run.info.run_id, name, value)
+    client.set_terminated(run.info.run_id)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
 def log_summary(summary: dict[str, Any], prefix: str = "") -> None:
@@ -66,7 +97,7 @@ def log_summary(summary: dict[str, Any], prefix: str = "") -> None:
     for name, value in summary.items():
         if isinstance(value, bool):
             mlflow.set_tag(f"{prefix}{name}", str(value))
-        elif isinstance(value, numbers.Number):
+        elif _is_number(value):
             mlflow.log_metric(f"{prefix}{name}", float(value))
         elif isinstance(value, str) and len(value) < 250:
             mlflow.set_tag(f"{prefix}{name}", value)

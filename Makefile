@@ -1,0 +1,55 @@
+# Two commands matter on a fresh clone: `make run` (the tiny study, on CPU) and `make test`.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STUDY  ?= tiny
+PROFILE ?= workflows/profiles/gpu.yaml
+
+.PHONY: install run test lint format bench bench-gauntlet manifest submit image e2e golden clean
+
+install: $(VENV)/.installed
+
+# torch is pinned in pyproject.toml (a CPU build here); setuptools<81 because alpaca-eval imports pkg_resources.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
+	$(BIN)/pip install -q -e ".[test]"
+	touch $@
+
+run: install
+	$(BIN)/limit run $(STUDY)
+
+test: install lint
+	$(BIN)/pytest -q
+
+lint: install
+	$(BIN)/ruff check limit workflows tests benchmarks
+	$(BIN)/ruff format --check limit workflows tests benchmarks
+
+format: install
+	$(BIN)/ruff check --fix limit workflows tests benchmarks
+	$(BIN)/ruff format limit workflows tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/study.py --out runs/bench/study.json
+
+bench-gauntlet: install
+	$(BIN)/python benchmarks/gauntlet.py --out runs/bench/gauntlet.json
+
+manifest: install
+	$(BIN)/limit manifest $(STUDY) --profile $(PROFILE) --out runs/manifests/$(STUDY).yaml
+
+submit: install
+	$(BIN)/limit submit $(STUDY) --profile $(PROFILE)
+
+golden: install
+	$(BIN)/python -m workflows.golden
+
+image:
+	bash images/build.sh
+
+e2e:
+	bash tests/e2e/run.sh
+
+clean:
+	rm -rf runs .pytest_cache

@@ -221,7 +221,7 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
                     epochs=[EpochScore(epoch=e, gauntlet=g.ref) for e, g in epochs],
                     tags=tags,
                 ),
-                tuple(g.id for _, g in epochs),
+                (ft.id, *(g.id for _, g in epochs)),
                 resources("select"),
             )
         )

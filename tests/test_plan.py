@@ -1,0 +1,109 @@
+"""Plans: keys are content hashes of inputs; the DAG wires each step to what it reads."""
+
+from __future__ import annotations
+
+import json
+
+from limit.plan import build_plan, step_argv, step_key
+from limit.spec import load_study
+from limit.steps.inputs import FinetuneInput
+
+
+def _finetune_input(**train) -> FinetuneInput:
+    study = load_study("full")
+    run = study.run("mpt-7b-lima")
+    spec = study.train_spec(run).model_copy(update=train)
+    return FinetuneInput(model=study.models["mpt-7b"], data="prepare/abc", train=spec, tags={"run": "x"})
+
+
+def test_same_input_same_key_and_any_change_a_new_key():
+    base = _finetune_input()
+    assert step_key("finetune", base) == step_key("finetune", _finetune_input())
+    assert step_key("finetune", base) != step_key("finetune", _finetune_input(lr=1e-5))
+    assert step_key("finetune", base) != step_key("finetune", _finetune_input(seed=18))
+    assert step_key("finetune", base) != step_key("finetune", base.model_copy(update={"data": "prepare/abd"}))
+    assert step_key("finetune", base) != step_key("gauntlet", base)
+
+
+def test_tags_are_not_hashed():
+    base = _finetune_input()
+    renamed = base.model_copy(update={"tags": {"run": "another-name"}})
+    assert step_key("finetune", base) == step_key("finetune", renamed)
+
+
+def test_argv_round_trips_to_the_same_key():
+    inp = _finetune_input()
+    argv = step_argv("finetune", inp)
+    assert argv[:4] == ["limit", "step", "finetune", "--input"]
+    again = FinetuneInput.model_validate_json(argv[4])
+    assert step_key("finetune", again) == step_key("finetune", inp)
+
+
+def test_upstream_change_changes_every_downstream_key():
+    study = load_study("paper-7b")
+    plan = build_plan(study)
+    other = build_plan(
+        study.model_copy(
+            update={
+                "datasets": {
+                    **study.datasets,
+                    "instruct-v1-5k": study.datasets["instruct-v1-5k"].model_copy(
+                        update={"subset": study.datasets["instruct-v1-5k"].subset.model_copy(update={"seed": 99})}
+                    ),
+                }
+            }
+        )
+    )
+    changed = {s.id for s in plan.order() if s.key != other.steps[s.id].key}
+    assert "prepare-instruct-v1" not in changed and "finetune-mpt-7b-lima" not in changed
+    for step_id in (
+        "prepare-instruct-v1-5k",
+        "prepare-instruct-v1-5k-plus-lima",
+        "finetune-mpt-7b-instruct-v1-5k",
+        "select-mpt-7b-instruct-v1-5k",
+        "generate-mpt-7b-instruct-v1-5k-lima-test",
+        "report",
+    ):
+        assert step_id in changed
+
+
+def test_full_plan_shape():
+    plan = build_plan(load_study("full"))
+    steps = plan.steps
+    finetunes = plan.by_kind("finetune")
+    assert len(finetunes) == 8 and all(s.resources.gpus == 8 for s in finetunes)
+    assert len(plan.by_kind("gauntlet")) == 8 * 10 + 2
+    assert len(plan.by_kind("select")) == 8 and len(plan.by_kind("judge")) == 12
+    # shared work: LIMA is prepared once for both model sizes, generations once per (model, prompt set)
+    assert len(plan.by_kind("prepare")) == 7
+    assert len(plan.by_kind("generate")) == 16
+    for step in plan.order():
+        assert all(dep in steps for dep in step.deps)
+        ids = list(steps)
+        assert all(ids.index(dep) < ids.index(step.id) for dep in step.deps), "order is topological"
+        for ref in _refs(step.input.model_dump()):
+            assert any(steps[d].ref == ref for d in step.deps), f"{step.id} reads {ref} without depending on it"
+    report = steps["report"]
+    assert {d.split("-")[0] for d in report.deps} == {"select", "judge", "gauntlet"}
+
+
+def _refs(value):
+    if (
+        isinstance(value, str)
+        and value.split("/")[0] in ("prepare", "finetune", "gauntlet", "select", "generate", "judge")
+        and "/" in value
+    ):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _refs(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _refs(v)
+
+
+def test_plan_json_lists_argv_per_step():
+    data = build_plan(load_study("full")).to_json()
+    assert data["study"] == "full"
+    assert all(s["argv"][:3] == ["limit", "step", s["kind"]] for s in data["steps"])
+    json.dumps(data)

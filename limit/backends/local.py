@@ -140,6 +140,7 @@ def collect_report(plan: Plan, store: Store) -> Path | None:
     if report is None or store.manifest(report.ref) is None:
         return None
     target = store.workdir / plan.study.name
+    target.mkdir(parents=True, exist_ok=True)
     source = store.fetch(report.ref)
     for path in source.iterdir():
         if path.is_file() and not path.name.startswith("_"):

@@ -53,6 +53,10 @@ def main(args: argparse.Namespace) -> int:
         print(f"logs: {workdir / study.name / 'logs'}")
         return 1
     folder = collect_report(plan, store)
+    if folder is not None and "report" in outcome.reused:
+        from limit.steps.report import log_on_parent
+
+        log_on_parent(outcome.parent_run_id, folder, store.manifest(plan.steps["report"].ref)["summary"])
     if folder is not None:
         print((folder / "report.md").read_text())
         print(f"report: {folder / 'report.md'}, {folder / 'report.json'}, {folder / 'report.png'}")

@@ -1,0 +1,181 @@
+"""The tiny study end to end through the local backend: report, MLflow runs, reuse, resume, S3."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import yaml
+from conftest import run_env
+
+from limit.plan import build_plan
+from limit.spec import STUDIES_DIR, load_study
+
+pytestmark = pytest.mark.slow
+CATEGORIES = {
+    "world_knowledge",
+    "commonsense_reasoning",
+    "language_understanding",
+    "symbolic_problem_solving",
+    "reading_comprehension",
+}
+
+
+def limit_run(study: str, workdir: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", **env)
+    for name in ("LIMIT_ARTIFACTS", "LIMIT_PARENT_RUN_ID"):
+        env.pop(name, None)
+    return subprocess.run(
+        [sys.executable, "-m", "limit.cli", "run", study, "--workdir", str(workdir), *extra],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1500,
+    )
+
+
+def mini_study(tmp_path: Path) -> Path:
+    """The tiny study cut to one 1-epoch finetune judged against the base model: every step kind, less time."""
+    data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
+    data["name"] = "mini"
+    data["runs"] = [data["runs"][0]]
+    data["training"]["defaults"]["epochs"] = 1
+    data["generation"]["seeds"] = [1]
+    data["pairs"] = [{"a": data["runs"][0]["name"], "b": "tiny-mpt", "prompts": "tiny-test"}]
+    path = tmp_path / "mini.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir = tmp_path_factory.mktemp("tiny") / "runs"
+    result = limit_run("tiny", workdir)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir, result
+
+
+def test_tiny_report(tiny_run):
+    workdir, result = tiny_run
+    report = json.loads((workdir / "tiny" / "report.json").read_text())
+    models = {m["name"]: m for m in report["models"]}
+    assert set(models) == {"tiny-lima", "tiny-mix", "tiny-mpt"}
+    for name in ("tiny-lima", "tiny-mix"):
+        assert models[name]["kind"] == "run" and models[name]["epoch"] in (1, 2)
+        assert [e["epoch"] for e in models[name]["epochs"]] == [1, 2]
+    assert models["tiny-mpt"]["kind"] == "baseline" and models["tiny-mpt"]["epoch"] is None
+    for model in models.values():
+        assert set(model["categories"]) == CATEGORIES
+        assert -1.0 <= model["average"] <= 1.0
+    (pair,) = report["pairs"]
+    assert (pair["a"], pair["b"]) == ("tiny-lima", "tiny-mix")
+    assert set(pair["seeds"]) == {"1", "2"}
+    for counts in pair["seeds"].values():
+        assert counts["wins_a"] + counts["wins_b"] + counts["ties"] + counts["failures"] == counts["n"]
+    assert 0.0 <= pair["win_rate_a"] <= 1.0
+    markdown = (workdir / "tiny" / "report.md").read_text()
+    assert "| Av | World | Com Reas | Lang Und | Symb Prob | Read Comp |" in markdown
+    assert (workdir / "tiny" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "report: " in result.stdout
+
+
+def test_tiny_mlflow_runs(tiny_run):
+    workdir, _ = tiny_run
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["limit-tiny"], output_format="list")
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    parent = parents[0]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    plan = build_plan(load_study("tiny"))
+    assert sorted(c.data.tags["limit.kind"] for c in children) == sorted(s.kind for s in plan.order())
+    assert {c.data.tags["limit.key"] for c in children} == {s.key for s in plan.order()}
+    client = mlflow.MlflowClient()
+    for child in children:
+        tags = child.data.tags
+        assert tags["limit.study"] == "tiny"
+        if tags["limit.kind"] == "finetune":
+            assert {"limit.model", "limit.dataset", "limit.run"} <= set(tags)
+            assert len(client.get_metric_history(child.info.run_id, "loss")) >= 2, "loss logged per step"
+            assert len(client.get_metric_history(child.info.run_id, "learning_rate")) >= 2
+        if tags["limit.kind"] == "gauntlet":
+            assert "average" in child.data.metrics
+        if tags["limit.kind"] == "judge":
+            assert "win_rate_a" in child.data.metrics
+    assert any(k.startswith("win_rate.") for k in parent.data.metrics)
+    assert any(k.startswith("gauntlet_average.") for k in parent.data.metrics)
+    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"report.md", "report.json", "report.png"} <= artifacts
+
+
+def test_rerun_redoes_nothing(tiny_run):
+    workdir, _ = tiny_run
+    before = {p: p.stat().st_mtime for p in (workdir / "artifacts").rglob("_manifest.json")}
+    result = limit_run("tiny", workdir)
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert "0 steps ran" in result.stdout
+    assert {p: p.stat().st_mtime for p in (workdir / "artifacts").rglob("_manifest.json")} == before
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["limit-tiny"], output_format="list")
+    parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    assert len(parents) == 2
+    reused = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
+    assert reused and all(r.data.tags.get("limit.reused") == "true" for r in reused)
+
+
+def test_killed_run_resumes_without_redoing_completed_steps(tmp_path):
+    study = mini_study(tmp_path)
+    workdir = tmp_path / "runs"
+    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    env.pop("LIMIT_ARTIFACTS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "limit.cli", "run", str(study), "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    finetune_log = workdir / "mini" / "logs" / "finetune-tiny-lima.log"
+    deadline = time.time() + 600
+    while not finetune_log.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert finetune_log.exists(), "the finetune step never started"
+    time.sleep(2)
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup runs in the backend or its steps
+    proc.wait()
+    manifests = {p.parent.name for p in (workdir / "artifacts").rglob("_manifest.json")}
+    assert manifests, "the prepare step had completed before the kill"
+
+    result = limit_run(str(study), workdir)
+    assert result.returncode == 0, result.stdout[-3000:]
+    reused = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("reuse ")]
+    assert "prepare-lima" in reused
+    assert not any(line.startswith("run    prepare-lima") for line in result.stdout.splitlines())
+    assert not list((workdir / "artifacts").rglob("*.partial"))
+    assert (workdir / "mini" / "report.json").is_file()
+
+
+def test_s3_artifact_root(tmp_path, s3_env):
+    import boto3
+
+    study = mini_study(tmp_path)
+    workdir = tmp_path / "runs"
+    result = limit_run(str(study), workdir, "--artifacts", f"s3://{s3_env}/studies")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_env) for o in page["Contents"]]
+    plan = build_plan(load_study(str(study)))
+    for step in plan.order():
+        assert f"studies/{step.ref}/_manifest.json" in keys, step.id
+    report = next(s for s in plan.order() if s.kind == "report")
+    assert f"studies/{report.ref}/report.json" in keys
+    assert not (workdir / "artifacts").exists(), "nothing was written to the local artifact root"
+    assert (workdir / "mini" / "report.json").is_file()

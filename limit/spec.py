@@ -42,9 +42,7 @@ class ModelSpec(Strict):
     revision: str | None = None
     path: str | None = None
     tiny: TinyModel | None = None
-    tokenizer: str | None = Field(
-        None, description="Tokenizer hub id or path when it differs from the model's."
-    )
+    tokenizer: str | None = Field(None, description="Tokenizer hub id or path when it differs from the model's.")
     trust_remote_code: bool = False
 
     @model_validator(mode="after")
@@ -135,8 +133,7 @@ class TrainSpec(Strict):
         per_step = self.micro_batch_size * max(self.gpus, 1)
         if self.global_batch_size % per_step:
             raise ValueError(
-                f"global_batch_size {self.global_batch_size} is not a multiple of "
-                f"micro_batch_size x gpus = {per_step}"
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size x gpus = {per_step}"
             )
         return self
 
@@ -169,9 +166,7 @@ class GauntletSpec(Strict):
         "../shared/gauntlet_data",
         description="Folder, s3:// prefix or 'fixture:NAME' holding the gauntlet jsonl files.",
     )
-    limit: int | None = Field(
-        None, gt=0, description="At most this many examples per benchmark (smoke runs)."
-    )
+    limit: int | None = Field(None, gt=0, description="At most this many examples per benchmark (smoke runs).")
     batch_size: int = Field(8, gt=0)
     backend: Literal["hf", "vllm"] = "hf"
     seed: int = 1234

@@ -87,9 +87,7 @@ class S3Store(Store):
         return "/".join(p for p in (self.prefix, ref, name) if p)
 
     def _keys(self, ref: str) -> list[str]:
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=self.bucket, Prefix=self._key(ref) + "/"
-        )
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(ref) + "/")
         return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
 
     def manifest(self, ref: str) -> dict | None:
@@ -149,9 +147,7 @@ class S3Store(Store):
     def read_prefix(self, location: str, dest: Path) -> Path:
         """Download everything under an s3:// location (e.g. gauntlet data) into `dest`."""
         bucket, _, prefix = location.removeprefix("s3://").partition("/")
-        pages = self.s3.get_paginator("list_objects_v2").paginate(
-            Bucket=bucket, Prefix=prefix.rstrip("/") + "/"
-        )
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
         for page in pages:
             for obj in page.get("Contents", []):
                 target = dest / obj["Key"][len(prefix.rstrip("/")) + 1 :]

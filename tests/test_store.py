@@ -1,0 +1,48 @@
+"""The artifact store, local and S3 over HTTP (moto server): manifest last, resume from partial outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from limit.errors import LimitError
+from limit.store import MANIFEST, Store
+
+
+def _exercise(store: Store, retry: Store) -> None:
+    """`retry` is the store as a retried attempt sees it (another pod, for S3)."""
+    ref = "prepare/0123456789abcdef0123"
+    assert store.manifest(ref) is None
+    with pytest.raises(LimitError, match="not complete"):
+        store.fetch(ref)
+
+    out = store.begin(ref)
+    (out / "epoch-1").mkdir()
+    (out / "epoch-1" / "weights.bin").write_bytes(b"\x00" * 100)
+    store.persist(ref, out, "epoch-1")
+    assert store.manifest(ref) is None, "persisted partial output is not a complete step"
+
+    resumed = retry.begin(ref)
+    assert (resumed / "epoch-1" / "weights.bin").read_bytes() == b"\x00" * 100
+    (resumed / "data.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+    retry.commit(ref, resumed, {"kind": "prepare", "summary": {"rows": 1}})
+
+    assert store.manifest(ref)["summary"] == {"rows": 1}
+    folder = store.fetch(ref)
+    assert (folder / "data.jsonl").read_text().startswith('{"prompt"')
+    assert (folder / MANIFEST).is_file()
+    assert (store.fetch(ref, sub="epoch-1") / "weights.bin").stat().st_size == 100
+
+
+def test_local_store(tmp_path):
+    store = Store.open(str(tmp_path / "artifacts"), tmp_path)
+    _exercise(store, store)
+    assert not list((tmp_path / "artifacts").rglob("*.partial")), "the partial folder was renamed into place"
+
+
+def test_s3_store(tmp_path, s3_env):
+    store = Store.open(f"s3://{s3_env}/some/prefix", tmp_path / "pod-a")
+    _exercise(store, Store.open(store.root, tmp_path / "pod-retry"))
+    keys = [o["Key"] for o in store.s3.list_objects_v2(Bucket=s3_env)["Contents"]]
+    assert "some/prefix/prepare/0123456789abcdef0123/_manifest.json" in keys
+    other_pod = Store.open(f"s3://{s3_env}/some/prefix", tmp_path / "pod-b")
+    assert (other_pod.fetch("prepare/0123456789abcdef0123") / "data.jsonl").is_file()

@@ -1,0 +1,111 @@
+"""Instruction datasets: load a `Source` with `datasets.load_dataset`, normalise, subset, mix.
+
+Every dataset becomes rows of {prompt, response, source}, with the prompt in the instruction template:
+- mosaicml datasets (`templated: true`) already hold the template in `prompt`: passed through as is;
+- LIMA-style rows (`conversations`: a list of turns) keep single-turn rows only (exactly two turns),
+  and the instruction is wrapped with the template;
+- other rows with `templated: false` have their prompt wrapped.
+
+Hub ids and local JSON Lines files go through the same `load_dataset` call; the jsonl files the project
+ships (`fixture:...`) are in the hub datasets' own schemas.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from limit.errors import LimitError
+from limit.locations import local_path
+from limit.spec import Source
+from limit.template import apply_template
+
+Row = dict[str, str]
+
+
+def source_label(source: Source) -> str:
+    return source.hf or source.jsonl
+
+
+def load_source(source: Source, cache_dir: Path | None = None) -> tuple[list[Row], int]:
+    """The normalised rows of a source, and how many rows were dropped (multi-turn conversations)."""
+    import datasets
+
+    label = source_label(source)
+    if source.hf:
+        try:
+            table = datasets.load_dataset(
+                source.hf,
+                name=source.name,
+                revision=source.revision,
+                split=source.split,
+                cache_dir=str(cache_dir) if cache_dir else None,
+            )
+        except Exception as e:  # the hub or the dataset is unreachable: say which, in one line
+            raise LimitError(f"dataset {label} (split {source.split}): cannot load: {type(e).__name__}: {e}") from e
+    else:
+        path = local_path(source.jsonl)
+        if not path.is_file():
+            raise LimitError(f"dataset {label}: file not found: {path}")
+        table = datasets.load_dataset(
+            "json",
+            data_files={source.split: str(path)},
+            split=source.split,
+            cache_dir=str(cache_dir) if cache_dir else None,
+        )
+    return normalise(table, source, label)
+
+
+def normalise(table, source: Source, label: str) -> tuple[list[Row], int]:
+    """Rows of {prompt, response, source}; `table` is any iterable of dicts (a `datasets.Dataset`)."""
+    needed = [source.conversations] if source.conversations else [source.prompt, source.response]
+    columns = getattr(table, "column_names", None)
+    for field in needed:
+        if columns is not None and field not in columns:
+            raise LimitError(f"dataset {label}: no field '{field}' (fields: {', '.join(columns)})")
+
+    rows: list[Row] = []
+    dropped = 0
+    for record in table:
+        origin = record.get("source") if isinstance(record.get("source"), str) else label
+        if source.conversations:
+            turns = record[source.conversations]
+            if len(turns) != 2:
+                dropped += 1
+                continue
+            instruction, response = turns
+            prompt = apply_template(instruction)
+        else:
+            prompt, response = record[source.prompt], record[source.response]
+            if not source.templated:
+                prompt = apply_template(prompt)
+        rows.append({"prompt": prompt, "response": response, "source": origin})
+    return rows, dropped
+
+
+def subset(rows: list[Row], sample: int, seed: int, label: str) -> list[Row]:
+    """`sample` rows drawn without replacement with a seeded generator, kept in their original order.
+
+    `random.Random(seed)` is the same Mersenne Twister everywhere, so the subset depends only on the
+    rows and the seed, never on the machine.
+    """
+    if sample > len(rows):
+        raise LimitError(f"dataset {label}: subset.sample: {sample} rows asked, it has {len(rows)}")
+    chosen = sorted(random.Random(seed).sample(range(len(rows)), sample))
+    return [rows[i] for i in chosen]
+
+
+def mix(parts: list[list[Row]]) -> list[Row]:
+    """Concatenation in the spec's order, not shuffled: the trainer shuffles every epoch anyway."""
+    return [row for part in parts for row in part]
+
+
+def read_jsonl(path: Path) -> list[Row]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def write_jsonl(rows: list[Row], path: Path) -> None:
+    with open(path, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")

@@ -25,6 +25,7 @@ COMMANDS = {  # name: (module, help)
     ),
     "manifest": ("workflows.manifest_command", "Write a study's Argo Workflow YAML (no cluster needed)."),
     "submit": ("workflows.submit_command", "Submit a study to Argo Workflows and print its UI link."),
+    "parent-run": ("workflows.parent_run_command", "Start or end a study's MLflow parent run (on Argo)."),
 }
 
 

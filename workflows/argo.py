@@ -1,0 +1,217 @@
+"""A study's plan as an Argo Workflow, built with Hera.
+
+One DAG task per plan step, each running a container whose args are exactly `Step.argv` (what `limit plan`
+prints and the local backend runs). Steps read and write their outputs in S3 themselves, at their
+content-addressed keys; Argo only carries a step's small summary (an output parameter) and its logs.
+
+A first task opens the study execution's MLflow parent run; every step gets its id through the
+environment (LIMIT_PARENT_RUN_ID), and the exit handler closes it with the workflow's status.
+"""
+
+from __future__ import annotations
+
+from hera.workflows import (
+    DAG,
+    Container,
+    EmptyDirVolume,
+    Env,
+    Parameter,
+    Resources,
+    RetryStrategy,
+    SecretEnv,
+    Workflow,
+    WorkflowTemplate,
+)
+from hera.workflows import models as m
+
+from limit.plan import Plan, Step
+from workflows.profile import Profile, Toleration
+
+ENTRYPOINT = "study"
+PARENT_TASK = "mlflow-parent"
+OUTPUTS_DIR = "/tmp/limit-outputs"  # the runner writes summary.json here (LIMIT_OUTPUTS_DIR)
+WORKDIR = "/work"  # machine-local cache: tiny models, downloaded checkpoints, HF cache
+# Argo's emissary executor must know the command or it asks the registry for the image's entrypoint
+# (impossible for kind-loaded images); `env` runs the args unchanged, so they stay exactly the plan's argv.
+COMMAND = ["/usr/bin/env"]
+
+
+def workflow_name(plan: Plan) -> str:
+    return f"limit-{plan.study.name}"
+
+
+def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Workflow:
+    """The study as a `Workflow` (or, with `template`, a `WorkflowTemplate` to resubmit from the Argo UI)."""
+    study = plan.study.name
+    kind = WorkflowTemplate if template else Workflow
+    naming = {"name": workflow_name(plan)} if template else {"generate_name": f"{workflow_name(plan)}-"}
+    with kind(
+        **naming,
+        namespace=profile.namespace,
+        labels={"limit/study": study},
+        entrypoint=ENTRYPOINT,
+        on_exit="end-parent-run",
+        service_account_name=profile.service_account,
+        image_pull_secrets=profile.image_pull_secrets or None,
+        security_context=m.PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=profile.run_as_user,
+            run_as_group=profile.run_as_user,
+            fs_group=profile.run_as_user,
+            seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
+        ),
+        active_deadline_seconds=profile.active_deadline_seconds,
+        ttl_strategy=m.TTLStrategy(seconds_after_completion=profile.ttl_seconds_after_completion),
+        pod_gc=m.PodGC(strategy=profile.pod_gc),
+        archive_logs=profile.artifact_repository is not None,
+        artifact_repository_ref=(
+            m.ArtifactRepositoryRef(
+                config_map=profile.artifact_repository.configmap, key=profile.artifact_repository.key
+            )
+            if profile.artifact_repository
+            else None
+        ),
+    ) as w:
+        start_parent = _parent_run_template(
+            "start-parent-run",
+            profile,
+            ["limit", "parent-run", "start", "--study", study, "--workflow", "{{workflow.name}}"],
+            outputs=[
+                Parameter(
+                    name="run-id",
+                    value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/parent_run_id"),
+                    global_name="limit-parent-run-id",
+                )
+            ],
+        )
+        _parent_run_template(
+            "end-parent-run",
+            profile,
+            [
+                "limit",
+                "parent-run",
+                "end",
+                "--run-id",
+                "{{workflow.outputs.parameters.limit-parent-run-id}}",
+                "--status",
+                "{{workflow.status}}",
+            ],
+        )
+        templates = {step.id: step_template(step, plan, profile) for step in plan.order()}
+
+        with DAG(name=ENTRYPOINT, parallelism=profile.parallelism):
+            parent = start_parent(name=PARENT_TASK)
+            run_id = parent.get_parameter("run-id").value
+            tasks = {}
+            for step in plan.order():
+                task = templates[step.id](name=step.id, arguments={"parent-run-id": run_id})
+                [tasks[d] for d in step.deps] >> task if step.deps else parent >> task
+                tasks[step.id] = task
+    return w
+
+
+def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
+    """The container that runs one step: its argv, resources, placement, retries and environment."""
+    res = step.resources
+    gpu = res.gpus > 0
+    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR)]
+    if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
+        volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
+    return Container(
+        name=step.id,
+        image=profile.image,
+        image_pull_policy=profile.image_pull_policy,
+        command=COMMAND,
+        args=step.argv,
+        env=_env(plan, profile, judge=step.kind == "judge" and plan.study.judge.backend == "openai"),
+        inputs=[Parameter(name="parent-run-id")],
+        outputs=[Parameter(name="summary", value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/summary.json", default="{}"))],
+        resources=Resources(
+            cpu_request=_cpu(res.cpu),
+            memory_request=res.memory,
+            memory_limit=res.memory,
+            gpus=res.gpus or None,
+        ),
+        volumes=volumes,
+        security_context=_container_security(),
+        node_selector=(profile.gpu_node_selector if gpu else profile.node_selector) or None,
+        tolerations=_tolerations(profile.gpu_tolerations if gpu else profile.tolerations),
+        synchronization=_gpu_semaphore(profile) if gpu else None,
+        retry_strategy=RetryStrategy(
+            limit=profile.retry.limit,
+            retry_policy="Always",  # failed pods and errors alike: preemption and node loss show up as errors
+            expression="asInt(lastRetry.exitCode) != 2",  # bad input never gets better by retrying
+            backoff=m.Backoff(
+                duration=profile.retry.backoff,
+                factor=profile.retry.factor,
+                max_duration=profile.retry.max_duration,
+            ),
+        ),
+        labels={"limit/study": plan.study.name, "limit/kind": step.kind},
+    )
+
+
+def _parent_run_template(name: str, profile: Profile, args: list[str], outputs=None) -> Container:
+    return Container(
+        name=name,
+        image=profile.image,
+        image_pull_policy=profile.image_pull_policy,
+        command=COMMAND,
+        args=args,
+        env=[
+            Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
+            Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
+        ],
+        outputs=outputs,
+        resources=Resources(cpu_request="100m", memory_request="512Mi", memory_limit="512Mi"),
+        security_context=_container_security(),
+        node_selector=profile.node_selector or None,
+        tolerations=_tolerations(profile.tolerations),
+        retry_strategy=RetryStrategy(limit=profile.retry.limit, retry_policy="Always"),
+    )
+
+
+def _env(plan: Plan, profile: Profile, judge: bool) -> list[Env | SecretEnv]:
+    creds = profile.s3_credentials
+    env: list[Env | SecretEnv] = [
+        Env(name="LIMIT_STUDY", value=plan.study.name),
+        Env(name="LIMIT_PARENT_RUN_ID", value="{{inputs.parameters.parent-run-id}}"),
+        Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
+        Env(name="LIMIT_ARTIFACTS", value=profile.artifacts),
+        Env(name="LIMIT_WORKDIR", value=WORKDIR),
+        Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
+        Env(name="HF_HOME", value=f"{WORKDIR}/hf"),
+        Env(name="AWS_DEFAULT_REGION", value=profile.s3_region),
+        SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=creds.secret, secret_key=creds.access_key_key),
+        SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=creds.secret, secret_key=creds.secret_key_key),
+    ]
+    if profile.s3_endpoint:
+        env.append(Env(name="AWS_ENDPOINT_URL", value=profile.s3_endpoint))
+    if profile.hf_token:
+        token = profile.hf_token
+        env.append(SecretEnv(name="HF_TOKEN", secret_name=token.name, secret_key=token.key, optional=True))
+    if judge and profile.judge_api_key:
+        key = profile.judge_api_key
+        env.append(SecretEnv(name=plan.study.judge.api_key_env, secret_name=key.name, secret_key=key.key))
+    return env
+
+
+def _cpu(cores: float) -> str:
+    """Kubernetes quantity: whole cores as "4", fractions in millicores ("500m")."""
+    return str(int(cores)) if float(cores).is_integer() else f"{round(cores * 1000)}m"
+
+
+def _container_security() -> m.SecurityContext:
+    return m.SecurityContext(allow_privilege_escalation=False, capabilities=m.Capabilities(drop=["ALL"]))
+
+
+def _tolerations(tolerations: list[Toleration]) -> list[m.Toleration] | None:
+    return [m.Toleration(**t.model_dump(exclude_none=True)) for t in tolerations] or None
+
+
+def _gpu_semaphore(profile: Profile) -> m.Synchronization | None:
+    sem = profile.gpu_semaphore
+    if sem is None:
+        return None
+    ref = m.SemaphoreRef(config_map_key_ref=m.ConfigMapKeySelector(name=sem.configmap, key=sem.key))
+    return m.Synchronization(semaphores=[ref])

@@ -1,0 +1,43 @@
+"""`limit manifest STUDY [--profile P] [--out FILE] [--template]`: a study's Argo YAML, no cluster needed."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_PROFILE = "gpu"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
+    parser.add_argument(
+        "--profile", default=DEFAULT_PROFILE, help="cluster profile: a name in workflows/profiles/ or a YAML path"
+    )
+    parser.add_argument("--out", help="write the YAML here (default: stdout)")
+    parser.add_argument(
+        "--template", action="store_true", help="a WorkflowTemplate (resubmit from the Argo UI) instead"
+    )
+
+
+def render(study: str, profile: str, template: bool = False) -> str:
+    """The manifest `limit manifest` writes and `limit submit` sends."""
+    from limit.plan import build_plan
+    from limit.spec import load_study, resolve_study_path
+    from workflows.argo import build_workflow
+    from workflows.profile import load_profile
+
+    plan = build_plan(load_study(study), origin=str(resolve_study_path(study)))
+    return build_workflow(plan, load_profile(profile), template=template).to_yaml()
+
+
+def main(args: argparse.Namespace) -> int:
+    text = render(args.study, args.profile, template=args.template)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
+    else:
+        sys.stdout.write(text)
+    return 0

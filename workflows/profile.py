@@ -1,0 +1,137 @@
+"""Cluster profiles: where and how a study's pods run (image, namespace, storage, MLflow, GPU nodes).
+
+A study says *what* to compute; a profile says *where*. Profiles are YAML files in `workflows/profiles/`
+(or any path), validated with pydantic; errors name the file and the dotted field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from limit.errors import LimitError
+
+PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretKey(Strict):
+    """One key of a Kubernetes Secret, exposed to a pod as an environment variable."""
+
+    name: str
+    key: str
+
+
+class S3Credentials(Strict):
+    """The Secret holding the S3/MinIO credentials every step uses for its outputs."""
+
+    secret: str = "limit-s3"
+    access_key_key: str = "accessKey"
+    secret_key_key: str = "secretKey"
+
+
+class Toleration(Strict):
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class Semaphore(Strict):
+    """A ConfigMap key whose integer value caps concurrent GPU pods (the chart creates it)."""
+
+    configmap: str = "limit-semaphores"
+    key: str = "gpu-pods"
+
+
+class Retry(Strict):
+    """Retries for transient failures and preemption; exit code 2 (bad input) is never retried."""
+
+    limit: int = Field(3, ge=0)
+    backoff: str = "1m"
+    factor: int = Field(2, ge=1)
+    max_duration: str = "1h"
+
+
+class ArtifactRepository(Strict):
+    """The artifact-repositories ConfigMap entry that receives step logs (archiveLogs)."""
+
+    configmap: str = "artifact-repositories"
+    key: str = "default-v1"
+
+
+class Profile(Strict):
+    name: str
+    description: str = ""
+    image: str
+    image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    image_pull_secrets: list[str] = Field(default_factory=list)
+    namespace: str = "limit"
+    service_account: str = "limit-workflow"
+    run_as_user: int = Field(1000, gt=0, description="Pods run as this non-root user (the image's user).")
+
+    artifacts: str = Field(description="s3://bucket/prefix where every step's outputs live (LIMIT_ARTIFACTS).")
+    s3_endpoint: str | None = Field(None, description="AWS_ENDPOINT_URL, e.g. MinIO's in-cluster Service.")
+    s3_region: str = "us-east-1"
+    s3_credentials: S3Credentials = Field(default_factory=S3Credentials)
+    judge_api_key: SecretKey | None = Field(None, description="Secret with the judge's API key (openai judge).")
+    hf_token: SecretKey | None = Field(None, description="Secret with a Hugging Face token (gated models).")
+    mlflow_uri: str = Field(description="MLFLOW_TRACKING_URI as seen from pods.")
+
+    node_selector: dict[str, str] = Field(default_factory=dict, description="For CPU steps.")
+    tolerations: list[Toleration] = Field(default_factory=list, description="For CPU steps.")
+    gpu_node_selector: dict[str, str] = Field(default_factory=dict, description="For steps that need GPUs.")
+    gpu_tolerations: list[Toleration] = Field(default_factory=list, description="For steps that need GPUs.")
+    gpu_semaphore: Semaphore | None = Field(default_factory=Semaphore)
+    parallelism: int | None = Field(None, gt=0, description="At most this many step pods at once.")
+
+    retry: Retry = Field(default_factory=Retry)
+    active_deadline_seconds: int = Field(14 * 24 * 3600, gt=0)
+    ttl_seconds_after_completion: int = Field(7 * 24 * 3600, ge=0)
+    pod_gc: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] = "OnPodSuccess"
+    artifact_repository: ArtifactRepository | None = Field(default_factory=ArtifactRepository)
+    ui_url: str | None = Field(None, description="Argo UI base URL for links (default: ARGO_SERVER).")
+
+    @field_validator("artifacts")
+    @classmethod
+    def _s3(cls, value: str) -> str:
+        if not value.startswith("s3://"):
+            raise ValueError("pods share outputs through S3: give s3://bucket/prefix")
+        return value
+
+
+def resolve_profile_path(profile: str) -> Path:
+    """A profile is a name in `workflows/profiles/` or a path to a YAML file."""
+    path = Path(profile)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise LimitError(f"{profile}: profile file not found")
+        return path
+    candidate = PROFILES_DIR / f"{profile}.yaml"
+    if not candidate.is_file():
+        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
+        raise LimitError(f"unknown profile '{profile}' (known: {known}; or give a YAML path)")
+    return candidate
+
+
+def load_profile(profile: str) -> Profile:
+    path = resolve_profile_path(profile)
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise LimitError(f"{path}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
+    if not isinstance(data, dict):
+        raise LimitError(f"{path}: a profile must be a YAML mapping")
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
+        raise LimitError(f"{path}: {field}: {msg}") from None

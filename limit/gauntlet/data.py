@@ -1,0 +1,98 @@
+"""Where the gauntlet's jsonl files come from, turned into a local folder.
+
+A location is one of:
+- a folder (`../shared/gauntlet_data`), laid out as `<category>/<name>.jsonl` like llm-foundry's local_data;
+- `fixture:NAME`, a folder shipped inside the package (`fixture:gauntlet` holds the tiny suite);
+- `s3://bucket/prefix`, read with boto3 (which honours AWS_ENDPOINT_URL, e.g. MinIO);
+- `llm-foundry@<commit>`, the files of mosaicml/llm-foundry's `scripts/eval/local_data/` at that commit,
+  fetched from GitHub's raw file host.
+Remote files are cached under the work folder; a file absent at the location is reported missing, not an
+error, so its category comes out incomplete.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+from limit.errors import LimitError
+from limit.locations import local_path
+
+LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
+_FOUNDRY = re.compile(r"^llm-foundry@([0-9a-f]{7,40})$")
+
+
+def fetch_files(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
+    """Local paths of those `files` (relative names) that exist at `location`."""
+    if location.startswith("s3://"):
+        return _fetch_s3(location, files, workdir)
+    match = _FOUNDRY.match(location)
+    if match:
+        return _fetch_llm_foundry(match.group(1), files, workdir)
+    if location.startswith("llm-foundry@"):
+        raise LimitError(f"gauntlet.data: '{location}': expected llm-foundry@<commit hash>")
+    folder = local_path(location)
+    if not folder.is_dir():
+        raise LimitError(f"gauntlet.data: folder not found: {location}")
+    return {f: folder / f for f in files if (folder / f).is_file()}
+
+
+def _cache_dir(workdir: Path, *parts: str) -> Path:
+    return Path(workdir) / "gauntlet-data" / Path(*parts)
+
+
+def _atomic_write(target: Path, data: bytes) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
+    partial.write_bytes(data)
+    partial.replace(target)
+
+
+def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
+    import boto3
+    from botocore.exceptions import ClientError
+
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    prefix = prefix.strip("/")
+    cache = _cache_dir(workdir, "s3", bucket, prefix)
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    found = {}
+    for name in files:
+        key = f"{prefix}/{name}" if prefix else name
+        target = cache / name
+        if not target.is_file():
+            try:
+                body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except ClientError as e:
+                if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                    continue
+                raise LimitError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
+            _atomic_write(target, body)
+        found[name] = target
+    return found
+
+
+def _fetch_llm_foundry(commit: str, files: list[str], workdir: Path) -> dict[str, Path]:
+    cache = _cache_dir(workdir, f"llm-foundry-{commit}")
+    found = {}
+    for name in files:
+        target = cache / name
+        if not target.is_file():
+            url = LLM_FOUNDRY_RAW.format(commit=commit, file=name)
+            print(f"gauntlet: fetching {url}", file=sys.stderr)
+            try:
+                with urllib.request.urlopen(url, timeout=120) as response:
+                    data = response.read()
+            except urllib.error.HTTPError as e:
+                if e.code == 404:
+                    continue
+                raise LimitError(f"gauntlet.data: {url}: HTTP {e.code}") from None
+            except (urllib.error.URLError, TimeoutError) as e:
+                raise LimitError(f"gauntlet.data: cannot fetch {url}: {getattr(e, 'reason', e)}") from None
+            _atomic_write(target, data)
+        found[name] = target
+    return found

@@ -1,0 +1,170 @@
+"""Score one model on a set of gauntlet benchmarks with lm-eval as the engine.
+
+lm-eval builds the prompts (our task configs), batches the requests and runs the model; from its logged
+per-request log-likelihoods we compute composer's metrics (`scoring`). The answer token counts that the
+mean-per-token rule needs come from the same lm-eval model's `_encode_pair`, i.e. exactly the tokens it
+scored.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from limit.errors import LimitError
+from limit.gauntlet import scoring
+from limit.gauntlet.benchmarks import Benchmark
+from limit.gauntlet.fewshot import read_rows
+from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
+
+TASK_PREFIX = "gauntlet_"
+
+
+def load_model(location: str, backend: str = "hf", batch_size: int = 8, trust_remote_code: bool = False):
+    """An lm-eval model: `hf` (transformers) or `vllm` when it is installed."""
+    import torch
+
+    if backend == "hf":
+        from lm_eval.models.huggingface import HFLM
+
+        return HFLM(
+            pretrained=location,
+            batch_size=batch_size,
+            device="cuda" if torch.cuda.is_available() else "cpu",
+            dtype="auto",
+            trust_remote_code=trust_remote_code,
+        )
+    if backend == "vllm":
+        try:
+            from lm_eval.models.vllm_causallms import VLLM
+        except ImportError as e:
+            raise LimitError(f"gauntlet.backend: vllm is not installed ({e})") from None
+        return VLLM(pretrained=location, batch_size=batch_size, trust_remote_code=trust_remote_code)
+    raise LimitError(f"gauntlet.backend: unknown backend '{backend}' (known: hf, vllm)")
+
+
+def build_tasks(benchmarks: Sequence[Benchmark], files: dict[str, Path], seed: int) -> dict[str, dict]:
+    """lm-eval task configs, by benchmark name, for the benchmarks whose file is present."""
+    configs = {}
+    for bench in benchmarks:
+        if bench.file not in files:
+            continue
+        rows = read_rows(files[bench.file], REQUIRED_FIELDS[bench.kind])
+        configs[bench.name] = task_config(bench, prepare_docs(bench, rows, seed), TASK_PREFIX + bench.name)
+    return configs
+
+
+def score_samples(bench: Benchmark, samples: list[dict], lm) -> tuple[dict, list[dict]]:
+    """Composer's metric for each logged lm-eval sample, then the benchmark's (rescaled) result."""
+    correct, groups, details = [], [], []
+    for sample in sorted(samples, key=lambda s: s["doc_id"]):
+        doc = sample["doc"]
+        responses = sample["filtered_resps"]  # one (loglikelihood, is_greedy) per request
+        logliks = [float(ll) for ll, _ in responses]
+        if bench.kind == "language_modeling":
+            ok = bool(responses[0][1])
+            detail = {"row": doc["_row"], "correct": ok, "loglik": logliks[0]}
+        else:
+            n_tokens = [len(lm._encode_pair(ctx, cont)[1]) for ctx, cont in sample["arguments"]]
+            pick = scoring.mean_per_token_choice(logliks, n_tokens)
+            ok = pick == doc["gold"]
+            detail = {
+                "row": doc["_row"],
+                "correct": ok,
+                "prediction": pick,
+                "gold": doc["gold"],
+                "logliks": logliks,
+                "tokens": n_tokens,
+            }
+        correct.append(ok)
+        groups.append(str(doc.get(bench.macro_average or "", "")))
+        details.append(detail)
+    result = scoring.benchmark_result(bench, correct, groups if bench.macro_average else None)
+    return result, details
+
+
+def evaluate_benchmark(lm, bench: Benchmark, path: Path, *, limit: int | None, seed: int) -> tuple[dict, list]:
+    """One benchmark through lm-eval's evaluator; returns its result and per-row details."""
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    config = build_tasks([bench], {bench.file: path}, seed)[bench.name]
+    logging.getLogger("lm_eval").setLevel(logging.ERROR)
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=[config],
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        fewshot_random_seed=seed,
+        random_seed=seed,
+        # our tasks are config dicts: no need to index lm-eval's thousands of built-in task files
+        task_manager=TaskManager(include_defaults=False),
+    )
+    return score_samples(bench, out["samples"][config["task"]], lm)
+
+
+def run_gauntlet(
+    model: str,
+    benchmarks: Sequence[Benchmark],
+    files: dict[str, Path],
+    *,
+    limit: int | None = None,
+    batch_size: int = 8,
+    backend: str = "hf",
+    seed: int = 1234,
+    trust_remote_code: bool = False,
+    resume_dir: Path | None = None,
+    on_benchmark: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Evaluate `model` (a from_pretrained location) and return scores.json's content (without details).
+
+    `files` maps each benchmark's relative file name to a local path (see `data.fetch_files`); a benchmark
+    without one is missing and leaves its category incomplete. With `resume_dir`, each finished benchmark
+    is kept there as `<name>.json` (result and per-row details) and reused by a later attempt;
+    `on_benchmark(name)` is called after each one is written (to persist it).
+    """
+    missing = [b.name for b in benchmarks if b.file not in files]
+    if missing:
+        print(f"gauntlet: no data for {', '.join(missing)} (their categories will be incomplete)", file=sys.stderr)
+    lm = None
+    started = time.time()
+    results: dict[str, dict] = {}
+    for bench in benchmarks:
+        if bench.file not in files:
+            continue
+        saved = resume_dir / f"{bench.name}.json" if resume_dir else None
+        if saved is not None and saved.is_file():
+            results[bench.name] = json.loads(saved.read_text())["result"]
+            print(f"gauntlet: {bench.name}: reusing {saved}", file=sys.stderr)
+            continue
+        if lm is None:
+            lm = load_model(model, backend, batch_size, trust_remote_code)
+        t0 = time.time()
+        result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
+        result["seconds"] = round(time.time() - t0, 3)
+        results[bench.name] = result
+        print(
+            f"gauntlet: {bench.name}: accuracy {result['accuracy']:.4f} score {result['score']:+.4f} "
+            f"(n={result['n']}, {result['seconds']:.1f}s)",
+            file=sys.stderr,
+        )
+        if saved is not None:
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            partial = saved.with_suffix(".partial")
+            partial.write_text(json.dumps({"result": result, "details": details}))
+            partial.replace(saved)
+            if on_benchmark:
+                on_benchmark(bench.name)
+    summary = scoring.aggregate(benchmarks, results)
+    return {
+        "benchmarks": results,
+        **summary,
+        "seconds": round(time.time() - started, 3),
+        "examples": sum(r["n"] for r in results.values()),
+    }

@@ -1,0 +1,76 @@
+"""Composer's ICL metrics and the gauntlet's aggregation, from lm-eval's per-request log-likelihoods.
+
+- multiple choice / schema: the prediction is the choice whose answer tokens have the highest *mean*
+  log-likelihood per token (composer's lowest per-token perplexity; not lm-eval's `acc`, which sums, nor
+  `acc_norm`, which divides by characters).
+- language modelling: correct only when every answer token is the greedy argmax (lm-eval's `is_greedy`).
+- benchmark score = (accuracy - random baseline) / (1 - random baseline), after macro-averaging over the
+  rows' `category` where the benchmark says so; category = equal-weight mean of its benchmarks, reported
+  as None when any of them is missing; average = mean of the five categories, None unless all are there.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+
+from limit.gauntlet.benchmarks import CATEGORIES, Benchmark
+
+
+def mean_per_token_choice(logliks: Sequence[float], n_tokens: Sequence[int]) -> int:
+    """Index of the choice with the highest mean log-likelihood per answer token (first one on ties)."""
+    means = [ll / max(n, 1) for ll, n in zip(logliks, n_tokens, strict=True)]
+    return max(range(len(means)), key=lambda i: (means[i], -i))
+
+
+def rescale(accuracy: float, random_baseline: float) -> float:
+    """Accuracy above chance, as a fraction of the headroom above chance (negative below chance)."""
+    return (accuracy - random_baseline) / (1.0 - random_baseline)
+
+
+def accuracy(correct: Sequence[bool], groups: Sequence[str] | None = None) -> float:
+    """Plain accuracy, or the equal-weight mean of per-group accuracies when `groups` is given."""
+    if not correct:
+        raise ValueError("no scored rows")
+    if groups is None:
+        return sum(correct) / len(correct)
+    by_group: dict[str, list[bool]] = defaultdict(list)
+    for ok, group in zip(correct, groups, strict=True):
+        by_group[group].append(ok)
+    return sum(sum(v) / len(v) for v in by_group.values()) / len(by_group)
+
+
+def benchmark_result(bench: Benchmark, correct: Sequence[bool], groups: Sequence[str] | None) -> dict:
+    acc = accuracy(correct, groups if bench.macro_average else None)
+    result = {
+        "category": bench.category,
+        "kind": bench.kind,
+        "accuracy": acc,
+        "score": rescale(acc, bench.random_baseline),
+        "n": len(correct),
+        "random_baseline": bench.random_baseline,
+    }
+    if bench.macro_average and groups is not None:
+        result["groups"] = len(set(groups))
+    return result
+
+
+def aggregate(benchmarks: Sequence[Benchmark], results: dict[str, dict]) -> dict:
+    """Category scores and the study average from per-benchmark results.
+
+    `benchmarks` is what the suite asked for; a category missing any of them (or with none of them) is
+    incomplete and reported as None, never averaged over fewer benchmarks.
+    """
+    categories: dict[str, float | None] = {}
+    missing: list[str] = []
+    for category in CATEGORIES:
+        wanted = [b.name for b in benchmarks if b.category == category]
+        absent = [name for name in wanted if name not in results]
+        missing += absent
+        if not wanted or absent:
+            categories[category] = None
+        else:
+            categories[category] = sum(results[name]["score"] for name in wanted) / len(wanted)
+    complete = all(v is not None for v in categories.values())
+    average = sum(categories.values()) / len(categories) if complete else None
+    return {"categories": categories, "average": average, "complete": complete, "missing": missing}

@@ -1,0 +1,65 @@
+"""gauntlet step: one model (a base model, or one epoch of a finetune) on the study's Eval Gauntlet.
+
+Writes `scores.json` ({benchmarks, categories, average, complete, ...}) and per-row details under
+`details/`. Each finished benchmark is persisted at once, so a retried pod resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import mlflow
+
+from limit.errors import LimitError
+from limit.gauntlet.benchmarks import CATEGORIES, suite
+from limit.gauntlet.data import fetch_files
+from limit.gauntlet.evaluate import run_gauntlet
+from limit.models import model_location
+from limit.runner import StepContext
+from limit.steps.inputs import GauntletInput
+
+
+def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool]:
+    if inp.model is not None:
+        return model_location(inp.model, ctx.workdir), inp.model.trust_remote_code
+    if inp.finetune is None or inp.epoch is None:
+        raise LimitError("step gauntlet --input: give model, or finetune and epoch")
+    return str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")), False
+
+
+def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
+    spec = inp.gauntlet
+    benchmarks = suite(spec.suite, spec.tasks)
+    files = fetch_files(spec.data, [b.file for b in benchmarks], ctx.workdir)
+    location, trust_remote_code = _model(inp, ctx)
+    print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
+
+    scores = run_gauntlet(
+        location,
+        benchmarks,
+        files,
+        limit=spec.limit,
+        batch_size=spec.batch_size,
+        backend=spec.backend,
+        seed=spec.seed,
+        trust_remote_code=trust_remote_code,
+        resume_dir=ctx.out / "details",
+        on_benchmark=lambda _: ctx.persist("details"),
+    )
+    scores["suite"] = spec.suite
+    (ctx.out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
+
+    for name, result in scores["benchmarks"].items():
+        mlflow.log_metrics({f"{name}.accuracy": result["accuracy"], f"{name}.score": result["score"]})
+    mlflow.log_dict(scores, "gauntlet/scores.json")
+    if scores["missing"]:
+        mlflow.set_tag("gauntlet.missing", ",".join(scores["missing"])[:250])
+
+    summary: dict = {"complete": scores["complete"], "examples": scores["examples"]}
+    if scores["average"] is not None:
+        summary["average"] = scores["average"]
+    for category in CATEGORIES:
+        if scores["categories"][category] is not None:
+            summary[category] = scores["categories"][category]
+    return summary

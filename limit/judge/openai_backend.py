@@ -1,0 +1,167 @@
+"""The `openai` judge: alpaca-eval's `PairwiseAnnotator` with an explicit annotator config, through the
+`openai` client, against OpenAI or any OpenAI-compatible endpoint (vLLM, the replay server).
+
+alpaca-eval 0.6.6 needs care (each point is handled below):
+- the annotator config is passed explicitly and the metric is computed by `limit.judge.winrate`, because
+  alpaca-eval's defaults switch to AlpacaEval 2 behaviour;
+- pairs are built by position by the caller and handed over as (instruction, output_1, output_2) rows; they
+  are never merged on instruction text;
+- the left/right swap is seeded by (instruction, annotator seed), so each sampling seed gets its own
+  annotator seed;
+- the cache ignores the seed and by default lives in site-packages and keeps failures: every
+  (comparison, seed) gets its own cache file, and failures are not stored;
+- `is_store_missing_annotations=False` raises AttributeError while no cache file exists yet;
+- any API error other than a rate limit aborts the whole call: we retry ourselves, chunk by chunk, and a pair
+  that never gets a parseable answer is reported as a failure (never a loss, never a crash).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from limit.errors import LimitError
+from limit.judge.winrate import normalize_preference
+
+log = logging.getLogger(__name__)
+
+Pair = tuple[str, str, str]  # (instruction, output of A, output of B); A is always shown as output_1
+
+
+@dataclass
+class Outcome:
+    preference: float | None  # 1: A, 2: B, 1.5: identical outputs, None: failed
+    tokens: float = 0.0
+    raw: str | None = None
+    error: str | None = None
+
+
+@dataclass
+class OpenAIJudge:
+    annotator: str = "alpaca_eval_gpt4_0613"
+    model: str = "gpt-4-0613"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    concurrency: int = 4
+    max_retries: int = 5
+    retry_wait: float = 2.0
+    chunk_size: int = 32
+    timeout: float = 120.0
+
+    def judge(self, pairs: Sequence[Pair], seed: int, cache: Path) -> list[Outcome]:
+        """One preference per pair, in order; `cache` is this (comparison, seed)'s own cache file."""
+        annotator = self._annotator(seed, cache)
+        outcomes: list[Outcome | None] = [None] * len(pairs)
+        with tempfile.TemporaryDirectory(prefix="limit-judge-") as tmp:
+            decoding = self._decoding_kwargs(Path(tmp))
+            for start in range(0, len(pairs), self.chunk_size):
+                chunk = range(start, min(start + self.chunk_size, len(pairs)))
+                self._judge_chunk(annotator, decoding, pairs, list(chunk), outcomes)
+        return [o or Outcome(None, error="not judged") for o in outcomes]
+
+    def cost_per_token(self) -> float | None:
+        """Dollars per token when alpaca-eval knows the model's price, else None."""
+        from alpaca_eval.decoders.openai import _get_price_per_token
+
+        return _get_price_per_token(self.model)
+
+    # ------------------------------------------------------------------ internals
+
+    def _annotator(self, seed: int, cache: Path):
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        annotator = _pairwise_annotator_class()(
+            annotators_config=self.annotator,
+            seed=seed,
+            caching_path=cache,
+            is_store_missing_annotations=False,
+        )
+        for single in annotator.annotators.values():
+            single.completions_kwargs["model_name"] = self.model
+        logging.getLogger().setLevel(logging.WARNING)  # alpaca-eval sets the root logger to INFO on import
+        return annotator
+
+    def _decoding_kwargs(self, tmp: Path) -> dict:
+        import yaml
+
+        key = os.environ.get(self.api_key_env)
+        if not key:
+            if self.base_url is None:
+                raise LimitError(f"judge.api_key_env: environment variable {self.api_key_env} is not set")
+            key = "EMPTY"  # local OpenAI-compatible servers accept any key
+        # alpaca-eval builds its clients from a config file; ours names only the endpoint (the key stays in memory)
+        client_config = tmp / "openai_clients.yaml"
+        client_config.write_text(yaml.safe_dump({"default": [{"base_url": self.base_url}] if self.base_url else [{}]}))
+        return {
+            "num_procs": self.concurrency,
+            "requires_chatml": True,  # the ranking prompt is ChatML, whatever the model is called
+            # alpaca-eval multiplies total tokens by this: a price of 1 makes `price_per_example` the token count
+            "price_per_token": 1.0,
+            "sleep_time": self.retry_wait,
+            "client_config_path": client_config,
+            "client_kwargs": {"api_key": key, "max_retries": 0, "timeout": self.timeout},  # retries are ours
+        }
+
+    def _judge_chunk(self, annotator, decoding: dict, pairs: Sequence[Pair], chunk: list[int], outcomes: list) -> None:
+        pending, last_error = list(chunk), None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                time.sleep(self.retry_wait * min(2 ** (attempt - 1), 8))
+            rows = [{"instruction": pairs[i][0], "output_1": pairs[i][1], "output_2": pairs[i][2]} for i in pending]
+            try:
+                annotated = annotator.annotate_pairs(rows, **decoding)
+            except Exception as e:  # an API error aborts alpaca-eval's whole call; what was done is cached
+                last_error = f"{type(e).__name__}: {e}"
+                log.warning(
+                    "judge attempt %d/%d failed: %s", attempt + 1, self.max_retries + 1, last_error, exc_info=True
+                )
+                annotated = []
+            found = {(r["instruction"], r["output_1"], r["output_2"]): r for r in annotated}
+            still = []
+            for i in pending:
+                row = found.get(tuple(str(x) for x in pairs[i]))
+                pref = normalize_preference(row.get("preference")) if row else None
+                if pref is None:
+                    still.append(i)
+                    continue
+                tokens = row.get("preference_price_per_example")
+                tokens = 0.0 if tokens is None or (isinstance(tokens, float) and math.isnan(tokens)) else tokens
+                outcomes[i] = Outcome(pref, float(tokens), row.get("preference_raw_completion"))
+            pending = still
+            if not pending:
+                return
+            last_error = last_error or "unparseable judge answer"
+        for i in pending:
+            outcomes[i] = Outcome(None, error=last_error)
+
+
+def _pairwise_annotator_class():
+    """alpaca-eval's `PairwiseAnnotator`, with the two fixes its 0.6.6 cache needs here."""
+    from alpaca_eval.annotators import PairwiseAnnotator
+
+    class CachedPairwiseAnnotator(PairwiseAnnotator):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            if self.df_annotations is None:  # no cache file yet: with failures not stored, 0.6.6 queries None
+                self.df_annotations = self._empty_annotations()
+
+        def load_(self, path=None) -> None:
+            super().load_(path)
+            # pandas reads cached 1/2 preferences back as int64; alpaca-eval then writes 1.5 (identical outputs)
+            # into that column, which pandas 3 refuses
+            if self.df_annotations is not None and self.annotation_key in self.df_annotations:
+                self.df_annotations[self.annotation_key] = self.df_annotations[self.annotation_key].astype(float)
+
+        def _empty_annotations(self):
+            import pandas as pd
+
+            return pd.DataFrame({c: pd.Series(dtype=object) for c in self.all_keys}).assign(
+                **{self.annotation_key: pd.Series(dtype=float)}
+            )
+
+    return CachedPairwiseAnnotator

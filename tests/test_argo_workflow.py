@@ -1,0 +1,219 @@
+"""The Argo manifests: every shipped study compiles, validates, matches its golden file, and runs in each
+pod exactly the argv `limit plan` prints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from functools import cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from limit.cli import main as limit_main
+from limit.plan import build_plan
+from limit.spec import list_studies, load_study
+from workflows import golden
+from workflows.argo import PARENT_TASK, build_workflow
+from workflows.manifest_command import render
+from workflows.profile import load_profile
+
+
+STUDIES = list_studies()
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+
+@cache
+def manifest(study: str, profile: str = "gpu", template: bool = False) -> dict:
+    return yaml.safe_load(render(study, profile, template=template))
+
+
+def templates(doc: dict) -> dict[str, dict]:
+    return {t["name"]: t for t in doc["spec"]["templates"]}
+
+
+def dag_tasks(doc: dict) -> dict[str, dict]:
+    dag = next(t for t in doc["spec"]["templates"] if "dag" in t)
+    return {t["name"]: t for t in dag["dag"]["tasks"]}
+
+
+def depends(task: dict) -> set[str]:
+    return {d.strip() for d in task.get("depends", "").split("&&") if d.strip()}
+
+
+def ancestors(tasks: dict[str, dict], name: str) -> set[str]:
+    seen: set[str] = set()
+    todo = list(depends(tasks[name]))
+    while todo:
+        dep = todo.pop()
+        if dep not in seen:
+            seen.add(dep)
+            todo.extend(depends(tasks[dep]))
+    return seen
+
+
+def plan_argv(study: str, capsys: pytest.CaptureFixture) -> dict[str, list[str]]:
+    """What `limit plan STUDY --json` prints: the argv of every step, by step id."""
+    capsys.readouterr()
+    assert limit_main(["plan", study, "--json"]) == 0
+    return {s["id"]: s["argv"] for s in json.loads(capsys.readouterr().out)["steps"]}
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_argv_parity_with_limit_plan(study: str, capsys: pytest.CaptureFixture) -> None:
+    argv = plan_argv(study, capsys)
+    doc = manifest(study)
+    tasks, temps = dag_tasks(doc), templates(doc)
+    assert set(tasks) - {PARENT_TASK} == set(argv), "one DAG task per plan step"
+    for step_id, expected in argv.items():
+        assert temps[tasks[step_id]["template"]]["container"]["args"] == expected, step_id
+
+
+@pytest.mark.parametrize("study", STUDIES)
+@pytest.mark.parametrize("template", [False, True])
+def test_round_trips_through_hera_models(study: str, template: bool) -> None:
+    from hera.workflows import Workflow, WorkflowTemplate
+
+    kind = WorkflowTemplate if template else Workflow
+    text = render(study, "gpu", template=template)
+    assert kind.from_yaml(text).to_yaml() == text
+    assert yaml.safe_load(text)["kind"] == kind.__name__
+
+
+@pytest.fixture(scope="module")
+def argo_schema() -> dict:
+    path = SHARED / "argo" / "workflow-schema.json"
+    if not path.is_file():
+        pytest.skip(f"{path} is absent: it holds Argo's Workflow JSON schema (see ../shared/argo/SOURCE.md)")
+    schema = json.loads(path.read_text())
+    # Kubernetes and Argo accept integers where the schema says IntOrString is a string (SOURCE.md).
+    schema["definitions"]["io.k8s.apimachinery.pkg.util.intstr.IntOrString"] = {"type": ["string", "integer"]}
+    return schema
+
+
+@pytest.mark.parametrize(("study", "profile"), [(s, "gpu") for s in STUDIES] + [("tiny", "kind")])
+def test_validates_against_argo_schema(study: str, profile: str, argo_schema: dict) -> None:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(argo_schema)
+    for template in (False, True):
+        doc = manifest(study, profile, template)
+        errors = sorted(validator.iter_errors(doc), key=lambda e: list(e.absolute_path))
+        assert not errors, f"{study}/{profile}: {errors[0].message} at {list(errors[0].absolute_path)}"
+
+
+def test_schema_check_catches_a_broken_manifest(argo_schema: dict) -> None:
+    import jsonschema
+
+    doc = copy.deepcopy(manifest("tiny", "kind"))
+    doc["spec"]["templates"][0]["container"]["args"] = "limit step"  # a string, not a list
+    assert list(jsonschema.Draft202012Validator(argo_schema).iter_errors(doc))
+
+
+@pytest.mark.parametrize("study", sorted(golden.PROFILES))
+def test_golden_manifest_matches(study: str) -> None:
+    path = golden.path(study)
+    assert path.is_file(), f"{path} is missing: run `make golden`"
+    expected = render(study, golden.PROFILES[study])
+    assert path.read_text() == expected, (
+        f"{path} differs from `limit manifest {study} --profile {golden.PROFILES[study]}`: "
+        "if the change is intended, run `make golden` and review the diff"
+    )
+
+
+def test_full_structure() -> None:
+    study = load_study("full")
+    plan = build_plan(study)
+    doc = manifest("full")
+    tasks, temps = dag_tasks(doc), templates(doc)
+
+    finetunes = {name: t for name, t in tasks.items() if name.startswith("finetune-")}
+    assert len(finetunes) == len(study.runs)
+    for run in study.runs:
+        step = next(s for s in plan.by_kind("finetune") if s.input.tags["run"] == run.run_name)
+        resources = temps[tasks[step.id]["template"]]["container"]["resources"]
+        gpus = str(study.train_spec(run).gpus)
+        assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == gpus
+        assert temps[step.id]["synchronization"]["semaphores"][0]["configMapKeyRef"]["key"] == "gpu-pods"
+
+    for step in plan.by_kind("gauntlet"):
+        if step.input.finetune:
+            assert f"finetune-{step.id.split('-', 1)[1].rsplit('-e', 1)[0]}" in depends(tasks[step.id])
+
+    # Every task depends directly on each step whose output it reads (refs in its --input JSON).
+    producers = {s.ref: s.id for s in plan.order()}
+    for step in plan.order():
+        read = {producers[v] for v in _strings(json.loads(step.argv[-1])) if v in producers}
+        assert read <= depends(tasks[step.id]), f"{step.id} reads {read - depends(tasks[step.id])}"
+    report = depends(tasks["report"])
+    assert {s.id for s in plan.by_kind("judge") + plan.by_kind("select")} <= report
+    assert len(plan.by_kind("judge")) == len(study.pairs)
+
+
+def _strings(value) -> list[str]:
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, dict):
+        return [s for v in value.values() for s in _strings(v)]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return []
+
+
+REF = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+
+
+@pytest.mark.parametrize("study", STUDIES)
+def test_no_dangling_parameter_references(study: str) -> None:
+    doc = manifest(study)
+    tasks, temps = dag_tasks(doc), templates(doc)
+    outputs = {name: {p["name"] for p in t.get("outputs", {}).get("parameters", [])} for name, t in temps.items()}
+    globals_ = {
+        p["globalName"] for t in temps.values() for p in t.get("outputs", {}).get("parameters", []) if "globalName" in p
+    }
+
+    for name, template in temps.items():
+        declared = {p["name"] for p in template.get("inputs", {}).get("parameters", [])}
+        for ref in REF.findall(json.dumps(template.get("container", {}))):
+            if ref.startswith("inputs.parameters."):
+                assert ref.removeprefix("inputs.parameters.") in declared, f"{name}: {ref}"
+            elif ref.startswith("workflow.outputs.parameters."):
+                assert ref.removeprefix("workflow.outputs.parameters.") in globals_, f"{name}: {ref}"
+            else:
+                assert ref in ("workflow.name", "workflow.status"), f"{name}: unexpected {{{{{ref}}}}}"
+
+    for name, task in tasks.items():
+        given = {p["name"] for p in task.get("arguments", {}).get("parameters", [])}
+        wanted = {p["name"] for p in temps[task["template"]].get("inputs", {}).get("parameters", [])}
+        assert given == wanted, f"{name}: arguments {given} for inputs {wanted}"
+        for ref in REF.findall(json.dumps(task.get("arguments", {}))):
+            source, _, param = ref.removeprefix("tasks.").partition(".outputs.parameters.")
+            assert source in ancestors(tasks, name), f"{name} reads {source} without depending on it"
+            assert param in outputs[tasks[source]["template"]], f"{name}: {ref}"
+    assert doc["spec"]["onExit"] in temps
+
+
+def test_profile_errors_name_file_and_field(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**load_profile("kind").model_dump(), "artifacts": "/local/folder"}))
+    assert limit_main(["manifest", "tiny", "--profile", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(bad) in err and "artifacts" in err
+
+
+def test_workflow_settings_from_profile() -> None:
+    profile = load_profile("kind")
+    wf = build_workflow(build_plan(load_study("tiny")), profile).to_dict()
+    spec = wf["spec"]
+    assert spec["serviceAccountName"] == profile.service_account
+    assert spec["securityContext"]["runAsNonRoot"] is True
+    assert spec["archiveLogs"] is True and spec["podGC"]["strategy"] == profile.pod_gc
+    step = next(t for t in spec["templates"] if t["name"] == "report")
+    env = {e["name"]: e for e in step["container"]["env"]}
+    assert env["LIMIT_ARTIFACTS"]["value"] == profile.artifacts
+    assert env["AWS_ENDPOINT_URL"]["value"] == profile.s3_endpoint
+    assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == profile.s3_credentials.secret
+    assert env["LIMIT_PARENT_RUN_ID"]["value"] == "{{inputs.parameters.parent-run-id}}"
+    assert step["retryStrategy"]["expression"] == "asInt(lastRetry.exitCode) != 2"

@@ -20,7 +20,6 @@ from workflows.argo import PARENT_TASK, build_workflow
 from workflows.manifest_command import render
 from workflows.profile import load_profile
 
-
 STUDIES = list_studies()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 

@@ -27,19 +27,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from limit.errors import LimitError
+from limit.judge.backends import Outcome, Pair
 from limit.judge.winrate import normalize_preference
 
 log = logging.getLogger(__name__)
-
-Pair = tuple[str, str, str]  # (instruction, output of A, output of B); A is always shown as output_1
-
-
-@dataclass
-class Outcome:
-    preference: float | None  # 1: A, 2: B, 1.5: identical outputs, None: failed
-    tokens: float = 0.0
-    raw: str | None = None
-    error: str | None = None
 
 
 @dataclass

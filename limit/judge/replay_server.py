@@ -10,19 +10,15 @@ Tests build other policies (always prefer the first output, garbage, HTTP 500/42
 from __future__ import annotations
 
 import json
-import re
 import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 
+from limit.judge.ranking import FIRST_WINS, SECOND_WINS, user_message_pattern
 from limit.judge.winrate import TIE, WIN_A, WIN_B, normalize_preference
-
-FIRST_WINS = "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 2}]"
-SECOND_WINS = "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 1}]"
 
 
 @dataclass
@@ -37,24 +33,11 @@ class Reply:
 Policy = Callable[[str, str, str], Reply]  # (instruction, shown output_1, shown output_2) -> Reply
 
 
-def ranking_prompt_pattern(annotator: str = "alpaca_eval_gpt4") -> re.Pattern:
-    """A regex that reads (instruction, output_1, output_2) back out of the annotator's user message."""
-    import alpaca_eval
-    from alpaca_eval.utils import prompt_to_chatml
-
-    configs = Path(alpaca_eval.__file__).parent / "evaluators_configs"
-    template = (configs / annotator / "alpaca_eval.txt").read_text()
-    user = next(m["content"] for m in prompt_to_chatml(template) if m["role"] == "user")
-    pieces = re.split(r"\{(instruction|output_1|output_2)\}", user)
-    assert pieces[1::2] == ["instruction", "output_1", "output_2"], pieces[1::2]
-    return re.compile("".join(re.escape(p) if i % 2 == 0 else "(.*)" for i, p in enumerate(pieces)), re.DOTALL)
-
-
 class JudgeServer:
-    def __init__(self, policy: Policy, model: str = "gpt-4-0613"):
+    def __init__(self, policy: Policy, model: str = "gpt-4-0613", annotator: str = "alpaca_eval_gpt4_0613"):
         self.policy = policy
         self.model = model
-        self.pattern = ranking_prompt_pattern()
+        self.pattern = user_message_pattern(annotator)
         self.requests = 0
         self.unparsed = 0
         self._lock = threading.Lock()

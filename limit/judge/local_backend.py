@@ -1,0 +1,95 @@
+"""The `local` judge: a local Hugging Face causal LM reads alpaca-eval's ranking prompt and prefers whichever
+of the two possible rankings it finds more likely (summed log-probabilities of the answer's tokens).
+
+It always parses, needs no network, and randomizes positions with alpaca-eval's own seeded rule, so its
+swaps match the openai path's. Prompts longer than the model's context keep their end (the outputs).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from limit.judge.backends import Outcome, Pair
+from limit.judge.ranking import FIRST_WINS, SECOND_WINS, format_prompt, is_switched
+from limit.judge.winrate import TIE, WIN_A, WIN_B
+
+log = logging.getLogger(__name__)
+ASSISTANT = "\n<|im_start|>assistant\n"
+
+
+@dataclass
+class LocalJudge:
+    location: str
+    annotator: str = "alpaca_eval_gpt4_0613"
+    truncated: int = field(default=0, init=False)
+
+    def cost_per_token(self) -> float | None:
+        return 0.0
+
+    def judge(self, pairs: Sequence[Pair], seed: int, cache: Path | None = None) -> list[Outcome]:
+        import torch
+
+        from limit.models import load_tokenizer
+
+        tokenizer = load_tokenizer(self.location)
+        model = self._model()
+        limit = _context_length(model, tokenizer)
+        answers = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in (FIRST_WINS, SECOND_WINS)]
+
+        outcomes: list[Outcome] = []
+        for instruction, out_a, out_b in pairs:
+            if out_a == out_b:  # alpaca-eval's rule: identical outputs tie without asking the judge
+                outcomes.append(Outcome(TIE))
+                continue
+            switched = is_switched(instruction, seed)
+            shown = (out_b, out_a) if switched else (out_a, out_b)
+            prompt = format_prompt(instruction, *shown, annotator=self.annotator).strip() + ASSISTANT
+            ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            room = limit - max(len(a) for a in answers)
+            if len(ids) > room:
+                self.truncated += 1
+                ids = ids[len(ids) - room :]
+            with torch.no_grad():
+                scores = [_answer_logprob(model, ids, answer) for answer in answers]
+            first_wins = scores[0] >= scores[1]
+            a_wins = first_wins != switched
+            outcomes.append(
+                Outcome(
+                    WIN_A if a_wins else WIN_B,
+                    tokens=float(len(ids) + sum(len(a) for a in answers)),
+                    raw=FIRST_WINS if first_wins else SECOND_WINS,
+                )
+            )
+        if self.truncated:
+            log.warning("local judge: %d prompt(s) longer than the context were cut from the left", self.truncated)
+        return outcomes
+
+    def _model(self):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        model = AutoModelForCausalLM.from_pretrained(self.location, torch_dtype=torch.float32)
+        model.eval()
+        return model
+
+
+def _context_length(model, tokenizer) -> int:
+    config = model.config
+    for name in ("max_seq_len", "max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return min(tokenizer.model_max_length, 4096)
+
+
+def _answer_logprob(model, prompt_ids: list[int], answer_ids: list[int]) -> float:
+    """Sum of log p(answer token | prompt, earlier answer tokens)."""
+    import torch
+
+    ids = torch.tensor([prompt_ids + answer_ids])
+    logits = model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    return float(logprobs.gather(1, torch.tensor(answer_ids)[:, None]).sum())

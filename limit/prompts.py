@@ -1,0 +1,103 @@
+"""Judge prompt sets: what the generate step samples responses for.
+
+A `PromptSet` names a hub dataset split (GAIR/lima test: the first turn of `conversations`;
+mosaicml/instruct-v3 test: `prompt`, already templated), a local JSON Lines file (`fixture:` paths too), or
+the LIMIT authors' release text file (templated prompts one after another). Each prompt keeps both forms:
+the raw `instruction` the judge sees, and the templated `prompt` the model is given.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from limit.errors import LimitError
+from limit.locations import local_path
+from limit.spec import PromptSet
+from limit.template import PREAMBLE, apply_template
+
+# "### Instruction" (Instruct-v3's release file has no colon) up to "### Response:", each on its own line
+TEMPLATED = re.compile(
+    "^" + re.escape(PREAMBLE) + r"\s*\n### Instruction:?[ \t]*\n(?P<instruction>.*?)\n[ \t]*### Response:?\s*\Z",
+    re.DOTALL,
+)
+
+
+@dataclass(frozen=True)
+class Prompt:
+    prompt_id: str
+    instruction: str
+    prompt: str
+
+
+def instruction_of(templated: str) -> str:
+    """The raw instruction inside a templated prompt (the text as is when it is not templated)."""
+    match = TEMPLATED.match(templated.strip() + "\n")
+    return match["instruction"].strip() if match else templated.strip()
+
+
+def load_prompts(spec: PromptSet, cache_dir: Path | None = None) -> list[Prompt]:
+    if spec.release_txt:
+        texts = split_release_file(_read(spec.release_txt, "release_txt"))
+        prompts = [Prompt(f"{i:04d}", instruction_of(t), t) for i, t in enumerate(texts)]
+    else:
+        records, label = _records(spec, cache_dir)
+        prompts = [_prompt(record, i, spec, label) for i, record in enumerate(records)]
+    if spec.limit is not None:
+        prompts = prompts[: spec.limit]
+    if not prompts:
+        raise LimitError(f"prompts {spec.hf or spec.jsonl or spec.release_txt}: no prompts")
+    return prompts
+
+
+def split_release_file(text: str) -> list[str]:
+    """The authors' file is templated prompts back to back: each starts with the template's first sentence."""
+    starts = [m.start() for m in re.finditer("^" + re.escape(PREAMBLE), text, re.MULTILINE)]
+    if not starts:
+        raise LimitError("release_txt: no prompt starts with the instruction template")
+    bounds = [*starts, len(text)]
+    return [text[a:b].rstrip() + "\n" for a, b in zip(bounds, bounds[1:], strict=False)]
+
+
+def _read(location: str, field: str) -> str:
+    path = local_path(location)
+    if not path.is_file():
+        raise LimitError(f"prompts.{field}: file not found: {location}")
+    return path.read_text()
+
+
+def _records(spec: PromptSet, cache_dir: Path | None) -> tuple[list[dict], str]:
+    import datasets
+
+    if spec.hf:
+        label = f"{spec.hf} ({spec.split})"
+        try:
+            table = datasets.load_dataset(spec.hf, split=spec.split, cache_dir=str(cache_dir) if cache_dir else None)
+        except Exception as e:  # the hub or the dataset is unreachable: say which, in one line
+            raise LimitError(f"prompts {label}: cannot load: {type(e).__name__}: {e}") from e
+    else:
+        label = spec.jsonl
+        path = local_path(spec.jsonl)
+        if not path.is_file():
+            raise LimitError(f"prompts.jsonl: file not found: {spec.jsonl}")
+        table = datasets.load_dataset(
+            "json", data_files={"test": str(path)}, split="test", cache_dir=str(cache_dir) if cache_dir else None
+        )
+    if spec.field not in table.column_names:
+        raise LimitError(f"prompts {label}: field: no '{spec.field}' (fields: {', '.join(table.column_names)})")
+    return list(table), label
+
+
+def _prompt(record: dict, index: int, spec: PromptSet, label: str) -> Prompt:
+    value = record[spec.field]
+    if isinstance(value, list):  # a conversation: the first turn is the instruction
+        if not value or not isinstance(value[0], str):
+            raise LimitError(f"prompts {label}: row {index}: field '{spec.field}' has no first turn")
+        value = value[0]
+    if not isinstance(value, str) or not value.strip():
+        raise LimitError(f"prompts {label}: row {index}: field '{spec.field}' is not a non-empty string")
+    prompt_id = str(record.get("id") or record.get("prompt_id") or f"{index:04d}")
+    if spec.templated:
+        return Prompt(prompt_id, instruction_of(value), value)
+    return Prompt(prompt_id, value.strip(), apply_template(value.strip()))

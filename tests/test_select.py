@@ -1,0 +1,58 @@
+"""select: best epoch by gauntlet average, ties to the earliest, curves and choice in MLflow."""
+
+from __future__ import annotations
+
+import json
+
+import mlflow
+import pytest
+
+from limit.errors import LimitError
+from limit.gauntlet.benchmarks import CATEGORIES
+from limit.runner import run_step
+from limit.steps.inputs import EpochScore, SelectInput
+from limit.steps.select import best_epoch
+from limit.store import Store
+
+
+def test_best_epoch_prefers_highest_then_earliest():
+    epochs = [{"epoch": 3, "average": 0.3}, {"epoch": 1, "average": 0.1}, {"epoch": 2, "average": 0.3}]
+    assert best_epoch(epochs)["epoch"] == 2
+    assert best_epoch([{"epoch": 1, "average": None}, {"epoch": 2, "average": -0.2}])["epoch"] == 2
+    with pytest.raises(LimitError, match="no epoch has a complete gauntlet average"):
+        best_epoch([{"epoch": 1, "average": None}])
+
+
+def _completed_gauntlet(store: Store, key: str, average: float) -> str:
+    ref = f"gauntlet/{key}"
+    out = store.begin(ref)
+    categories = {c: average for c in CATEGORIES}
+    (out / "scores.json").write_text(json.dumps({"average": average, "categories": categories, "complete": True}))
+    store.commit(ref, out, {"kind": "gauntlet", "key": key, "summary": {}})
+    return ref
+
+
+def test_select_step_writes_choice_and_curves(limit_env):
+    store = Store.open()
+    averages = {1: 0.1, 2: 0.3, 3: 0.3}
+    refs = {e: _completed_gauntlet(store, f"fake-e{e}", a) for e, a in averages.items()}
+    inp = SelectInput(
+        finetune="finetune/abc",
+        epochs=[EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()],
+        tags={"run": "r1"},
+    )
+    summary = run_step("select", inp.model_dump_json())
+    assert summary == {"epoch": 2, "average": 0.3, "ties": 2}
+
+    (choice_file,) = (limit_env / "artifacts" / "select").glob("*/choice.json")
+    choice = json.loads(choice_file.read_text())
+    assert choice["epoch"] == 2 and choice["sub"] == "epoch-2" and choice["finetune"] == "finetune/abc"
+    assert choice["average"] == 0.3
+    assert [(e["epoch"], e["average"]) for e in choice["epochs"]] == [(1, 0.1), (2, 0.3), (3, 0.3)]
+    assert choice["epochs"][0]["categories"]["world_knowledge"] == 0.1
+
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`limit.kind` = 'select'")
+    assert run.data.tags["chosen_epoch"] == "2"
+    curve = client.get_metric_history(run.info.run_id, "gauntlet_average")
+    assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.3), (3, 0.3)]

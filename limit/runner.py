@@ -81,7 +81,13 @@ def run_step(kind: str, raw_input: str) -> dict[str, Any]:
 
     module, func = STEPS[kind][1].split(":")
     step_fn = getattr(importlib.import_module(module), func)
-    out = store.begin(ref)
+    out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else store.begin(ref)
+    nproc = processes(inp)
+    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+        relaunch_under_torchrun(kind, inp, nproc, out)
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 alone tracks and commits
+        step_fn(inp, StepContext(ref=ref, out=out, store=store))
+        return {}
     started = time.time()
     with tracking.step_run(kind, key, inp.tags):
         summary = step_fn(inp, StepContext(ref=ref, out=out, store=store)) or {}
@@ -100,6 +106,21 @@ def run_step(kind: str, raw_input: str) -> dict[str, Any]:
     _publish_summary(summary)
     print(f"[{ref}] done in {manifest['seconds']:.1f}s -> {store.url(ref)}", file=sys.stderr)
     return summary
+
+
+def processes(inp: inputs.StepInput) -> int:
+    """A step that trains on several GPUs runs one process per GPU."""
+    train = getattr(inp, "train", None)
+    return train.gpus if train is not None and train.gpus > 1 else 1
+
+
+def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: Path) -> None:
+    """Replace this process by `torchrun` running the same step once per GPU, sharing `out`."""
+    os.environ["LIMIT_STEP_OUT"] = str(out)
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
+    argv = [*torchrun, "-m", "limit.cli", "step", kind, "--input", inp.model_dump_json()]
+    print(f"[{kind}] relaunching as {nproc} processes under torchrun", file=sys.stderr, flush=True)
+    os.execv(argv[0], argv)
 
 
 def _publish_summary(summary: dict[str, Any]) -> None:

@@ -36,7 +36,15 @@ from limit.training_examples import encode_example
 
 RESUME = "resume"
 # Files of a Trainer checkpoint that are training state, not the model an epoch folder should hold.
-TRAINING_STATE = {"optimizer.pt", "scheduler.pt", "scaler.pt", "trainer_state.json", "training_args.bin", "latest"}
+TRAINING_STATE = {
+    "optimizer.pt",
+    "scheduler.pt",
+    "scaler.pt",
+    "trainer_state.json",
+    "training_args.bin",
+    "latest",  # DeepSpeed: names its global_step folder
+    "zero_to_fp32.py",
+}
 
 
 def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:

@@ -1,0 +1,122 @@
+"""The gauntlet end to end through lm-eval: tiny suite on the tiny model, the CLI, S3 data, the real files."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import mlflow
+import pytest
+
+from limit import cli
+from limit.errors import LimitError
+from limit.gauntlet.benchmarks import CATEGORIES, suite
+from limit.gauntlet.data import fetch_files
+from limit.gauntlet.evaluate import run_gauntlet
+from limit.locations import FIXTURES
+from limit.models import materialize_tiny
+from limit.runner import run_step
+from limit.spec import GauntletSpec, ModelSpec, TinyModel
+from limit.steps.inputs import GauntletInput
+
+TINY_DATA = FIXTURES / "gauntlet"
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    return str(materialize_tiny(TinyModel(), tmp_path_factory.mktemp("work")))
+
+
+def in_range(result: dict) -> bool:
+    lowest = -result["random_baseline"] / (1 - result["random_baseline"])
+    return 0 <= result["accuracy"] <= 1 and lowest - 1e-9 <= result["score"] <= 1 + 1e-9
+
+
+def test_gauntlet_step_tiny_suite(limit_env):
+    spec = GauntletSpec(suite="tiny", data="fixture:gauntlet", batch_size=16)
+    inp = GauntletInput(model=ModelSpec(tiny=TinyModel()), gauntlet=spec, tags={"run": "tiny"})
+    summary = run_step("gauntlet", inp.model_dump_json())
+
+    (scores_file,) = (limit_env / "artifacts" / "gauntlet").glob("*/scores.json")
+    scores = json.loads(scores_file.read_text())
+    assert set(scores["benchmarks"]) == {b.name for b in suite("tiny")}
+    assert all(in_range(r) and r["n"] >= 10 for r in scores["benchmarks"].values())
+    assert scores["complete"] is True
+    assert scores["average"] == pytest.approx(sum(scores["categories"].values()) / 5)
+    assert summary["average"] == scores["average"]
+    assert {c: summary[c] for c in CATEGORIES} == scores["categories"]
+    details = json.loads((scores_file.parent / "details" / "tiny_arc.json").read_text())["details"]
+    assert len(details) == 10 and all(len(d["tokens"]) == 4 for d in details)
+
+    client = mlflow.MlflowClient()
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "")
+    assert run.data.metrics["average"] == pytest.approx(scores["average"])
+    assert run.data.metrics["tiny_boolq.accuracy"] == scores["benchmarks"]["tiny_boolq"]["accuracy"]
+
+
+def test_finished_benchmarks_are_reused_on_resume(tiny_model, tmp_path):
+    benches = suite("tiny", ["tiny_copa", "tiny_arithmetic"])
+    files = fetch_files("fixture:gauntlet", [b.file for b in benches], tmp_path)
+    resume = tmp_path / "details"
+    resume.mkdir()
+    kept = {"category": "commonsense_reasoning", "accuracy": 1.0, "score": 1.0, "n": 12, "random_baseline": 0.5}
+    (resume / "tiny_copa.json").write_text(json.dumps({"result": kept, "details": []}))
+    written = []
+    scores = run_gauntlet(tiny_model, benches, files, resume_dir=resume, on_benchmark=written.append)
+    assert scores["benchmarks"]["tiny_copa"] == kept  # not recomputed
+    assert written == ["tiny_arithmetic"] and (resume / "tiny_arithmetic.json").is_file()
+
+
+def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    argv = ["gauntlet", "--model", tiny_model, "--data-dir", "fixture:gauntlet", "--suite", "tiny"]
+    rc = cli.main([*argv, "--tasks", "tiny_copa,tiny_winograd", "--limit", "4", "--out", str(out)])
+    assert rc == 0
+    scores = json.loads(out.read_text())
+    assert {n: r["n"] for n, r in scores["benchmarks"].items()} == {"tiny_copa": 4, "tiny_winograd": 4}
+    assert all({"accuracy", "score", "n"} <= set(r) for r in scores["benchmarks"].values())
+    assert scores["categories"]["commonsense_reasoning"] == scores["benchmarks"]["tiny_copa"]["score"]
+    assert scores["categories"]["world_knowledge"] is None and scores["average"] is None
+    assert "Av: incomplete" in capsys.readouterr().out
+
+
+def test_cli_bad_input_is_one_line(tiny_model, tmp_path, capsys):
+    out = tmp_path / "scores.json"
+    rc = cli.main(["gauntlet", "--model", tiny_model, "--data-dir", str(tmp_path / "nope"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not out.exists()
+    assert err.count("\n") == 0 and "gauntlet.data: folder not found" in err
+    with pytest.raises(LimitError, match="llm-foundry@<commit hash>"):
+        fetch_files("llm-foundry@main!", ["x.jsonl"], tmp_path)
+
+
+def test_data_from_s3(s3_env, tiny_model, tmp_path):
+    bucket = s3_env
+    s3 = boto3.client("s3")
+    benches = suite("tiny")
+    for bench in benches[:-1]:  # the last one is left out: it must come back missing, not fail
+        s3.upload_file(str(TINY_DATA / bench.file), bucket, f"data/gauntlet/{bench.file}")
+    files = fetch_files(f"s3://{bucket}/data/gauntlet", [b.file for b in benches], tmp_path)
+    assert set(files) == {b.file for b in benches[:-1]}
+    assert all(files[b.file].read_bytes() == (TINY_DATA / b.file).read_bytes() for b in benches[:-1])
+
+    scores = run_gauntlet(tiny_model, suite("tiny", ["tiny_copa", "tiny_boolq"]), files, limit=3)
+    assert scores["benchmarks"]["tiny_copa"]["n"] == 3 and scores["missing"] == ["tiny_boolq"]
+    assert scores["categories"]["reading_comprehension"] is None
+
+
+def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):
+    data = shared / "gauntlet_data"
+    benches = suite("v0")
+    files = fetch_files(str(data), [b.file for b in benches], tmp_path)
+    absent = {b.name for b in benches if b.file not in files}
+    if len(absent) == len(benches):
+        pytest.skip(f"no gauntlet files in {data}")
+    scores = run_gauntlet(tiny_model, benches, files, limit=2, batch_size=16)
+    assert set(scores["benchmarks"]) == {b.name for b in benches} - absent
+    for name, result in scores["benchmarks"].items():
+        assert result["n"] == 2 and in_range(result), name
+    assert sorted(scores["missing"]) == sorted(absent)
+    for category in CATEGORIES:
+        wanted = {b.name for b in benches if b.category == category}
+        assert (scores["categories"][category] is None) == bool(wanted & absent)

@@ -25,6 +25,7 @@ class LocalJudge:
     location: str
     annotator: str = "alpaca_eval_gpt4_0613"
     truncated: int = field(default=0, init=False)
+    _loaded: tuple | None = field(default=None, init=False, repr=False)
 
     def cost_per_token(self) -> float | None:
         return 0.0
@@ -32,13 +33,11 @@ class LocalJudge:
     def judge(self, pairs: Sequence[Pair], seed: int, cache: Path | None = None) -> list[Outcome]:
         import torch
 
-        from limit.models import load_tokenizer
-
-        tokenizer = load_tokenizer(self.location)
-        model = self._model()
+        tokenizer, model = self._load()
         limit = _context_length(model, tokenizer)
         answers = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in (FIRST_WINS, SECOND_WINS)]
 
+        self.truncated = 0
         outcomes: list[Outcome] = []
         for instruction, out_a, out_b in pairs:
             if out_a == out_b:  # alpaca-eval's rule: identical outputs tie without asking the judge
@@ -67,13 +66,18 @@ class LocalJudge:
             log.warning("local judge: %d prompt(s) longer than the context were cut from the left", self.truncated)
         return outcomes
 
-    def _model(self):
-        import torch
-        from transformers import AutoModelForCausalLM
+    def _load(self):
+        if self._loaded is None:
+            import torch
+            from transformers import AutoModelForCausalLM
 
-        model = AutoModelForCausalLM.from_pretrained(self.location, torch_dtype=torch.float32)
-        model.eval()
-        return model
+            from limit.models import load_tokenizer
+
+            tokenizer = load_tokenizer(self.location)
+            tokenizer.model_max_length = int(1e9)  # we cut prompts to the model's context ourselves
+            model = AutoModelForCausalLM.from_pretrained(self.location, dtype=torch.float32).eval()
+            self._loaded = (tokenizer, model)
+        return self._loaded
 
 
 def _context_length(model, tokenizer) -> int:
@@ -82,7 +86,7 @@ def _context_length(model, tokenizer) -> int:
         value = getattr(config, name, None)
         if isinstance(value, int) and value > 0:
             return value
-    return min(tokenizer.model_max_length, 4096)
+    return 4096
 
 
 def _answer_logprob(model, prompt_ids: list[int], answer_ids: list[int]) -> float:

@@ -1,0 +1,141 @@
+"""Sample one response per prompt for one seed, with transformers or vLLM.
+
+Every prompt gets max_new_tokens = min(spec max_new_tokens, max_total_tokens - prompt tokens), as in the
+paper (prompt plus response at most 2048 tokens); sampling stops at EOS. Plain temperature / top-p
+sampling: top-k is switched off (transformers would otherwise apply its default of 50).
+Determinism: for a seed, the same backend, batch size and prompts give the same responses.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from limit.errors import LimitError
+from limit.prompts import Prompt
+from limit.spec import Generation
+
+
+@dataclass
+class Sample:
+    output: str
+    prompt_tokens: int
+    output_tokens: int
+    finish_reason: str  # "eos", "length", or "prompt_too_long"
+
+
+def token_budget(prompt_tokens: int, gen: Generation, context: int | None = None) -> int:
+    """New tokens allowed after a prompt of this length (0 when the prompt fills the window already)."""
+    total = min(gen.max_total_tokens, context) if context else gen.max_total_tokens
+    budget = total - prompt_tokens
+    if gen.max_new_tokens is not None:
+        budget = min(budget, gen.max_new_tokens)
+    return max(budget, 0)
+
+
+class TransformersSampler:
+    """transformers `generate`, batched with left padding; CUDA when available (bf16), else CPU (fp32)."""
+
+    def __init__(self, location: str):
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        from limit.models import load_tokenizer
+
+        self.tokenizer = load_tokenizer(location)
+        self.tokenizer.padding_side = "left"
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype).to(self.device).eval()
+        self.context = _context_length(self.model.config)
+
+    def sample(self, prompts: list[Prompt], gen: Generation, seed: int) -> list[Sample]:
+        import torch
+        from tqdm import tqdm
+
+        tokenizer = self.tokenizer
+        encoded = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in prompts]
+        budgets = [token_budget(len(ids), gen, self.context) for ids in encoded]
+        results: list[Sample | None] = [None] * len(prompts)
+        for i, ids in enumerate(encoded):
+            if budgets[i] == 0:
+                results[i] = Sample("", len(ids), 0, "prompt_too_long")
+        # batches of similar lengths waste less padding; the order is fixed, so runs stay reproducible
+        order = sorted((i for i in range(len(prompts)) if results[i] is None), key=lambda i: (len(encoded[i]), i))
+        batches = [order[k : k + gen.batch_size] for k in range(0, len(order), gen.batch_size)]
+
+        sampling = gen.temperature > 0
+        torch.manual_seed(seed)
+        for batch in tqdm(batches, desc=f"generate seed {seed}", disable=None, file=sys.stderr):
+            inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(self.device)
+            with torch.no_grad():
+                generated = self.model.generate(
+                    **inputs,
+                    do_sample=sampling,
+                    temperature=gen.temperature if sampling else None,
+                    top_p=gen.top_p if sampling else None,
+                    top_k=0 if sampling else None,
+                    max_new_tokens=max(budgets[i] for i in batch),
+                    eos_token_id=tokenizer.eos_token_id,
+                    pad_token_id=tokenizer.pad_token_id,
+                )
+            new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
+            for i, tokens in zip(batch, new_tokens, strict=True):
+                tokens = tokens[: budgets[i]]  # the batch ran to its longest budget; this prompt stops at its own
+                finish = "length"
+                if tokenizer.eos_token_id in tokens:
+                    tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
+                    finish = "eos"
+                text = tokenizer.decode(tokens, skip_special_tokens=True)
+                results[i] = Sample(text, len(encoded[i]), len(tokens), finish)
+        return results
+
+
+class VLLMSampler:
+    """vLLM with a per-request seed: the same responses whatever the batching."""
+
+    def __init__(self, location: str):
+        try:
+            from vllm import LLM
+        except ImportError:
+            raise LimitError("generation.backend: 'vllm' is not installed on this machine") from None
+        self.llm = LLM(model=location)
+        self.tokenizer = self.llm.get_tokenizer()
+        self.context = self.llm.llm_engine.model_config.max_model_len
+
+    def sample(self, prompts: list[Prompt], gen: Generation, seed: int) -> list[Sample]:
+        from vllm import SamplingParams
+
+        encoded = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in prompts]
+        budgets = [token_budget(len(ids), gen, self.context) for ids in encoded]
+        todo = [i for i, b in enumerate(budgets) if b > 0]
+        params = [
+            SamplingParams(
+                n=1,
+                temperature=gen.temperature,
+                top_p=gen.top_p,
+                top_k=-1,
+                max_tokens=budgets[i],
+                seed=seed * 1_000_003 + i,
+            )
+            for i in todo
+        ]
+        outputs = self.llm.generate([{"prompt_token_ids": encoded[i]} for i in todo], params)
+        results = [Sample("", len(ids), 0, "prompt_too_long") for ids in encoded]
+        for i, out in zip(todo, outputs, strict=True):
+            completion = out.outputs[0]
+            finish = "eos" if completion.finish_reason == "stop" else "length"
+            results[i] = Sample(completion.text, len(encoded[i]), len(completion.token_ids), finish)
+        return results
+
+
+def make_sampler(backend: str, location: str) -> TransformersSampler | VLLMSampler:
+    return VLLMSampler(location) if backend == "vllm" else TransformersSampler(location)
+
+
+def _context_length(config) -> int | None:
+    for name in ("max_seq_len", "max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

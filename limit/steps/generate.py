@@ -1,0 +1,101 @@
+"""generate step: responses of one model (a base model or the epoch `select` chose) to a judge prompt set.
+
+For each seed of `generation.seeds`, one sampled response per prompt. Each seed is written atomically to
+`seeds/seed-N.jsonl` and persisted, so a killed step resumes at the next seed. `responses.jsonl` holds them
+all: {prompt_id, instruction, prompt, output, seed, model, checkpoint, prompt_tokens, output_tokens,
+finish_reason}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from limit.cpu import configure_torch_threads
+from limit.errors import LimitError
+from limit.generation.sampling import make_sampler
+from limit.models import model_location
+from limit.prompts import load_prompts
+from limit.runner import StepContext
+from limit.steps.inputs import GenerateInput
+
+
+def generate(inp: GenerateInput, ctx: StepContext) -> dict:
+    location, model_name, checkpoint = _model(inp, ctx)
+    prompts = load_prompts(inp.prompts, cache_dir=ctx.workdir / "hf-datasets")
+    gen = inp.generation
+    if gen.backend == "hf":
+        configure_torch_threads()
+    sampler = None  # loaded only if a seed is left to sample
+    print(f"generate: {len(prompts)} prompts x {len(gen.seeds)} seeds from {model_name}", file=sys.stderr)
+
+    seeds_dir = ctx.out / "seeds"
+    seeds_dir.mkdir(parents=True, exist_ok=True)
+    rows: list[dict] = []
+    for seed in gen.seeds:
+        path = seeds_dir / f"seed-{seed}.jsonl"
+        if path.is_file():
+            print(f"generate: seed {seed} done by an earlier attempt, reusing it", file=sys.stderr)
+        else:
+            sampler = sampler or make_sampler(gen.backend, location)
+            samples = sampler.sample(prompts, gen, seed)
+            seed_rows = [
+                {
+                    "prompt_id": p.prompt_id,
+                    "instruction": p.instruction,
+                    "prompt": p.prompt,
+                    "output": s.output,
+                    "seed": seed,
+                    "model": model_name,
+                    "checkpoint": checkpoint,
+                    "prompt_tokens": s.prompt_tokens,
+                    "output_tokens": s.output_tokens,
+                    "finish_reason": s.finish_reason,
+                }
+                for p, s in zip(prompts, samples, strict=True)
+            ]
+            _write_jsonl_atomic(seed_rows, path)
+            ctx.persist("seeds")
+            mean = sum(r["output_tokens"] for r in seed_rows) / len(seed_rows)
+            print(f"generate: seed {seed}: {len(seed_rows)} responses, {mean:.1f} tokens on average", file=sys.stderr)
+        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+    _write_jsonl_atomic(rows, ctx.out / "responses.jsonl")
+    finish = [r["finish_reason"] for r in rows]
+    return {
+        "prompts": len(prompts),
+        "seeds": len(gen.seeds),
+        "responses": len(rows),
+        "mean_output_tokens": sum(r["output_tokens"] for r in rows) / len(rows),
+        "mean_prompt_tokens": sum(r["prompt_tokens"] for r in rows) / len(rows),
+        "stopped_at_eos": finish.count("eos"),
+        "stopped_at_length": finish.count("length"),
+        "prompts_too_long": finish.count("prompt_too_long"),
+    }
+
+
+def _model(inp: GenerateInput, ctx: StepContext) -> tuple[str, str, str | None]:
+    """(location for from_pretrained, model name for the rows, checkpoint ref or None for a base model)."""
+    if (inp.model is None) == (inp.selection is None):
+        raise LimitError("step generate --input: give exactly one of model, selection")
+    if inp.model is not None:
+        location = model_location(inp.model, ctx.workdir)
+        return location, inp.tags.get("run") or inp.model.hf or inp.model.path or "tiny", None
+    choice_path = ctx.fetch(inp.selection) / "choice.json"
+    try:
+        choice = json.loads(choice_path.read_text())
+        finetune, sub = choice["finetune"], choice["sub"]
+    except (OSError, json.JSONDecodeError, KeyError) as e:
+        raise LimitError(f"{choice_path}: cannot read the chosen checkpoint: {e}") from None
+    location = str(ctx.fetch(finetune, sub=sub))
+    return location, inp.tags.get("run") or finetune, f"{finetune}/{sub}"
+
+
+def _write_jsonl_atomic(rows: list[dict], path: Path) -> None:
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(staging, "w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    staging.replace(path)

@@ -164,7 +164,8 @@ class GauntletSpec(Strict):
     tasks: list[str] | None = Field(None, description="A subset of the suite's benchmarks; all when unset.")
     data: str = Field(
         "../shared/gauntlet_data",
-        description="Folder, s3:// prefix or 'fixture:NAME' holding the gauntlet jsonl files.",
+        description="Folder, s3:// prefix, 'fixture:NAME' or 'llm-foundry@<commit>' holding the gauntlet jsonl "
+        "files; several, comma-separated, are searched in order.",
     )
     limit: int | None = Field(None, gt=0, description="At most this many examples per benchmark (smoke runs).")
     batch_size: int = Field(8, gt=0)

@@ -6,8 +6,9 @@ A location is one of:
 - `s3://bucket/prefix`, read with boto3 (which honours AWS_ENDPOINT_URL, e.g. MinIO);
 - `llm-foundry@<commit>`, the files of mosaicml/llm-foundry's `scripts/eval/local_data/` at that commit,
   fetched from GitHub's raw file host.
-Remote files are cached under the work folder; a file absent at the location is reported missing, not an
-error, so its category comes out incomplete.
+Several locations may be given, separated by commas (`../shared/gauntlet_data,runs/gauntlet-converted`):
+each file comes from the first one that has it. Remote files are cached under the work folder; a file
+absent everywhere is reported missing, not an error, so its category comes out incomplete.
 """
 
 from __future__ import annotations
@@ -27,7 +28,16 @@ _FOUNDRY = re.compile(r"^llm-foundry@([0-9a-f]{7,40})$")
 
 
 def fetch_files(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
-    """Local paths of those `files` (relative names) that exist at `location`."""
+    """Local paths of those `files` (relative names) that exist at `location` (or its comma-separated list)."""
+    found: dict[str, Path] = {}
+    for one in (part.strip() for part in location.split(",")):
+        if not one:
+            raise LimitError(f"gauntlet.data: empty location in '{location}'")
+        found |= _fetch_one(one, [f for f in files if f not in found], workdir)
+    return found
+
+
+def _fetch_one(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
     if location.startswith("s3://"):
         return _fetch_s3(location, files, workdir)
     match = _FOUNDRY.match(location)

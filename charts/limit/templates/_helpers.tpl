@@ -1,0 +1,46 @@
+{{/* Common labels */}}
+{{- define "limit.labels" -}}
+app.kubernetes.io/part-of: limit
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
+{{- end }}
+
+{{- define "limit.s3Secret" -}}
+{{ .Values.s3.existingSecret | default (printf "%s-s3" .Values.prefix) }}
+{{- end }}
+
+{{- define "limit.judgeSecret" -}}
+{{ .Values.judge.existingSecret | default (printf "%s-judge" .Values.prefix) }}
+{{- end }}
+
+{{/* S3 endpoint host:port; the in-namespace MinIO when enabled and none is given */}}
+{{- define "limit.s3Endpoint" -}}
+{{- if .Values.s3.endpoint }}{{ .Values.s3.endpoint }}{{- else if .Values.minio.enabled }}{{ printf "%s-minio:9000" .Values.prefix }}{{- end }}
+{{- end }}
+
+{{- define "limit.s3Insecure" -}}
+{{- if or .Values.s3.insecure (and .Values.minio.enabled (not .Values.s3.endpoint)) }}true{{ else }}false{{ end }}
+{{- end }}
+
+{{- define "limit.image" -}}
+{{ printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- end }}
+
+{{/* AWS_* variables from the S3 Secret (and the endpoint), for MLflow and the bucket job */}}
+{{- define "limit.s3Env" -}}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef: {name: {{ include "limit.s3Secret" . }}, key: {{ .Values.s3.accessKeyKey }}}
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef: {name: {{ include "limit.s3Secret" . }}, key: {{ .Values.s3.secretKeyKey }}}
+- name: AWS_DEFAULT_REGION
+  value: {{ .Values.s3.region | quote }}
+{{- with include "limit.s3Endpoint" . }}
+- name: MLFLOW_S3_ENDPOINT_URL
+  value: {{ printf "%s://%s" (ternary "http" "https" (eq (include "limit.s3Insecure" $) "true")) . | quote }}
+- name: AWS_ENDPOINT_URL
+  value: {{ printf "%s://%s" (ternary "http" "https" (eq (include "limit.s3Insecure" $) "true")) . | quote }}
+{{- end }}
+{{- end }}

@@ -23,15 +23,18 @@ class PairedPrompt:
 def judge_seeds(
     judge: Judge,
     per_seed: Mapping[str, Sequence[PairedPrompt]],
-    cache_dir: Path,
+    cache_for: Callable[[str], Path],
     after_seed: Callable[[str], None] | None = None,
 ) -> tuple[dict[str, list[Judgment]], list[dict], float]:
-    """Judge every seed with its own annotator seed and cache file; returns judgments, annotation rows, tokens."""
+    """Judge every seed with its own annotator seed and cache file (`cache_for(seed)`).
+
+    Returns the judgments per seed, one annotation row per pair, and the judge tokens spent.
+    """
     judgments: dict[str, list[Judgment]] = {}
     annotations: list[dict] = []
     tokens = 0.0
     for seed, paired in per_seed.items():
-        outcomes = judge.judge([p.pair for p in paired], seed=int(seed), cache=cache_dir / f"seed-{seed}.json")
+        outcomes = judge.judge([p.pair for p in paired], seed=int(seed), cache=cache_for(seed))
         judgments[seed] = []
         for p, outcome in zip(paired, outcomes, strict=True):
             instruction, out_a, out_b = p.pair

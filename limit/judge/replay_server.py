@@ -136,6 +136,7 @@ class ReplayJudgeServer(JudgeServer):
         super().__init__(self._replay, model)
         self.table: dict[tuple[str, str, str], float | None] = {}
         self.missing = 0
+        self.shown_swapped = 0  # pairs alpaca-eval showed with B first: proof the randomization ran
         if rows:
             self.load(rows)
 
@@ -152,6 +153,8 @@ class ReplayJudgeServer(JudgeServer):
         elif (key := (instruction, shown_2, shown_1)) in self.table:
             pref = self.table[key]
             pref = {WIN_A: WIN_B, WIN_B: WIN_A}.get(pref, pref)  # recorded with the outputs the other way round
+            with self._lock:
+                self.shown_swapped += 1
         else:
             with self._lock:
                 self.missing += 1

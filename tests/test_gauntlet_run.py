@@ -7,10 +7,12 @@ import json
 import boto3
 import mlflow
 import pytest
+from test_gauntlet_convert import write_hub_samples
 
 from limit import cli
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES, suite
+from limit.gauntlet.convert import CONVERTERS, convert
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import run_gauntlet
 from limit.locations import FIXTURES
@@ -106,17 +108,21 @@ def test_data_from_s3(s3_env, tiny_model, tmp_path):
 
 
 def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):
+    """The 29 shared files plus the 4 others converted from hub-schema samples: all 33 score, average complete."""
     data = shared / "gauntlet_data"
     benches = suite("v0")
-    files = fetch_files(str(data), [b.file for b in benches], tmp_path)
-    absent = {b.name for b in benches if b.file not in files}
-    if len(absent) == len(benches):
-        pytest.skip(f"no gauntlet files in {data}")
+    shared_only = fetch_files(str(data), [b.file for b in benches], tmp_path)
+    absent = {b.name for b in benches if b.file not in shared_only}
+    if absent != set(CONVERTERS):
+        pytest.skip(f"{data} does not hold the 29 v0 files its SOURCE.md lists")
+
+    converted = tmp_path / "converted"
+    for name, source in write_hub_samples(tmp_path / "hub").items():
+        convert(name, converted, str(source))
+    files = fetch_files(f"{data},{converted}", [b.file for b in benches], tmp_path)
     scores = run_gauntlet(tiny_model, benches, files, limit=2, batch_size=16)
-    assert set(scores["benchmarks"]) == {b.name for b in benches} - absent
+    assert set(scores["benchmarks"]) == {b.name for b in benches}
     for name, result in scores["benchmarks"].items():
         assert result["n"] == 2 and in_range(result), name
-    assert sorted(scores["missing"]) == sorted(absent)
-    for category in CATEGORIES:
-        wanted = {b.name for b in benches if b.category == category}
-        assert (scores["categories"][category] is None) == bool(wanted & absent)
+    assert scores["complete"] is True and scores["missing"] == []
+    assert scores["average"] == pytest.approx(sum(scores["categories"].values()) / 5)

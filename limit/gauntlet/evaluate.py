@@ -90,22 +90,15 @@ def score_samples(bench: Benchmark, samples: list[dict], lm) -> tuple[dict, list
 
 def evaluate_benchmark(lm, bench: Benchmark, path: Path, *, limit: int | None, seed: int) -> tuple[dict, list]:
     """One benchmark through lm-eval's evaluator; returns its result and per-row details."""
-    import lm_eval
+    from lm_eval.evaluator import evaluate
     from lm_eval.tasks import TaskManager
 
     config = build_tasks([bench], {bench.file: path}, seed)[bench.name]
     logging.getLogger("lm_eval").setLevel(logging.ERROR)
-    out = lm_eval.simple_evaluate(
-        model=lm,
-        tasks=[config],
-        limit=limit,
-        log_samples=True,
-        bootstrap_iters=0,
-        fewshot_random_seed=seed,
-        random_seed=seed,
-        # our tasks are config dicts: no need to index lm-eval's thousands of built-in task files
-        task_manager=TaskManager(include_defaults=False),
-    )
+    # lm-eval's evaluator proper; `simple_evaluate` would add a `pip list` environment report per call.
+    # Our tasks are config dicts, so the TaskManager need not index lm-eval's built-in task files.
+    tasks = TaskManager(include_defaults=False).load([config])
+    out = evaluate(lm=lm, task_dict=tasks, limit=limit, log_samples=True, bootstrap_iters=0)
     return score_samples(bench, out["samples"][config["task"]], lm)
 
 

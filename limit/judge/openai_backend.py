@@ -99,25 +99,31 @@ class OpenAIJudge:
         }
 
     def _judge_chunk(self, annotator, decoding: dict, pairs: Sequence[Pair], chunk: list[int], outcomes: list) -> None:
-        pending, last_error = list(chunk), None
+        """Judge `chunk` with retries. alpaca-eval stores nothing of a call that raised, so when a call with
+        several pairs raises, the chunk is split in two and each half is judged on its own: one bad request
+        then costs its own retries, not its neighbours' answers."""
+        pending, last_error = list(chunk), "unparseable judge answer"
         for attempt in range(self.max_retries + 1):
             if attempt:
                 time.sleep(self.retry_wait * min(2 ** (attempt - 1), 8))
             rows = [{"instruction": pairs[i][0], "output_1": pairs[i][1], "output_2": pairs[i][2]} for i in pending]
             try:
                 annotated = annotator.annotate_pairs(rows, **decoding)
-            except Exception as e:  # an API error aborts alpaca-eval's whole call; what was done is cached
+            except Exception as e:  # openai errors other than rate limits abort alpaca-eval's call
                 last_error = f"{type(e).__name__}: {e}"
-                log.warning(
-                    "judge attempt %d/%d failed: %s", attempt + 1, self.max_retries + 1, last_error, exc_info=True
-                )
-                annotated = []
+                log.warning("judge: %d pair(s), attempt %d: %s", len(pending), attempt + 1, last_error)
+                if len(pending) > 1:
+                    half = len(pending) // 2
+                    self._judge_chunk(annotator, decoding, pairs, pending[:half], outcomes)
+                    self._judge_chunk(annotator, decoding, pairs, pending[half:], outcomes)
+                    return
+                continue
             found = {(r["instruction"], r["output_1"], r["output_2"]): r for r in annotated}
             still = []
             for i in pending:
                 row = found.get(tuple(str(x) for x in pairs[i]))
                 pref = normalize_preference(row.get("preference")) if row else None
-                if pref is None:
+                if pref is None:  # unparseable answer (or none): not cached, asked again
                     still.append(i)
                     continue
                 tokens = row.get("preference_price_per_example")
@@ -126,7 +132,6 @@ class OpenAIJudge:
             pending = still
             if not pending:
                 return
-            last_error = last_error or "unparseable judge answer"
         for i in pending:
             outcomes[i] = Outcome(None, error=last_error)
 

@@ -120,7 +120,9 @@ def bootstrap_ci(
         w, lo = draws @ wins, draws @ losses
         with np.errstate(invalid="ignore", divide="ignore"):
             rates.append(np.where(w + lo > 0, w / (w + lo), np.nan))
-    means = np.nanmean(np.vstack(rates), axis=0)
+    with warnings.catch_warnings():  # a resample where no seed has a decided prompt: NaN, dropped below
+        warnings.simplefilter("ignore", RuntimeWarning)
+        means = np.nanmean(np.vstack(rates), axis=0)
     means = means[~np.isnan(means)]
     if not len(means):
         return None
@@ -163,8 +165,8 @@ def length_controlled_win_rate(rows: Sequence[Judgment]) -> tuple[float | None, 
     )
     test = train[["not_gamed_baseline"]].assign(std_delta_len=0.0)
     try:
-        with warnings.catch_warnings():  # scikit-learn's deprecation notices about alpaca-eval's call
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings():  # scikit-learn deprecation and convergence notices
+            warnings.simplefilter("ignore")
             x_train, x_test = make_dmatrix_for_model(train, test, formula=glm["formula"])
             model = fit_LogisticRegressionCV(x_train, "preference", is_ytrue_proba=True, **glm["kwargs"])
         return float(model.predict_proba(x_test)[:, 1].mean()), None

@@ -114,18 +114,19 @@ def run_gauntlet(
     trust_remote_code: bool = False,
     resume_dir: Path | None = None,
     on_benchmark: Callable[[str], None] | None = None,
+    lm=None,
 ) -> dict[str, Any]:
     """Evaluate `model` (a from_pretrained location) and return scores.json's content (without details).
 
     `files` maps each benchmark's relative file name to a local path (see `data.fetch_files`); a benchmark
     without one is missing and leaves its category incomplete. With `resume_dir`, each finished benchmark
     is kept there as `<name>.json` (result and per-row details) and reused by a later attempt;
-    `on_benchmark(name)` is called after each one is written (to persist it).
+    `on_benchmark(name)` is called after each one is written (to persist it). `lm`: an already loaded
+    lm-eval model to use instead of loading `model`.
     """
     missing = [b.name for b in benchmarks if b.file not in files]
     if missing:
         print(f"gauntlet: no data for {', '.join(missing)} (their categories will be incomplete)", file=sys.stderr)
-    lm = None
     started = time.time()
     results: dict[str, dict] = {}
     for bench in benchmarks:

@@ -1,0 +1,150 @@
+"""`make bench-gauntlet`: Eval Gauntlet v0 on the tiny MPT, wall time and examples/s, as JSON.
+
+Two measurements, both on CPU with the same tiny model already loaded:
+- "gauntlet": our path over every v0 file available (../shared/gauntlet_data by default): one lm-eval
+  evaluation per benchmark (so each can be persisted for resume) and composer's metrics on top.
+- "lm_eval" vs "gauntlet_same_tasks": for the benchmarks lm-eval also ships as built-in tasks (arc_easy,
+  piqa, boolq, ...), lm-eval's own `simple_evaluate` in a single call, against our path on those same
+  benchmarks. lm-eval's built-in task files load their data from the Hugging Face hub, which is unreachable
+  here, so both sides run *our* task configs (same prompts, same requests): what differs is the driver
+  (one call vs one per benchmark) and the metric (lm-eval's summed-log-likelihood `acc` vs composer's
+  mean per token), whose disagreement is reported too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from limit.gauntlet.benchmarks import suite
+from limit.gauntlet.data import fetch_files
+from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
+from limit.models import materialize_tiny
+from limit.spec import TinyModel
+
+REPO = Path(__file__).resolve().parents[1]
+# our benchmark name -> the lm-eval built-in task of the same dataset
+LM_EVAL_SHIPPED = {
+    "arc_easy": "arc_easy",
+    "arc_challenge": "arc_challenge",
+    "mmlu": "mmlu",
+    "bigbench_misconceptions": "bigbench_misconceptions_multiple_choice",
+    "copa": "copa",
+    "piqa": "piqa",
+    "openbook_qa": "openbookqa",
+    "lambada_openai": "lambada_openai",
+    "hellaswag": "hellaswag",
+    "winograd": "wsc273",
+    "winogrande": "winogrande",
+    "math_qa": "mathqa",
+    "logi_qa": "logiqa",
+    "pubmed_qa_labeled": "pubmedqa",
+    "boolq": "boolq",
+}
+
+
+def lm_eval_single_call(lm, benches, files, limit: int | None, seed: int) -> dict:
+    import lm_eval
+    from lm_eval.tasks import TaskManager
+
+    configs = build_tasks(benches, files, seed)
+    started = time.time()
+    out = lm_eval.simple_evaluate(
+        model=lm,
+        tasks=list(configs.values()),
+        limit=limit,
+        log_samples=True,
+        bootstrap_iters=0,
+        task_manager=TaskManager(include_defaults=False),
+    )
+    seconds = time.time() - started
+    per_task = {}
+    for bench in benches:
+        task = configs[bench.name]["task"]
+        ours, details = score_samples(bench, out["samples"][task], lm)
+        entry = {"lm_eval_acc": out["results"][task].get("acc,none"), "composer_accuracy": ours["accuracy"]}
+        if bench.kind != "language_modeling":
+            sum_picks = [max(range(len(d["logliks"])), key=lambda i, d=d: d["logliks"][i]) for d in details]
+            entry["choices_differ"] = sum(p != d["prediction"] for p, d in zip(sum_picks, details, strict=True))
+        per_task[bench.name] = entry
+    examples = sum(len(out["samples"][configs[b.name]["task"]]) for b in benches)
+    return {
+        "seconds": round(seconds, 3),
+        "examples": examples,
+        "examples_per_s": round(examples / seconds, 2),
+        "tasks": per_task,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/bench/gauntlet.json")
+    parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "gauntlet_data"))
+    parser.add_argument("--limit", type=int, default=20, help="Examples per benchmark; 0 for all.")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--model", help="Model folder (default: the tiny MPT, built in a temp folder).")
+    parser.add_argument("--seed", type=int, default=1234)
+    args = parser.parse_args()
+    limit = args.limit or None
+
+    with tempfile.TemporaryDirectory(prefix="limit-bench-gauntlet-") as tmp:
+        model = args.model or str(materialize_tiny(TinyModel(), Path(tmp)))
+        benches = suite("v0")
+        files = fetch_files(args.data_dir, [b.file for b in benches], Path(tmp))
+        available = [b for b in benches if b.file in files]
+        started = time.time()
+        lm = load_model(model, "hf", args.batch_size)
+        load_seconds = time.time() - started
+
+        ours = run_gauntlet(model, benches, files, limit=limit, seed=args.seed, lm=lm)
+        shared_tasks = [b for b in available if b.name in LM_EVAL_SHIPPED]
+        ours_same = run_gauntlet(model, shared_tasks, files, limit=limit, seed=args.seed, lm=lm)
+        theirs = lm_eval_single_call(lm, shared_tasks, files, limit, args.seed)
+
+    def rate(scores: dict) -> dict:
+        return {
+            "seconds": scores["seconds"],
+            "examples": scores["examples"],
+            "examples_per_s": round(scores["examples"] / scores["seconds"], 2),
+        }
+
+    report = {
+        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "model": "tiny MPT (limit.models, default TinyModel)" if not args.model else args.model,
+        "data": args.data_dir,
+        "limit_per_benchmark": limit,
+        "batch_size": args.batch_size,
+        "model_load_seconds": round(load_seconds, 3),
+        "gauntlet": {
+            **rate(ours),
+            "benchmarks": len(ours["benchmarks"]),
+            "missing": ours["missing"],
+            "average": ours["average"],
+            "categories": ours["categories"],
+            "seconds_per_benchmark": {n: r["seconds"] for n, r in ours["benchmarks"].items()},
+        },
+        "compared_tasks": {b.name: LM_EVAL_SHIPPED[b.name] for b in shared_tasks},
+        "gauntlet_same_tasks": rate(ours_same),
+        "lm_eval": theirs,
+        "what_is_compared": (
+            "lm_eval = lm_eval.simple_evaluate in one call over our task configs for the benchmarks lm-eval also "
+            "ships (its built-in YAMLs need the HF hub); gauntlet_same_tasks = our per-benchmark path on the same "
+            "configs. Same requests; lm_eval_acc sums log-likelihoods, composer_accuracy averages per token."
+        ),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(json.dumps({k: report[k] for k in ("gauntlet", "gauntlet_same_tasks")}, indent=2)[:2000])
+    print(f"lm_eval single call: {theirs['seconds']}s, {theirs['examples_per_s']} examples/s")
+    print(f"wrote {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -52,7 +52,6 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
 
     for name, result in scores["benchmarks"].items():
         mlflow.log_metrics({f"{name}.accuracy": result["accuracy"], f"{name}.score": result["score"]})
-    mlflow.log_dict(scores, "gauntlet/scores.json")
     if scores["missing"]:
         mlflow.set_tag("gauntlet.missing", ",".join(scores["missing"])[:250])
 

@@ -10,6 +10,7 @@ import contextlib
 import numbers
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -25,13 +26,31 @@ def experiment_name(study: str) -> str:
     return f"limit-{study}"
 
 
+def experiment_id(study: str) -> str:
+    """The study's experiment, created on first use.
+
+    With a local store (sqlite or a folder) MLflow would put artifacts in ./mlruns of whatever folder the
+    process runs in; keep them beside the store in the work folder instead. A tracking server decides itself.
+    """
+    client = mlflow.MlflowClient()
+    existing = client.get_experiment_by_name(experiment_name(study))
+    if existing is not None:
+        return existing.experiment_id
+    location = None
+    if not tracking_uri().startswith(("http://", "https://", "databricks")):
+        workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs")).resolve()
+        location = (workdir / "mlflow-artifacts").as_uri()
+    try:
+        return client.create_experiment(experiment_name(study), artifact_location=location)
+    except mlflow.exceptions.MlflowException:  # created concurrently by another step
+        return client.get_experiment_by_name(experiment_name(study)).experiment_id
+
+
 def start_parent(study: str, tags: dict[str, str] | None = None) -> str:
     """Create the study execution's parent run and return its id (left open: children attach to it)."""
     mlflow.set_tracking_uri(tracking_uri())
-    mlflow.set_experiment(experiment_name(study))
     client = mlflow.MlflowClient()
-    exp = client.get_experiment_by_name(experiment_name(study))
-    run = client.create_run(exp.experiment_id, run_name=study, tags={"limit.study": study, **(tags or {})})
+    run = client.create_run(experiment_id(study), run_name=study, tags={"limit.study": study, **(tags or {})})
     return run.info.run_id
 
 
@@ -60,12 +79,9 @@ def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
     mlflow.set_tracking_uri(tracking_uri())
     parent = os.environ.get("LIMIT_PARENT_RUN_ID")
     study = os.environ.get("LIMIT_STUDY", "adhoc")
-    if parent:
-        experiment_id = mlflow.MlflowClient().get_run(parent).info.experiment_id
-    else:
-        experiment_id = mlflow.set_experiment(experiment_name(study)).experiment_id
+    exp_id = mlflow.MlflowClient().get_run(parent).info.experiment_id if parent else experiment_id(study)
     with mlflow.start_run(
-        experiment_id=experiment_id,
+        experiment_id=exp_id,
         run_name=_child_name(kind, tags),
         parent_run_id=parent,
         tags=_child_tags(study, kind, key, tags),

@@ -11,15 +11,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import mlflow
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import mlflow  # noqa: E402
-
-from limit.plan import slug  # noqa: E402
-from limit.runner import StepContext  # noqa: E402
-from limit.steps.inputs import ReportInput  # noqa: E402
+from limit.plan import slug
+from limit.runner import StepContext
+from limit.steps.inputs import ReportInput
 
 # The paper's columns, in its order.
 CATEGORIES = {
@@ -126,7 +124,8 @@ def render_markdown(data: dict[str, Any]) -> str:
 
 def plot(data: dict[str, Any], path: Path) -> None:
     """Left: gauntlet categories per model; middle: average per epoch; right: win rates with 95% CI."""
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5))
+    fig = Figure(figsize=(16, 4.5))
+    axes = fig.subplots(1, 3)
     models = data["models"]
     width = 0.8 / max(1, len(models))
     for i, row in enumerate(models):
@@ -146,6 +145,7 @@ def plot(data: dict[str, Any], path: Path) -> None:
             axes[1].scatter([row["epoch"]], [row["average"] or float("nan")], s=120, facecolors="none", edgecolors="k")
     axes[1].set_title("Gauntlet average per epoch (circle: chosen)")
     axes[1].set_xlabel("epoch")
+    axes[1].xaxis.set_major_locator(MaxNLocator(integer=True))
     if any(row["epochs"] for row in models):
         axes[1].legend(fontsize=7)
     pairs = [p for p in data["pairs"] if p.get("win_rate_a") is not None]
@@ -164,4 +164,3 @@ def plot(data: dict[str, Any], path: Path) -> None:
     fig.suptitle(f"Study {data['study']}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)

@@ -56,6 +56,10 @@ class StepContext:
         """Make `out/sub` durable now, so a retried step can resume from it."""
         self.store.persist(self.ref, self.out, sub)
 
+    def discard(self, sub: str) -> None:
+        """Delete `out/sub`, also where `persist` put it (resume state the finished step no longer needs)."""
+        self.store.discard(self.ref, self.out, sub)
+
 
 def parse_input(kind: str, raw: str) -> inputs.StepInput:
     if kind not in STEPS:
@@ -116,11 +120,10 @@ def processes(inp: inputs.StepInput) -> int:
 
 def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: Path) -> None:
     """Replace this process by `torchrun` running the same step once per GPU, sharing `out`."""
-    os.environ["LIMIT_STEP_OUT"] = str(out)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     argv = [*torchrun, "-m", "limit.cli", "step", kind, "--input", inp.model_dump_json()]
     print(f"[{kind}] relaunching as {nproc} processes under torchrun", file=sys.stderr, flush=True)
-    os.execv(argv[0], argv)
+    os.execve(argv[0], argv, {**os.environ, "LIMIT_STEP_OUT": str(out)})
 
 
 def _publish_summary(summary: dict[str, Any]) -> None:

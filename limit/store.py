@@ -66,6 +66,10 @@ class Store:
     def persist(self, ref: str, out: Path, sub: str) -> None:
         """Make `out/sub` durable before the step ends (a local folder already is)."""
 
+    def discard(self, ref: str, out: Path, sub: str) -> None:
+        """Delete `out/sub` and whatever `persist` made durable of it (e.g. resume state no longer needed)."""
+        shutil.rmtree(out / sub, ignore_errors=True)
+
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         final = Path(self.root) / ref
@@ -131,12 +135,27 @@ class S3Store(Store):
         return path
 
     def _upload(self, ref: str, out: Path, sub: str = "") -> None:
+        """Upload `out/sub`, skipping files already uploaded and not modified since (multi-GB checkpoints)."""
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(ref) + "/")
+        uploaded = {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
         for path in sorted((out / sub).rglob("*")):
-            if path.is_file():
-                self.s3.upload_file(str(path), self.bucket, self._key(ref, path.relative_to(out).as_posix()))
+            if not path.is_file():
+                continue
+            key = self._key(ref, path.relative_to(out).as_posix())
+            remote, stat = uploaded.get(key), path.stat()
+            if remote and remote["Size"] == stat.st_size and remote["LastModified"].timestamp() >= stat.st_mtime:
+                continue
+            self.s3.upload_file(str(path), self.bucket, key)
 
     def persist(self, ref: str, out: Path, sub: str) -> None:
         self._upload(ref, out, sub)
+
+    def discard(self, ref: str, out: Path, sub: str) -> None:
+        super().discard(ref, out, sub)
+        keys = [k for k in self._keys(ref) if k.startswith(self._key(ref, sub.rstrip("/")) + "/")]
+        for start in range(0, len(keys), 1000):  # delete_objects takes at most 1000 keys
+            batch = [{"Key": k} for k in keys[start : start + 1000]]
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
         self._upload(ref, out)

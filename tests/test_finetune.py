@@ -42,42 +42,11 @@ def history(run, metric: str) -> list[tuple[int, float]]:
     return [(m.step, m.value) for m in mlflow.MlflowClient().get_metric_history(run.info.run_id, metric)]
 
 
-def test_finetune_writes_loadable_epochs_and_logs_every_step(limit_env: Path, tiny_steps):
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    prepare, finetune = tiny_steps
-    prepared = run(prepare)
-    assert prepared["rows"] == 37 and prepared["dropped_multi_turn"] == 3
-
-    summary = run(finetune)
-
-    out = limit_env / "artifacts" / finetune.ref
-    manifest = json.loads((out / MANIFEST).read_text())
-    assert manifest["summary"] == summary
-    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "epoch-1", "epoch-2", "train_log.json"]
-    for epoch in (1, 2):
-        model = AutoModelForCausalLM.from_pretrained(out / f"epoch-{epoch}")
-        tokenizer = AutoTokenizer.from_pretrained(out / f"epoch-{epoch}")
-        assert model.config.model_type == "mpt" and tokenizer.eos_token == "<|endoftext|>"
-    assert summary["steps"] == 2 * STEPS_PER_EPOCH
-    assert summary["train_tokens"] > 0 and summary["tokens_per_second"] > 0
-
-    [run_] = finetune_runs()
-    losses = history(run_, "loss")
-    assert [step for step, _ in losses] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
-    assert losses[-1][1] < losses[0][1]  # it learns something
-    lrs = dict(history(run_, "learning_rate"))
-    assert max(lrs.values()) == pytest.approx(1e-3)  # tiny.yaml's lr, reached after warmup_steps 2
-    assert lrs[1] == 0.0 and lrs[2 * STEPS_PER_EPOCH] < lrs[3]
-
-
 class Killed(Exception):
     """Stands in for the pod being killed right after epoch 1 was saved."""
 
 
-def test_killed_finetune_resumes_from_its_last_epoch(limit_env: Path, tiny_steps, monkeypatch):
-    prepare, finetune = tiny_steps
-    run(prepare)
+def run_killed_after_first_epoch(finetune, monkeypatch) -> None:
     export = finetune_module.EpochExport.on_save
 
     def save_then_die(self, args, state, control, **kwargs):
@@ -87,6 +56,17 @@ def test_killed_finetune_resumes_from_its_last_epoch(limit_env: Path, tiny_steps
     with monkeypatch.context() as patch, pytest.raises(Killed):
         patch.setattr(finetune_module.EpochExport, "on_save", save_then_die)
         run(finetune)
+
+
+def test_finetune_killed_after_an_epoch_resumes_and_finishes(limit_env: Path, tiny_steps, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    prepare, finetune = tiny_steps
+    prepared = run(prepare)
+    assert prepared["rows"] == 37 and prepared["dropped_multi_turn"] == 3
+
+    run_killed_after_first_epoch(finetune, monkeypatch)
+
     partial = limit_env / "artifacts" / f"{finetune.ref}.partial"
     assert (partial / "epoch-1" / "model.safetensors").is_file()
     assert (partial / "resume" / f"checkpoint-{STEPS_PER_EPOCH}").is_dir()
@@ -96,13 +76,23 @@ def test_killed_finetune_resumes_from_its_last_epoch(limit_env: Path, tiny_steps
     summary = run(finetune)
 
     assert summary["resumed_from_step"] == STEPS_PER_EPOCH and summary["steps"] == 2 * STEPS_PER_EPOCH
+    assert summary["train_tokens"] > 0 and summary["tokens_per_second"] > 0
     out = limit_env / "artifacts" / finetune.ref
-    assert (out / MANIFEST).is_file() and not (out / "resume").exists()
+    assert json.loads((out / MANIFEST).read_text())["summary"] == summary
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "epoch-1", "epoch-2", "train_log.json"]
+    for epoch in (1, 2):
+        model = AutoModelForCausalLM.from_pretrained(out / f"epoch-{epoch}")
+        tokenizer = AutoTokenizer.from_pretrained(out / f"epoch-{epoch}")
+        assert model.config.model_type == "mpt" and tokenizer.eos_token == "<|endoftext|>"
+
+    # Loss and learning rate every step; the second attempt continues where the first stopped.
     killed, resumed = finetune_runs()
-    assert [s for s, _ in history(killed, "loss")] == list(range(1, STEPS_PER_EPOCH + 1))
-    assert [s for s, _ in history(resumed, "loss")] == list(range(STEPS_PER_EPOCH + 1, 2 * STEPS_PER_EPOCH + 1))
-    # The schedule picks up where it stopped instead of warming up again.
-    assert dict(history(resumed, "learning_rate"))[STEPS_PER_EPOCH + 1] < 1e-3
+    losses = history(killed, "loss") + history(resumed, "loss")
+    assert [step for step, _ in losses] == list(range(1, 2 * STEPS_PER_EPOCH + 1))
+    assert losses[-1][1] < losses[0][1]  # it learns something
+    lrs = dict(history(killed, "learning_rate") + history(resumed, "learning_rate"))
+    assert lrs[1] == 0.0 and max(lrs.values()) == pytest.approx(1e-3)  # tiny.yaml: lr 1e-3, 2 warmup steps
+    assert lrs[STEPS_PER_EPOCH + 1] < lrs[STEPS_PER_EPOCH] and lrs[2 * STEPS_PER_EPOCH] < lrs[3]  # no new warmup
 
 
 def test_multi_gpu_finetune_relaunches_itself_under_torchrun(limit_env: Path, tiny_steps, monkeypatch):
@@ -111,16 +101,38 @@ def test_multi_gpu_finetune_relaunches_itself_under_torchrun(limit_env: Path, ti
     inp = finetune.input.model_copy(update={"train": train})
     launched = []
 
-    def execv(path, argv):
-        launched.append(argv)
+    def execve(path, argv, env):
+        launched.append((argv, env))
         raise Killed
 
-    monkeypatch.setattr("limit.runner.os.execv", execv)
+    monkeypatch.setattr("limit.runner.os.execve", execve)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     with pytest.raises(Killed):
         run_step("finetune", inp.model_dump_json())
 
-    [argv] = launched
+    [(argv, env)] = launched
     assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
     assert argv[5:9] == ["-m", "limit.cli", "step", "finetune"]
     assert type(inp).model_validate_json(argv[-1]) == inp  # same input, so the same key
+    assert env["LIMIT_STEP_OUT"].endswith(".partial")  # every rank writes into the same output folder
+
+
+def test_killed_finetune_resumes_on_another_pod_from_s3(limit_env: Path, s3_env: str, tiny_steps, monkeypatch):
+    import shutil
+
+    import boto3
+
+    monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{s3_env}/artifacts")
+    prepare, finetune = tiny_steps
+    run(prepare)
+    run_killed_after_first_epoch(finetune, monkeypatch)
+    shutil.rmtree(limit_env / "partial")  # a new pod: only what was persisted to S3 survives
+
+    summary = run(finetune)
+
+    assert summary["resumed_from_step"] == STEPS_PER_EPOCH
+    s3 = boto3.client("s3")
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=s3_env, Prefix=f"artifacts/{finetune.ref}/")
+    names = {obj["Key"].split("/", 3)[3] for page in pages for obj in page.get("Contents", [])}
+    assert {n.split("/")[0] for n in names} == {MANIFEST, "epoch-1", "epoch-2", "train_log.json"}  # resume/ gone
+    assert "epoch-2/model.safetensors" in names

@@ -119,7 +119,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
         raise LimitError(f"finetune: training ended without checkpoints for epochs {missing}")
     log = {"summary": summary, "dropped_too_long": len(encoded) - len(examples), "log_history": state.log_history}
     (ctx.out / "train_log.json").write_text(json.dumps(log, indent=2))
-    shutil.rmtree(ctx.out / RESUME, ignore_errors=True)
+    ctx.discard(RESUME)
     return summary
 
 

@@ -60,7 +60,8 @@ class OpenAIJudge:
         """Dollars per token when alpaca-eval knows the model's price, else None."""
         from alpaca_eval.decoders.openai import _get_price_per_token
 
-        return _get_price_per_token(self.model)
+        price = _get_price_per_token(self.model)
+        return float(price) if price is not None and math.isfinite(price) else None
 
     # ------------------------------------------------------------------ internals
 

@@ -1,0 +1,105 @@
+"""judge step: responses of two generate outputs, paired per seed and prompt id, judged by the local LM judge
+and by the openai backend against a judge server on 127.0.0.1; result.json, annotations, caches, MLflow."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from limit.errors import LimitError
+from limit.judge.ranking import FIRST_WINS, SECOND_WINS
+from limit.judge.replay_server import JudgeServer, Reply
+from limit.models import materialize_tiny
+from limit.spec import TinyModel
+from limit.store import Store
+
+INSTRUCTIONS = ["Name a fruit.", "Say hello.", "Count to three.", "Name a colour.", "Pick a number."]
+
+
+def completed_generate(store: Store, name: str, outputs: dict[int, list[str]]) -> str:
+    """A finished generate step in the store, as the real step leaves it."""
+    ref = f"generate/{name}"
+    out = store.begin(ref)
+    with open(out / "responses.jsonl", "w") as f:
+        for seed, texts in outputs.items():
+            for i, (instruction, text) in enumerate(zip(INSTRUCTIONS, texts, strict=True)):
+                row = {"prompt_id": f"{i:04d}", "instruction": instruction, "output": text, "seed": seed}
+                f.write(json.dumps(row) + "\n")
+    store.commit(ref, out, {"kind": "generate", "summary": {}})
+    return ref
+
+
+@pytest.fixture
+def refs(limit_env: Path) -> tuple[str, str]:
+    store = Store.open()
+    a = completed_generate(store, "a", {1: [f"GOOD {i}" for i in range(5)], 2: [f"GOOD {i}!" for i in range(5)]})
+    b_texts = {1: ["plain"] * 4 + ["GOOD 4"], 2: ["plain"] * 5}  # seed 1, prompt 4: identical outputs -> a tie
+    return a, completed_generate(store, "b", b_texts)
+
+
+def judge_input(a: str, b: str, **judge) -> str:
+    return json.dumps({"a": a, "b": b, "judge": {"bootstrap": 50, **judge}, "tags": {"a": "A", "b": "B"}})
+
+
+def test_openai_backend_step_result_annotations_cache_and_mlflow(refs, limit_env: Path):
+    import mlflow
+
+    from limit.runner import run_step
+
+    def prefers_good(instruction: str, shown_1: str, shown_2: str) -> Reply:
+        return Reply(FIRST_WINS if shown_1.startswith("GOOD") else SECOND_WINS)
+
+    with JudgeServer(prefers_good) as server:
+        summary = run_step("judge", judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=1))
+        assert server.requests == 9  # 10 pairs, one tie that alpaca-eval settles without asking
+    assert summary["win_rate_a"] == 1.0 and (summary["wins_a"], summary["ties"], summary["failures"]) == (9, 1, 0)
+
+    out = next((limit_env / "artifacts" / "judge").iterdir())
+    result = json.loads((out / "result.json").read_text())
+    assert result["seeds"]["1"] == {"wins_a": 4, "wins_b": 0, "ties": 1, "failures": 0, "n": 5, "win_rate_a": 1.0}
+    assert result["cost"]["tokens"] > 0 and result["cost"]["dollars"] is None  # unknown model: no price
+    assert sorted(p.name for p in (out / "cache").iterdir()) == ["seed-1.json", "seed-2.json"]
+    annotations = [json.loads(line) for line in (out / "annotations.jsonl").read_text().splitlines()]
+    assert [a["winner"] for a in annotations].count("tie") == 1 and len(annotations) == 10
+
+    runs = mlflow.search_runs(search_all_experiments=True, filter_string="tags.`limit.kind` = 'judge'")
+    assert len(runs) == 1 and runs["metrics.win_rate_a"].iloc[0] == 1.0
+    assert runs["metrics.ci95_low"].iloc[0] <= 1.0
+
+
+def test_local_judge_always_parses_and_ties_identical_outputs(refs, limit_env: Path):
+    from limit.runner import run_step
+
+    inp = json.loads(judge_input(*refs, backend="local", local_model="tiny"))
+    inp["judge_model"] = {"tiny": TinyModel(d_model=32, n_layers=1, n_heads=2).model_dump()}
+    summary = run_step("judge", json.dumps(inp))
+    assert summary["failures"] == 0 and summary["ties"] == 1
+    assert summary["wins_a"] + summary["wins_b"] == 9
+
+
+def test_local_judge_is_deterministic_and_randomizes_positions(tmp_path: Path):
+    from limit.judge.local_backend import LocalJudge
+
+    location = str(materialize_tiny(TinyModel(d_model=32, n_layers=1, n_heads=2), tmp_path))
+    judge = LocalJudge(location)
+    pairs = [(f"Question {i}?", f"answer one {i}", f"answer two {i}") for i in range(6)]
+    first = [o.preference for o in judge.judge(pairs, seed=1)]
+    assert first == [o.preference for o in judge.judge(pairs, seed=1)]
+    assert set(first) <= {1.0, 2.0}
+    shown_first = [o.raw == FIRST_WINS for o in judge.judge(pairs, seed=1)]
+    from limit.judge.ranking import is_switched
+
+    # the preference is the shown-first choice mapped back through the swap
+    assert first == [1.0 if f != is_switched(p[0], 1) else 2.0 for f, p in zip(shown_first, pairs, strict=True)]
+
+
+def test_unpaired_responses_are_a_one_line_error(limit_env: Path):
+    from limit.runner import run_step
+
+    store = Store.open()
+    a = completed_generate(store, "a2", {1: ["x"] * 5})
+    b = completed_generate(store, "b2", {2: ["y"] * 5})
+    with pytest.raises(LimitError, match="no response for seed 1"):
+        run_step("judge", judge_input(a, b, backend="local"))

@@ -32,6 +32,8 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
     spec = inp.gauntlet
     benchmarks = suite(spec.suite, spec.tasks)
     files = fetch_files(spec.data, [b.file for b in benchmarks], ctx.workdir)
+    if not files:
+        raise LimitError(f"gauntlet.data: none of suite '{spec.suite}''s files found in {spec.data}")
     location, trust_remote_code = _model(inp, ctx)
     print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
 

@@ -33,28 +33,28 @@ def load_source(source: Source, cache_dir: Path | None = None) -> tuple[list[Row
     import datasets
 
     label = source_label(source)
-    if source.hf:
-        try:
-            table = datasets.load_dataset(
-                source.hf,
-                name=source.name,
-                revision=source.revision,
-                split=source.split,
-                cache_dir=str(cache_dir) if cache_dir else None,
-            )
-        except Exception as e:  # the hub or the dataset is unreachable: say which, in one line
-            raise LimitError(f"dataset {label} (split {source.split}): cannot load: {type(e).__name__}: {e}") from e
-    else:
-        path = local_path(source.jsonl)
-        if not path.is_file():
-            raise LimitError(f"dataset {label}: file not found: {path}")
-        table = datasets.load_dataset(
-            "json",
-            data_files={source.split: str(path)},
-            split=source.split,
-            cache_dir=str(cache_dir) if cache_dir else None,
-        )
+    if source.jsonl and not local_path(source.jsonl).is_file():
+        raise LimitError(f"dataset {label}: file not found: {local_path(source.jsonl)}")
+    path, kwargs = load_dataset_arguments(source)
+    try:
+        table = datasets.load_dataset(path, **kwargs, cache_dir=str(cache_dir) if cache_dir else None)
+    except Exception as e:  # the hub or the dataset is unreachable: say which, in one line
+        raise LimitError(f"dataset {label} (split {source.split}): cannot load: {type(e).__name__}: {e}") from e
     return normalise(table, source, label)
+
+
+def load_dataset_arguments(source: Source) -> tuple[str, dict]:
+    """What `datasets.load_dataset` gets for a source: a hub id, or a file builder over hub or local files."""
+    if source.jsonl:
+        return "json", {"data_files": {source.split: str(local_path(source.jsonl))}, "split": source.split}
+    if source.data_files:
+        files = f"hf://datasets/{source.hf}@{source.revision or 'main'}/{source.data_files}"
+        suffix = source.data_files.rsplit(".", 1)[-1]
+        builder = {"jsonl": "json", "json": "json", "parquet": "parquet", "csv": "csv"}.get(suffix)
+        if builder is None:
+            raise LimitError(f"dataset {source.hf}: data_files: unknown file type '.{suffix}'")
+        return builder, {"data_files": {source.split: files}, "split": source.split}
+    return source.hf, {"name": source.name, "revision": source.revision, "split": source.split}
 
 
 def normalise(table, source: Source, label: str) -> tuple[list[Row], int]:

@@ -63,11 +63,14 @@ class Source(Strict):
     Rows are normalised to (prompt, response): `prompt`/`response` name the fields; for LIMA-style rows
     `conversations` names a list of turns and only single-turn rows (two turns) are kept.
     `templated: true` means the prompt already holds the instruction template (mosaicml datasets).
+    `data_files` reads files of the hub repo directly (`data_files: train.jsonl`): for repos whose loading
+    script `datasets` no longer runs (GAIR/lima ships one).
     """
 
     hf: str | None = None
     name: str | None = None
     revision: str | None = None
+    data_files: str | None = None
     jsonl: str | None = None
     split: str = "train"
     prompt: str = "prompt"
@@ -79,6 +82,8 @@ class Source(Strict):
     def _one_location(self) -> Source:
         if (self.hf is None) == (self.jsonl is None):
             raise ValueError("give exactly one of hf, jsonl")
+        if self.data_files and not self.hf:
+            raise ValueError("data_files names files of a hub dataset: give hf too")
         return self
 
 

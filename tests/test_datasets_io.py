@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from limit.datasets_io import load_source, mix, subset
+from limit.datasets_io import load_dataset_arguments, load_source, mix, subset
 from limit.errors import LimitError
 from limit.locations import local_path
 from limit.spec import Source
@@ -57,6 +57,25 @@ def test_hub_id_path_reads_a_dataset_folder_in_the_hub_schema(tmp_path: Path):
 
     assert dropped == 1
     assert [r["response"] for r in rows] == ["Hi!", "One, two."]
+
+
+def test_hub_sources_reach_load_dataset_as_hub_ids_or_hub_files():
+    assert load_dataset_arguments(Source(hf="mosaicml/dolly_hhrlhf")) == (
+        "mosaicml/dolly_hhrlhf",
+        {"name": None, "revision": None, "split": "train"},
+    )
+    # GAIR/lima ships a loading script, which `datasets` no longer runs: read its jsonl from the hub instead.
+    assert load_dataset_arguments(Source(hf="GAIR/lima", data_files="train.jsonl", conversations="c")) == (
+        "json",
+        {"data_files": {"train": "hf://datasets/GAIR/lima@main/train.jsonl"}, "split": "train"},
+    )
+
+
+def test_malformed_local_file_is_a_one_line_error(tmp_path: Path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text('{"prompt": "p", "response": \n')
+    with pytest.raises(LimitError, match=r"bad.jsonl \(split train\): cannot load"):
+        load_source(Source(jsonl=str(path)), tmp_path)
 
 
 def test_untemplated_prompt_field_gets_the_template(tmp_path: Path):

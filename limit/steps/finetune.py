@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -120,6 +121,11 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
     log = {"summary": summary, "dropped_too_long": len(encoded) - len(examples), "log_history": state.log_history}
     (ctx.out / "train_log.json").write_text(json.dumps(log, indent=2))
     ctx.discard(RESUME)
+    print(
+        f"finetune: {summary['steps']} steps, final loss {summary['train_loss']:.4f}, "
+        f"{summary['tokens_per_second']:.0f} tokens/s",
+        flush=True,
+    )
     return summary
 
 
@@ -154,7 +160,7 @@ def training_arguments(train: TrainSpec, output_dir: Path, run_name: str):
         logging_first_step=True,
         include_num_input_tokens_seen="non_padding",
         report_to=["mlflow"],  # loss, learning rate, grad norm per step into the step's active MLflow run
-        disable_tqdm=False,
+        disable_tqdm=not sys.stderr.isatty(),  # a bar on a terminal; in pod logs, Trainer prints a line per step
         dataloader_num_workers=0,
         ddp_timeout=3 * 3600,  # rank 0 persisting a large checkpoint keeps the others waiting
     )

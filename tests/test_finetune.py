@@ -136,3 +136,13 @@ def test_killed_finetune_resumes_on_another_pod_from_s3(limit_env: Path, s3_env:
     names = {obj["Key"].split("/", 3)[3] for page in pages for obj in page.get("Contents", [])}
     assert {n.split("/")[0] for n in names} == {MANIFEST, "epoch-1", "epoch-2", "train_log.json"}  # resume/ gone
     assert "epoch-2/model.safetensors" in names
+
+
+def test_deepspeed_config_follows_the_spec():
+    from limit.spec import TrainSpec
+
+    config = finetune_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=3, precision="bf16", micro_batch_size=2))
+    assert config["zero_optimization"]["stage"] == 3 and config["bf16"] == {"enabled": True}
+    assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]  # full weights per epoch
+    assert config["train_micro_batch_size_per_gpu"] == "auto"  # filled from TrainingArguments by Trainer
+    assert "optimizer" not in config and "scheduler" not in config  # Trainer builds both from the spec

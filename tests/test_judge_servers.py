@@ -111,3 +111,16 @@ def test_missing_api_key_for_openai_itself_is_a_one_line_error(tmp_path: Path, m
     judge = OpenAIJudge(api_key_env="LIMIT_TEST_NO_KEY")
     with pytest.raises(LimitError, match="LIMIT_TEST_NO_KEY"):
         judge.judge(pairs(1), seed=1, cache=tmp_path / "c.json")
+
+
+def test_an_unreachable_judge_ends_in_failures_not_a_crash(tmp_path: Path):
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    judge = OpenAIJudge(base_url=f"http://127.0.0.1:{port}/v1", retry_wait=0, max_retries=1, chunk_size=4)
+    outcomes = judge.judge(pairs(20), seed=1, cache=tmp_path / "seed-1.json")
+    counts = count(o.preference for o in outcomes)
+    assert (counts.failures, counts.n, counts.win_rate_a) == (20, 20, None)
+    assert all("APIConnectionError" in o.error for o in outcomes)

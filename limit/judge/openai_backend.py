@@ -23,7 +23,7 @@ import os
 import tempfile
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit.errors import LimitError
@@ -44,6 +44,7 @@ class OpenAIJudge:
     retry_wait: float = 2.0
     chunk_size: int = 32
     timeout: float = 120.0
+    _failed_streak: int = field(default=0, init=False, repr=False)  # groups in a row that ended all failed
 
     def judge(self, pairs: Sequence[Pair], seed: int, cache: Path) -> list[Outcome]:
         """One preference per pair, in order; `cache` is this (comparison, seed)'s own cache file."""
@@ -100,11 +101,19 @@ class OpenAIJudge:
         }
 
     def _judge_chunk(self, annotator, decoding: dict, pairs: Sequence[Pair], chunk: list[int], outcomes: list) -> None:
-        """Judge `chunk` with retries. alpaca-eval stores nothing of a call that raised, so when a call with
-        several pairs raises, the chunk is split in two and each half is judged on its own: one bad request
-        then costs its own retries, not its neighbours' answers."""
+        """Judge `chunk` with retries.
+
+        alpaca-eval stores nothing of a call that raised, so when a call with several pairs fails on an API
+        error, the chunk is split in two and each half is judged on its own: one bad request then costs its
+        own retries, not its neighbours' answers. An unreachable endpoint is not split (every request would
+        fail alike), and once three groups in a row have exhausted their retries the endpoint is taken to be
+        down: later groups get one attempt each, so a dead judge ends the step in minutes, all failures.
+        """
+        import openai
+
         pending, last_error = list(chunk), "unparseable judge answer"
-        for attempt in range(self.max_retries + 1):
+        attempts = 1 if self._failed_streak >= 3 else self.max_retries + 1
+        for attempt in range(attempts):
             if attempt:
                 time.sleep(self.retry_wait * min(2 ** (attempt - 1), 8))
             rows = [{"instruction": pairs[i][0], "output_1": pairs[i][1], "output_2": pairs[i][2]} for i in pending]
@@ -113,7 +122,8 @@ class OpenAIJudge:
             except Exception as e:  # openai errors other than rate limits abort alpaca-eval's call
                 last_error = f"{type(e).__name__}: {e}"
                 log.warning("judge: %d pair(s), attempt %d: %s", len(pending), attempt + 1, last_error)
-                if len(pending) > 1:
+                unreachable = isinstance(e, openai.APIConnectionError)
+                if len(pending) > 1 and not unreachable and self._failed_streak < 3:
                     half = len(pending) // 2
                     self._judge_chunk(annotator, decoding, pairs, pending[:half], outcomes)
                     self._judge_chunk(annotator, decoding, pairs, pending[half:], outcomes)
@@ -130,11 +140,13 @@ class OpenAIJudge:
                 tokens = row.get("preference_price_per_example")
                 tokens = 0.0 if tokens is None or (isinstance(tokens, float) and math.isnan(tokens)) else tokens
                 outcomes[i] = Outcome(pref, float(tokens), row.get("preference_raw_completion"))
+                self._failed_streak = 0
             pending = still
             if not pending:
                 return
         for i in pending:
             outcomes[i] = Outcome(None, error=last_error)
+        self._failed_streak += 1
 
 
 def _pairwise_annotator_class():

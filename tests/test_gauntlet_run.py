@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import functools
+import http.server
 import json
+import threading
 
 import boto3
 import mlflow
@@ -105,6 +108,27 @@ def test_data_from_s3(s3_env, tiny_model, tmp_path):
     scores = run_gauntlet(tiny_model, suite("tiny", ["tiny_copa", "tiny_boolq"]), files, limit=3)
     assert scores["benchmarks"]["tiny_copa"]["n"] == 3 and scores["missing"] == ["tiny_boolq"]
     assert scores["categories"]["reading_comprehension"] is None
+
+
+def test_data_from_llm_foundry_at_a_commit(tmp_path, monkeypatch):
+    """The llm-foundry@<commit> path over real HTTP, from a local mirror laid out like GitHub's raw host."""
+    mirror = tmp_path / "mirror"
+    bench = suite("tiny")[0]
+    source = mirror / "be467aee1" / "scripts" / "eval" / "local_data" / bench.file
+    source.parent.mkdir(parents=True)
+    source.write_bytes((TINY_DATA / bench.file).read_bytes())
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/{{commit}}/scripts/eval/local_data/{{file}}"
+        monkeypatch.setenv("LIMIT_LLM_FOUNDRY_RAW", url)
+        files = fetch_files("llm-foundry@be467aee1", [bench.file, "x/absent.jsonl"], tmp_path / "work")
+    finally:
+        server.shutdown()
+    assert list(files) == [bench.file]  # a 404 is a missing file, not an error
+    assert files[bench.file].read_bytes() == source.read_bytes()
+    assert tmp_path / "work" / "gauntlet-data" / "llm-foundry-be467aee1" in files[bench.file].parents
 
 
 def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):

@@ -5,7 +5,7 @@ A location is one of:
 - `fixture:NAME`, a folder shipped inside the package (`fixture:gauntlet` holds the tiny suite);
 - `s3://bucket/prefix`, read with boto3 (which honours AWS_ENDPOINT_URL, e.g. MinIO);
 - `llm-foundry@<commit>`, the files of mosaicml/llm-foundry's `scripts/eval/local_data/` at that commit,
-  fetched from GitHub's raw file host.
+  fetched from GitHub's raw file host (or the mirror LIMIT_LLM_FOUNDRY_RAW names).
 Several locations may be given, separated by commas (`../shared/gauntlet_data,runs/gauntlet-converted`):
 each file comes from the first one that has it. Remote files are cached under the work folder; a file
 absent everywhere is reported missing, not an error, so its category comes out incomplete.
@@ -24,6 +24,7 @@ from limit.errors import LimitError
 from limit.locations import local_path
 
 LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
+RAW_URL_ENV = "LIMIT_LLM_FOUNDRY_RAW"  # a mirror of GitHub's raw host, same {commit} and {file} placeholders
 _FOUNDRY = re.compile(r"^llm-foundry@([0-9a-f]{7,40})$")
 
 
@@ -92,7 +93,7 @@ def _fetch_llm_foundry(commit: str, files: list[str], workdir: Path) -> dict[str
     for name in files:
         target = cache / name
         if not target.is_file():
-            url = LLM_FOUNDRY_RAW.format(commit=commit, file=name)
+            url = os.environ.get(RAW_URL_ENV, LLM_FOUNDRY_RAW).format(commit=commit, file=name)
             print(f"gauntlet: fetching {url}", file=sys.stderr)
             try:
                 with urllib.request.urlopen(url, timeout=120) as response:

@@ -1,7 +1,9 @@
 """select step: a finetune's best epoch by gauntlet average (ties go to the earliest epoch).
 
-Writes `choice.json`: {epoch, finetune, sub: "epoch-N", average, epochs: [{epoch, average, categories}]},
-which the generate step and the report read. The per-epoch curves go to MLflow as metrics with step=epoch.
+Writes `choice.json`: {epoch, finetune, sub: "epoch-N", average, tied, epochs: [{epoch, average, categories}]},
+which the generate step and the report read (`tied`: every epoch sharing the best average).
+An epoch whose average is null (an incomplete category) cannot be chosen; if none has one, the step fails.
+The per-epoch curves go to MLflow as metrics with step=epoch.
 """
 
 from __future__ import annotations

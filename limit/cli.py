@@ -18,6 +18,10 @@ COMMANDS = {  # name: (module, help)
     "step": ("limit.commands.step", "Run one plan step: what each pod runs (`limit plan` prints the argv)."),
     "studies": ("limit.commands.studies", "List the shipped studies."),
     "gauntlet": ("limit.gauntlet.command", "Score one model on the Eval Gauntlet, outside any study."),
+    "gauntlet-convert": (
+        "limit.gauntlet.convert",
+        "Make gauntlet files for the 4 v0 benchmarks missing from ../shared, from their public datasets.",
+    ),
     "judge-pair": ("limit.judge.pair_command", "Judge two models' responses pairwise; print win rates."),
     "reproduce-winrates": (
         "limit.judge.reproduce_command",

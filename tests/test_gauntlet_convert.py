@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from limit.cli import main
 from limit.gauntlet.benchmarks import suite
-from limit.gauntlet.convert import CONVERTERS, convert, main
+from limit.gauntlet.convert import CONVERTERS, convert
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS
 
@@ -92,6 +93,7 @@ def test_converters_write_gauntlet_format(tmp_path):
 
 
 def test_convert_cli_errors_are_one_line(tmp_path, capsys):
-    assert main(["squad", "--out", str(tmp_path), "--source", str(tmp_path / "missing.jsonl")]) == 2
-    assert capsys.readouterr().err.strip() == f"convert: error: --source: file not found: {tmp_path / 'missing.jsonl'}"
-    assert main(["copa", "--out", str(tmp_path), "--source", "x"]) == 2
+    missing = tmp_path / "missing.jsonl"
+    assert main(["gauntlet-convert", "squad", "--out", str(tmp_path), "--source", str(missing)]) == 2
+    assert capsys.readouterr().err.strip() == f"limit: error: --source: file not found: {missing}"
+    assert main(["gauntlet-convert", "copa", "--out", str(tmp_path), "--source", "x"]) == 2

@@ -1,6 +1,6 @@
 """Gauntlet files for the four v0 benchmarks missing from ../shared/gauntlet_data, made from public datasets.
 
-    python -m limit.gauntlet.convert --out runs/gauntlet-converted [mmlu hellaswag squad bigbench_elementary_math_qa]
+    limit gauntlet-convert --out runs/gauntlet-converted [mmlu hellaswag squad bigbench_elementary_math_qa]
 
 Each converter loads the hub dataset with `datasets.load_dataset` (or a local jsonl/parquet file in the
 hub's schema, via `--source`) and writes `<out>/<category>/<name>.jsonl` in the gauntlet's format, so the
@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -110,22 +109,15 @@ def convert(name: str, out_dir: Path, source: str | None = None) -> Path:
     return target
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m limit.gauntlet.convert", description=__doc__.splitlines()[0])
+def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("names", nargs="*", default=list(CONVERTERS), help="Benchmarks (default: all four).")
     parser.add_argument("--out", required=True, help="Folder to write <category>/<name>.jsonl into.")
     parser.add_argument("--source", help="A local file in the hub dataset's schema (one benchmark only).")
-    args = parser.parse_args(argv)
-    try:
-        if args.source and len(args.names) != 1:
-            raise LimitError("--source: name exactly one benchmark")
-        for name in args.names:
-            print(f"wrote {convert(name, Path(args.out), args.source)}")
-    except LimitError as e:
-        print(f"convert: error: {e}", file=sys.stderr)
-        return 2
+
+
+def main(args: argparse.Namespace) -> int:
+    if args.source and len(args.names) != 1:
+        raise LimitError("--source: name exactly one benchmark")
+    for name in args.names:
+        print(f"wrote {convert(name, Path(args.out), args.source)}")
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

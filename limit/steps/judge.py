@@ -38,7 +38,10 @@ def judge(inp: JudgeInput, ctx: StepContext) -> dict:
 
     cache_dir = ctx.out / "cache"
     judgments, annotations, tokens = judge_seeds(
-        backend, per_seed, cache_dir, after_seed=lambda _: ctx.persist("cache") if cache_dir.exists() else None
+        backend,
+        per_seed,
+        cache_for=lambda seed: cache_dir / f"seed-{seed}.json",
+        after_seed=lambda _: ctx.persist("cache") if cache_dir.exists() else None,
     )
     judge_name = spec.model if spec.backend == "openai" else f"local:{spec.local_model}"
     out = result(judgments, tokens, backend.cost_per_token(), spec.bootstrap, judge_name)

@@ -23,3 +23,24 @@ def local_file_sha256(location: str, field: str) -> str:
     if not path.is_file():
         raise LimitError(f"{field}: file not found: {location}")
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def local_tree_sha256(locations: str) -> str | None:
+    """Content hash of the .jsonl files under the local folders in a comma-separated location list.
+
+    Remote parts (s3://, llm-foundry@<commit>) are not hashed: a commit pins its content, an S3 prefix is
+    trusted not to change under the same name. None when no part is local.
+    """
+    digest = hashlib.sha256()
+    local = False
+    for part in (p.strip() for p in locations.split(",")):
+        if part.startswith("s3://") or "@" in part:
+            continue
+        folder = local_path(part)
+        if not folder.is_dir():
+            continue  # the gauntlet step reports what it cannot find
+        local = True
+        for path in sorted(folder.rglob("*.jsonl")):
+            digest.update(path.relative_to(folder).as_posix().encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest() if local else None

@@ -14,7 +14,7 @@ from functools import cached_property
 
 from limit import __version__
 from limit.errors import LimitError
-from limit.locations import local_file_sha256, local_path
+from limit.locations import local_file_sha256, local_path, local_tree_sha256
 from limit.spec import ModelSpec, Resources, Study
 from limit.steps.inputs import (
     EpochScore,
@@ -181,8 +181,10 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
         inp = inp.model_copy(update={"tags": {"dataset": name}})
         return plan.add(Step(f"prepare-{slug(name)}", "prepare", inp, deps, resources("prepare")))
 
+    gauntlet_data_sha = local_tree_sha256(study.gauntlet.data)
+
     def gauntlet(step_id: str, deps: tuple[str, ...], tags: dict[str, str], **where) -> Step:
-        inp = GauntletInput(gauntlet=study.gauntlet, tags=tags, **where)
+        inp = GauntletInput(gauntlet=study.gauntlet, data_sha256=gauntlet_data_sha, tags=tags, **where)
         return plan.add(Step(step_id, "gauntlet", inp, deps, resources("gauntlet")))
 
     report_models: list[ReportModel] = []

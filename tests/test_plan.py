@@ -107,3 +107,16 @@ def test_plan_json_lists_argv_per_step():
     assert data["study"] == "full"
     assert all(s["argv"][:3] == ["limit", "step", s["kind"]] for s in data["steps"])
     json.dumps(data)
+
+
+def test_local_gauntlet_data_is_content_addressed(tmp_path):
+    folder = tmp_path / "gauntlet" / "world_knowledge"
+    folder.mkdir(parents=True)
+    (folder / "arc_easy.jsonl").write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    study = load_study("tiny")
+    study = study.model_copy(
+        update={"gauntlet": study.gauntlet.model_copy(update={"data": str(tmp_path / "gauntlet")})}
+    )
+    before = build_plan(study).steps["gauntlet-tiny-mpt"].key
+    (folder / "arc_easy.jsonl").write_text('{"query": "q", "choices": ["a", "b"], "gold": 1}\n')
+    assert build_plan(study).steps["gauntlet-tiny-mpt"].key != before

@@ -48,6 +48,7 @@ class GauntletInput(StepInput):
     finetune: Ref | None = None
     epoch: int | None = None
     gauntlet: GauntletSpec
+    data_sha256: str | None = Field(None, description="Content hash of local gauntlet data folders.")
 
 
 class EpochScore(Strict):

@@ -1,0 +1,162 @@
+"""The kind e2e without a cluster: run a study's Argo manifest task by task as local processes.
+
+Each DAG task runs its template's command and args with its template's environment, in a fresh folder
+standing in for the pod (its own /work and outputs folder, nothing shared but S3 and MLflow), parameters
+substituted as Argo would; S3 is moto's HTTP server and MLflow a real `mlflow server`. Then the exit
+handler, then the same checks as the kind e2e (check_results.py). Slow (the whole tiny study, one step at a
+time), so it is a script, not part of `make test`:
+
+    .venv/bin/python tests/e2e/local_pods.py [--study tiny] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import yaml
+from moto.server import ThreadedMotoServer
+
+from workflows.argo import OUTPUTS_DIR, WORKDIR
+from workflows.manifest_command import render
+from workflows.profile import load_profile
+
+HERE = Path(__file__).resolve().parent
+BIN = Path(sys.executable).parent
+ACCESS_KEY, SECRET_KEY = "local-pods", "local-pods-secret"
+PARAM = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class LocalPods:
+    """Runs templates of one manifest the way Argo would run their pods, one after the other."""
+
+    def __init__(self, manifest: dict, root: Path, secrets: dict[str, dict[str, str]]):
+        self.templates = {t["name"]: t for t in manifest["spec"]["templates"]}
+        self.root = root
+        self.secrets = secrets
+        self.globals = {"workflow.name": manifest["metadata"]["generateName"] + "local"}
+
+    def run(self, template: str, task: str, inputs: dict[str, str]) -> dict[str, str]:
+        spec = self.templates[template]
+        pod = Path(tempfile.mkdtemp(dir=self.root, prefix=f"{task}-"))
+        values = {**self.globals, **{f"inputs.parameters.{k}": v for k, v in inputs.items()}}
+
+        def local(text: str) -> str:
+            text = PARAM.sub(lambda m: values[m.group(1)], text)
+            return text.replace(OUTPUTS_DIR, str(pod / "outputs")).replace(WORKDIR, str(pod / "work"))
+
+        env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(pod)}
+        for var in spec["container"].get("env", []):
+            if "value" in var:
+                env[var["name"]] = local(var["value"])
+            else:
+                ref = var["valueFrom"]["secretKeyRef"]
+                if ref["name"] in self.secrets or not ref.get("optional"):
+                    env[var["name"]] = self.secrets[ref["name"]][ref["key"]]
+        argv = [local(a) for a in spec["container"]["command"] + spec["container"]["args"]]
+        started = time.time()
+        done = subprocess.run(argv, env=env, cwd=pod, capture_output=True, text=True)
+        (pod / "log.txt").write_text(done.stdout + done.stderr)
+        print(f"{task:48} exit {done.returncode} {time.time() - started:6.1f}s", flush=True)
+        if done.returncode:
+            raise SystemExit(f"{task} failed; its log: {pod / 'log.txt'}\n{done.stderr[-2000:]}")
+
+        outputs = {}
+        for param in spec.get("outputs", {}).get("parameters", []):
+            path = Path(local(param["valueFrom"]["path"]))
+            outputs[param["name"]] = path.read_text() if path.is_file() else param["valueFrom"]["default"]
+            if "globalName" in param:
+                self.globals[f"workflow.outputs.parameters.{param['globalName']}"] = outputs[param["name"]]
+        return outputs
+
+
+def run_dag(manifest: dict, pods: LocalPods) -> None:
+    """The entrypoint DAG in its listed order (topological: the plan's order), then the exit handler."""
+    dag = pods.templates[manifest["spec"]["entrypoint"]]["dag"]["tasks"]
+    outputs: dict[str, dict[str, str]] = {}
+    for task in dag:
+        inputs = {}
+        for arg in task.get("arguments", {}).get("parameters", []):
+            ref = PARAM.fullmatch(arg["value"]).group(1)  # tasks.<task>.outputs.parameters.<name>
+            source, _, name = ref.removeprefix("tasks.").partition(".outputs.parameters.")
+            inputs[arg["name"]] = outputs[source][name]
+        outputs[task["name"]] = pods.run(task["template"], task["name"], inputs)
+    pods.globals["workflow.status"] = "Succeeded"
+    pods.run(manifest["spec"]["onExit"], "exit-handler", {})
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--study", default="tiny")
+    parser.add_argument("--keep", help="work in this folder and keep it (default: a temporary one)")
+    args = parser.parse_args()
+    root = Path(args.keep or tempfile.mkdtemp(prefix="limit-local-pods-"))
+    root.mkdir(parents=True, exist_ok=True)
+
+    s3_port, mlflow_port = free_port(), free_port()
+    s3_url, mlflow_url = f"http://127.0.0.1:{s3_port}", f"http://127.0.0.1:{mlflow_port}"
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request log lines
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=s3_port)
+    moto.start()
+    profile = load_profile("kind").model_copy(update={"s3_endpoint": s3_url, "mlflow_uri": mlflow_url})
+    bucket = profile.artifacts.removeprefix("s3://").split("/")[0]
+    aws = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
+    boto3.client(
+        "s3",
+        endpoint_url=s3_url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    ).create_bucket(Bucket=bucket)
+    mlflow = subprocess.Popen(
+        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
+         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
+         "--serve-artifacts", "--artifacts-destination", f"s3://{bucket}/mlflow"],
+        env={"PATH": f"{BIN}:/usr/bin:/bin", "MLFLOW_S3_ENDPOINT_URL": s3_url, **aws},
+        stdout=(root / "mlflow.log").open("w"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{mlflow_url}/health")
+                break
+            except OSError:
+                time.sleep(1)
+        profile_path = root / "profile.yaml"
+        profile_path.write_text(yaml.safe_dump(profile.model_dump(mode="json")))
+        manifest = yaml.safe_load(render(args.study, str(profile_path)))
+        creds = profile.s3_credentials
+        secrets = {creds.secret: {creds.access_key_key: ACCESS_KEY, creds.secret_key_key: SECRET_KEY}}
+        pods = LocalPods(manifest, root, secrets)
+        run_dag(manifest, pods)
+        check = [
+            sys.executable, str(HERE / "check_results.py"), "--study", args.study,
+            "--workflow", pods.globals["workflow.name"], "--mlflow", mlflow_url, "--s3-endpoint", s3_url,
+            "--artifacts", profile.artifacts, "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY,
+        ]  # fmt: skip
+        return subprocess.run(check).returncode
+    finally:
+        mlflow.terminate()
+        mlflow.wait()
+        moto.stop()
+        print(f"pods' folders and logs: {root}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

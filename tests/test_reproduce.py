@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -98,3 +99,12 @@ def pair_command_args(tmp_path: Path, base_url: str) -> argparse.Namespace:
             *("--seed", "2", "--base-url", base_url, "--retry-wait", "0", "--max-retries", "1", "--bootstrap", "50"),
         ]
     )
+
+
+@pytest.mark.skipif(
+    not os.environ.get("LIMIT_FULL_REPLAY"), reason="all 12 through the replay judge take ~6 min: LIMIT_FULL_REPLAY=1"
+)
+def test_all_twelve_through_the_replay_judge(shared: Path, tmp_path: Path):
+    rc, rows = reproduce(shared / "limit_release", tmp_path / "table.json", via_replay_judge=True)
+    assert rc == 0
+    assert {(r["size"], r["prompts"], r["b"]): round(100 * r["win_rate_a"], 1) for r in rows} == PAPER

@@ -137,12 +137,12 @@ def test_full_structure() -> None:
         assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == gpus
         assert temps[step.id]["synchronization"]["semaphores"][0]["configMapKeyRef"]["key"] == "gpu-pods"
 
+    producers = {s.ref: s.id for s in plan.order()}
     for step in plan.by_kind("gauntlet"):
         if step.input.finetune:
-            assert f"finetune-{step.id.split('-', 1)[1].rsplit('-e', 1)[0]}" in depends(tasks[step.id])
+            assert producers[step.input.finetune] in depends(tasks[step.id]), step.id
 
     # Every task depends directly on each step whose output it reads (refs in its --input JSON).
-    producers = {s.ref: s.id for s in plan.order()}
     for step in plan.order():
         read = {producers[v] for v in _strings(json.loads(step.argv[-1])) if v in producers}
         assert read <= depends(tasks[step.id]), f"{step.id} reads {read - depends(tasks[step.id])}"
@@ -200,6 +200,13 @@ def test_profile_errors_name_file_and_field(tmp_path, capsys: pytest.CaptureFixt
     assert limit_main(["manifest", "tiny", "--profile", str(bad)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and str(bad) in err and "artifacts" in err
+
+
+def test_api_judge_needs_a_key_secret(capsys: pytest.CaptureFixture) -> None:
+    """The full study's GPT-4 judge needs the key's Secret; the kind profile names none."""
+    assert limit_main(["manifest", "full", "--profile", "kind"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "judge_api_key" in err
 
 
 def test_workflow_settings_from_profile() -> None:

@@ -34,6 +34,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), "body": body})
         if self.headers.get("Authorization") != f"Bearer {self.server.token}":
             return self._reply(401, {"code": 16, "message": "token not valid"})
+        if self.path.startswith("/api/v1/workflow-templates/"):
+            return self._reply(200, body["template"])
         if not self.path.startswith("/api/v1/workflows/"):
             return self._reply(404, {"code": 5, "message": "not found"})
         workflow = json.loads(json.dumps(body["workflow"]))  # the recorded body stays as sent
@@ -82,6 +84,16 @@ def test_sends_exactly_the_printed_manifest(argo_server: FakeArgoServer, capsys:
     assert request["body"]["workflow"] == printed
     assert "limit-tiny-x7k2q" in out
     assert f"{argo_server.url}/workflows/limit/limit-tiny-x7k2q" in out
+
+
+def test_template_goes_to_the_workflow_templates_api(argo_server: FakeArgoServer, capsys) -> None:
+    assert limit_main(["manifest", "tiny", "--profile", "kind", "--template"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert limit_main(["submit", "tiny", "--profile", "kind", "--template"]) == 0
+    [request] = argo_server.requests
+    assert request["path"] == "/api/v1/workflow-templates/limit"
+    assert request["body"]["template"] == printed
+    assert "workflow template limit-tiny " in capsys.readouterr().out
 
 
 def test_bad_token_message(argo_server: FakeArgoServer, monkeypatch, capsys) -> None:

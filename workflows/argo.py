@@ -24,6 +24,7 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
+from limit.errors import LimitError
 from limit.plan import Plan, Step
 from workflows.profile import Profile, Toleration
 
@@ -43,6 +44,12 @@ def workflow_name(plan: Plan) -> str:
 def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Workflow:
     """The study as a `Workflow` (or, with `template`, a `WorkflowTemplate` to resubmit from the Argo UI)."""
     study = plan.study.name
+    judged_by_api = plan.by_kind("judge") and plan.study.judge.backend == "openai"
+    if judged_by_api and profile.judge_api_key is None:
+        raise LimitError(
+            f"profile '{profile.name}': judge_api_key: study {study} judges through an API "
+            f"({plan.study.judge.model}); name the Secret that holds its key"
+        )
     kind = WorkflowTemplate if template else Workflow
     naming = {"name": workflow_name(plan)} if template else {"generate_name": f"{workflow_name(plan)}-"}
     with kind(
@@ -105,7 +112,10 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
             tasks = {}
             for step in plan.order():
                 task = templates[step.id](name=step.id, arguments={"parent-run-id": run_id})
-                [tasks[d] for d in step.deps] >> task if step.deps else parent >> task
+                if step.deps:
+                    [tasks[d] for d in step.deps] >> task
+                else:
+                    parent >> task  # steps with upstream steps wait for the parent run through them
                 tasks[step.id] = task
     return w
 
@@ -151,7 +161,9 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
     )
 
 
-def _parent_run_template(name: str, profile: Profile, args: list[str], outputs=None) -> Container:
+def _parent_run_template(
+    name: str, profile: Profile, args: list[str], outputs: list[Parameter] | None = None
+) -> Container:
     return Container(
         name=name,
         image=profile.image,

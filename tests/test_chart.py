@@ -43,6 +43,14 @@ def objects(request) -> list[dict]:
     return render(CASES[request.param])
 
 
+def test_chart_lints_clean() -> None:
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk (a test dependency) embeds Helm")
+    report = helm.lint(str(CHART), NON_DEFAULT, strict=True, namespace="limit")
+    # The optional Argo Workflows subchart is fetched by `helm dependency build` (needs the network).
+    problems = [m for m in report["messages"] if m["severity"] >= 2 and "missing these dependencies" not in m["error"]]
+    assert not problems
+
+
 def test_every_object_validates(objects: list[dict]) -> None:
     import kubernetes_validate
 

@@ -73,6 +73,7 @@ TAG=e2e bash images/build.sh cpu
 kind load docker-image "$IMAGE" --name "$CLUSTER"
 
 say "chart charts/limit (MinIO, MLflow, RBAC) in namespace $NAMESPACE"
+helm dependency build charts/limit  # Helm insists on the optional Argo subchart being present, even when off
 helm upgrade --install limit charts/limit --namespace "$NAMESPACE" --create-namespace \
   -f tests/e2e/values-kind.yaml --wait --timeout 10m
 

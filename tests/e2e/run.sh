@@ -83,8 +83,14 @@ forward "$NAMESPACE" limit-minio 9000
 
 say "submit $STUDY with profile $PROFILE"
 export ARGO_SERVER=https://localhost:2746 ARGO_INSECURE_SKIP_VERIFY=true
-ARGO_TOKEN="Bearer $(kubectl -n "$NAMESPACE" get secret limit-submitter-token -o jsonpath='{.data.token}' | base64 -d)"
-export ARGO_TOKEN
+token=""
+for _ in $(seq 30); do  # Kubernetes fills a service-account-token Secret shortly after it is created
+  token="$(kubectl -n "$NAMESPACE" get secret limit-submitter-token -o jsonpath='{.data.token}' | base64 -d)"
+  [[ -n "$token" ]] && break
+  sleep 2
+done
+[[ -n "$token" ]] || { echo "e2e: the submitter token Secret stayed empty" >&2; exit 1; }
+export ARGO_TOKEN="Bearer $token"
 .venv/bin/limit submit "$STUDY" --profile "$PROFILE" | tee "$LOGS/submit.txt"
 WORKFLOW="$(awk '/^submitted workflow/ {print $3}' "$LOGS/submit.txt")"
 [[ -n "$WORKFLOW" ]] || { echo "e2e: no workflow name in the submit output" >&2; exit 1; }

@@ -179,9 +179,13 @@ class GauntletSpec(Strict):
 
 
 class PromptSet(Strict):
-    """Judge prompts: a hub dataset split, a jsonl (field `prompt`), or the authors' release text file."""
+    """Judge prompts: a hub dataset split, a jsonl (field `prompt`), or the authors' release text file.
+
+    `data_files` reads files of the hub repo directly, as for `Source` (GAIR/lima ships a loading script).
+    """
 
     hf: str | None = None
+    data_files: str | None = None
     split: str = "test"
     jsonl: str | None = None
     release_txt: str | None = None

@@ -59,7 +59,8 @@ say "project environment (.venv)"
 make install
 
 say "kind cluster $CLUSTER"
-kind get clusters | grep -qx "$CLUSTER" || kind create cluster --name "$CLUSTER" --wait 180s
+clusters="$(kind get clusters 2> /dev/null)"
+grep -qx "$CLUSTER" <<< "$clusters" || kind create cluster --name "$CLUSTER" --wait 180s
 
 say "Argo Workflows $ARGO_VERSION"
 kubectl create namespace argo --dry-run=client -o yaml | kubectl apply -f -

@@ -130,5 +130,11 @@ class _ReplayRun:
         ]
 
     def close(self) -> None:
-        self.server.stop()
+        s = self.server
+        print(
+            f"replay judge: {s.requests} requests, {s.shown_swapped} shown with B first, "
+            f"{s.missing} pairs not in the files, {s.unparsed} unreadable prompts",
+            file=sys.stderr,
+        )
+        s.stop()
         self.cache_dir.cleanup()

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STUDY  ?= tiny
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install run test lint format bench bench-gauntlet manifest submit image e2e golden clean
+.PHONY: install run test lint format bench bench-gauntlet manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -50,6 +50,10 @@ image:
 
 e2e:
 	bash tests/e2e/run.sh
+
+# The tiny study's Argo manifest run task by task as local "pods" (moto S3, a real MLflow server): no cluster.
+e2e-local: install
+	$(BIN)/python tests/e2e/local_pods.py
 
 clean:
 	rm -rf runs .pytest_cache

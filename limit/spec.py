@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from limit.errors import LimitError
+from limit.yaml_models import FieldError, first_error, load_model, resolve_named
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "studies"
 
@@ -297,9 +296,8 @@ class Study(Strict):
         try:
             return TrainSpec.model_validate(merged)
         except ValidationError as e:
-            err = e.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
-            raise FieldError(f"{field}.{loc}" if loc else field, _clean(err["msg"])) from None
+            loc, msg = first_error(e)
+            raise FieldError(f"{field}.{loc}" if loc != "(top level)" else field, msg) from None
 
     def run(self, name: str) -> RunSpec:
         return next(r for r in self.runs if r.run_name == name)
@@ -317,29 +315,12 @@ def _check_acyclic(datasets: dict[str, DatasetSpec]) -> None:
         visit(name, ())
 
 
-class FieldError(ValueError):
-    """A validation error that knows its dotted field path (raised inside model validators)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(message)
-        self.field = field
-        self.message = message
-
-
 # ---------------------------------------------------------------- loading
 
 
 def resolve_study_path(study: str) -> Path:
     """A study is a name in `workflows/studies/` or a path to a YAML file."""
-    path = Path(study)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise LimitError(f"{study}: study file not found")
-        return path
-    candidate = STUDIES_DIR / f"{study}.yaml"
-    if not candidate.is_file():
-        raise LimitError(f"unknown study '{study}' (known: {', '.join(list_studies())}; or give a YAML path)")
-    return candidate
+    return resolve_named(study, STUDIES_DIR, "study")
 
 
 def list_studies() -> list[str]:
@@ -347,63 +328,4 @@ def list_studies() -> list[str]:
 
 
 def load_study(study: str) -> Study:
-    path = resolve_study_path(study)
-    text = path.read_text()
-    try:
-        data = yaml.safe_load(text)
-        lines = _line_index(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise LimitError(f"{where}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(data, dict):
-        raise LimitError(f"{path}: a study must be a YAML mapping")
-    try:
-        return Study.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        ctx_err = (err.get("ctx") or {}).get("error")
-        if isinstance(ctx_err, FieldError):
-            field, msg = ctx_err.field, ctx_err.message
-        else:
-            field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-            msg = _clean(err["msg"])
-            if err["type"] == "extra_forbidden":
-                msg = "unknown field"
-        line = _line_for(lines, field)
-        raise LimitError(f"{path}:{line}: {field}: {msg}" if line else f"{path}: {field}: {msg}") from None
-
-
-def _clean(msg: str) -> str:
-    return msg.removeprefix("Value error, ")
-
-
-def _line_index(text: str) -> dict[str, int]:
-    """Map each dotted key path in the YAML document to its 1-based line number."""
-    index: dict[str, int] = {}
-
-    def walk(node: yaml.Node, path: str) -> None:
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                child = f"{path}.{key.value}" if path else str(key.value)
-                index[child] = key.start_mark.line + 1
-                walk(value, child)
-        elif isinstance(node, yaml.SequenceNode):
-            for i, item in enumerate(node.value):
-                child = f"{path}.{i}" if path else str(i)
-                index[child] = item.start_mark.line + 1
-                walk(item, child)
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, "")
-    return index
-
-
-def _line_for(lines: dict[str, int], field: str) -> int | None:
-    parts = field.split(".")
-    while parts:
-        if ".".join(parts) in lines:
-            return lines[".".join(parts)]
-        parts.pop()
-    return None
+    return load_model(resolve_study_path(study), Study, "study")

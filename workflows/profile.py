@@ -9,10 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from limit.errors import LimitError
+from limit.yaml_models import load_model, resolve_named
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
 
@@ -108,30 +107,8 @@ class Profile(Strict):
 
 def resolve_profile_path(profile: str) -> Path:
     """A profile is a name in `workflows/profiles/` or a path to a YAML file."""
-    path = Path(profile)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise LimitError(f"{profile}: profile file not found")
-        return path
-    candidate = PROFILES_DIR / f"{profile}.yaml"
-    if not candidate.is_file():
-        known = ", ".join(sorted(p.stem for p in PROFILES_DIR.glob("*.yaml")))
-        raise LimitError(f"unknown profile '{profile}' (known: {known}; or give a YAML path)")
-    return candidate
+    return resolve_named(profile, PROFILES_DIR, "profile")
 
 
 def load_profile(profile: str) -> Profile:
-    path = resolve_profile_path(profile)
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as e:
-        raise LimitError(f"{path}: invalid YAML: {getattr(e, 'problem', None) or e}") from None
-    if not isinstance(data, dict):
-        raise LimitError(f"{path}: a profile must be a YAML mapping")
-    try:
-        return Profile.model_validate(data)
-    except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        msg = "unknown field" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise LimitError(f"{path}: {field}: {msg}") from None
+    return load_model(resolve_profile_path(profile), Profile, "profile")

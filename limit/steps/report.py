@@ -92,6 +92,21 @@ def _pct(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}"
 
 
+def _lengths(lengths: dict | None) -> str:
+    """Mean response length in characters, as AlpacaEval measures it."""
+    if not lengths:
+        return "n/a"
+    return "/".join(f"{lengths[side]['mean']:.0f}" if lengths.get(side) else "n/a" for side in ("a", "b"))
+
+
+def _cost(cost: dict | None) -> str:
+    if not cost:
+        return "n/a"
+    dollars = cost.get("dollars")
+    tokens = f"{cost['tokens']:,.0f} tokens" if cost.get("tokens") is not None else "tokens n/a"
+    return f"{tokens}, ${dollars:.2f}" if dollars is not None else f"{tokens}, price unknown"
+
+
 def render_markdown(data: dict[str, Any]) -> str:
     lines = [f"# Study `{data['study']}`", "", "## Eval Gauntlet (rescaled accuracy; epoch chosen by average)", ""]
     lines.append("| Model | Dataset | Epoch | Av | " + " | ".join(CATEGORIES.values()) + " |")
@@ -106,8 +121,10 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines += ["", "n/a: a category is missing a benchmark, so no average is reported (never over fewer)."]
     if data["pairs"]:
         lines += ["", "## Pairwise judge (win rate of A, %, ties and failures excluded)", ""]
-        lines.append("| A | B | Prompts | Per seed | Mean | 95% CI | Seed std | LC win rate | W/L/T/F |")
-        lines.append("|---|---|---|---|---|---|---|---|---|")
+        columns = ["A", "B", "Prompts", "Per seed", "Mean", "95% CI", "Seed std", "LC win rate", "W/L/T/F"]
+        columns += ["Mean length A/B", "Judge cost"]
+        lines.append("| " + " | ".join(columns) + " |")
+        lines.append("|" + "---|" * len(columns))
         for row in data["pairs"]:
             seeds = row.get("seeds", {})
             per_seed = ", ".join(_pct(s.get("win_rate_a")) for s in seeds.values())
@@ -117,7 +134,7 @@ def render_markdown(data: dict[str, Any]) -> str:
                 f"| {row['a']} | {row['b']} | {row['prompts']} | {per_seed} | {_pct(row.get('win_rate_a'))} | "
                 f"{_pct(ci[0])}-{_pct(ci[1])} | {_pct(row.get('seed_std'))} | {_pct(row.get('lc_win_rate_a'))} | "
                 + "/".join(str(t) for t in totals)
-                + " |"
+                + f" | {_lengths(row.get('lengths'))} | {_cost(row.get('cost'))} |"
             )
     return "\n".join(lines) + "\n"
 

@@ -90,9 +90,10 @@ class S3Store(Store):
     def _key(self, ref: str, name: str = "") -> str:
         return "/".join(p for p in (self.prefix, ref, name) if p)
 
-    def _keys(self, ref: str) -> list[str]:
+    def _objects(self, ref: str) -> dict[str, dict]:
+        """Every stored object of a step (key -> S3's listing entry: Size, LastModified, ...)."""
         pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(ref) + "/")
-        return [obj["Key"] for page in pages for obj in page.get("Contents", [])]
+        return {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
 
     def manifest(self, ref: str) -> dict | None:
         try:
@@ -103,18 +104,15 @@ class S3Store(Store):
 
     def _download(self, ref: str, dest: Path, sub: str = "", skip_manifest: bool = False) -> None:
         base = self._key(ref) + "/"
-        for key in self._keys(ref):
+        for key, obj in self._objects(ref).items():
             rel = key[len(base) :]
             if (sub and not rel.startswith(sub.rstrip("/") + "/")) or (skip_manifest and rel == MANIFEST):
                 continue
             target = dest / rel
-            if target.is_file() and target.stat().st_size == self._size(key):
+            if target.is_file() and target.stat().st_size == obj["Size"]:
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
             self.s3.download_file(self.bucket, key, str(target))
-
-    def _size(self, key: str) -> int:
-        return self.s3.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
 
     def fetch(self, ref: str, sub: str = "") -> Path:
         manifest = self.manifest(ref)
@@ -136,8 +134,7 @@ class S3Store(Store):
 
     def _upload(self, ref: str, out: Path, sub: str = "") -> None:
         """Upload `out/sub`, skipping files already uploaded and not modified since (multi-GB checkpoints)."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(ref) + "/")
-        uploaded = {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
+        uploaded = self._objects(ref)
         for path in sorted((out / sub).rglob("*")):
             if not path.is_file():
                 continue
@@ -152,7 +149,7 @@ class S3Store(Store):
 
     def discard(self, ref: str, out: Path, sub: str) -> None:
         super().discard(ref, out, sub)
-        keys = [k for k in self._keys(ref) if k.startswith(self._key(ref, sub.rstrip("/")) + "/")]
+        keys = [k for k in self._objects(ref) if k.startswith(self._key(ref, sub.rstrip("/")) + "/")]
         for start in range(0, len(keys), 1000):  # delete_objects takes at most 1000 keys
             batch = [{"Key": k} for k in keys[start : start + 1000]]
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

@@ -23,11 +23,15 @@ def shared() -> Path:
 @pytest.fixture
 def limit_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """Work folder, artifact root and MLflow store all under tmp_path, never in the repo."""
+    import mlflow
+
     workdir = tmp_path / "runs"
+    uri = f"sqlite:///{workdir / 'mlflow.db'}"
     monkeypatch.setenv("LIMIT_WORKDIR", str(workdir))
     monkeypatch.setenv("LIMIT_ARTIFACTS", str(workdir / "artifacts"))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.delenv("LIMIT_PARENT_RUN_ID", raising=False)
+    mlflow.set_tracking_uri(uri)  # MLflow's process-wide URI wins over the variable: pin it for this test
     workdir.mkdir(parents=True)
     return workdir
 

@@ -86,10 +86,16 @@ def test_tiny_report(tiny_run):
     assert "report: " in result.stdout
 
 
+def study_runs(workdir: Path, study: str = "tiny") -> tuple[mlflow.MlflowClient, list]:
+    """Every MLflow run of the study's experiment, read without touching MLflow's process-wide URI."""
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(f"limit-{study}")
+    return client, client.search_runs([experiment.experiment_id], max_results=1000)
+
+
 def test_tiny_mlflow_runs(tiny_run):
     workdir, _ = tiny_run
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["limit-tiny"], output_format="list")
+    client, runs = study_runs(workdir)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
@@ -97,7 +103,6 @@ def test_tiny_mlflow_runs(tiny_run):
     plan = build_plan(load_study("tiny"))
     assert sorted(c.data.tags["limit.kind"] for c in children) == sorted(s.kind for s in plan.order())
     assert {c.data.tags["limit.key"] for c in children} == {s.key for s in plan.order()}
-    client = mlflow.MlflowClient()
     for child in children:
         tags = child.data.tags
         assert tags["limit.study"] == "tiny"
@@ -122,8 +127,7 @@ def test_rerun_redoes_nothing(tiny_run):
     assert result.returncode == 0, result.stdout[-3000:]
     assert "0 steps ran" in result.stdout
     assert {p: p.stat().st_mtime for p in (workdir / "artifacts").rglob("_manifest.json")} == before
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["limit-tiny"], output_format="list")
+    _, runs = study_runs(workdir)
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
     assert len(parents) == 2
     reused = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]

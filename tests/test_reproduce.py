@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -50,19 +49,6 @@ def test_the_twelve_win_rates_from_the_released_files(shared: Path, tmp_path: Pa
     assert printed.count(" ok |") == 12 and "DIFFERS" not in printed
 
 
-def test_one_comparison_through_the_replay_judge(shared: Path, tmp_path: Path):
-    """900 real GPT-4 verdicts replayed through alpaca-eval's annotator and the openai client."""
-    label = "30B LIMA: LIMA vs Instruct-v3-1k+LIMA"  # holds ties (identical outputs) and failed annotations
-    rc, rows = reproduce(shared / "limit_release", tmp_path / "table.json", via_replay_judge=True, only=label)
-    assert rc == 0 and len(rows) == 1
-    assert round(100 * rows[0]["win_rate_a"], 1) == PAPER[("30B", "LIMA", "Instruct-v3-1k+LIMA")]
-    comparison = next(c for c in find_comparisons(shared / "limit_release") if c.label == label)
-    for seed, counts in rows[0]["seeds"].items():
-        released = count(j.preference for j in judgments(comparison.rows(seed)))
-        assert (counts["wins_a"], counts["wins_b"]) == (released.wins_a, released.wins_b)
-        assert counts["ties"] + counts["failures"] == released.ties + released.failures
-
-
 def test_judge_pair_on_released_outputs_with_duplicates(shared: Path, tmp_path: Path):
     """`limit judge-pair` pairs by position (duplicated instructions and all) and undoes alpaca-eval's swaps."""
     from limit.judge import pair_command
@@ -101,10 +87,16 @@ def pair_command_args(tmp_path: Path, base_url: str) -> argparse.Namespace:
     )
 
 
-@pytest.mark.skipif(
-    not os.environ.get("LIMIT_FULL_REPLAY"), reason="all 12 through the replay judge take ~6 min: LIMIT_FULL_REPLAY=1"
-)
 def test_all_twelve_through_the_replay_judge(shared: Path, tmp_path: Path):
+    """All 10,800 released GPT-4 verdicts, re-asked through alpaca-eval's annotator and the openai client of a
+    replay server, with alpaca-eval's position swaps: the same counts, so the paper's 12 numbers."""
     rc, rows = reproduce(shared / "limit_release", tmp_path / "table.json", via_replay_judge=True)
     assert rc == 0
     assert {(r["size"], r["prompts"], r["b"]): round(100 * r["win_rate_a"], 1) for r in rows} == PAPER
+    comparisons = {(c.size, c.prompts, c.b): c for c in find_comparisons(shared / "limit_release")}
+    for row in rows:
+        comparison = comparisons[(row["size"], row["prompts"], row["b"])]
+        for seed, counts in row["seeds"].items():
+            released = count(j.preference for j in judgments(comparison.rows(seed)))
+            assert (counts["wins_a"], counts["wins_b"]) == (released.wins_a, released.wins_b), comparison.label
+            assert counts["ties"] + counts["failures"] == released.ties + released.failures, comparison.label

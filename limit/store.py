@@ -145,11 +145,20 @@ class S3Store(Store):
             self.s3.upload_file(str(path), self.bucket, key)
 
     def persist(self, ref: str, out: Path, sub: str) -> None:
+        """Mirror `out/sub`: upload what changed and delete what is gone locally (a superseded resume
+        checkpoint would otherwise stay in S3 and be downloaded again by every retry)."""
         self._upload(ref, out, sub)
+        gone = [k for k in self._under(ref, sub) if not (out / k[len(self._key(ref)) + 1 :]).is_file()]
+        self._delete(gone)
 
     def discard(self, ref: str, out: Path, sub: str) -> None:
         super().discard(ref, out, sub)
-        keys = [k for k in self._objects(ref) if k.startswith(self._key(ref, sub.rstrip("/")) + "/")]
+        self._delete(self._under(ref, sub))
+
+    def _under(self, ref: str, sub: str) -> list[str]:
+        return [k for k in self._objects(ref) if k.startswith(self._key(ref, sub.rstrip("/")) + "/")]
+
+    def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # delete_objects takes at most 1000 keys
             batch = [{"Key": k} for k in keys[start : start + 1000]]
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})

@@ -46,3 +46,20 @@ def test_s3_store(tmp_path, s3_env):
     assert "some/prefix/prepare/0123456789abcdef0123/_manifest.json" in keys
     other_pod = Store.open(f"s3://{s3_env}/some/prefix", tmp_path / "pod-b")
     assert (other_pod.fetch("prepare/0123456789abcdef0123") / "data.jsonl").is_file()
+
+
+def test_s3_persist_mirrors_the_folder(tmp_path, s3_env):
+    """A superseded resume checkpoint is deleted from S3 too, so a retry does not download it."""
+    store = Store.open(f"s3://{s3_env}/p", tmp_path / "pod")
+    ref = "finetune/00000000000000000000"
+    out = store.begin(ref)
+    for step in (5, 10):
+        old = out / "resume" / f"checkpoint-{step - 5}"
+        if old.exists():
+            (old / "optimizer.pt").unlink()
+            old.rmdir()
+        (out / "resume" / f"checkpoint-{step}").mkdir(parents=True)
+        (out / "resume" / f"checkpoint-{step}" / "optimizer.pt").write_bytes(b"state")
+        store.persist(ref, out, "resume")
+    retry = Store.open(store.root, tmp_path / "retry").begin(ref)
+    assert [p.name for p in (retry / "resume").iterdir()] == ["checkpoint-10"]

@@ -154,7 +154,7 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
             backoff=m.Backoff(
                 duration=profile.retry.backoff,
                 factor=profile.retry.factor,
-                max_duration=profile.retry.max_duration,
+                cap=profile.retry.cap,
             ),
         ),
         labels={"limit/study": plan.study.name, "limit/kind": step.kind},

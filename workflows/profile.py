@@ -55,7 +55,9 @@ class Retry(Strict):
     limit: int = Field(3, ge=0)
     backoff: str = "1m"
     factor: int = Field(2, ge=1)
-    max_duration: str = "1h"
+    # The longest wait between two attempts. Not Argo's maxDuration: that counts from the first attempt, so a
+    # finetune preempted after running longer than it would never be retried (and never resume).
+    cap: str = "30m"
 
 
 class ArtifactRepository(Strict):

@@ -290,14 +290,25 @@ class Study(Strict):
             known(self.judge.local_model, self.models, "model", "judge.local_model")
         return self
 
-    def train_spec(self, run: RunSpec, field: str = "training") -> TrainSpec:
-        """Defaults, then the base model's overrides, then the run's own."""
-        merged = {**self.training.defaults, **self.training.models.get(run.model, {}), **run.train}
-        try:
-            return TrainSpec.model_validate(merged)
-        except ValidationError as e:
-            loc, msg = first_error(e)
-            raise FieldError(f"{field}.{loc}" if loc != "(top level)" else field, msg) from None
+    def train_spec(self, run: RunSpec, field: str = "runs.train") -> TrainSpec:
+        """Defaults, then the base model's overrides, then the run's own (`field`: where those are written).
+
+        Each layer is validated as it is added, so an error names the layer that holds the bad value.
+        """
+        layers = [
+            ("training.defaults", self.training.defaults),
+            (f"training.models.{run.model}", self.training.models.get(run.model, {})),
+            (field, run.train),
+        ]
+        merged: dict[str, Any] = {}
+        for where, layer in layers:
+            merged |= layer
+            try:
+                spec = TrainSpec.model_validate(merged)
+            except ValidationError as e:
+                loc, msg = first_error(e)
+                raise FieldError(f"{where}.{loc}" if loc != "(top level)" else where, msg) from None
+        return spec
 
     def run(self, name: str) -> RunSpec:
         return next(r for r in self.runs if r.run_name == name)

@@ -78,7 +78,9 @@ def _line_of(path: Path, needle: str) -> int:
     [
         (lambda d: d["runs"][0].update(dataset="limaa"), "runs.0.dataset", "limaa"),
         (lambda d: d["runs"][0].update(epochz=3), "runs.0.epochz", "epochz"),
-        (lambda d: d["training"]["defaults"].update(lr=-1), "runs.0.train.lr", None),
+        (lambda d: d["training"]["defaults"].update(lrr=1), "training.defaults.lrr", "lrr"),
+        (lambda d: d["training"]["defaults"].update(lr=-1), "training.defaults.lr", "lr: -1"),
+        (lambda d: d["runs"][1].update(train={"epochs": 0}), "runs.1.train.epochs", "epochs: 0"),
         (lambda d: d["pairs"][0].update(b="nobody"), "pairs.0.b", "nobody"),
         (
             lambda d: d["datasets"]["instruct-v1-24"]["subset"].update(of="nope"),

@@ -65,8 +65,12 @@ def step_key(kind: str, inp: StepInput) -> str:
 
 
 def step_argv(kind: str, inp: StepInput) -> list[str]:
-    """The command line that runs one step, locally and in a pod alike."""
-    return ["limit", "step", kind, "--input", inp.model_dump_json(exclude_defaults=True)]
+    """The command line that runs one step, locally and in a pod alike.
+
+    The input is written in full (every hyperparameter visible, no reliance on the pod's defaults) and the
+    key rides along, so a pod whose code would file the output under another key refuses to run.
+    """
+    return ["limit", "step", kind, "--key", step_key(kind, inp), "--input", inp.model_dump_json()]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from limit import tracking
+from limit import __version__, tracking
 from limit.errors import LimitError
 from limit.plan import CODE_VERSIONS, step_key
 from limit.steps import inputs
@@ -72,9 +72,14 @@ def parse_input(kind: str, raw: str) -> inputs.StepInput:
         raise LimitError(f"step {kind} --input: {field}: {err['msg']}") from None
 
 
-def run_step(kind: str, raw_input: str) -> dict[str, Any]:
+def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict[str, Any]:
     inp = parse_input(kind, raw_input)
     key = step_key(kind, inp)
+    if expected_key and key != expected_key:
+        raise LimitError(
+            f"step {kind}: the plan expects output key {expected_key}, this code (limit {__version__}) computes "
+            f"{key}: the image and the planning client differ; use one version for both"
+        )
     ref = f"{kind}/{key}"
     store = Store.open()
     done = store.manifest(ref)

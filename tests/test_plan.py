@@ -34,9 +34,19 @@ def test_tags_are_not_hashed():
 def test_argv_round_trips_to_the_same_key():
     inp = _finetune_input()
     argv = step_argv("finetune", inp)
-    assert argv[:4] == ["limit", "step", "finetune", "--input"]
-    again = FinetuneInput.model_validate_json(argv[4])
+    assert argv[:6] == ["limit", "step", "finetune", "--key", step_key("finetune", inp), "--input"]
+    again = FinetuneInput.model_validate_json(argv[6])
     assert step_key("finetune", again) == step_key("finetune", inp)
+    assert '"lr":5e-6' in argv[6] and '"epochs":10' in argv[6], "hyperparameters are explicit, defaults included"
+
+
+def test_a_step_refuses_a_key_its_code_does_not_compute(limit_env):
+    from limit.cli import main
+
+    argv = step_argv("finetune", _finetune_input())
+    argv[4] = "0" * 20
+    assert main(argv[1:]) == 2
+    assert not (limit_env / "artifacts").exists()
 
 
 def test_upstream_change_changes_every_downstream_key():

@@ -7,11 +7,12 @@ import argparse
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("kind", help="prepare, finetune, gauntlet, select, generate, judge or report")
+    parser.add_argument("--key", help="the output key the plan computed; the step refuses to run under another")
     parser.add_argument("--input", required=True, help="the step's typed input as JSON")
 
 
 def main(args: argparse.Namespace) -> int:
     from limit.runner import run_step
 
-    run_step(args.kind, args.input)
+    run_step(args.kind, args.input, expected_key=args.key)
     return 0

@@ -10,7 +10,7 @@ import argparse
 import importlib
 import sys
 
-from limit.errors import LimitError
+from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, LimitError, UnavailableError
 
 COMMANDS = {  # name: (module, help)
     "run": ("limit.commands.run", "Run a study on this machine (local backend)."),
@@ -55,9 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser(command).parse_args(argv)
     try:
         return args.handler(args) or 0
+    except UnavailableError as e:
+        print(f"limit: unavailable (worth retrying): {e}", file=sys.stderr)
+        return EXIT_UNAVAILABLE
     except LimitError as e:
         print(f"limit: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("limit: interrupted", file=sys.stderr)
         return 130

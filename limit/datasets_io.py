@@ -16,7 +16,7 @@ import json
 import random
 from pathlib import Path
 
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError, is_transient
 from limit.locations import local_path
 from limit.spec import Source
 from limit.template import apply_template
@@ -30,17 +30,23 @@ def source_label(source: Source) -> str:
 
 def load_source(source: Source, cache_dir: Path | None = None) -> tuple[list[Row], int]:
     """The normalised rows of a source, and how many rows were dropped (multi-turn conversations)."""
-    import datasets
 
     label = source_label(source)
     if source.jsonl and not local_path(source.jsonl).is_file():
         raise LimitError(f"dataset {label}: file not found: {local_path(source.jsonl)}")
+    return normalise(load_table(source, f"dataset {label}", cache_dir), source, label)
+
+
+def load_table(source: Source, label: str, cache_dir: Path | None = None):
+    """`datasets.load_dataset` on a source; a failure is one line, retryable when the hub was unreachable."""
+    import datasets
+
     path, kwargs = load_dataset_arguments(source)
     try:
-        table = datasets.load_dataset(path, **kwargs, cache_dir=str(cache_dir) if cache_dir else None)
-    except Exception as e:  # the hub or the dataset is unreachable: say which, in one line
-        raise LimitError(f"dataset {label} (split {source.split}): cannot load: {type(e).__name__}: {e}") from e
-    return normalise(table, source, label)
+        return datasets.load_dataset(path, **kwargs, cache_dir=str(cache_dir) if cache_dir else None)
+    except Exception as e:
+        message = f"{label} (split {source.split}): cannot load: {type(e).__name__}: {e}"
+        raise (UnavailableError if is_transient(e) else LimitError)(message) from e
 
 
 def load_dataset_arguments(source: Source) -> tuple[str, dict]:

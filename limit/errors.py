@@ -1,5 +1,25 @@
-"""The one exception type a user sees: printed as a single line, exit code 2."""
+"""The user-facing error types: one line on stderr, never a traceback.
+
+`LimitError` is bad input or a condition the user must fix (exit 2: retrying cannot help).
+`UnavailableError` is something that should be reachable and was not, a hub, S3 or GitHub (exit 75,
+EX_TEMPFAIL): the Argo workflow retries those, with backoff.
+"""
+
+EXIT_BAD_INPUT = 2
+EXIT_UNAVAILABLE = 75
 
 
 class LimitError(Exception):
-    """Bad input or an unrecoverable condition the user can fix. Never a traceback."""
+    """Bad input or an unrecoverable condition the user can fix."""
+
+
+class UnavailableError(LimitError):
+    """A remote resource could not be reached right now; trying again later may succeed."""
+
+
+def is_transient(error: BaseException) -> bool:
+    """Network trouble (unreachable, timed out, a server error or rate limit): worth retrying."""
+    if isinstance(error, ConnectionError | TimeoutError):
+        return True
+    status = getattr(getattr(error, "response", None), "status_code", None)
+    return isinstance(status, int) and (status >= 500 or status == 429)

@@ -69,19 +69,13 @@ def _read(location: str, field: str) -> str:
 
 def _records(spec: PromptSet, cache_dir: Path | None) -> tuple[list[dict], str]:
     """Rows through `datasets.load_dataset`, with the same arguments a training `Source` would get."""
-    import datasets
-
-    from limit.datasets_io import load_dataset_arguments
+    from limit.datasets_io import load_table
 
     label = f"{spec.hf} ({spec.split})" if spec.hf else spec.jsonl
     if spec.jsonl and not local_path(spec.jsonl).is_file():
         raise LimitError(f"prompts.jsonl: file not found: {spec.jsonl}")
     source = Source(hf=spec.hf, data_files=spec.data_files, jsonl=spec.jsonl, split=spec.split)
-    path, kwargs = load_dataset_arguments(source)
-    try:
-        table = datasets.load_dataset(path, **kwargs, cache_dir=str(cache_dir) if cache_dir else None)
-    except Exception as e:  # the hub or the dataset is unreachable: say which, in one line
-        raise LimitError(f"prompts {label}: cannot load: {type(e).__name__}: {e}") from e
+    table = load_table(source, f"prompts {label}", cache_dir)
     if spec.field not in table.column_names:
         raise LimitError(f"prompts {label}: field: no '{spec.field}' (fields: {', '.join(table.column_names)})")
     return list(table), label

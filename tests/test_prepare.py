@@ -50,3 +50,16 @@ def test_subset_larger_than_a_prepared_dataset_fails_without_a_manifest(limit_en
         run_step("prepare", too_big.model_dump_json())
     manifests = list((limit_env / "artifacts" / "prepare").glob(f"*/{MANIFEST}"))
     assert manifests == [limit_env / "artifacts" / lima.ref / MANIFEST]  # the failed subset left none
+
+
+def test_an_unreachable_hub_is_retryable_not_bad_input(limit_env, capsys):
+    """The real hub loading path, which cannot reach the hub here: exit 75 (Argo retries it), not 2."""
+    from limit.cli import main
+    from limit.plan import build_plan
+    from limit.spec import load_study
+
+    step = build_plan(load_study("full")).steps["prepare-instruct-v1"]
+    assert main(step.argv[1:]) == 75
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert last.startswith("limit: unavailable (worth retrying): dataset mosaicml/dolly_hhrlhf")
+    assert not list((limit_env / "artifacts").rglob("_manifest.json"))

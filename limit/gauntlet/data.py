@@ -20,7 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 from limit.locations import local_path
 
 LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
@@ -81,7 +81,7 @@ def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     continue
-                raise LimitError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
+                raise UnavailableError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
             _atomic_write(target, body)
         found[name] = target
     return found
@@ -101,9 +101,10 @@ def _fetch_llm_foundry(commit: str, files: list[str], workdir: Path) -> dict[str
             except urllib.error.HTTPError as e:
                 if e.code == 404:
                     continue
-                raise LimitError(f"gauntlet.data: {url}: HTTP {e.code}") from None
+                error = UnavailableError if e.code >= 500 or e.code == 429 else LimitError
+                raise error(f"gauntlet.data: {url}: HTTP {e.code}") from None
             except (urllib.error.URLError, TimeoutError) as e:
-                raise LimitError(f"gauntlet.data: cannot fetch {url}: {getattr(e, 'reason', e)}") from None
+                raise UnavailableError(f"gauntlet.data: cannot fetch {url}: {getattr(e, 'reason', e)}") from None
             _atomic_write(target, data)
         found[name] = target
     return found

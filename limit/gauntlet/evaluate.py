@@ -25,7 +25,13 @@ from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
 TASK_PREFIX = "gauntlet_"
 
 
-def load_model(location: str, backend: str = "hf", batch_size: int = 8, trust_remote_code: bool = False):
+def load_model(
+    location: str,
+    backend: str = "hf",
+    batch_size: int = 8,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+):
     """An lm-eval model: `hf` (transformers) or `vllm` when it is installed."""
     import torch
 
@@ -38,13 +44,14 @@ def load_model(location: str, backend: str = "hf", batch_size: int = 8, trust_re
             device="cuda" if torch.cuda.is_available() else "cpu",
             dtype="auto",
             trust_remote_code=trust_remote_code,
+            revision=revision or "main",
         )
     if backend == "vllm":
         try:
             from lm_eval.models.vllm_causallms import VLLM
         except ImportError as e:
             raise LimitError(f"gauntlet.backend: vllm is not installed ({e})") from None
-        return VLLM(pretrained=location, batch_size=batch_size, trust_remote_code=trust_remote_code)
+        return VLLM(pretrained=location, batch_size=batch_size, trust_remote_code=trust_remote_code, revision=revision)
     raise LimitError(f"gauntlet.backend: unknown backend '{backend}' (known: hf, vllm)")
 
 
@@ -112,6 +119,7 @@ def run_gauntlet(
     backend: str = "hf",
     seed: int = 1234,
     trust_remote_code: bool = False,
+    revision: str | None = None,
     resume_dir: Path | None = None,
     on_benchmark: Callable[[str], None] | None = None,
     lm=None,
@@ -138,7 +146,7 @@ def run_gauntlet(
             print(f"gauntlet: {bench.name}: reusing {saved}", file=sys.stderr)
             continue
         if lm is None:
-            lm = load_model(model, backend, batch_size, trust_remote_code)
+            lm = load_model(model, backend, batch_size, trust_remote_code, revision)
         t0 = time.time()
         result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
         result["seconds"] = round(time.time() - t0, 3)

@@ -36,17 +36,20 @@ def token_budget(prompt_tokens: int, gen: Generation, context: int | None = None
 class TransformersSampler:
     """transformers `generate`, batched with left padding; CUDA when available (bf16), else CPU (fp32)."""
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, revision: str | None = None, trust_remote_code: bool = False):
         import torch
         from transformers import AutoModelForCausalLM
 
         from limit.models import load_tokenizer
 
-        self.tokenizer = load_tokenizer(location)
+        self.tokenizer = load_tokenizer(location, revision)
         self.tokenizer.padding_side = "left"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(location, dtype=dtype).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(
+            location, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
+        )
+        self.model = self.model.to(self.device).eval()
         self.context = _context_length(self.model.config)
 
     def sample(self, prompts: list[Prompt], gen: Generation, seed: int) -> list[Sample]:
@@ -94,12 +97,12 @@ class TransformersSampler:
 class VLLMSampler:
     """vLLM with a per-request seed: the same responses whatever the batching."""
 
-    def __init__(self, location: str):
+    def __init__(self, location: str, revision: str | None = None, trust_remote_code: bool = False):
         try:
             from vllm import LLM
         except ImportError:
             raise LimitError("generation.backend: 'vllm' is not installed on this machine") from None
-        self.llm = LLM(model=location)
+        self.llm = LLM(model=location, revision=revision, trust_remote_code=trust_remote_code)
         self.tokenizer = self.llm.get_tokenizer()
         self.context = self.llm.llm_engine.model_config.max_model_len
 
@@ -129,8 +132,11 @@ class VLLMSampler:
         return results
 
 
-def make_sampler(backend: str, location: str) -> TransformersSampler | VLLMSampler:
-    return VLLMSampler(location) if backend == "vllm" else TransformersSampler(location)
+def make_sampler(
+    backend: str, location: str, revision: str | None = None, trust_remote_code: bool = False
+) -> TransformersSampler | VLLMSampler:
+    sampler = VLLMSampler if backend == "vllm" else TransformersSampler
+    return sampler(location, revision, trust_remote_code)
 
 
 def _context_length(config) -> int | None:

@@ -20,12 +20,13 @@ from limit.runner import StepContext
 from limit.steps.inputs import GauntletInput
 
 
-def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool]:
+def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool, str | None]:
+    """(from_pretrained location, trust_remote_code, hub revision) of the evaluated model."""
     if inp.model is not None:
-        return model_location(inp.model, ctx.workdir), inp.model.trust_remote_code
+        return model_location(inp.model, ctx.workdir), inp.model.trust_remote_code, inp.model.revision
     if inp.finetune is None or inp.epoch is None:
         raise LimitError("step gauntlet --input: give model, or finetune and epoch")
-    return str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")), False
+    return str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")), False, None
 
 
 def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
@@ -34,7 +35,7 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
     files = fetch_files(spec.data, [b.file for b in benchmarks], ctx.workdir)
     if not files:
         raise LimitError(f"gauntlet.data: none of suite '{spec.suite}''s files found in {spec.data}")
-    location, trust_remote_code = _model(inp, ctx)
+    location, trust_remote_code, revision = _model(inp, ctx)
     print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
 
     scores = run_gauntlet(
@@ -46,6 +47,7 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
         backend=spec.backend,
         seed=spec.seed,
         trust_remote_code=trust_remote_code,
+        revision=revision,
         resume_dir=ctx.out / "details",
         on_benchmark=lambda _: ctx.persist("details"),
     )

@@ -39,7 +39,9 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
         if path.is_file():
             print(f"generate: seed {seed} done by an earlier attempt, reusing it", file=sys.stderr)
         else:
-            sampler = sampler or make_sampler(gen.backend, location)
+            base = inp.model  # a hub base model may pin a revision; a finetuned checkpoint is a folder
+            revision, trust = (base.revision, base.trust_remote_code) if base else (None, False)
+            sampler = sampler or make_sampler(gen.backend, location, revision, trust)
             samples = sampler.sample(prompts, gen, seed)
             seed_rows = [
                 {

@@ -223,3 +223,28 @@ def test_workflow_settings_from_profile() -> None:
     assert env["AWS_SECRET_ACCESS_KEY"]["valueFrom"]["secretKeyRef"]["name"] == profile.s3_credentials.secret
     assert env["LIMIT_PARENT_RUN_ID"]["value"] == "{{inputs.parameters.parent-run-id}}"
     assert step["retryStrategy"]["expression"] == "asInt(lastRetry.exitCode) != 2"
+
+
+@pytest.mark.parametrize(
+    ("edit", "field"),
+    [
+        (lambda d: d["datasets"]["lima"]["source"].update(jsonl="data/lima.jsonl"), "datasets.lima.source.jsonl"),
+        (lambda d: d["gauntlet"].update(data="../shared/gauntlet_data"), "gauntlet.data"),
+        (lambda d: d["prompts"]["tiny-test"].update(jsonl="my_prompts.jsonl"), "prompts.tiny-test.jsonl"),
+    ],
+)
+def test_a_study_reading_this_machines_disk_is_refused(tmp_path: Path, capsys, monkeypatch, edit, field: str) -> None:
+    """Pods cannot read the submitting machine's files: refuse before anything runs, not after finetuning."""
+    from limit.spec import STUDIES_DIR
+
+    data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
+    edit(data)
+    for path in ("data/lima.jsonl", "my_prompts.jsonl"):  # present here, so only the manifest refuses them
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text('{"conversations": ["q", "a"], "prompt": "q"}\n')
+    study = tmp_path / "study.yaml"
+    study.write_text(yaml.safe_dump(data))
+    monkeypatch.chdir(tmp_path)
+    assert limit_main(["manifest", str(study), "--profile", "kind"]) == 2
+    err = capsys.readouterr().err
+    assert f"{field}: " in err and "pods cannot read" in err and err.count("\n") == 1

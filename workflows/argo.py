@@ -26,6 +26,7 @@ from hera.workflows import models as m
 
 from limit.errors import LimitError
 from limit.plan import Plan, Step
+from limit.spec import Study
 from workflows.profile import Profile, Toleration
 
 ENTRYPOINT = "study"
@@ -49,6 +50,13 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
         raise LimitError(
             f"profile '{profile.name}': judge_api_key: study {study} judges through an API "
             f"({plan.study.judge.model}); name the Secret that holds its key"
+        )
+    local = local_inputs(plan.study)
+    if local:
+        field, location = local[0]
+        raise LimitError(
+            f"study {study}: {field}: '{location}' is a path on this machine, which pods cannot read; "
+            "use a hub dataset, an s3:// location (gauntlet data) or a fixture: file shipped in the image"
         )
     kind = WorkflowTemplate if template else Workflow
     naming = {"name": workflow_name(plan)} if template else {"generate_name": f"{workflow_name(plan)}-"}
@@ -118,6 +126,23 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
                     parent >> task  # steps with upstream steps wait for the parent run through them
                 tasks[step.id] = task
     return w
+
+
+def local_inputs(study: Study) -> list[tuple[str, str]]:
+    """(field, location) of every input the study reads from the submitting machine's disk."""
+    found = []
+    for name, ds in study.datasets.items():
+        if ds.source and ds.source.jsonl and not ds.source.jsonl.startswith("fixture:"):
+            found.append((f"datasets.{name}.source.jsonl", ds.source.jsonl))
+    for name, prompts in study.prompts.items():
+        for field in ("jsonl", "release_txt"):
+            location = getattr(prompts, field)
+            if location and not location.startswith("fixture:"):
+                found.append((f"prompts.{name}.{field}", location))
+    for part in (p.strip() for p in study.gauntlet.data.split(",")):
+        if not part.startswith(("s3://", "fixture:")) and "@" not in part:
+            found.append(("gauntlet.data", part))
+    return found
 
 
 def step_template(step: Step, plan: Plan, profile: Profile) -> Container:

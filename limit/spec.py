@@ -229,10 +229,13 @@ class JudgeSpec(Strict):
 
 
 class Resources(Strict):
+    """What one step's pod asks the cluster for (the local backend uses `cpu` for its slots)."""
+
     cpu: float = 1
     memory: str = "4Gi"
     gpus: int = 0
-    shm: str | None = None
+    shm: str | None = Field(None, description="Memory-backed /dev/shm (NCCL, dataloader workers).")
+    disk: str | None = Field(None, description="Ephemeral storage for the work folder (checkpoints, caches).")
 
 
 class Study(Strict):

@@ -149,7 +149,7 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
     """The container that runs one step: its argv, resources, placement, retries and environment."""
     res = step.resources
     gpu = res.gpus > 0
-    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR)]
+    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk)]
     if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
     return Container(
@@ -165,6 +165,8 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
             cpu_request=_cpu(res.cpu),
             memory_request=res.memory,
             memory_limit=res.memory,
+            ephemeral_request=res.disk,
+            ephemeral_limit=res.disk,
             gpus=res.gpus or None,
         ),
         volumes=volumes,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, LimitError, UnavailableError
@@ -64,6 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("limit: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `limit plan full | head`: the reader left, which is fine
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (interpreter exit flushes stdout once more)
+        return 0
 
 
 if __name__ == "__main__":

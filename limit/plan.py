@@ -152,9 +152,35 @@ def _check_subset_size(study: Study, name: str, origin: str) -> None:
         )
 
 
+def _check_gauntlet_data(study: Study, origin: str) -> None:
+    """Fail at plan time when local gauntlet data lacks some of the suite's files.
+
+    Every average would be incomplete, so `select` could not choose an epoch: better said before the
+    finetunes than after. Remote locations (s3://, llm-foundry@) are checked by the gauntlet step.
+    """
+    from limit.gauntlet.benchmarks import suite
+
+    spec = study.gauntlet
+    try:
+        benchmarks = suite(spec.suite, spec.tasks)
+    except LimitError as e:
+        raise LimitError(f"{origin}: {e}") from None
+    parts = [p.strip() for p in spec.data.split(",")]
+    if not study.runs or any(p.startswith("s3://") or "@" in p for p in parts):
+        return
+    missing = [b.name for b in benchmarks if not any((local_path(p) / b.file).is_file() for p in parts)]
+    if missing:
+        raise LimitError(
+            f"{origin}: gauntlet.data: {len(missing)} of the suite's {len(benchmarks)} files are not in "
+            f"{spec.data} ({', '.join(missing)}): no epoch could get a complete average; add them "
+            "(limit gauntlet-convert) or use llm-foundry@be467aee1"
+        )
+
+
 def build_plan(study: Study, origin: str = "study") -> Plan:
     """`origin` names the spec file in error messages."""
     plan = Plan(study)
+    _check_gauntlet_data(study, origin)
 
     def resources(kind: str, gpus: int | None = None) -> Resources:
         res = study.resources.get(kind, DEFAULT_RESOURCES[kind])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import re
+import shutil
 from functools import cache
 from pathlib import Path
 
@@ -229,16 +230,18 @@ def test_workflow_settings_from_profile() -> None:
     ("edit", "field"),
     [
         (lambda d: d["datasets"]["lima"]["source"].update(jsonl="data/lima.jsonl"), "datasets.lima.source.jsonl"),
-        (lambda d: d["gauntlet"].update(data="../shared/gauntlet_data"), "gauntlet.data"),
+        (lambda d: d["gauntlet"].update(data="gauntlet"), "gauntlet.data"),
         (lambda d: d["prompts"]["tiny-test"].update(jsonl="my_prompts.jsonl"), "prompts.tiny-test.jsonl"),
     ],
 )
 def test_a_study_reading_this_machines_disk_is_refused(tmp_path: Path, capsys, monkeypatch, edit, field: str) -> None:
     """Pods cannot read the submitting machine's files: refuse before anything runs, not after finetuning."""
+    from limit.locations import FIXTURES
     from limit.spec import STUDIES_DIR
 
     data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
     edit(data)
+    shutil.copytree(FIXTURES / "gauntlet", tmp_path / "gauntlet")  # complete here, but not in a pod
     for path in ("data/lima.jsonl", "my_prompts.jsonl"):  # present here, so only the manifest refuses them
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / path).write_text('{"conversations": ["q", "a"], "prompt": "q"}\n')

@@ -120,13 +120,34 @@ def test_plan_json_lists_argv_per_step():
 
 
 def test_local_gauntlet_data_is_content_addressed(tmp_path):
-    folder = tmp_path / "gauntlet" / "world_knowledge"
-    folder.mkdir(parents=True)
-    (folder / "arc_easy.jsonl").write_text('{"query": "q", "choices": ["a", "b"], "gold": 0}\n')
+    import shutil
+
+    from limit.locations import FIXTURES
+
+    data = tmp_path / "gauntlet"
+    shutil.copytree(FIXTURES / "gauntlet", data)
     study = load_study("tiny")
-    study = study.model_copy(
-        update={"gauntlet": study.gauntlet.model_copy(update={"data": str(tmp_path / "gauntlet")})}
-    )
+    study = study.model_copy(update={"gauntlet": study.gauntlet.model_copy(update={"data": str(data)})})
     before = build_plan(study).steps["gauntlet-tiny-mpt"].key
-    (folder / "arc_easy.jsonl").write_text('{"query": "q", "choices": ["a", "b"], "gold": 1}\n')
+    first = sorted(data.rglob("*.jsonl"))[0]
+    first.write_text(first.read_text() + first.read_text().splitlines()[0] + "\n")
     assert build_plan(study).steps["gauntlet-tiny-mpt"].key != before
+
+
+def test_local_gauntlet_data_missing_a_suite_file_fails_at_plan_time(tmp_path):
+    """Every epoch's average would be incomplete, so select could not choose: said before any finetune."""
+    import shutil
+
+    import pytest
+
+    from limit.errors import LimitError
+    from limit.locations import FIXTURES
+
+    data = tmp_path / "gauntlet"
+    shutil.copytree(FIXTURES / "gauntlet", data)
+    victim = sorted(data.rglob("*.jsonl"))[0]
+    victim.unlink()
+    study = load_study("tiny")
+    study = study.model_copy(update={"gauntlet": study.gauntlet.model_copy(update={"data": str(data)})})
+    with pytest.raises(LimitError, match=r"tiny.yaml: gauntlet.data: 1 of the suite's \d+ files are not in"):
+        build_plan(study, origin="tiny.yaml")

@@ -54,8 +54,10 @@ def test_chart_lints_clean() -> None:
 def test_every_object_validates(objects: list[dict]) -> None:
     import kubernetes_validate
 
+    kinds = {obj["kind"] for obj in objects}
+    assert {"ServiceAccount", "Role", "RoleBinding", "ConfigMap", "Deployment", "Service"} <= kinds, kinds
     for obj in objects:
-        kubernetes_validate.validate(obj, KUBERNETES, strict=True)
+        kubernetes_validate.validate(obj, KUBERNETES, strict=True)  # raises on an invalid object
 
 
 def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:

@@ -1,0 +1,281 @@
+"""Document-local ALiBi attention for transformers' MPT, in three implementations: eager, sdpa, flex.
+
+transformers' `MptForCausalLM` attends eagerly only: a float32 (batch, heads, L, L) score tensor per layer, an
+ALiBi bias built at `max_seq_len` (a packed row longer than that fails), and no notion of documents. `install`
+swaps the classes of a loaded model's trunk and attention modules for the ones below. Weights, state-dict keys
+and `config.architectures` stay those of `MptForCausalLM`, so checkpoints are plain MPT.
+
+Who may attend to whom is a `Layout`: per token a document id (0 = padding), an ALiBi position and, for a
+shared context scored with several continuations, a branch id (0 = the shared trunk). A query sees a key of
+the same document at a position not after its own, on its own branch or the trunk. ALiBi is
+slope_h x (key position - query position); MPT's own bias is relative to the row's last key, which differs
+by a constant per query, and softmax ignores that.
+
+- `eager`: transformers' own attention code, given a dense mask of the layout (the reference).
+- `sdpa`: `scaled_dot_product_attention` with an additive bias; a row holding several documents is attended
+  document by document, so the cost is the sum over documents, never the square of the packed row.
+- `flex`: FlexAttention with an ALiBi `score_mod` and a `BlockMask` from the layout: memory linear in the row,
+  fully masked blocks skipped. Compiled on CUDA; forward only on CPU (torch has no CPU backward for it).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import torch
+import torch.nn.functional as F
+from transformers.modeling_outputs import BaseModelOutputWithPastAndCrossAttentions
+from transformers.models.mpt.modeling_mpt import MptAttention, MptForCausalLM, MptModel, build_mpt_alibi_tensor
+
+from limit.errors import LimitError
+
+IMPLEMENTATIONS = ("auto", "flex", "sdpa", "eager")
+
+
+def resolve(implementation: str, device: torch.device | str) -> str:
+    """`auto` is flex where it trains (CUDA) and sdpa elsewhere."""
+    if implementation not in IMPLEMENTATIONS:
+        raise LimitError(f"attention: unknown implementation '{implementation}' (known: {', '.join(IMPLEMENTATIONS)})")
+    if implementation == "auto":
+        return "flex" if torch.device(device).type == "cuda" else "sdpa"
+    return implementation
+
+
+def alibi_slopes(n_heads: int, bias_max: float = 8) -> torch.Tensor:
+    """MPT's per-head slopes: 2^(-bias_max i / n), n the next power of two, interleaved when n_heads is not one."""
+    n = 2 ** math.ceil(math.log2(n_heads))
+    slopes = 2.0 ** -(torch.arange(1, n + 1, dtype=torch.float64) * (bias_max / n))
+    if n != n_heads:
+        slopes = torch.cat([slopes[1::2], slopes[::2]])[:n_heads]
+    return slopes.float()
+
+
+@dataclass
+class Layout:
+    """Documents, ALiBi positions and branches of a batch's keys; the last `queries` keys are the queries."""
+
+    doc: torch.Tensor  # (batch, keys) long, 0 = padding
+    pos: torch.Tensor  # (batch, keys) long
+    queries: int
+    branch: torch.Tensor | None = None  # (batch, keys) long, 0 = shared trunk
+    contiguous: bool = True  # positions are key indices (eager's bias assumes so)
+    _biases: dict = field(default_factory=dict, repr=False)
+
+    @staticmethod
+    def from_mask(attention_mask: torch.Tensor | None, batch: int, queries: int, keys: int, device) -> Layout:
+        """A padded batch (or a cached one): each row one document, padding where the mask is 0."""
+        real = torch.ones(batch, keys, device=device) if attention_mask is None else attention_mask[:, -keys:]
+        pos = torch.arange(keys, device=device).expand(batch, keys)
+        return Layout(doc=(real != 0).long(), pos=pos, queries=queries)
+
+    @staticmethod
+    def from_positions(position_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> Layout:
+        """Packed rows in transformers' padding-free form: a document starts where its position is 0."""
+        doc = (position_ids == 0).long().cumsum(-1)
+        if attention_mask is not None:
+            doc = doc * (attention_mask != 0)
+        keys = position_ids.shape[-1]
+        pos = torch.arange(keys, device=position_ids.device).expand_as(position_ids)
+        return Layout(doc=doc, pos=pos, queries=keys)
+
+    @property
+    def cached(self) -> int:
+        return self.doc.shape[1] - self.queries
+
+    def visible(self) -> torch.Tensor:
+        """(batch, queries, keys) bool: which keys each query may attend to."""
+        doc_q, pos_q = self.doc[:, self.cached :, None], self.pos[:, self.cached :, None]
+        ok = (self.doc[:, None, :] == doc_q) & (self.pos[:, None, :] <= pos_q)
+        if self.branch is not None:
+            branch_k, branch_q = self.branch[:, None, :], self.branch[:, self.cached :, None]
+            ok &= (branch_k == 0) | (branch_k == branch_q)
+        return ok
+
+    def bias(self, slopes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """(batch, heads, queries, keys) additive ALiBi bias, -inf where a key is not visible.
+
+        Every layer of a forward asks for the same bias: it is built once per layout.
+        """
+        key = (dtype, tuple(slopes.tolist()))
+        if key not in self._biases:
+            distance = (self.pos[:, None, :] - self.pos[:, self.cached :, None]).float()
+            bias = slopes.to(distance.device)[None, :, None, None] * distance[:, None]
+            self._biases[key] = bias.masked_fill(~self.visible()[:, None], float("-inf")).to(dtype)
+        return self._biases[key]
+
+    def span_biases(self, slopes: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
+        """The bias of each document in `spans`, built once per layout."""
+        key = ("spans", dtype, tuple(slopes.tolist()))
+        if key not in self._biases:
+            self._biases[key] = [self.part(*span).bias(slopes, dtype) for span in self.spans]
+        return self._biases[key]
+
+    @cached_property
+    def spans(self) -> list[tuple[int, int, int]] | None:
+        """(row, start, end) of every document when some row holds several (packed); None otherwise."""
+        if self.cached or self.doc.shape[1] == 0 or int(self.doc.max(dim=1).values.max()) <= 1:
+            return None
+        found = []
+        for row, docs in enumerate(self.doc.tolist()):
+            start = 0
+            for i in range(1, len(docs) + 1):
+                if i == len(docs) or docs[i] != docs[start]:
+                    if docs[start] != 0:
+                        found.append((row, start, i))
+                    start = i
+        return found
+
+    def part(self, row: int, start: int, end: int) -> Layout:
+        sl = (slice(row, row + 1), slice(start, end))
+        branch = None if self.branch is None else self.branch[sl]
+        return Layout(self.doc[sl], self.pos[sl], end - start, branch, self.contiguous)
+
+
+def sdpa(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch.Tensor:
+    if layout.spans is None:
+        bias = layout.bias(slopes, q.dtype)
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=bias, dropout_p=dropout, scale=scale)
+    rows: list[list[torch.Tensor]] = [[] for _ in range(q.shape[0])]
+    ends = [0] * q.shape[0]
+    for (row, start, end), bias in zip(layout.spans, layout.span_biases(slopes, q.dtype), strict=True):
+        if start > ends[row]:  # padding between documents attends to nothing
+            rows[row].append(q.new_zeros(1, q.shape[1], start - ends[row], q.shape[3]))
+        piece = (slice(row, row + 1), slice(None), slice(start, end))
+        rows[row].append(
+            F.scaled_dot_product_attention(q[piece], k[piece], v[piece], attn_mask=bias, dropout_p=dropout, scale=scale)
+        )
+        ends[row] = end
+    for row, end in enumerate(ends):
+        if end < q.shape[2]:
+            rows[row].append(q.new_zeros(1, q.shape[1], q.shape[2] - end, q.shape[3]))
+    return torch.cat([torch.cat(pieces, dim=2) for pieces in rows])
+
+
+_compiled_flex = None
+
+
+def flex(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch.Tensor:
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    global _compiled_flex
+    if dropout:
+        raise LimitError("attention: flex has no attention dropout (attn_pdrop); use sdpa")
+    doc, pos, branch, offset = layout.doc, layout.pos, layout.branch, layout.cached
+    slopes = slopes.to(q.device)
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + slopes[h] * (pos[b, kv_idx] - pos[b, q_idx + offset])
+
+    def mask_mod(b, h, q_idx, kv_idx):
+        ok = (doc[b, kv_idx] == doc[b, q_idx + offset]) & (pos[b, kv_idx] <= pos[b, q_idx + offset])
+        if branch is not None:
+            ok = ok & ((branch[b, kv_idx] == 0) | (branch[b, kv_idx] == branch[b, q_idx + offset]))
+        return ok
+
+    cuda = q.device.type == "cuda"
+    block_mask = create_block_mask(mask_mod, q.shape[0], None, q.shape[2], k.shape[2], q.device, _compile=cuda)
+    if cuda and _compiled_flex is None:
+        _compiled_flex = torch.compile(flex_attention, dynamic=True)
+    attend = _compiled_flex if cuda else flex_attention
+    return attend(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+
+
+KERNELS = {"sdpa": sdpa, "flex": flex}
+
+
+class DocumentAttention(MptAttention):
+    """MPT's attention module (same parameters) reading a `Layout` where transformers passes a dense mask."""
+
+    implementation = "sdpa"
+
+    def forward(self, hidden_states, position_bias=None, cache=None, attention_mask=None, **kwargs):
+        layout: Layout = attention_mask
+        implementation = resolve(self.implementation, hidden_states.device)
+        if implementation == "eager":
+            return self._eager(hidden_states, layout, cache)
+        batch, length = hidden_states.shape[:2]
+        qkv = self.Wqkv(hidden_states)
+        if self.clip_qkv:
+            qkv = qkv.clamp(min=-self.clip_qkv, max=self.clip_qkv)
+        q, k, v = (t.reshape(batch, length, self.n_heads, self.head_dim).transpose(1, 2) for t in qkv.chunk(3, dim=2))
+        if cache is not None:
+            k, v = cache.update(k, v, self.layer_idx)
+        dropout = self.attn_dropout_p if self.training else 0.0
+        out = KERNELS[implementation](q, k, v, layout, self.slopes, self.softmax_scale, dropout)
+        return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1)), None
+
+    def _eager(self, hidden_states, layout: Layout, cache):
+        if not layout.contiguous:
+            raise LimitError("attention: eager takes contiguous positions only; use sdpa or flex")
+        keys = layout.doc.shape[1]
+        alibi = build_mpt_alibi_tensor(self.n_heads, keys, device=hidden_states.device)
+        masked = ~layout.visible()[:, None]
+        return super().forward(hidden_states, position_bias=alibi, cache=cache, attention_mask=masked)
+
+    @property
+    def slopes(self) -> torch.Tensor:
+        return alibi_slopes(self.n_heads, self.alibi_bias_max)
+
+
+class DocumentMptModel(MptModel):
+    """MPT's trunk building one `Layout` per forward instead of a dense mask and an ALiBi tensor."""
+
+    def forward(
+        self,
+        input_ids=None,
+        cache=None,
+        attention_mask=None,
+        inputs_embeds=None,
+        use_cache=None,
+        output_attentions=None,
+        output_hidden_states=None,
+        return_dict=None,
+        **kwargs,
+    ):
+        hidden = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if self.gradient_checkpointing and self.training:
+            use_cache = False
+        if use_cache and cache is None:
+            from transformers.cache_utils import DynamicCache
+
+            cache = DynamicCache(config=self.config)
+        batch, queries = hidden.shape[:2]
+        keys = queries + (cache.get_seq_length() if cache is not None else 0)
+        layout = attention_mask
+        if not isinstance(layout, Layout):
+            layout = Layout.from_mask(attention_mask, batch, queries, keys, hidden.device)
+        states = []
+        for block in self.blocks:
+            states.append(hidden)
+            hidden = block(hidden, position_bias=None, attention_mask=layout, layer_past=cache, use_cache=use_cache)[0]
+        hidden = self.norm_f(hidden)
+        all_states = (*states, hidden) if output_hidden_states else None
+        out = BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden, cache=cache, hidden_states=all_states)
+        return out if return_dict is not False else out.to_tuple()
+
+
+def _packed_positions(module, args, kwargs):
+    """transformers' padding-free batches carry `position_ids`, which MptForCausalLM does not pass down."""
+    position_ids = kwargs.pop("position_ids", None)
+    if position_ids is not None:
+        kwargs["attention_mask"] = Layout.from_positions(position_ids, kwargs.get("attention_mask"))
+    return args, kwargs
+
+
+def install(model, implementation: str):
+    """Make a loaded MPT attend through `implementation` (`auto` is resolved on the device of each call)."""
+    if not isinstance(model, MptForCausalLM):
+        raise LimitError(f"attention: {type(model).__name__} is not MPT; only MptForCausalLM takes this attention")
+    resolve(implementation, "cpu")  # an unknown name fails here, not in the first forward
+    model.transformer.__class__ = DocumentMptModel
+    for block in model.transformer.blocks:
+        block.attn.__class__ = DocumentAttention
+        block.attn.implementation = implementation
+        block.attn.alibi_bias_max = model.config.attn_config.alibi_bias_max
+    if not getattr(model, "_limit_packed_hook", False):
+        model.register_forward_pre_hook(_packed_positions, with_kwargs=True)
+        model._limit_packed_hook = True
+    return model

@@ -1,0 +1,185 @@
+"""MPT's document-local attention: sdpa and flex give transformers' eager logits (and sdpa its gradients) for
+single rows, padded batches and packed rows; a packed row's documents equal each document run alone."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+
+import pytest
+import torch
+from transformers import MptConfig, MptForCausalLM
+
+from limit.errors import LimitError
+from limit.mpt.attention import Layout, alibi_slopes, install, resolve
+
+TOLERANCE = 1e-5
+LENGTHS = (7, 23, 13)
+
+
+@pytest.fixture(scope="module", params=[4, 6], ids=["4-heads", "6-heads"])
+def reference(request) -> MptForCausalLM:
+    """transformers' own MPT, untouched (6 heads: ALiBi slopes of a head count that is not a power of two)."""
+    torch.manual_seed(0)
+    config = MptConfig(d_model=48, n_heads=request.param, n_layers=2, max_seq_len=64, vocab_size=97)
+    return MptForCausalLM(config).eval()
+
+
+def patched(reference: MptForCausalLM, implementation: str) -> MptForCausalLM:
+    return install(copy.deepcopy(reference), implementation)
+
+
+@pytest.fixture(scope="module")
+def docs() -> list[torch.Tensor]:
+    generator = torch.Generator().manual_seed(1)
+    return [torch.randint(0, 97, (n,), generator=generator) for n in LENGTHS]
+
+
+def packed(docs: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers' padding-free form, as DataCollatorWithFlattening makes it."""
+    return {
+        "input_ids": torch.cat(docs)[None],
+        "position_ids": torch.cat([torch.arange(len(d)) for d in docs])[None],
+    }
+
+
+def padded(docs: list[torch.Tensor], left: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(d) for d in docs)
+    ids = torch.zeros(len(docs), width, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, d in enumerate(docs):
+        where = slice(width - len(d), width) if left else slice(0, len(d))
+        ids[i, where], mask[i, where] = d, 1
+    return ids, mask
+
+
+def forward(model, **batch) -> torch.Tensor:
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # FlexAttention on CPU warns that it runs uncompiled
+        return model(**batch).logits
+
+
+IMPLEMENTATIONS = ["sdpa", "flex", "eager"]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_single_row_equals_eager(reference, docs, implementation):
+    row = docs[1][None]
+    assert torch.allclose(
+        forward(patched(reference, implementation), input_ids=row),
+        forward(reference, input_ids=row),
+        atol=TOLERANCE,
+        rtol=0,
+    )
+
+
+@pytest.mark.parametrize("left", [False, True], ids=["right-padded", "left-padded"])
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_padded_batch_equals_eager(reference, docs, implementation, left):
+    ids, mask = padded(docs, left)
+    ours = forward(patched(reference, implementation), input_ids=ids, attention_mask=mask)
+    theirs = forward(reference, input_ids=ids, attention_mask=mask)
+    real = mask.bool()
+    assert (ours[real] - theirs[real]).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_packed_row_equals_each_document_alone(reference, docs, implementation):
+    logits = forward(patched(reference, implementation), **packed(docs))[0]
+    for doc, part in zip(docs, torch.split(logits, LENGTHS), strict=True):
+        alone = forward(reference, input_ids=doc[None])[0]
+        assert (part - alone).abs().max() < TOLERANCE
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_packed_row_longer_than_max_seq_len(reference, implementation):
+    """transformers builds ALiBi at max_seq_len (64 here) and fails beyond it; documents of 50 packed to 150 run."""
+    generator = torch.Generator().manual_seed(2)
+    docs = [torch.randint(0, 97, (50,), generator=generator) for _ in range(3)]
+    logits = forward(patched(reference, implementation), **packed(docs))[0]
+    assert logits.shape[0] == 150
+    assert (logits[100:] - forward(reference, input_ids=docs[2][None])[0]).abs().max() < TOLERANCE
+
+
+def gradients(model, **batch) -> dict[str, torch.Tensor]:
+    model.zero_grad()
+    model(**batch).loss.backward()
+    return {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+
+
+def test_sdpa_gradients_equal_eager(reference, docs):
+    ids, mask = padded(docs)
+    labels = ids.masked_fill(mask == 0, -100)
+    theirs = gradients(copy.deepcopy(reference).train(), input_ids=ids, attention_mask=mask, labels=labels)
+    ours = gradients(patched(reference, "sdpa").train(), input_ids=ids, attention_mask=mask, labels=labels)
+    assert ours.keys() == theirs.keys()
+    for name in ours:
+        assert (ours[name] - theirs[name]).abs().max() < TOLERANCE, name
+
+
+def test_packed_sdpa_gradients_equal_padded_eager(reference, docs):
+    """The loss over a packed row (first label of each document dropped) is the padded batch's loss."""
+    batch = packed(docs)
+    labels = torch.cat([torch.cat([torch.tensor([-100]), d[1:]]) for d in docs])[None]
+    ids, mask = padded(docs)
+    theirs = gradients(
+        copy.deepcopy(reference).train(), input_ids=ids, attention_mask=mask, labels=ids.masked_fill(mask == 0, -100)
+    )
+    ours = gradients(patched(reference, "sdpa").train(), **batch, labels=labels)
+    for name in ours:
+        assert (ours[name] - theirs[name]).abs().max() < TOLERANCE, name
+
+
+def test_cached_generation_equals_transformers(reference):
+    prompt = torch.randint(0, 97, (2, 5), generator=torch.Generator().manual_seed(3))
+    mask = torch.ones_like(prompt)
+    mask[0, :2] = 0  # left padding, as batched generation pads
+    settings = {"attention_mask": mask, "max_new_tokens": 12, "do_sample": False, "pad_token_id": 0}
+    with torch.no_grad():
+        ours = patched(reference, "sdpa").generate(prompt, **settings)
+        assert torch.equal(ours, reference.generate(prompt, **settings))
+
+
+def test_flex_backward_refused_on_cpu_with_its_reason(reference, docs):
+    model = patched(reference, "flex").train()
+    with pytest.raises(NotImplementedError, match="backward on CPU"):
+        model(**packed(docs), labels=torch.cat(docs)[None])
+
+
+def test_branches_see_the_shared_context_and_themselves_only():
+    """A context scored with two continuations in one row: each continuation as if it followed the context."""
+    doc = torch.ones(1, 7, dtype=torch.long)
+    pos = torch.tensor([[0, 1, 2, 3, 4, 3, 4]])  # context 0-2, branch 1 at 3-4, branch 2 at 3-4
+    branch = torch.tensor([[0, 0, 0, 1, 1, 2, 2]])
+    visible = Layout(doc, pos, queries=7, branch=branch, contiguous=False).visible()[0]
+    assert visible[5].tolist() == [True, True, True, False, False, True, False]
+    assert visible[4].tolist() == [True, True, True, True, True, False, False]
+
+
+def test_slopes_are_mpts():
+    from transformers.models.mpt.modeling_mpt import build_mpt_alibi_tensor
+
+    for heads in (4, 6, 32, 64):
+        theirs = -build_mpt_alibi_tensor(heads, 2)[:, 0, 0]  # bias at distance 1 from the last key
+        assert torch.allclose(alibi_slopes(heads), theirs)
+
+
+def test_auto_is_flex_on_cuda_and_sdpa_elsewhere():
+    assert resolve("auto", "cuda") == "flex" and resolve("auto", "cpu") == "sdpa"
+    with pytest.raises(LimitError, match="unknown implementation 'flash'"):
+        resolve("flash", "cpu")
+
+
+def test_install_refuses_other_architectures():
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    with pytest.raises(LimitError, match="GPT2LMHeadModel is not MPT"):
+        install(GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=16, n_head=2)), "sdpa")
+
+
+def test_checkpoints_stay_plain_mpt(reference, tmp_path):
+    model = patched(reference, "sdpa")
+    model.save_pretrained(tmp_path)
+    loaded = MptForCausalLM.from_pretrained(tmp_path)
+    assert loaded.config.architectures == ["MptForCausalLM"] and type(loaded.transformer).__name__ == "MptModel"
+    assert loaded.state_dict().keys() == reference.state_dict().keys()

@@ -13,9 +13,10 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from limit import __version__
+from limit.costs import Gpu, Memory, choose_zero_stage, finetune_flops, finetune_memory, gpu_hours, model_shape
 from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_path, local_tree_sha256
-from limit.spec import ModelSpec, Resources, Study
+from limit.spec import ModelSpec, Resources, RunSpec, Study, TrainSpec
 from limit.steps.inputs import (
     EpochScore,
     FinetuneInput,
@@ -94,10 +95,22 @@ class Step:
         return step_argv(self.kind, self.input)
 
 
+@dataclass(frozen=True)
+class FinetuneCost:
+    """The planner's estimates for one finetune (None where the model's shape or the data size is unknown)."""
+
+    memory: Memory | None
+    gpu_hours: float | None
+    tokens: float | None  # real tokens per epoch, expected
+    budget_gib: float | None  # the GPU memory it was checked against (None on CPU)
+
+
 @dataclass
 class Plan:
     study: Study
     steps: dict[str, Step] = field(default_factory=dict)
+    costs: dict[str, FinetuneCost] = field(default_factory=dict)
+    gpu: Gpu = field(default_factory=Gpu)
 
     def add(self, step: Step) -> Step:
         existing = self.steps.get(step.id)
@@ -118,6 +131,7 @@ class Plan:
     def to_json(self) -> dict:
         return {
             "study": self.study.name,
+            "costs": {step_id: _cost_json(cost) for step_id, cost in self.costs.items()},
             "steps": [
                 {
                     "id": s.id,
@@ -130,6 +144,75 @@ class Plan:
                 for s in self.order()
             ],
         }
+
+
+def _cost_json(cost: FinetuneCost) -> dict:
+    return {
+        "memory_gib": round(cost.memory.gib, 2) if cost.memory else None,
+        "memory_terms_gib": {k: round(v / 2**30, 3) for k, v in cost.memory.terms.items()} if cost.memory else None,
+        "budget_gib": cost.budget_gib,
+        "gpu_hours": round(cost.gpu_hours, 3) if cost.gpu_hours is not None else None,
+        "tokens_per_epoch": cost.tokens,
+    }
+
+
+def expected_tokens(study: Study, name: str) -> tuple[float, float] | None:
+    """(rows, mean tokens per row) the spec expects of a dataset before it is prepared, or None."""
+    ds = study.datasets[name]
+    if ds.source is not None:
+        return (ds.source.expect.rows, ds.source.expect.tokens_mean) if ds.source.expect else None
+    if ds.subset is not None:
+        parent = expected_tokens(study, ds.subset.of)
+        return (ds.subset.sample, parent[1]) if parent else None
+    members = [expected_tokens(study, m) for m in ds.mix]
+    if any(m is None for m in members):
+        return None
+    rows = sum(r for r, _ in members)
+    return rows, sum(r * mean for r, mean in members) / rows
+
+
+def _advice(shape, train: TrainSpec, gpu: Gpu) -> str:
+    """The first field whose change (in this order of cost) brings the estimate under the GPU's memory."""
+    candidates = [
+        ("attention", {"attention": "flex"}),
+        ("gradient_checkpointing", {"gradient_checkpointing": True}),
+        ("micro_batch_size", {"micro_batch_size": 1}),
+        ("zero_stage", {"zero_stage": 3}),
+    ]
+    for field_name, change in candidates:
+        if all(getattr(train, k) == v for k, v in change.items()):
+            continue
+        changed = train.model_copy(update=change)
+        if finetune_memory(shape, changed, changed.zero_stage, train.max_seq_len).gib <= gpu.memory_gib:
+            return field_name
+    return "gpus"
+
+
+def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[TrainSpec, FinetuneCost]:
+    """A run's training spec with its ZeRO stage chosen, and its estimates; refuses what cannot fit."""
+    run: RunSpec = study.runs[index]
+    train = study.train_spec(run)
+    shape = model_shape(study.models[run.model])
+    if train.gpus and train.zero_stage == "auto":
+        train = train.model_copy(update={"zero_stage": choose_zero_stage(shape, train, gpu) if shape else 3})
+    if shape is None:
+        return train, FinetuneCost(None, None, None, None)
+    stage = train.zero_stage if train.gpus else 0
+    memory = finetune_memory(shape, train, stage, train.max_seq_len, "cuda" if train.gpus else "cpu")
+    if train.gpus and memory.gib > gpu.memory_gib:
+        field = _advice(shape, train, gpu)
+        raise LimitError(
+            f"{origin}: runs.{index} ({run.run_name}): the finetune needs ~{memory.gib:.0f} GiB per GPU "
+            f"({train.micro_batch_size} x {train.max_seq_len} tokens, ZeRO-{stage}, {train.attention} attention: "
+            f"{memory.describe()}), over the {gpu.memory_gib:g} GiB per GPU the cluster declares "
+            f"(profile gpu_memory_gib): change {field} (runs.{index}.train.{field} or training.models.{run.model})"
+        )
+    expected = expected_tokens(study, run.dataset)
+    tokens = min(expected[1], train.max_seq_len) * expected[0] if expected else None
+    hours = None
+    if tokens and train.gpus:
+        hours = gpu_hours(train.epochs * finetune_flops(shape, tokens, min(expected[1], train.max_seq_len)), gpu)
+    return train, FinetuneCost(memory, hours, tokens, gpu.memory_gib if train.gpus else None)
 
 
 def slug(name: str) -> str:
@@ -177,9 +260,9 @@ def _check_gauntlet_data(study: Study, origin: str) -> None:
         )
 
 
-def build_plan(study: Study, origin: str = "study") -> Plan:
-    """`origin` names the spec file in error messages."""
-    plan = Plan(study)
+def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> Plan:
+    """`origin` names the spec file in error messages; `gpu` is the cluster's GPU (default: an 80 GB H100)."""
+    plan = Plan(study, gpu=gpu or Gpu())
     _check_gauntlet_data(study, origin)
 
     def resources(kind: str, gpus: int | None = None) -> Resources:
@@ -220,9 +303,9 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
     report_models: list[ReportModel] = []
     chosen: dict[str, tuple[Step | None, ModelSpec | None]] = {}
 
-    for run in study.runs:
+    for index, run in enumerate(study.runs):
         name = run.run_name
-        train = study.train_spec(run)
+        train, cost = plan_finetune(study, index, plan.gpu, origin)
         data = prepare(run.dataset)
         tags = {"run": name, "model": run.model, "dataset": run.dataset}
         ft = plan.add(
@@ -234,6 +317,7 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
                 resources("finetune", gpus=train.gpus),
             )
         )
+        plan.costs[ft.id] = cost
         epochs = []
         for epoch in range(1, train.epochs + 1):
             g = gauntlet(
@@ -251,6 +335,7 @@ def build_plan(study: Study, origin: str = "study") -> Plan:
                 SelectInput(
                     finetune=ft.ref,
                     epochs=[EpochScore(epoch=e, gauntlet=g.ref) for e, g in epochs],
+                    keep=train.keep,
                     tags=tags,
                 ),
                 (ft.id, *(g.id for _, g in epochs)),

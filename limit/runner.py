@@ -92,7 +92,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
     step_fn = getattr(importlib.import_module(module), func)
     out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else store.begin(ref)
     nproc = processes(inp)
-    if nproc > 1 and "LOCAL_RANK" not in os.environ:
+    if nproc and "LOCAL_RANK" not in os.environ:
         relaunch_under_torchrun(kind, inp, nproc, out)
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 alone tracks and commits
         step_fn(inp, StepContext(ref=ref, out=out, store=store))
@@ -118,9 +118,13 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
 
 
 def processes(inp: inputs.StepInput) -> int:
-    """A step that trains on several GPUs runs one process per GPU."""
+    """GPU processes a step trains with under torchrun (0: runs in this process).
+
+    Every GPU finetune is launched alike, one GPU included: without torchrun's environment DeepSpeed would
+    discover its world through MPI (`mpi4py`), which the image does not have.
+    """
     train = getattr(inp, "train", None)
-    return train.gpus if train is not None and train.gpus > 1 else 1
+    return train.gpus if train is not None else 0
 
 
 def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: Path) -> None:

@@ -55,6 +55,13 @@ class ModelSpec(Strict):
 # ---------------------------------------------------------------- datasets
 
 
+class Expect(Strict):
+    """What the planner assumes of a hub dataset before `prepare` has measured it (GPU-hour estimates)."""
+
+    rows: int = Field(gt=0)
+    tokens_mean: float = Field(gt=0, description="Mean prompt + response tokens per row.")
+
+
 class Source(Strict):
     """Where rows come from: a hub dataset (`hf`) or a local JSON Lines file (`jsonl`).
 
@@ -76,6 +83,7 @@ class Source(Strict):
     response: str = "response"
     conversations: str | None = None
     templated: bool = True
+    expect: Expect | None = Field(None, exclude=True)  # a planning hint: not part of the prepare step's key
 
     @model_validator(mode="after")
     def _one_location(self) -> Source:
@@ -129,8 +137,20 @@ class TrainSpec(Strict):
     precision: Literal["bf16", "fp32"] = "bf16"
     seed: int = 17
     gpus: int = Field(0, ge=0, description="GPUs for the finetune pod; 0 trains on CPU.")
-    zero_stage: Literal[0, 1, 2, 3] = Field(3, description="DeepSpeed ZeRO stage when gpus > 0.")
+    zero_stage: Literal["auto", 0, 1, 2, 3] = Field(
+        "auto", description="DeepSpeed ZeRO stage when gpus > 0; auto: the planner's choice (2 if it fits, else 3)."
+    )
     gradient_checkpointing: bool = False
+    attention: Literal["auto", "flex", "sdpa", "eager"] = Field(
+        "auto", description="MPT attention: auto is flex on CUDA, sdpa on CPU; eager is transformers' own."
+    )
+    packing: bool = Field(True, description="Concatenate each micro-batch's rows into one row: no padding.")
+    pad_to_max: bool = Field(False, description="Pad every row to max_seq_len, as the paper did (packing: false).")
+    keep: Literal["all", "selected"] = Field(
+        "all",
+        exclude=True,  # read by `select`, which prunes; not part of the finetune's input or key
+        description="Epoch weights kept in the artifact store: all, or only the epoch `select` chose.",
+    )
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainSpec:
@@ -139,7 +159,14 @@ class TrainSpec(Strict):
             raise ValueError(
                 f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size x gpus = {per_step}"
             )
+        if self.pad_to_max and self.packing:
+            raise ValueError("pad_to_max pads every row to max_seq_len: set packing: false with it")
         return self
+
+    @property
+    def accumulation(self) -> int:
+        """Micro-batches per optimizer step on each process."""
+        return self.global_batch_size // (self.micro_batch_size * max(self.gpus, 1))
 
 
 class Training(Strict):

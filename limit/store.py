@@ -18,6 +18,7 @@ import boto3
 from limit.errors import LimitError
 
 MANIFEST = "_manifest.json"
+PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
 
 
 def default_workdir() -> Path:
@@ -53,7 +54,27 @@ class Store:
         """Local path of a completed step's outputs (or one subfolder of them)."""
         if self.manifest(ref) is None:
             raise LimitError(f"{self.url(ref)}: upstream step is not complete (no {MANIFEST})")
+        self._check_not_pruned(ref, sub)
         return Path(self.root) / ref / sub
+
+    def pruned(self, ref: str) -> dict[str, str]:
+        """Subfolders of a completed step that were deleted, and why."""
+        path = Path(self.root) / ref / PRUNED
+        return json.loads(path.read_text()) if path.is_file() else {}
+
+    def _check_not_pruned(self, ref: str, sub: str) -> None:
+        reason = self.pruned(ref).get(sub.split("/")[0]) if sub else None
+        if reason:
+            raise LimitError(f"{self.url(ref)}/{sub}: deleted after the step completed ({reason})")
+
+    def prune(self, ref: str, subs: list[str], reason: str) -> None:
+        """Delete subfolders of a completed step (weights nobody will read), recording which and why."""
+        for sub in subs:
+            shutil.rmtree(Path(self.root) / ref / sub, ignore_errors=True)
+        self._write_pruned(ref, self.pruned(ref) | dict.fromkeys(subs, reason))
+
+    def _write_pruned(self, ref: str, pruned: dict[str, str]) -> None:
+        (Path(self.root) / ref / PRUNED).write_text(json.dumps(pruned, indent=2, sort_keys=True))
 
     # --- writing one step's outputs
 
@@ -114,10 +135,26 @@ class S3Store(Store):
             target.parent.mkdir(parents=True, exist_ok=True)
             self.s3.download_file(self.bucket, key, str(target))
 
+    def pruned(self, ref: str) -> dict[str, str]:
+        try:
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(ref, PRUNED))["Body"].read()
+        except self.s3.exceptions.NoSuchKey:
+            return {}
+        return json.loads(body)
+
+    def prune(self, ref: str, subs: list[str], reason: str) -> None:
+        self._delete([k for sub in subs for k in self._under(ref, sub)])
+        self._write_pruned(ref, self.pruned(ref) | dict.fromkeys(subs, reason))
+
+    def _write_pruned(self, ref: str, pruned: dict[str, str]) -> None:
+        body = json.dumps(pruned, indent=2, sort_keys=True).encode()
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, PRUNED), Body=body)
+
     def fetch(self, ref: str, sub: str = "") -> Path:
         manifest = self.manifest(ref)
         if manifest is None:
             raise LimitError(f"{self.url(ref)}: upstream step is not complete (no {MANIFEST})")
+        self._check_not_pruned(ref, sub)
         cache = self.workdir / "cache" / ref
         done = cache / (f".fetched-{sub.replace('/', '_')}" if sub else ".fetched")
         if not done.is_file():

@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.runner import run_step
 from limit.spec import load_study
@@ -146,3 +147,58 @@ def test_deepspeed_config_follows_the_spec():
     assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]  # full weights per epoch
     assert config["train_micro_batch_size_per_gpu"] == "auto"  # filled from TrainingArguments by Trainer
     assert "optimizer" not in config and "scheduler" not in config  # Trainer builds both from the spec
+
+
+class DataParallel:
+    """DeepSpeed's seam for the world size it checks batch sizes against (its `mpu`)."""
+
+    def __init__(self, size: int):
+        self.size = size
+
+    def get_data_parallel_world_size(self) -> int:
+        return self.size
+
+
+def test_shipped_gpu_finetunes_pass_deepspeeds_own_config_check(monkeypatch):
+    """full's finetunes, their "auto" values filled as Trainer fills them, through DeepSpeed's DeepSpeedConfig:
+    7B on ZeRO-2 in one pass (no accumulation), 30B on ZeRO-3 accumulating 9 micro-steps in fp32."""
+    deepspeed_config = pytest.importorskip("deepspeed.runtime.config", reason="DeepSpeed (the gpu extra)")
+    monkeypatch.setattr(deepspeed_config.dist, "get_rank", lambda: 0)  # no process group on this machine
+    plan = build_plan(load_study("full"))
+    expected = {"finetune-mpt-7b-lima": (2, 1, None), "finetune-mpt-30b-lima": (3, 9, "fp32")}
+    for step_id, (stage, accumulation, accum_dtype) in expected.items():
+        train = plan.steps[step_id].input.train
+        config = finetune_module.deepspeed_config(train)
+        filled = config | {
+            "train_batch_size": train.global_batch_size,
+            "train_micro_batch_size_per_gpu": train.micro_batch_size,
+            "gradient_accumulation_steps": train.accumulation,
+            "gradient_clipping": train.grad_clip,
+        }
+        filled["zero_optimization"] = {
+            k: (1_000_000 if v == "auto" else v) for k, v in config["zero_optimization"].items()
+        }
+        checked = deepspeed_config.DeepSpeedConfig(filled, mpu=DataParallel(train.gpus))
+        assert checked.zero_optimization_stage == stage and checked.gradient_accumulation_steps == accumulation
+        assert checked.train_batch_size == train.global_batch_size and checked.bfloat16_config.enabled
+        assert (checked.grad_accum_dtype or None) == accum_dtype
+
+
+def test_stage_zero_never_asks_for_fp32_accumulation():
+    """DeepSpeed refuses bf16 weights with fp32 accumulation outside ZeRO ("unsupported mix")."""
+    from limit.spec import TrainSpec
+
+    config = finetune_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=0, micro_batch_size=1))
+    assert "data_types" not in config
+    with pytest.raises(LimitError, match="zero_stage is 'auto'"):
+        finetune_module.deepspeed_config(TrainSpec(gpus=8, micro_batch_size=1))
+
+
+def test_every_gpu_finetune_runs_under_torchrun_one_gpu_included():
+    from limit.runner import processes
+
+    plan = build_plan(load_study("tiny"))
+    inp = plan.steps["finetune-tiny-lima"].input
+    assert processes(inp) == 0  # CPU: in this process
+    one_gpu = inp.model_copy(update={"train": inp.train.model_copy(update={"gpus": 1})})
+    assert processes(one_gpu) == 1  # no MPI discovery: torchrun's environment

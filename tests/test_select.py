@@ -56,3 +56,27 @@ def test_select_step_writes_choice_and_curves(limit_env):
     assert run.data.tags["chosen_epoch"] == "2"
     curve = client.get_metric_history(run.info.run_id, "gauntlet_average")
     assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.3), (3, 0.3)]
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_keep_selected_deletes_the_other_epochs_weights(limit_env, where, request, monkeypatch):
+    """A 30B epoch is ~60 GB: with keep: selected only the chosen one stays; asking for another says why."""
+    if where == "s3":
+        monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{request.getfixturevalue('s3_env')}/artifacts")
+    store = Store.open()
+    finetune = "finetune/0123456789abcdef0123"
+    out = store.begin(finetune)
+    for epoch in (1, 2, 3):
+        (out / f"epoch-{epoch}").mkdir()
+        (out / f"epoch-{epoch}" / "model.safetensors").write_bytes(b"w" * 10)
+    store.commit(finetune, out, {"kind": "finetune", "summary": {}})
+    refs = {e: _completed_gauntlet(store, f"keep-{where}-e{e}", a) for e, a in {1: 0.1, 2: 0.3, 3: 0.2}.items()}
+    epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
+
+    run_step("select", SelectInput(finetune=finetune, epochs=epochs, keep="selected").model_dump_json())
+
+    assert (store.fetch(finetune, "epoch-2") / "model.safetensors").read_bytes() == b"w" * 10
+    for gone in ("epoch-1", "epoch-3"):
+        with pytest.raises(LimitError, match=rf"{gone}: deleted after the step completed \(training.keep: selected"):
+            store.fetch(finetune, gone)
+    assert store.manifest(refs[1]) is not None  # the scores of every epoch stay

@@ -27,8 +27,9 @@ def render(study: str, profile: str, template: bool = False) -> str:
     from workflows.argo import build_workflow
     from workflows.profile import load_profile
 
-    plan = build_plan(load_study(study), origin=str(resolve_study_path(study)))
-    return build_workflow(plan, load_profile(profile), template=template).to_yaml()
+    cluster = load_profile(profile)
+    plan = build_plan(load_study(study), origin=str(resolve_study_path(study)), gpu=cluster.gpu)
+    return build_workflow(plan, cluster, template=template).to_yaml()
 
 
 def main(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from limit.costs import Gpu
 from limit.yaml_models import load_model, resolve_named
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
@@ -91,6 +92,9 @@ class Profile(Strict):
     gpu_tolerations: list[Toleration] = Field(default_factory=list, description="For steps that need GPUs.")
     gpu_semaphore: Semaphore | None = Field(default_factory=Semaphore)
     parallelism: int | None = Field(None, gt=0, description="At most this many step pods at once.")
+    gpu_memory_gib: float = Field(80, gt=0, description="Memory of one GPU: the planner refuses steps over it.")
+    gpu_peak_tflops: float = Field(989, gt=0, description="Dense bf16 peak of one GPU, for GPU-hour estimates.")
+    mfu: float = Field(0.35, gt=0, le=1, description="Assumed model FLOP utilisation, for GPU-hour estimates.")
 
     retry: Retry = Field(default_factory=Retry)
     active_deadline_seconds: int = Field(14 * 24 * 3600, gt=0)
@@ -98,6 +102,10 @@ class Profile(Strict):
     pod_gc: Literal["OnPodCompletion", "OnPodSuccess", "OnWorkflowCompletion", "OnWorkflowSuccess"] = "OnPodSuccess"
     artifact_repository: ArtifactRepository | None = Field(default_factory=ArtifactRepository)
     ui_url: str | None = Field(None, description="Argo UI base URL for links (default: ARGO_SERVER).")
+
+    @property
+    def gpu(self) -> Gpu:
+        return Gpu(memory_gib=self.gpu_memory_gib, peak_tflops=self.gpu_peak_tflops, mfu=self.mfu)
 
     @field_validator("artifacts")
     @classmethod

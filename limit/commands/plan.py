@@ -1,4 +1,4 @@
-"""`limit plan STUDY`: the steps, their dependencies and each step's argv."""
+"""`limit plan STUDY`: the steps, their dependencies and each step's argv, then the planner's estimates."""
 
 from __future__ import annotations
 
@@ -6,17 +6,23 @@ import argparse
 import json
 import shlex
 
-from limit.plan import build_plan
+from limit.plan import Plan, build_plan
 from limit.spec import load_study, resolve_study_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
+    parser.add_argument(
+        "--profile", default="gpu", help="cluster profile whose GPUs the estimates are checked against (default gpu)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
-    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
+    from workflows.profile import load_profile
+
+    gpu = load_profile(args.profile).gpu
+    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)), gpu=gpu)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
@@ -25,4 +31,26 @@ def main(args: argparse.Namespace) -> int:
         after = f"  after: {', '.join(step.deps)}" if step.deps else ""
         print(f"\n{step.id}  [{step.ref}]{after}")
         print(f"  {shlex.join(step.argv)}")
+    print_costs(plan, args.profile)
     return 0
+
+
+def print_costs(plan: Plan, profile: str) -> None:
+    gpu = plan.gpu
+    print(
+        f"\nfinetunes: peak memory per device (estimated), checked against {gpu.memory_gib:g} GiB per GPU "
+        f"(profile {profile}); GPU-hours at an assumed MFU of {gpu.mfu:.0%} of {gpu.peak_tflops:g} TFLOP/s"
+    )
+    total = 0.0
+    for step_id, cost in plan.costs.items():
+        train = plan.steps[step_id].input.train
+        where = f"{train.gpus} GPUs, ZeRO-{train.zero_stage}" if train.gpus else "CPU"
+        memory = cost.memory.describe() if cost.memory else "unknown (model shape unknown)"
+        if cost.gpu_hours is not None:
+            total += cost.gpu_hours
+            hours = f"~{cost.gpu_hours:,.1f} GPU-hours ({cost.tokens / 1e6:,.2f}M tokens x {train.epochs} epochs)"
+        else:
+            hours = "GPU-hours n/a" if not train.gpus else "GPU-hours unknown (no datasets.*.source.expect)"
+        print(f"  {step_id}: {where}, {train.attention} attention: {memory}; {hours}")
+    if total:
+        print(f"  total: ~{total:,.1f} GPU-hours of finetuning")

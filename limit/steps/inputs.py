@@ -8,6 +8,8 @@ work under other names is still shared.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from limit.spec import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
@@ -59,6 +61,7 @@ class EpochScore(Strict):
 class SelectInput(StepInput):
     finetune: Ref
     epochs: list[EpochScore]
+    keep: Literal["all", "selected"] = Field("all", description="selected: delete the other epochs' weights.")
 
 
 class GenerateInput(StepInput):

@@ -2,6 +2,8 @@
 
 Writes `choice.json`: {epoch, finetune, sub: "epoch-N", average, tied, epochs: [{epoch, average, categories}]},
 which the generate step and the report read (`tied`: every epoch sharing the best average).
+With `keep: selected` the other epochs' weights are then deleted from the finetune's outputs (their gauntlet
+scores stay): a 30B epoch is ~60 GB.
 An epoch whose average is null (an incomplete category) cannot be chosen; if none has one, the step fails.
 The per-epoch curves go to MLflow as metrics with step=epoch.
 """
@@ -55,5 +57,9 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
             if value is not None:
                 mlflow.log_metric(f"gauntlet.{category}", value, step=e["epoch"])
     mlflow.set_tag("chosen_epoch", str(best["epoch"]))
+    if inp.keep == "selected":
+        others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != best["epoch"]]
+        ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {best['epoch']}")
+        print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
     print(f"select: epoch {best['epoch']} (average {best['average']:.4f})", file=sys.stderr)
     return {"epoch": best["epoch"], "average": best["average"], "ties": len(tied)}

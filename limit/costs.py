@@ -1,0 +1,223 @@
+"""The memory and cost planner: estimated peak memory per GPU and GPU-hours of a finetune, before it starts.
+
+Memory per GPU, in bytes (P parameters, G GPUs, T tokens of one micro-batch, d model width, L layers, H heads,
+V vocabulary, w bytes per activation element: 2 in bf16, 4 in fp32):
+
+- model state, by ZeRO stage (w weights, a gradient accumulation, m fp32 master, o optimizer state:
+  AdamW 8, Lion 4; a = 4 when bf16 micro-steps accumulate in fp32, else w; on CPU: 4 + 4 + o):
+  stage 0  P(w + a + m + o);  1  P(w + a) + P(m + o)/G;  2  Pw + P(a + m + o)/G;
+  stage 3  P(w + a + m + o)/G + the gathered working set (two layers and the embedding, in w).
+- activations: without checkpointing 18 elements per token per layer (MPT's block: qkv, attention output,
+  4d MLP twice, norms, residuals); with it, each layer's input plus one layer recomputed: T d w (L + 18).
+- logits: T V (w + 12): the logits, their fp32 copy in the loss, its log-softmax and gradient.
+- attention, per head and query-key pair of the micro-batch's documents (S = the sum of their squared
+  lengths; a padded row counts at its padded length, a packed one as its documents): eager holds 6 bytes
+  per layer and peaks at 12 (measured on transformers' MPT); sdpa peaks at 16 (scores, bias, mask) and holds 4;
+  flex is linear in T: 8 bytes per head and token. With checkpointing only the recomputed layer counts.
+- buffers (GPU): DeepSpeed's reduce and prefetch buckets (about 2 d^2 w, doubled by overlap), stages 1-2 an
+  all-gather bucket of 5e8 elements.
+- runtime: 2 GiB per GPU for the CUDA context and NCCL; 20 MiB on CPU (measured for a near-empty model).
+
+GPU-hours: (6 P + 6 L d l) x real tokens x epochs / (MFU x peak FLOP/s), l the mean row length (attention
+within documents). Recomputation under checkpointing is not counted, as MFU does not count it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from limit.spec import ModelSpec, TrainSpec
+
+GIB = 2**30
+GPU_RUNTIME = 2 * GIB  # CUDA context and NCCL's buffers
+CPU_RUNTIME = 20 * 2**20  # measured: a Trainer run of a near-empty model (allocator arenas, autograd, loader)
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What the planner needs of an MPT: widths and counts, from its config."""
+
+    d_model: int
+    n_layers: int
+    n_heads: int
+    vocab_size: int
+
+    @property
+    def params(self) -> int:
+        d = self.d_model
+        return self.vocab_size * d + self.n_layers * (12 * d * d + 2 * d) + d  # tied embedding, no biases
+
+    @property
+    def layer_params(self) -> int:
+        return 12 * self.d_model**2
+
+
+# The hub models' config.json (d_model, n_layers, n_heads, vocab_size): hubs are not reachable at plan time.
+KNOWN_SHAPES = {
+    "mosaicml/mpt-7b": Shape(4096, 32, 32, 50432),
+    "mosaicml/mpt-30b": Shape(7168, 48, 64, 50432),
+}
+
+
+def model_shape(spec: ModelSpec) -> Shape | None:
+    """The shape of a base model, or None when it cannot be known without the hub."""
+    if spec.tiny is not None:
+        return Shape(spec.tiny.d_model, spec.tiny.n_layers, spec.tiny.n_heads, spec.tiny.vocab_size)
+    if spec.path is not None:
+        config = Path(spec.path) / "config.json"
+        if config.is_file():
+            raw = json.loads(config.read_text())
+            if {"d_model", "n_layers", "n_heads", "vocab_size"} <= raw.keys():
+                return Shape(raw["d_model"], raw["n_layers"], raw["n_heads"], raw["vocab_size"])
+        return None
+    return KNOWN_SHAPES.get(spec.hf)
+
+
+@dataclass(frozen=True)
+class Gpu:
+    """One GPU of the cluster, as the profile declares it (defaults: an 80 GB H100 SXM)."""
+
+    memory_gib: float = 80.0
+    peak_tflops: float = 989.0  # dense bf16
+    mfu: float = 0.35  # assumed model FLOP utilisation on real tokens
+
+
+@dataclass
+class Memory:
+    """Estimated peak bytes per device, by term."""
+
+    terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return sum(self.terms.values())
+
+    @property
+    def gib(self) -> float:
+        return self.total / GIB
+
+    def describe(self) -> str:
+        unit, scale = ("GiB", GIB) if self.total >= GIB else ("MiB", 2**20)
+        parts = ", ".join(f"{name} {value / scale:.1f}" for name, value in self.terms.items())
+        return f"{self.total / scale:.1f} {unit} ({parts})"
+
+
+def _state_bytes(shape: Shape, train: TrainSpec, stage: int) -> float:
+    p, g = shape.params, max(train.gpus, 1)
+    opt = 8 if train.optimizer == "decoupled_adamw" else 4
+    if train.gpus == 0:
+        return p * (4 + 4 + opt)
+    w = 2 if train.precision == "bf16" else 4
+    master = 4 if train.precision == "bf16" else 0
+    acc = 4 if (train.precision == "bf16" and train.accumulation > 1 and stage > 0) else w
+    if stage == 0:
+        return p * (w + acc + master + opt)
+    if stage == 1:
+        return p * (w + acc) + p * (master + opt) / g
+    if stage == 2:
+        return p * w + p * (acc + master + opt) / g
+    gathered = (2 * shape.layer_params + shape.vocab_size * shape.d_model) * w
+    return p * (w + acc + master + opt) / g + gathered
+
+
+def _attention_bytes(shape: Shape, train: TrainSpec, implementation: str, tokens: int, pairs: int) -> float:
+    """`pairs`: query-key pairs per head of the micro-batch (the sum of squared document or row lengths)."""
+    if implementation == "flex":
+        peak, held, unit = 8, 4, tokens
+    elif implementation == "eager":
+        peak, held, unit = 12, 6, pairs
+    else:
+        peak, held, unit = 16, 4, pairs
+    layers_held = 0 if train.gradient_checkpointing else shape.n_layers - 1
+    return shape.n_heads * unit * (peak + held * layers_held)
+
+
+def finetune_memory(shape: Shape, train: TrainSpec, stage: int, longest: int, device: str = "cuda") -> Memory:
+    """Peak memory per device of a finetune whose micro-batches hold rows of up to `longest` tokens."""
+    row = train.max_seq_len if train.pad_to_max else min(longest, train.max_seq_len)
+    tokens = train.micro_batch_size * row
+    # A packed row attends within its documents; eager over a packed row is dense over the whole row.
+    pairs = tokens**2 if (train.packing and _implementation(train, device) == "eager") else tokens * row
+    w = 2 if (train.gpus and train.precision == "bf16") else 4
+    layers = shape.n_layers + 18 if train.gradient_checkpointing else 18 * shape.n_layers
+    terms = {
+        "model state": _state_bytes(shape, train, stage),
+        "activations": tokens * shape.d_model * w * layers,
+        "logits": tokens * shape.vocab_size * (w + 12),
+        "attention": _attention_bytes(shape, train, _implementation(train, device), tokens, pairs),
+    }
+    if train.gpus:
+        terms["buffers"] = 2 * 1.9 * shape.d_model**2 * w + (5e8 * w if stage in (1, 2) else 0)
+    terms["runtime"] = GPU_RUNTIME if train.gpus else CPU_RUNTIME
+    return Memory(terms)
+
+
+def _implementation(train: TrainSpec, device: str) -> str:
+    if train.attention != "auto":
+        return train.attention
+    return "flex" if device == "cuda" else "sdpa"
+
+
+def choose_zero_stage(shape: Shape, train: TrainSpec, gpu: Gpu) -> int:
+    """ZeRO-2 where it fits (the gradients' reduce-scatter is all it communicates), else ZeRO-3."""
+    fits = finetune_memory(shape, train, 2, train.max_seq_len).gib <= gpu.memory_gib
+    return 2 if fits else 3
+
+
+def finetune_flops(shape: Shape, tokens: float, mean_row: float) -> float:
+    """Training FLOPs of one pass over `tokens` real tokens in rows of `mean_row` tokens on average."""
+    return tokens * (6 * shape.params + 6 * shape.n_layers * shape.d_model * mean_row)
+
+
+def gpu_hours(flops: float, gpu: Gpu) -> float:
+    return flops / (gpu.mfu * gpu.peak_tflops * 1e12) / 3600
+
+
+def round_up_gib(value: float) -> str:
+    """A Kubernetes quantity at least `value` GiB."""
+    return f"{math.ceil(value)}Gi"
+
+
+class PeakMemory:
+    """The measured counterpart of an estimate: peak bytes above a baseline taken at `start`.
+
+    On CUDA, torch's allocator peak on the current device. On CPU, the process's peak resident set (Linux's
+    VmHWM, reset at `start` through /proc/self/clear_refs so that earlier peaks, such as loading the model, do
+    not count) above its resident set at `start`.
+    """
+
+    def __init__(self, device: str):
+        self.device = device
+        self.baseline = 0.0
+
+    def start(self) -> None:
+        if self.device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+            self.baseline = float(torch.cuda.memory_allocated())
+            return
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:
+            pass  # not Linux, or not allowed: the peak may then predate `start`
+        self.baseline = _status_bytes("VmRSS")
+
+    def peak_gib(self) -> float:
+        if self.device == "cuda":
+            import torch
+
+            return (torch.cuda.max_memory_allocated() - self.baseline) / GIB
+        return max(0.0, _status_bytes("VmHWM") - self.baseline) / GIB
+
+
+def _status_bytes(field: str) -> float:
+    """A memory line of /proc/self/status (in kB there), or 0 where there is none."""
+    status = Path("/proc/self/status")
+    for line in status.read_text().splitlines() if status.is_file() else []:
+        if line.startswith(f"{field}:"):
+            return float(line.split()[1]) * 1024
+    return 0.0

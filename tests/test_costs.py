@@ -1,0 +1,93 @@
+"""The memory and cost planner: `full` fits as shipped and shows its estimates, what cannot fit is refused at
+plan time in one line, ZeRO stages are chosen per model, and the tiny finetune's estimate matches its
+measured peak."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from conftest import REPO, run_env
+from limit.costs import KNOWN_SHAPES, Gpu, finetune_memory
+from limit.plan import build_plan
+from limit.runner import run_step
+from limit.spec import TrainSpec, load_study
+
+
+def limit_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "limit.cli", *args], capture_output=True, text=True, env=run_env())
+
+
+def test_full_as_shipped_fits_and_prints_its_estimates():
+    result = limit_cli("plan", "full")
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stdout.splitlines() if line.startswith("  finetune-")]
+    assert len(lines) == 8 and all("GiB" in line and "GPU-hours" in line for line in lines)
+    assert "8 GPUs, ZeRO-2" in lines[0] and "8 GPUs, ZeRO-3" in lines[-1]
+    assert "total: ~" in result.stdout
+
+    costs = json.loads(limit_cli("plan", "full", "--json").stdout)["costs"]
+    for cost in costs.values():
+        assert cost["memory_gib"] <= cost["budget_gib"] == 80 and cost["gpu_hours"] > 0
+
+
+def test_zero_stage_is_chosen_per_model():
+    plan = build_plan(load_study("full"))
+    assert plan.steps["finetune-mpt-7b-lima"].input.train.zero_stage == 2  # fits: no parameter gathering
+    assert plan.steps["finetune-mpt-30b-lima"].input.train.zero_stage == 3
+
+
+def variant(tmp_path: Path, study: str, **models_override) -> Path:
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / f"{study}.yaml").read_text())
+    for model, override in models_override.items():
+        spec["training"]["models"][model.replace("_", "-")] |= override
+    path = tmp_path / f"{study}-variant.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+def test_eager_attention_at_8192_is_refused_in_one_line(tmp_path: Path):
+    path = variant(tmp_path, "paper-30b", mpt_30b={"attention": "eager"})
+    result = limit_cli("plan", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert f"{path}: runs.0 (mpt-30b-instruct-v3): the finetune needs ~" in line
+    assert "eager attention" in line and "over the 80 GiB per GPU" in line
+    assert "change attention (runs.0.train.attention or training.models.mpt-30b)" in line
+
+
+def test_a_smaller_gpu_refuses_what_an_80_gib_one_takes(tmp_path: Path):
+    profile = yaml.safe_load((REPO / "workflows" / "profiles" / "gpu.yaml").read_text()) | {"gpu_memory_gib": 40}
+    (tmp_path / "a40.yaml").write_text(yaml.safe_dump(profile))
+    result = limit_cli("manifest", "paper-30b", "--profile", str(tmp_path / "a40.yaml"))
+    assert result.returncode == 2 and "over the 40 GiB per GPU" in result.stderr
+
+
+def test_sdpa_and_eager_cost_quadratic_memory_flex_linear():
+    shape = KNOWN_SHAPES["mosaicml/mpt-30b"]
+    base = TrainSpec(
+        gpus=8,
+        micro_batch_size=1,
+        global_batch_size=72,
+        max_seq_len=8192,
+        gradient_checkpointing=True,
+        optimizer="decoupled_lionw",
+    )
+    attention = {
+        name: finetune_memory(shape, base.model_copy(update={"attention": name}), 3, 8192).terms["attention"]
+        for name in ("flex", "sdpa", "eager")
+    }
+    assert attention["flex"] < 2**30 < 40 * 2**30 < attention["eager"] < attention["sdpa"]
+    assert finetune_memory(shape, base, 3, 8192).gib < Gpu().memory_gib < finetune_memory(shape, base, 2, 8192).gib
+
+
+def test_tiny_finetune_estimate_is_within_2x_of_its_measured_peak(limit_env: Path):
+    plan = build_plan(load_study("tiny"))
+    run_step("prepare", plan.steps["prepare-lima"].input.model_dump_json())
+    summary = run_step("finetune", plan.steps["finetune-tiny-lima"].input.model_dump_json())
+    ratio = summary["memory_peak_gib"] / summary["memory_estimate_gib"]
+    assert 0.5 <= ratio <= 2.0, summary

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STUDY  ?= tiny
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install run test lint format bench bench-gauntlet manifest submit image e2e e2e-local golden clean
+.PHONY: install run test lint format bench bench-gauntlet bench-train manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -35,6 +35,10 @@ bench: install
 
 bench-gauntlet: install
 	$(BIN)/python benchmarks/gauntlet.py --out runs/bench/gauntlet.json
+
+# Packed vs dynamic padding vs padding to max_seq_len, same rows and steps (~6 min on 2 cores).
+bench-train: install
+	$(BIN)/python benchmarks/train.py --out runs/bench/train.json
 
 manifest: install
 	$(BIN)/limit manifest $(STUDY) --profile $(PROFILE) --out runs/manifests/$(STUDY).yaml

@@ -183,3 +183,22 @@ def test_checkpoints_stay_plain_mpt(reference, tmp_path):
     loaded = MptForCausalLM.from_pretrained(tmp_path)
     assert loaded.config.architectures == ["MptForCausalLM"] and type(loaded.transformer).__name__ == "MptModel"
     assert loaded.state_dict().keys() == reference.state_dict().keys()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="FlexAttention's backward needs CUDA (none on CPU in torch)")
+def test_cuda_flex_forward_and_backward_equal_sdpa(reference, docs):
+    """Where a GPU is lent: compiled flex on a packed row, logits and gradients against sdpa (float32)."""
+    model = copy.deepcopy(reference).cuda()
+    batch = {k: v.cuda() for k, v in packed(docs).items()}
+    labels = torch.cat([torch.cat([torch.tensor([-100]), d[1:]]) for d in docs])[None].cuda()
+    results = {}
+    for implementation in ("sdpa", "flex"):
+        patched_model = install(copy.deepcopy(model), implementation).train()
+        out = patched_model(**batch, labels=labels)
+        out.loss.backward()
+        grads = {n: p.grad for n, p in patched_model.named_parameters() if p.grad is not None}
+        results[implementation] = (out.logits.detach(), grads)
+    (logits_sdpa, grads_sdpa), (logits_flex, grads_flex) = results["sdpa"], results["flex"]
+    assert (logits_flex - logits_sdpa).abs().max() < 1e-4
+    for name, grad in grads_sdpa.items():
+        assert (grads_flex[name] - grad).abs().max() < 1e-4, name

@@ -10,8 +10,8 @@ import sys
 from pathlib import Path
 
 import yaml
-
 from conftest import REPO, run_env
+
 from limit.costs import KNOWN_SHAPES, Gpu, finetune_memory
 from limit.plan import build_plan
 from limit.runner import run_step

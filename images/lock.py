@@ -82,6 +82,19 @@ def closure(roots: list[Requirement]) -> dict[str, set[str]]:
     return needed
 
 
+def stale_environment() -> list[str]:
+    """Requirements of pyproject.toml the environment does not meet: it predates them, so relocking from it
+    would be wrong (`make install` first)."""
+    dists = installed()
+    return [
+        f"{req.name}: installed {dists[key][1]}, pyproject.toml asks {req.specifier}"
+        for req in project_requirements()
+        if _applies(req, "")
+        and (key := canonicalize_name(req.name)) in dists
+        and not req.specifier.contains(dists[key][1], prereleases=True)
+    ]
+
+
 def problems() -> list[str]:
     """One line per runtime dependency whose lock line disagrees with the test environment."""
     dists, pins = installed(), read_lock()
@@ -100,12 +113,14 @@ def main(argv: list[str]) -> int:
         print(f"wrote {LOCK.relative_to(REPO)} ({len(read_lock())} pins)")
         return 0
     if argv == ["check"]:
-        found = problems()
+        found, stale = problems(), stale_environment()
         for line in found:
             print(f"images/constraints.txt: {line}")
-        if found:
-            print(f"fix: {FIX}")
-        return 1 if found else 0
+        for line in stale:
+            print(f"this environment: {line}")
+        if found or stale:
+            print("fix: make install" if stale else f"fix: {FIX}")
+        return 1 if found or stale else 0
     print("usage: python images/lock.py write|check", file=sys.stderr)
     return 2
 

@@ -5,16 +5,24 @@ BIN    := $(VENV)/bin
 STUDY  ?= tiny
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install run test lint format bench bench-gauntlet bench-train manifest submit image e2e e2e-local golden clean
+.PHONY: install lock run test lint format bench bench-gauntlet bench-train manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
 # torch is pinned in pyproject.toml (a CPU build here); setuptools<81 because alpaca-eval imports pkg_resources.
-$(VENV)/.installed: pyproject.toml
+# Every version comes from images/constraints.txt, the lock the images install with: tests and images agree.
+$(VENV)/.installed: pyproject.toml images/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip "setuptools<81" wheel
-	$(BIN)/pip install -q -e ".[test]"
+	$(BIN)/pip install -q -c images/constraints.txt --upgrade pip "setuptools<81" wheel
+	$(BIN)/pip install -q -c images/constraints.txt -e ".[test]"
 	touch $@
+
+# Re-resolve every dependency to its newest allowed release, then rewrite the lock from that environment.
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade --upgrade-strategy eager pip "setuptools<81" wheel -e ".[test]"
+	VENV=$(VENV) bash images/build.sh lock
+	touch $(VENV)/.installed
 
 run: install
 	$(BIN)/limit run $(STUDY)
@@ -23,12 +31,12 @@ test: install lint
 	$(BIN)/pytest -q
 
 lint: install
-	$(BIN)/ruff check limit workflows tests benchmarks
-	$(BIN)/ruff format --check limit workflows tests benchmarks
+	$(BIN)/ruff check limit workflows tests benchmarks images
+	$(BIN)/ruff format --check limit workflows tests benchmarks images
 
 format: install
-	$(BIN)/ruff check --fix limit workflows tests benchmarks
-	$(BIN)/ruff format limit workflows tests benchmarks
+	$(BIN)/ruff check --fix limit workflows tests benchmarks images
+	$(BIN)/ruff format limit workflows tests benchmarks images
 
 bench: install
 	$(BIN)/python benchmarks/study.py --out runs/bench/study.json

@@ -6,7 +6,8 @@
 #   TAG       image tag (default: the project version in pyproject.toml)
 #   REGISTRY  prefix such as ghcr.io/you/ (default: none, local images)
 #   PUSH=1    push after building
-#   lock      rewrite images/constraints.txt from .venv (the versions `make test` passed with)
+#   VENV      the environment `lock` reads (default: .venv, the one `make test` runs in)
+#   lock      rewrite images/constraints.txt from that environment (the versions `make test` passed with)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,10 +17,8 @@ tag="${TAG:-$version}"
 registry="${REGISTRY:-}"
 
 lock() {
-  # torch is pinned without its local label (+cpu) so the CUDA image can use the same line.
-  .venv/bin/pip freeze --exclude-editable | sed -E 's/^(torch==[^+]+)\+.*/\1/' | grep -v '^limit==' \
-    > images/constraints.txt
-  echo "wrote images/constraints.txt ($(wc -l < images/constraints.txt) pins)"
+  # The same code `make test` checks the lock with (images/lock.py), run by the tested interpreter.
+  "${VENV:-.venv}/bin/python" images/lock.py write
 }
 
 build() {

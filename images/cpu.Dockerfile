@@ -2,6 +2,8 @@
 # Build from the repository root: `bash images/build.sh cpu`.
 FROM python:3.11.14-slim-bookworm
 
+ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
+
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -9,15 +11,17 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH
 
+WORKDIR /opt/limit
+# Every install is pinned by the tested lock file (images/constraints.txt, checked by `make test`).
+COPY images/constraints.txt /opt/limit/constraints.txt
 RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin limit \
     && python -m venv /opt/venv \
-    && pip install --upgrade pip "setuptools<81" wheel
+    && pip install -c constraints.txt --upgrade pip setuptools wheel
 
-WORKDIR /opt/limit
-# CPU torch from PyTorch's CPU index first (PyPI's Linux wheel drags in CUDA), then the project as the README
-# installs it (`pip install .`), every dependency pinned by the tested lock file.
-COPY images/constraints.txt /opt/limit/constraints.txt
-RUN pip install --index-url https://download.pytorch.org/whl/cpu "torch==2.13.0"
+# CPU torch from PyTorch's CPU index (PyPI's Linux wheel drags in CUDA); PyPI stays an index too, because
+# that index has lacked some of torch's own dependencies (sympy, ...). Then the project as the README
+# installs it (`pip install .`).
+RUN pip install -c constraints.txt --index-url "${TORCH_INDEX}" --extra-index-url https://pypi.org/simple torch
 COPY pyproject.toml README.md /opt/limit/
 COPY limit /opt/limit/limit
 COPY workflows /opt/limit/workflows

@@ -3,6 +3,12 @@ values; every object validates against the Kubernetes schemas; pods run non-root
 
 from __future__ import annotations
 
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -28,9 +34,9 @@ NON_DEFAULT = {
 KIND_VALUES = yaml.safe_load((REPO / "tests" / "e2e" / "values-kind.yaml").read_text())
 
 
-def render(values: dict) -> list[dict]:
+def render(values: dict, chart_dir: Path = CHART) -> list[dict]:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk (a test dependency) embeds Helm")
-    chart = helm.Chart.load(str(CHART))
+    chart = helm.Chart.load(str(chart_dir))
     rendered = chart.render(values, name="limit", namespace="limit", is_install=True)
     return [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
 
@@ -46,9 +52,18 @@ def objects(request) -> list[dict]:
 def test_chart_lints_clean() -> None:
     helm = pytest.importorskip("helm_python", reason="helm-python-sdk (a test dependency) embeds Helm")
     report = helm.lint(str(CHART), NON_DEFAULT, strict=True, namespace="limit")
-    # The optional Argo Workflows subchart is fetched by `helm dependency build` (needs the network).
-    problems = [m for m in report["messages"] if m["severity"] >= 2 and "missing these dependencies" not in m["error"]]
-    assert not problems
+    assert not [m for m in report["messages"] if m["severity"] >= 2]
+
+
+def test_chart_installs_from_a_fresh_clone(tmp_path: Path) -> None:
+    """`helm install` refuses a chart whose dependencies are missing from charts/, optional ones too: the
+    chart declares none, so a clone (no charts/limit/charts/, no `helm dependency build`) installs."""
+    helm = pytest.importorskip("helm_python", reason="helm-python-sdk (a test dependency) embeds Helm")
+    assert "dependencies" not in yaml.safe_load((CHART / "Chart.yaml").read_text())
+    clone = tmp_path / "limit"
+    shutil.copytree(CHART, clone, ignore=shutil.ignore_patterns("charts", "Chart.lock", "*.tgz"))
+    assert not [m for m in helm.lint(str(clone), {}, strict=True, namespace="limit")["messages"] if m["severity"] >= 2]
+    assert {o["kind"] for o in render({}, clone)} >= {"Deployment", "Service", "Role"}
 
 
 def test_every_object_validates(objects: list[dict]) -> None:
@@ -132,3 +147,61 @@ def test_kind_profile_names_what_the_chart_creates() -> None:
     [repo] = [o for o in objects if o["metadata"]["name"] == profile.artifact_repository.configmap]
     assert profile.artifact_repository.key in repo["data"]
     assert profile.artifacts.startswith(f"s3://{KIND_VALUES['s3']['bucket']}/")
+
+
+def mlflow_container(values: dict) -> dict:
+    [deploy] = [o for o in render(values) if o["kind"] == "Deployment" and o["metadata"]["name"] == "limit-mlflow"]
+    return deploy["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_mlflow_runs_one_sqlite_worker_without_job_execution() -> None:
+    container = mlflow_container({})
+    assert "--workers=1" in container["args"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert container["startupProbe"]["httpGet"]["path"] == "/health"
+    assert "initialDelaySeconds" not in container["livenessProbe"]  # the startup probe holds it back
+    assert container["resources"]["limits"]["memory"]
+
+
+def test_mlflow_on_postgres_runs_two_workers_and_sqlite_refuses_more_than_one() -> None:
+    postgres = {"mlflow": {"backend": "postgres", "postgres": {"uriSecret": "mlflow-db"}}}
+    assert "--workers=2" in mlflow_container(postgres)["args"]
+    with pytest.raises(Exception, match="database is locked"):
+        render({"mlflow": {"workers": 3}})
+
+
+def test_the_charts_mlflow_server_stays_under_its_memory_limit(tmp_path: Path) -> None:
+    """The chart's own command, flags and environment (what `make e2e-local` runs), under the chart's memory
+    limit: with MLflow's job runner on, the same server passes the old 2Gi limit and its pod crash-loops."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    from chart_mlflow import MemoryWatchdog, local_server, memory_limit, rendered_container
+    from conftest import free_port
+
+    container, port = rendered_container(), free_port()
+    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}}
+    argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets)
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    server = subprocess.Popen(argv, env={**env, "PATH": path, "HOME": str(tmp_path)}, start_new_session=True,
+                              stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    watchdog = MemoryWatchdog(server.pid, memory_limit(container), every_s=0.2)
+    try:
+        _wait_healthy(f"http://127.0.0.1:{port}", watchdog)
+        time.sleep(3)  # the job runner, were it on, would be starting its processes now
+    finally:
+        watchdog.stop()
+        server.kill()
+        server.wait()
+    assert not watchdog.exceeded, watchdog.exceeded
+    assert watchdog.peak_processes <= 3, watchdog.peak_processes  # the CLI, uvicorn's supervisor, one worker
+
+
+def _wait_healthy(url: str, watchdog) -> None:
+    for _ in range(120):
+        assert not watchdog.exceeded, watchdog.exceeded
+        try:
+            urllib.request.urlopen(f"{url}/health", timeout=5)
+            return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"the chart's MLflow server never answered {url}/health")

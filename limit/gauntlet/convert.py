@@ -5,9 +5,9 @@
 Each converter loads the hub dataset with `datasets.load_dataset` (or a local jsonl/parquet file in the
 hub's schema, via `--source`) and writes `<out>/<category>/<name>.jsonl` in the gauntlet's format, so the
 folder can be listed after the shared one: `data: "../shared/gauntlet_data,runs/gauntlet-converted"`.
-llm-foundry's own files (`llm-foundry@be467aee1`) remain the reference; these layouts follow their
-documented schema (see ../shared/gauntlet_data/SOURCE.md) but are rebuilt here, so prompts may differ in
-small details of wording.
+llm-foundry's own files (`llm-foundry@be467aee1744566e46e9b993c1ff23ab01fe5c55`) remain the reference; these
+layouts follow their documented schema (see ../shared/gauntlet_data/SOURCE.md) but are rebuilt here, so prompts
+may differ in small details of wording.
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@ A location is one of:
 - a folder (`../shared/gauntlet_data`), laid out as `<category>/<name>.jsonl` like llm-foundry's local_data;
 - `fixture:NAME`, a folder shipped inside the package (`fixture:gauntlet` holds the tiny suite);
 - `s3://bucket/prefix`, read with boto3 (which honours AWS_ENDPOINT_URL, e.g. MinIO);
-- `llm-foundry@<commit>`, the files of mosaicml/llm-foundry's `scripts/eval/local_data/` at that commit,
+- `llm-foundry@<commit>`, the files of mosaicml/llm-foundry's `scripts/eval/local_data/` at that commit (all
+  40 hex digits: raw file hosts need not resolve a short one, and nothing is looked up before a pod runs),
   fetched from GitHub's raw file host (or the mirror LIMIT_LLM_FOUNDRY_RAW names).
 Several locations may be given, separated by commas (`../shared/gauntlet_data,runs/gauntlet-converted`):
 each file comes from the first one that has it. Remote files are cached under the work folder; a file
@@ -25,7 +26,20 @@ from limit.locations import local_path
 
 LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
 RAW_URL_ENV = "LIMIT_LLM_FOUNDRY_RAW"  # a mirror of GitHub's raw host, same {commit} and {file} placeholders
-_FOUNDRY = re.compile(r"^llm-foundry@([0-9a-f]{7,40})$")
+_FOUNDRY = re.compile(r"^llm-foundry@([0-9a-f]{40})$")
+# Full commits of short forms seen in the wild, suggested in the refusal (never substituted silently).
+KNOWN_COMMITS = ("be467aee1744566e46e9b993c1ff23ab01fe5c55",)  # the paper's gauntlet, 2023-11-06
+
+
+def check_locations(location: str) -> None:
+    """Refuse an `llm-foundry@` part that is not a full commit, naming the full one where it is known."""
+    for part in (p.strip() for p in location.split(",")):
+        if not part.startswith("llm-foundry@") or _FOUNDRY.match(part):
+            continue
+        commit = part.removeprefix("llm-foundry@")
+        known = [c for c in KNOWN_COMMITS if len(commit) >= 7 and c.startswith(commit)]
+        hint = f": llm-foundry@{known[0]}" if known else ""
+        raise LimitError(f"gauntlet.data: '{part}': give the full 40-hex-digit llm-foundry commit{hint}")
 
 
 def fetch_files(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
@@ -41,11 +55,10 @@ def fetch_files(location: str, files: list[str], workdir: Path) -> dict[str, Pat
 def _fetch_one(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
     if location.startswith("s3://"):
         return _fetch_s3(location, files, workdir)
+    check_locations(location)
     match = _FOUNDRY.match(location)
     if match:
         return _fetch_llm_foundry(match.group(1), files, workdir)
-    if location.startswith("llm-foundry@"):
-        raise LimitError(f"gauntlet.data: '{location}': expected llm-foundry@<commit hash>")
     folder = local_path(location)
     if not folder.is_dir():
         raise LimitError(f"gauntlet.data: folder not found: {location}")

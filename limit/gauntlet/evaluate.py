@@ -21,6 +21,7 @@ from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
+from limit.vllm_models import require_supported
 
 TASK_PREFIX = "gauntlet_"
 
@@ -47,6 +48,7 @@ def load_model(
             revision=revision or "main",
         )
     if backend == "vllm":
+        require_supported(location, "gauntlet.backend", revision)
         try:
             from lm_eval.models.vllm_causallms import VLLM
         except ImportError as e:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from limit.errors import LimitError
 from limit.prompts import Prompt
 from limit.spec import Generation
+from limit.vllm_models import require_supported
 
 
 @dataclass
@@ -98,6 +99,7 @@ class VLLMSampler:
     """vLLM with a per-request seed: the same responses whatever the batching."""
 
     def __init__(self, location: str, revision: str | None = None, trust_remote_code: bool = False):
+        require_supported(location, "generation.backend", revision)
         try:
             from vllm import LLM
         except ImportError:

@@ -2,9 +2,10 @@
 
 Each DAG task runs its template's command and args with its template's environment, in a fresh folder
 standing in for the pod (its own /work and outputs folder, nothing shared but S3 and MLflow), parameters
-substituted as Argo would; S3 is moto's HTTP server and MLflow a real `mlflow server`. Then the exit
-handler, then the same checks as the kind e2e (check_results.py). Slow (the whole tiny study, one step at a
-time), so it is a script, not part of `make test`:
+substituted as Argo would; S3 is moto's HTTP server and MLflow a real `mlflow server` started as the chart's
+pod starts it (the rendered Deployment's command, flags and environment, under its memory limit: see
+chart_mlflow.py). Then the exit handler, then the same checks as the kind e2e (check_results.py). Slow (the
+whole tiny study, one step at a time), so it is a script, not part of `make test`:
 
     .venv/bin/python tests/e2e/local_pods.py [--study tiny] [--keep DIR]
 """
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import boto3
 import yaml
+from chart_mlflow import MemoryWatchdog, local_server, memory_limit, rendered_container
 from moto.server import ThreadedMotoServer
 
 from workflows.argo import OUTPUTS_DIR, WORKDIR
@@ -86,11 +88,13 @@ class LocalPods:
         return outputs
 
 
-def run_dag(manifest: dict, pods: LocalPods) -> None:
+def run_dag(manifest: dict, pods: LocalPods, mlflow: MemoryWatchdog) -> None:
     """The entrypoint DAG in its listed order (topological: the plan's order), then the exit handler."""
     dag = pods.templates[manifest["spec"]["entrypoint"]]["dag"]["tasks"]
     outputs: dict[str, dict[str, str]] = {}
     for task in dag:
+        if mlflow.exceeded:
+            raise SystemExit(f"mlflow server: {mlflow.exceeded}")
         inputs = {}
         for arg in task.get("arguments", {}).get("parameters", []):
             ref = PARAM.fullmatch(arg["value"]).group(1)  # tasks.<task>.outputs.parameters.<name>
@@ -99,6 +103,18 @@ def run_dag(manifest: dict, pods: LocalPods) -> None:
         outputs[task["name"]] = pods.run(task["template"], task["name"], inputs)
     pods.globals["workflow.status"] = "Succeeded"
     pods.run(manifest["spec"]["onExit"], "exit-handler", {})
+
+
+def wait_healthy(url: str, watchdog: MemoryWatchdog, timeout_s: int = 120) -> None:
+    for _ in range(timeout_s):
+        if watchdog.exceeded:
+            raise SystemExit(f"mlflow server: {watchdog.exceeded}")
+        try:
+            urllib.request.urlopen(f"{url}/health")
+            return
+        except OSError:
+            time.sleep(1)
+    raise SystemExit(f"mlflow server: no answer on {url}/health after {timeout_s}s")
 
 
 def main() -> int:
@@ -116,7 +132,6 @@ def main() -> int:
     moto.start()
     profile = load_profile("kind").model_copy(update={"s3_endpoint": s3_url, "mlflow_uri": mlflow_url})
     bucket = profile.artifacts.removeprefix("s3://").split("/")[0]
-    aws = {"AWS_ACCESS_KEY_ID": ACCESS_KEY, "AWS_SECRET_ACCESS_KEY": SECRET_KEY, "AWS_DEFAULT_REGION": "us-east-1"}
     boto3.client(
         "s3",
         endpoint_url=s3_url,
@@ -124,34 +139,35 @@ def main() -> int:
         aws_access_key_id=ACCESS_KEY,
         aws_secret_access_key=SECRET_KEY,
     ).create_bucket(Bucket=bucket)
+    creds = profile.s3_credentials
+    secrets = {creds.secret: {creds.access_key_key: ACCESS_KEY, creds.secret_key_key: SECRET_KEY}}
+    container = rendered_container()  # the kind e2e's values: same bucket and Secret names as the profile
+    argv, env = local_server(container, mlflow_port, root / "mlflow.db", s3_url, secrets)
     mlflow = subprocess.Popen(
-        [BIN / "mlflow", "server", "--host", "127.0.0.1", "--port", str(mlflow_port),
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--serve-artifacts", "--artifacts-destination", f"s3://{bucket}/mlflow"],
-        env={"PATH": f"{BIN}:/usr/bin:/bin", "MLFLOW_S3_ENDPOINT_URL": s3_url, **aws},
+        argv, env={"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(root), **env},
         stdout=(root / "mlflow.log").open("w"), stderr=subprocess.STDOUT,
     )  # fmt: skip
+    watchdog = MemoryWatchdog(mlflow.pid, memory_limit(container))
     try:
-        for _ in range(120):
-            try:
-                urllib.request.urlopen(f"{mlflow_url}/health")
-                break
-            except OSError:
-                time.sleep(1)
+        wait_healthy(mlflow_url, watchdog)
         profile_path = root / "profile.yaml"
         profile_path.write_text(yaml.safe_dump(profile.model_dump(mode="json")))
         manifest = yaml.safe_load(render(args.study, str(profile_path)))
-        creds = profile.s3_credentials
-        secrets = {creds.secret: {creds.access_key_key: ACCESS_KEY, creds.secret_key_key: SECRET_KEY}}
         pods = LocalPods(manifest, root, secrets)
-        run_dag(manifest, pods)
+        run_dag(manifest, pods, watchdog)
         check = [
             sys.executable, str(HERE / "check_results.py"), "--study", args.study,
             "--workflow", pods.globals["workflow.name"], "--mlflow", mlflow_url, "--s3-endpoint", s3_url,
             "--artifacts", profile.artifacts, "--access-key", ACCESS_KEY, "--secret-key", SECRET_KEY,
         ]  # fmt: skip
-        return subprocess.run(check).returncode
+        code = subprocess.run(check).returncode
+        if watchdog.exceeded:
+            raise SystemExit(f"mlflow server: {watchdog.exceeded}")
+        print(f"mlflow server: peak {watchdog.peak / 2**20:.0f} MiB in {watchdog.peak_processes} processes "
+              f"(the chart's limit: {watchdog.limit / 2**20:.0f} MiB)")  # fmt: skip
+        return code
     finally:
+        watchdog.stop()
         mlflow.terminate()
         mlflow.wait()
         moto.stop()

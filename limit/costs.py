@@ -24,6 +24,7 @@ within documents). Recomputation under checkpointing is not counted, as MFU does
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 from dataclasses import dataclass, field
@@ -200,10 +201,8 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats()
             self.baseline = float(torch.cuda.memory_allocated())
             return
-        try:
+        with contextlib.suppress(OSError):  # not Linux, or not allowed: the peak may then predate `start`
             Path("/proc/self/clear_refs").write_text("5")
-        except OSError:
-            pass  # not Linux, or not allowed: the peak may then predate `start`
         self.baseline = _status_bytes("VmRSS")
 
     def peak_gib(self) -> float:

@@ -256,7 +256,7 @@ def _check_gauntlet_data(study: Study, origin: str) -> None:
         raise LimitError(
             f"{origin}: gauntlet.data: {len(missing)} of the suite's {len(benchmarks)} files are not in "
             f"{spec.data} ({', '.join(missing)}): no epoch could get a complete average; add them "
-            "(limit gauntlet-convert) or use llm-foundry@be467aee1"
+            "(limit gauntlet-convert) or use llm-foundry@be467aee1744566e46e9b993c1ff23ab01fe5c55"
         )
 
 

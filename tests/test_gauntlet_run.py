@@ -16,7 +16,7 @@ from limit import cli
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.gauntlet.convert import CONVERTERS, convert
-from limit.gauntlet.data import fetch_files
+from limit.gauntlet.data import KNOWN_COMMITS, fetch_files
 from limit.gauntlet.evaluate import run_gauntlet
 from limit.locations import FIXTURES
 from limit.models import materialize_tiny
@@ -25,6 +25,7 @@ from limit.spec import GauntletSpec, ModelSpec, TinyModel
 from limit.steps.inputs import GauntletInput
 
 TINY_DATA = FIXTURES / "gauntlet"
+FULL_COMMIT = KNOWN_COMMITS[0]  # the paper's gauntlet
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,7 @@ def test_cli_bad_input_is_one_line(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists()
     assert err.count("\n") == 0 and "gauntlet.data: folder not found" in err
-    with pytest.raises(LimitError, match="llm-foundry@<commit hash>"):
+    with pytest.raises(LimitError, match="give the full 40-hex-digit llm-foundry commit"):
         fetch_files("llm-foundry@main!", ["x.jsonl"], tmp_path)
 
 
@@ -114,7 +115,7 @@ def test_data_from_llm_foundry_at_a_commit(tmp_path, monkeypatch):
     """The llm-foundry@<commit> path over real HTTP, from a local mirror laid out like GitHub's raw host."""
     mirror = tmp_path / "mirror"
     bench = suite("tiny")[0]
-    source = mirror / "be467aee1" / "scripts" / "eval" / "local_data" / bench.file
+    source = mirror / FULL_COMMIT / "scripts" / "eval" / "local_data" / bench.file
     source.parent.mkdir(parents=True)
     source.write_bytes((TINY_DATA / bench.file).read_bytes())
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(mirror))
@@ -123,12 +124,12 @@ def test_data_from_llm_foundry_at_a_commit(tmp_path, monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_port}/{{commit}}/scripts/eval/local_data/{{file}}"
         monkeypatch.setenv("LIMIT_LLM_FOUNDRY_RAW", url)
-        files = fetch_files("llm-foundry@be467aee1", [bench.file, "x/absent.jsonl"], tmp_path / "work")
+        files = fetch_files(f"llm-foundry@{FULL_COMMIT}", [bench.file, "x/absent.jsonl"], tmp_path / "work")
     finally:
         server.shutdown()
     assert list(files) == [bench.file]  # a 404 is a missing file, not an error
     assert files[bench.file].read_bytes() == source.read_bytes()
-    assert tmp_path / "work" / "gauntlet-data" / "llm-foundry-be467aee1" in files[bench.file].parents
+    assert tmp_path / "work" / "gauntlet-data" / f"llm-foundry-{FULL_COMMIT}" in files[bench.file].parents
 
 
 def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):

@@ -18,6 +18,8 @@ V vocabulary, w bytes per activation element: 2 in bf16, 4 in fp32):
   all-gather bucket of 5e8 elements.
 - runtime: 2 GiB per GPU for the CUDA context and NCCL; 20 MiB on CPU (measured for a near-empty model).
 
+Disk (`finetune_disk`): the hub weights, two training states, slack.
+
 GPU-hours: (6 P + 6 L d l) x real tokens x epochs / (MFU x peak FLOP/s), l the mean row length (attention
 within documents). Recomputation under checkpointing is not counted, as MFU does not count it.
 """
@@ -26,7 +28,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -156,6 +157,24 @@ def finetune_memory(shape: Shape, train: TrainSpec, stage: int, longest: int, de
     return Memory(terms)
 
 
+def finetune_disk(shape: Shape, train: TrainSpec) -> Memory:
+    """Local disk a finetune pod needs at its peak (the volume is sized from this).
+
+    The base model's weights in the hub cache; two training states at once (the next is written while the
+    previous may still be uploading: the store keeps only the latest otherwise, and releases each epoch's
+    weights once uploaded); 10% and 1 GiB for data, logs and filesystem slack.
+    """
+    p = shape.params
+    opt = 8 if train.optimizer == "decoupled_adamw" else 4
+    if train.gpus:  # DeepSpeed: fp32 master and optimizer shards, the 16-bit module states, gathered safetensors
+        state, cache = p * (4 + opt) + 2 * p + 2 * p, 2 * p
+    else:  # Trainer on CPU: fp32 safetensors and optimizer.pt
+        state, cache = p * (4 + opt), 4 * p
+    terms = {"model cache": cache, "training states": 2 * state}
+    terms["slack"] = 0.1 * (cache + 2 * state) + GIB
+    return Memory(terms)
+
+
 def _implementation(train: TrainSpec, device: str) -> str:
     if train.attention != "auto":
         return train.attention
@@ -175,11 +194,6 @@ def finetune_flops(shape: Shape, tokens: float, mean_row: float) -> float:
 
 def gpu_hours(flops: float, gpu: Gpu) -> float:
     return flops / (gpu.mfu * gpu.peak_tflops * 1e12) / 3600
-
-
-def round_up_gib(value: float) -> str:
-    """A Kubernetes quantity at least `value` GiB."""
-    return f"{math.ceil(value)}Gi"
 
 
 class PeakMemory:

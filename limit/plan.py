@@ -13,9 +13,19 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from limit import __version__
-from limit.costs import Gpu, Memory, choose_zero_stage, finetune_flops, finetune_memory, gpu_hours, model_shape
+from limit.costs import (
+    Gpu,
+    Memory,
+    choose_zero_stage,
+    finetune_disk,
+    finetune_flops,
+    finetune_memory,
+    gpu_hours,
+    model_shape,
+)
 from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_path, local_tree_sha256
+from limit.quantities import gibibytes, parse_quantity
 from limit.spec import ModelSpec, Resources, RunSpec, Study, TrainSpec
 from limit.steps.inputs import (
     EpochScore,
@@ -103,6 +113,7 @@ class FinetuneCost:
     gpu_hours: float | None
     tokens: float | None  # real tokens per epoch, expected
     budget_gib: float | None  # the GPU memory it was checked against (None on CPU)
+    disk: Memory | None = None  # the pod's local disk at its peak
 
 
 @dataclass
@@ -153,6 +164,7 @@ def _cost_json(cost: FinetuneCost) -> dict:
         "budget_gib": cost.budget_gib,
         "gpu_hours": round(cost.gpu_hours, 3) if cost.gpu_hours is not None else None,
         "tokens_per_epoch": cost.tokens,
+        "disk_gib": round(cost.disk.gib, 1) if cost.disk else None,
     }
 
 
@@ -212,7 +224,25 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
     hours = None
     if tokens and train.gpus:
         hours = gpu_hours(train.epochs * finetune_flops(shape, tokens, min(expected[1], train.max_seq_len)), gpu)
-    return train, FinetuneCost(memory, hours, tokens, gpu.memory_gib if train.gpus else None)
+    disk = finetune_disk(shape, train)
+    return train, FinetuneCost(memory, hours, tokens, gpu.memory_gib if train.gpus else None, disk)
+
+
+def finetune_resources(study: Study, index: int, train: TrainSpec, cost: FinetuneCost, origin: str) -> Resources:
+    """The study's finetune resources with the run's GPUs, and a disk sized from the planner's estimate
+    (or the study's own size, refused when smaller than the estimate)."""
+    res = study.resources.get("finetune", DEFAULT_RESOURCES["finetune"]).model_copy(update={"gpus": train.gpus})
+    if cost.disk is None:
+        return res
+    if res.disk is None:
+        return res.model_copy(update={"disk": gibibytes(cost.disk.gib)})
+    if parse_quantity(res.disk) < cost.disk.total:
+        raise LimitError(
+            f"{origin}: resources.finetune.disk: {res.disk} is less than the ~{cost.disk.gib:.0f} GiB that "
+            f"runs.{index} ({study.runs[index].run_name}) keeps on disk ({cost.disk.describe()}); remove it to "
+            "size each finetune from the estimate"
+        )
+    return res
 
 
 def slug(name: str) -> str:
@@ -314,7 +344,7 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> P
                 "finetune",
                 FinetuneInput(model=study.models[run.model], data=data.ref, train=train, tags=tags),
                 (data.id,),
-                resources("finetune", gpus=train.gpus),
+                finetune_resources(study, index, train, cost, origin),
             )
         )
         plan.costs[ft.id] = cost

@@ -7,6 +7,7 @@ A step function is plain: `def kind(inp: KindInput, ctx: StepContext) -> dict` (
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -52,9 +53,18 @@ class StepContext:
         """Local folder of a completed upstream step's outputs (or one subfolder)."""
         return self.store.fetch(ref, sub)
 
-    def persist(self, sub: str) -> None:
-        """Make `out/sub` durable now, so a retried step can resume from it."""
-        self.store.persist(self.ref, self.out, sub)
+    def persist(self, sub: str, release: bool = False) -> None:
+        """Make `out/sub` durable (in the background), so a retried step can resume from it. `release`: the
+        step will not read its local copy again, which the store may then delete (multi-GB epoch weights)."""
+        self.store.persist(self.ref, self.out, sub, release)
+
+    def stored(self, sub: str) -> list[str]:
+        """Durable files under `sub` (relative to the step's output folder), oldest first."""
+        return self.store.stored(self.ref, self.out, sub)
+
+    def restore(self, sub: str) -> None:
+        """Bring `sub` of an earlier attempt's durable outputs into `out` (a retried pod starts empty)."""
+        self.store.restore(self.ref, self.out, sub)
 
     def discard(self, sub: str) -> None:
         """Delete `out/sub`, also where `persist` put it (resume state the finished step no longer needs)."""
@@ -99,7 +109,12 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         return {}
     started = time.time()
     with tracking.step_run(kind, key, inp.tags):
-        summary = step_fn(inp, StepContext(ref=ref, out=out, store=store)) or {}
+        try:
+            summary = step_fn(inp, StepContext(ref=ref, out=out, store=store)) or {}
+        except BaseException:
+            with contextlib.suppress(Exception):  # what was already persisting is what a retry resumes from
+                store.wait()
+            raise
         tracking.log_summary(summary)
     manifest = {
         "kind": kind,
@@ -109,7 +124,6 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         "summary": summary,
         "started": started,
         "seconds": round(time.time() - started, 3),
-        "files": sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()),
     }
     store.commit(ref, out, manifest)
     _publish_summary(summary)

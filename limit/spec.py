@@ -9,8 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from limit.quantities import parse_quantity
 from limit.yaml_models import FieldError, first_error, load_model, resolve_named
 
 STUDIES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "studies"
@@ -258,11 +259,20 @@ class JudgeSpec(Strict):
 class Resources(Strict):
     """What one step's pod asks the cluster for (the local backend uses `cpu` for its slots)."""
 
-    cpu: float = 1
+    cpu: float = Field(1, gt=0)
     memory: str = "4Gi"
-    gpus: int = 0
+    gpus: int = Field(0, ge=0)
     shm: str | None = Field(None, description="Memory-backed /dev/shm (NCCL, dataloader workers).")
-    disk: str | None = Field(None, description="Ephemeral storage for the work folder (checkpoints, caches).")
+    disk: str | None = Field(
+        None, description="Ephemeral storage for the work folder (checkpoints, caches); finetunes: the planner's."
+    )
+
+    @field_validator("memory", "shm", "disk")
+    @classmethod
+    def _quantity(cls, value: str | None) -> str | None:
+        if value is not None and parse_quantity(value) <= 0:
+            raise ValueError(f"'{value}' must be more than 0")
+        return value
 
 
 class Study(Strict):

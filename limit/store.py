@@ -1,9 +1,14 @@
 """Artifact store: a local folder or an S3 prefix (MinIO via AWS_ENDPOINT_URL), addressed by step refs.
 
 A step's outputs live under "<kind>/<key>/". The manifest `_manifest.json` is written last; only a
-manifest means the step is done. Work in progress is kept so a killed step can resume:
-locally in "<kind>/<key>.partial/" (renamed into place when complete), on S3 under the final prefix
-without a manifest (synced up as the step goes, pulled down again on restart).
+manifest means the step is done. Work in progress is kept so a killed step can resume: locally in
+"<kind>/<key>.partial/" (renamed into place when complete); on S3 under the final prefix without a manifest.
+
+On S3 a step works in a local folder and makes parts of it durable as it goes (`persist`). Persisting is a
+mirror of one subfolder, uploaded in the background from a hard-linked snapshot (so the step may go on, and
+even delete or rewrite the files) in the order the files were written: a state whose last-written file is
+remote is complete. `commit` waits for every upload. A retried attempt downloads only what it asks for
+(`restore`), e.g. the newest complete training state rather than every epoch's weights.
 """
 
 from __future__ import annotations
@@ -11,14 +16,20 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
+from itertools import count
 from pathlib import Path
 
 import boto3
+from boto3.s3.transfer import TransferConfig
 
 from limit.errors import LimitError
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
+# Multipart, concurrent uploads and downloads: a 30B checkpoint is hundreds of GB in a few large files.
+TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
 
 
 def default_workdir() -> Path:
@@ -29,8 +40,16 @@ def default_artifacts() -> str:
     return os.environ.get("LIMIT_ARTIFACTS", str(default_workdir() / "artifacts"))
 
 
+def local_files(folder: Path) -> list[str]:
+    """Files under `folder`, relative, oldest first (the order they were written)."""
+    if not folder.is_dir():
+        return []
+    paths = [p for p in folder.rglob("*") if p.is_file()]
+    return [p.relative_to(folder).as_posix() for p in sorted(paths, key=lambda p: (p.stat().st_mtime_ns, str(p)))]
+
+
 class Store:
-    """Base: a local folder. `S3Store` overrides the transport, not the layout."""
+    """Base: a local folder, where a step's outputs are durable as soon as they are written."""
 
     def __init__(self, root: str, workdir: Path | None = None):
         self.root = root
@@ -84,14 +103,27 @@ class Store:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def persist(self, ref: str, out: Path, sub: str) -> None:
-        """Make `out/sub` durable before the step ends (a local folder already is)."""
+    def stored(self, ref: str, out: Path, sub: str) -> list[str]:
+        """Files under `out/sub` that are durable (a retried attempt would find them), oldest first."""
+        return [f"{sub}/{name}" for name in local_files(out / sub)]
+
+    def restore(self, ref: str, out: Path, sub: str) -> None:
+        """Bring `sub` of an earlier attempt's durable outputs into `out` (here: already there)."""
+
+    def persist(self, ref: str, out: Path, sub: str, release: bool = False) -> None:
+        """Make `out/sub` durable, mirroring it (here: it already is). `release`: the step no longer needs
+        its local copy once durable (the store may delete it)."""
+
+    def wait(self) -> None:
+        """Return once everything persisted so far is durable."""
 
     def discard(self, ref: str, out: Path, sub: str) -> None:
         """Delete `out/sub` and whatever `persist` made durable of it (e.g. resume state no longer needed)."""
         shutil.rmtree(out / sub, ignore_errors=True)
 
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
+        """Write the manifest (with the list of output files) last: the step is complete."""
+        manifest = manifest | {"files": sorted(local_files(out))}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         final = Path(self.root) / ref
         if final.exists():  # a concurrent twin finished first; identical by construction
@@ -107,13 +139,18 @@ class S3Store(Store):
         self.bucket, _, self.prefix = bucket_prefix.partition("/")
         self.prefix = self.prefix.strip("/")
         self.s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limit-persist")  # in order
+        self._pending: list[Future] = []
+        self._snapshots = count()
+        self._lock = threading.Lock()
 
     def _key(self, ref: str, name: str = "") -> str:
         return "/".join(p for p in (self.prefix, ref, name) if p)
 
-    def _objects(self, ref: str) -> dict[str, dict]:
-        """Every stored object of a step (key -> S3's listing entry: Size, LastModified, ...)."""
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(ref) + "/")
+    def _objects(self, ref: str, sub: str = "") -> dict[str, dict]:
+        """Stored objects of a step, or of one of its subfolders (key -> S3's listing entry)."""
+        prefix = self._key(ref, sub.rstrip("/")) + "/"
+        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix)
         return {obj["Key"]: obj for page in pages for obj in page.get("Contents", [])}
 
     def manifest(self, ref: str) -> dict | None:
@@ -123,17 +160,14 @@ class S3Store(Store):
             return None
         return json.loads(body)
 
-    def _download(self, ref: str, dest: Path, sub: str = "", skip_manifest: bool = False) -> None:
+    def _download(self, ref: str, dest: Path, sub: str = "") -> None:
         base = self._key(ref) + "/"
-        for key, obj in self._objects(ref).items():
-            rel = key[len(base) :]
-            if (sub and not rel.startswith(sub.rstrip("/") + "/")) or (skip_manifest and rel == MANIFEST):
-                continue
-            target = dest / rel
-            if target.is_file() and target.stat().st_size == obj["Size"]:
+        for key, obj in self._objects(ref, sub).items():
+            target = dest / key[len(base) :]
+            if target.name == MANIFEST or (target.is_file() and target.stat().st_size == obj["Size"]):
                 continue
             target.parent.mkdir(parents=True, exist_ok=True)
-            self.s3.download_file(self.bucket, key, str(target))
+            self.s3.download_file(self.bucket, key, str(target), Config=TRANSFER)
 
     def pruned(self, ref: str) -> dict[str, str]:
         try:
@@ -143,7 +177,7 @@ class S3Store(Store):
         return json.loads(body)
 
     def prune(self, ref: str, subs: list[str], reason: str) -> None:
-        self._delete([k for sub in subs for k in self._under(ref, sub)])
+        self._delete([k for sub in subs for k in self._objects(ref, sub)])
         self._write_pruned(ref, self.pruned(ref) | dict.fromkeys(subs, reason))
 
     def _write_pruned(self, ref: str, pruned: dict[str, str]) -> None:
@@ -163,37 +197,56 @@ class S3Store(Store):
             done.touch()
         return cache / sub
 
+    # --- writing: a local folder, mirrored up as the step goes
+
     def begin(self, ref: str) -> Path:
         path = self.workdir / "partial" / ref
         path.mkdir(parents=True, exist_ok=True)
-        self._download(ref, path, skip_manifest=True)
         return path
 
-    def _upload(self, ref: str, out: Path, sub: str = "") -> None:
-        """Upload `out/sub`, skipping files already uploaded and not modified since (multi-GB checkpoints)."""
-        uploaded = self._objects(ref)
-        for path in sorted((out / sub).rglob("*")):
-            if not path.is_file():
-                continue
-            key = self._key(ref, path.relative_to(out).as_posix())
-            remote, stat = uploaded.get(key), path.stat()
-            if remote and remote["Size"] == stat.st_size and remote["LastModified"].timestamp() >= stat.st_mtime:
-                continue
-            self.s3.upload_file(str(path), self.bucket, key)
+    def stored(self, ref: str, out: Path, sub: str) -> list[str]:
+        self.wait()
+        base = self._key(ref) + "/"
+        remote = sorted(self._objects(ref, sub).items(), key=lambda item: (item[1]["LastModified"], item[0]))
+        return [key[len(base) :] for key, _ in remote]
 
-    def persist(self, ref: str, out: Path, sub: str) -> None:
-        """Mirror `out/sub`: upload what changed and delete what is gone locally (a superseded resume
-        checkpoint would otherwise stay in S3 and be downloaded again by every retry)."""
-        self._upload(ref, out, sub)
-        gone = [k for k in self._under(ref, sub) if not (out / k[len(self._key(ref)) + 1 :]).is_file()]
-        self._delete(gone)
+    def restore(self, ref: str, out: Path, sub: str) -> None:
+        self._download(ref, out, sub)
+
+    def persist(self, ref: str, out: Path, sub: str, release: bool = False) -> None:
+        snapshot = self.workdir / "uploading" / f"{os.getpid()}-{next(self._snapshots)}"
+        _link_tree(out / sub, snapshot)
+        if release:
+            shutil.rmtree(out / sub, ignore_errors=True)
+        with self._lock:
+            self._pending.append(self._uploads.submit(self._mirror, ref, snapshot, sub))
+
+    def _mirror(self, ref: str, snapshot: Path, sub: str) -> None:
+        """Upload what changed in `snapshot` as `sub`, oldest file first; then delete what is gone from it."""
+        try:
+            remote = self._objects(ref, sub)
+            names = local_files(snapshot)
+            for name in names:
+                key, stat = self._key(ref, f"{sub}/{name}"), (snapshot / name).stat()
+                entry = remote.get(key)
+                if entry and entry["Size"] == stat.st_size and entry["LastModified"].timestamp() >= stat.st_mtime:
+                    continue
+                self.s3.upload_file(str(snapshot / name), self.bucket, key, Config=TRANSFER)
+            wanted = {self._key(ref, f"{sub}/{name}") for name in names}
+            self._delete([key for key in remote if key not in wanted])
+        finally:
+            shutil.rmtree(snapshot, ignore_errors=True)
+
+    def wait(self) -> None:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        for future in pending:
+            future.result()
 
     def discard(self, ref: str, out: Path, sub: str) -> None:
+        self.wait()
         super().discard(ref, out, sub)
-        self._delete(self._under(ref, sub))
-
-    def _under(self, ref: str, sub: str) -> list[str]:
-        return [k for k in self._objects(ref) if k.startswith(self._key(ref, sub.rstrip("/")) + "/")]
+        self._delete(list(self._objects(ref, sub)))
 
     def _delete(self, keys: list[str]) -> None:
         for start in range(0, len(keys), 1000):  # delete_objects takes at most 1000 keys
@@ -201,18 +254,24 @@ class S3Store(Store):
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
-        self._upload(ref, out)
-        body = json.dumps(manifest, indent=2, sort_keys=True).encode()
+        self.wait()
+        remote = self._objects(ref)
+        base = self._key(ref) + "/"
+        for name in local_files(out):
+            key = base + name
+            if key not in remote or remote[key]["Size"] != (out / name).stat().st_size:
+                self.s3.upload_file(str(out / name), self.bucket, key, Config=TRANSFER)
+        files = sorted({key[len(base) :] for key in self._objects(ref)} - {MANIFEST, PRUNED})
+        body = json.dumps(manifest | {"files": files}, indent=2, sort_keys=True).encode()
         self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, MANIFEST), Body=body)
         shutil.rmtree(out, ignore_errors=True)
 
-    def read_prefix(self, location: str, dest: Path) -> Path:
-        """Download everything under an s3:// location (e.g. gauntlet data) into `dest`."""
-        bucket, _, prefix = location.removeprefix("s3://").partition("/")
-        pages = self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix.rstrip("/") + "/")
-        for page in pages:
-            for obj in page.get("Contents", []):
-                target = dest / obj["Key"][len(prefix.rstrip("/")) + 1 :]
-                target.parent.mkdir(parents=True, exist_ok=True)
-                self.s3.download_file(bucket, obj["Key"], str(target))
-        return dest
+
+def _link_tree(source: Path, target: Path) -> None:
+    """A copy of `source` whose files are hard links (no space, and immune to the source's deletion)."""
+    for name in local_files(source):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(source / name, target / name)
+        except OSError:
+            shutil.copy2(source / name, target / name)

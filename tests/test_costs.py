@@ -14,6 +14,7 @@ from conftest import REPO, run_env
 
 from limit.costs import KNOWN_SHAPES, Gpu, finetune_memory
 from limit.plan import build_plan
+from limit.quantities import parse_quantity
 from limit.runner import run_step
 from limit.spec import TrainSpec, load_study
 
@@ -91,3 +92,19 @@ def test_tiny_finetune_estimate_is_within_2x_of_its_measured_peak(limit_env: Pat
     summary = run_step("finetune", plan.steps["finetune-tiny-lima"].input.model_dump_json())
     ratio = summary["memory_peak_gib"] / summary["memory_estimate_gib"]
     assert 0.5 <= ratio <= 2.0, summary
+
+
+def test_finetune_pods_get_the_disk_the_planner_estimates():
+    """Hub weights plus two training states (one may still be uploading); epochs leave the disk once uploaded."""
+    plan = build_plan(load_study("full"))
+    gib = {step_id: parse_quantity(plan.steps[step_id].resources.disk) / 2**30 for step_id in plan.costs}
+    assert 200 < gib["finetune-mpt-7b-lima"] < 300 and 700 < gib["finetune-mpt-30b-lima"] < 900
+
+
+def test_a_study_disk_under_the_estimate_is_refused(tmp_path: Path):
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "paper-30b.yaml").read_text())
+    spec["resources"]["finetune"]["disk"] = "300Gi"
+    (tmp_path / "small-disk.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = limit_cli("plan", str(tmp_path / "small-disk.yaml"))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert "resources.finetune.disk: 300Gi is less than the ~799 GiB that runs.0 (mpt-30b-instruct-v3)" in result.stderr

@@ -127,16 +127,60 @@ def test_killed_finetune_resumes_on_another_pod_from_s3(limit_env: Path, s3_env:
     prepare, finetune = tiny_steps
     run(prepare)
     run_killed_after_first_epoch(finetune, monkeypatch)
+    partial = limit_env / "partial" / finetune.ref
+    assert not (partial / "epoch-1").exists(), "once uploaded, an epoch's weights leave the pod's disk"
+    assert (partial / "resume" / f"checkpoint-{STEPS_PER_EPOCH}").is_dir()  # the latest state stays
     shutil.rmtree(limit_env / "partial")  # a new pod: only what was persisted to S3 survives
 
+    downloaded = spy_on_downloads(monkeypatch)
     summary = run(finetune)
 
     assert summary["resumed_from_step"] == STEPS_PER_EPOCH
+    mine = {key.split(f"{finetune.ref}/")[1] for key in downloaded if finetune.ref in key}
+    mine = {name for name in mine if not name.startswith("_")}  # the manifest probe is not a download
+    assert mine and all(name.startswith(f"resume/checkpoint-{STEPS_PER_EPOCH}/") for name in mine), mine
     s3 = boto3.client("s3")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=s3_env, Prefix=f"artifacts/{finetune.ref}/")
     names = {obj["Key"].split("/", 3)[3] for page in pages for obj in page.get("Contents", [])}
     assert {n.split("/")[0] for n in names} == {MANIFEST, "epoch-1", "epoch-2", "train_log.json"}  # resume/ gone
     assert "epoch-2/model.safetensors" in names
+
+
+def spy_on_downloads(monkeypatch) -> list[str]:
+    """The S3 keys every store made from now on downloads (boto3's own event hooks)."""
+    import boto3
+
+    keys: list[str] = []
+    client = boto3.client
+
+    def spying_client(*args, **kwargs):
+        s3 = client(*args, **kwargs)
+        s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: keys.append(params["Key"]))
+        return s3
+
+    monkeypatch.setattr("limit.store.boto3.client", spying_client)
+    return keys
+
+
+def test_a_retry_resumes_from_the_newest_state_whose_upload_completed(limit_env: Path, s3_env: str, monkeypatch):
+    """Killed while checkpoint-10 was uploading (its trainer_state.json, written last, never arrived)."""
+    import boto3
+
+    from limit.runner import StepContext
+    from limit.store import Store
+
+    monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{s3_env}/artifacts")
+    ref = "finetune/33333333333333333333"
+    s3 = boto3.client("s3")
+    for name in ("checkpoint-5/optimizer.pt", "checkpoint-5/trainer_state.json", "checkpoint-10/optimizer.pt"):
+        s3.put_object(Bucket=s3_env, Key=f"artifacts/{ref}/resume/{name}", Body=b"{}")
+    store = Store.open()
+    ctx = StepContext(ref=ref, out=store.begin(ref), store=store)
+
+    finetune_module.restore_checkpoint(ctx)
+
+    assert sorted(p.name for p in (ctx.out / "resume").iterdir()) == ["checkpoint-5"]
+    assert finetune_module.last_checkpoint(ctx.out / "resume").name == "checkpoint-5"
 
 
 def test_deepspeed_config_follows_the_spec():

@@ -19,9 +19,12 @@ def _exercise(store: Store, retry: Store) -> None:
     (out / "epoch-1").mkdir()
     (out / "epoch-1" / "weights.bin").write_bytes(b"\x00" * 100)
     store.persist(ref, out, "epoch-1")
+    store.wait()  # the upload finished before the pod was killed
     assert store.manifest(ref) is None, "persisted partial output is not a complete step"
 
     resumed = retry.begin(ref)
+    assert retry.stored(ref, resumed, "epoch-1") == ["epoch-1/weights.bin"]
+    retry.restore(ref, resumed, "epoch-1")
     assert (resumed / "epoch-1" / "weights.bin").read_bytes() == b"\x00" * 100
     (resumed / "data.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
     retry.commit(ref, resumed, {"kind": "prepare", "summary": {"rows": 1}})
@@ -61,5 +64,48 @@ def test_s3_persist_mirrors_the_folder(tmp_path, s3_env):
         (out / "resume" / f"checkpoint-{step}").mkdir(parents=True)
         (out / "resume" / f"checkpoint-{step}" / "optimizer.pt").write_bytes(b"state")
         store.persist(ref, out, "resume")
-    retry = Store.open(store.root, tmp_path / "retry").begin(ref)
+    store.wait()
+    retry_store = Store.open(store.root, tmp_path / "retry")
+    retry = retry_store.begin(ref)
+    assert list(retry.iterdir()) == []  # a retry downloads only what it asks for
+    retry_store.restore(ref, retry, "resume")
     assert [p.name for p in (retry / "resume").iterdir()] == ["checkpoint-10"]
+
+
+def test_s3_persist_uploads_in_the_background_and_commit_waits(tmp_path, s3_env):
+    """The step goes on (and may delete its files) while a large upload runs; commit waits for it."""
+    import threading
+
+    store = Store.open(f"s3://{s3_env}/p", tmp_path / "pod")
+    ref = "finetune/11111111111111111111"
+    out = store.begin(ref)
+    (out / "epoch-1").mkdir()
+    (out / "epoch-1" / "model.safetensors").write_bytes(b"w" * 1000)
+    release = threading.Event()
+    upload = store.s3.upload_file
+
+    def slow_upload(*args, **kwargs):
+        release.wait(timeout=30)
+        return upload(*args, **kwargs)
+
+    store.s3.upload_file = slow_upload
+    store.persist(ref, out, "epoch-1", release=True)  # returns before the upload
+    assert not (out / "epoch-1").exists(), "released: the pod's disk no longer holds the epoch"
+    committing = threading.Thread(target=store.commit, args=(ref, out, {"kind": "finetune", "summary": {}}))
+    committing.start()
+    committing.join(timeout=1)
+    assert committing.is_alive() and store.manifest(ref) is None, "commit waits for the upload"
+    release.set()
+    committing.join(timeout=30)
+    assert store.manifest(ref)["files"] == ["epoch-1/model.safetensors"]
+
+
+def test_local_store_keeps_what_is_released(tmp_path):
+    """A local artifact folder is the durable copy: `release` leaves it in place."""
+    store = Store.open(str(tmp_path / "artifacts"), tmp_path)
+    ref = "finetune/22222222222222222222"
+    out = store.begin(ref)
+    (out / "epoch-1").mkdir()
+    (out / "epoch-1" / "config.json").write_text("{}")
+    store.persist(ref, out, "epoch-1", release=True)
+    assert store.stored(ref, out, "epoch-1") == ["epoch-1/config.json"]

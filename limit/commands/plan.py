@@ -51,6 +51,7 @@ def print_costs(plan: Plan, profile: str) -> None:
             hours = f"~{cost.gpu_hours:,.1f} GPU-hours ({cost.tokens / 1e6:,.2f}M tokens x {train.epochs} epochs)"
         else:
             hours = "GPU-hours n/a" if not train.gpus else "GPU-hours unknown (no datasets.*.source.expect)"
-        print(f"  {step_id}: {where}, {train.attention} attention: {memory}; {hours}")
+        disk = f"; disk ~{cost.disk.gib:,.0f} GiB" if cost.disk else ""
+        print(f"  {step_id}: {where}, {train.attention} attention: {memory}; {hours}{disk}")
     if total:
         print(f"  total: ~{total:,.1f} GPU-hours of finetuning")

@@ -9,8 +9,9 @@ Batch: `global_batch_size` = micro batch x gradient accumulation x world size (o
 
 Resume: Trainer saves its own checkpoint (weights, optimizer, scheduler, RNG) under `resume/` at the
 end of every epoch, keeping the latest only; each epoch's weights are also exported to `epoch-N/`.
-Both are persisted as soon as they exist, so a retried step continues from the last completed epoch.
-`resume/` is deleted once training is done.
+Both are persisted as soon as they exist (uploaded in the background on S3, while training goes on; the
+epoch's local copy is then released), so a retried step continues from the last completed epoch, downloading
+the newest complete training state only. `resume/` is deleted once training is done.
 """
 
 from __future__ import annotations
@@ -66,6 +67,9 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
         mlflow.log_params({"train.rows": len(rows), "train.examples": len(examples)})
 
     trainer = make_trainer(model, args, train, tokenizer, examples, ctx)
+    with args.main_process_first(local=True):  # every rank reads the restored state from this pod's disk
+        if args.process_index == 0:
+            restore_checkpoint(ctx)
     checkpoint = last_checkpoint(ctx.out / RESUME)
     resumed = checkpoint_state(checkpoint) if checkpoint else None
     if checkpoint and args.process_index == 0:
@@ -80,7 +84,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
         return {}
     summary = summarize(trainer, result, resumed, time.time() - started, len(examples))
     summary |= {"memory_estimate_gib": round(estimate.gib, 4), "memory_peak_gib": round(peak.peak_gib(), 4)}
-    missing = [n for n in range(1, train.epochs + 1) if not (ctx.out / f"epoch-{n}" / "config.json").is_file()]
+    missing = [n for n in range(1, train.epochs + 1) if not exported(ctx, n)]
     if missing:
         raise LimitError(f"finetune: training ended without checkpoints for epochs {missing}")
     log = {"summary": summary, "dropped_too_long": len(rows) - len(examples), "log_history": trainer.state.log_history}
@@ -230,7 +234,7 @@ def training_arguments(train: TrainSpec, output_dir: Path, run_name: str):
         report_to=["mlflow"],  # loss, learning rate, grad norm per step into the step's active MLflow run
         disable_tqdm=not sys.stderr.isatty(),  # a bar on a terminal; in pod logs, Trainer prints a line per step
         dataloader_num_workers=0,
-        ddp_timeout=3 * 3600,  # rank 0 persisting a large checkpoint keeps the others waiting
+        ddp_timeout=3 * 3600,  # writing a 30B checkpoint (hundreds of GB) keeps every rank in one collective
     )
 
 
@@ -273,15 +277,35 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
 
 
+def restore_checkpoint(ctx: StepContext) -> None:
+    """Bring back the newest complete training state an earlier attempt made durable, and nothing else: not
+    older states, not a newer one whose upload the kill cut short, not the epochs' weights."""
+    steps = [
+        int(name.split("/")[1].removeprefix("checkpoint-"))
+        for name in ctx.stored(RESUME)
+        if name.count("/") == 2 and name.endswith("/trainer_state.json")  # written last, uploaded last
+    ]
+    if steps:
+        ctx.restore(f"{RESUME}/checkpoint-{max(steps)}")
+
+
+def exported(ctx: StepContext, epoch: int) -> bool:
+    """Whether `epoch-N/` is durable (its folder is renamed into place whole, so any file of it will do)."""
+    return f"epoch-{epoch}/config.json" in ctx.stored(f"epoch-{epoch}")
+
+
 def checkpoint_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "trainer_state.json").read_text())
 
 
 def export_epoch(checkpoint: Path, ctx: StepContext, overwrite: bool = True) -> None:
-    """Copy the model and tokenizer of a Trainer checkpoint into `epoch-N/`, atomically, and persist it."""
+    """Link the model and tokenizer of a Trainer checkpoint into `epoch-N/`, atomically, and persist both.
+
+    Once durable the epoch's weights are released: on S3 the pod's disk keeps the latest training state only.
+    """
     epoch = round(checkpoint_state(checkpoint)["epoch"])
     target = ctx.out / f"epoch-{epoch}"
-    if target.is_dir() and not overwrite:  # renamed into place whole, so it is complete
+    if not overwrite and exported(ctx, epoch):
         return
     staging = ctx.out / f".epoch-{epoch}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
@@ -291,7 +315,7 @@ def export_epoch(checkpoint: Path, ctx: StepContext, overwrite: bool = True) -> 
             link_or_copy(path, staging / path.name)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
-    ctx.persist(target.name)
+    ctx.persist(target.name, release=True)
     ctx.persist(RESUME)
 
 

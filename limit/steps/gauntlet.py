@@ -38,6 +38,7 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
     location, trust_remote_code, revision = _model(inp, ctx)
     print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
 
+    ctx.restore("details")  # benchmarks an earlier attempt finished
     scores = run_gauntlet(
         location,
         benchmarks,

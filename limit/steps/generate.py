@@ -31,6 +31,7 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
     sampler = None  # loaded only if a seed is left to sample
     print(f"generate: {len(prompts)} prompts x {len(gen.seeds)} seeds from {model_name}", file=sys.stderr)
 
+    ctx.restore("seeds")  # seeds an earlier attempt finished
     seeds_dir = ctx.out / "seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []

@@ -36,6 +36,7 @@ def judge(inp: JudgeInput, ctx: StepContext) -> dict:
             spec.annotator, spec.model, spec.base_url, spec.api_key_env, spec.concurrency, spec.max_retries
         )
 
+    ctx.restore("cache")  # judgments an earlier attempt received
     cache_dir = ctx.out / "cache"
     judgments, annotations, tokens = judge_seeds(
         backend,

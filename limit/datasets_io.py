@@ -12,7 +12,6 @@ ships (`fixture:...`) are in the hub datasets' own schemas.
 
 from __future__ import annotations
 
-import json
 import random
 from pathlib import Path
 
@@ -105,13 +104,3 @@ def subset(rows: list[Row], sample: int, seed: int, label: str) -> list[Row]:
 def mix(parts: list[list[Row]]) -> list[Row]:
     """Concatenation in the spec's order, not shuffled: the trainer shuffles every epoch anyway."""
     return [row for part in parts for row in part]
-
-
-def read_jsonl(path: Path) -> list[Row]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
-
-
-def write_jsonl(rows: list[Row], path: Path) -> None:
-    with open(path, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False, sort_keys=True) + "\n")

@@ -31,6 +31,15 @@ def tokenizer_location(spec: ModelSpec, workdir: Path) -> str:
     return spec.tokenizer or model_location(spec, workdir)
 
 
+def context_length(config) -> int | None:
+    """The longest sequence a model's config says it takes (MPT: max_seq_len), or None if it says none."""
+    for name in ("max_seq_len", "max_position_embeddings", "n_positions"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
+
+
 def load_tokenizer(location: str, revision: str | None = None):
     from transformers import AutoTokenizer
 

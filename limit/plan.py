@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -26,7 +25,7 @@ from limit.costs import (
 from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_path, local_tree_sha256
 from limit.quantities import gibibytes, parse_quantity
-from limit.spec import ModelSpec, Resources, RunSpec, Study, TrainSpec
+from limit.spec import ModelSpec, Resources, RunSpec, Study, TrainSpec, slug
 from limit.steps.inputs import (
     EpochScore,
     FinetuneInput,
@@ -243,11 +242,6 @@ def finetune_resources(study: Study, index: int, train: TrainSpec, cost: Finetun
             "size each finetune from the estimate"
         )
     return res
-
-
-def slug(name: str) -> str:
-    """A name safe for DAG task names and Kubernetes labels."""
-    return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("+", "-plus-")).strip("-")
 
 
 def _check_subset_size(study: Study, name: str, origin: str) -> None:

@@ -6,6 +6,7 @@ The spec says *what* to study; `limit.plan` turns it into steps.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -364,6 +365,11 @@ def _check_acyclic(datasets: dict[str, DatasetSpec]) -> None:
 
     for name in datasets:
         visit(name, ())
+
+
+def slug(name: str) -> str:
+    """A name safe for DAG task names and Kubernetes labels."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("+", "-plus-")).strip("-")
 
 
 # ---------------------------------------------------------------- loading

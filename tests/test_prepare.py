@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from limit.datasets_io import read_jsonl
+from limit.io import read_jsonl
 from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.runner import run_step

@@ -13,7 +13,6 @@ may differ in small details of wording.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ from pathlib import Path
 
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import V0
+from limit.io import write_jsonl
 
 
 @dataclass(frozen=True)
@@ -102,10 +102,7 @@ def convert(name: str, out_dir: Path, source: str | None = None) -> Path:
     bench = next(b for b in V0 if b.name == name)
     rows = [CONVERTERS[name].row(dict(r)) for r in _load(CONVERTERS[name], source)]
     target = Path(out_dir) / bench.file
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".partial")
-    partial.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
-    partial.replace(target)
+    write_jsonl(rows, target)
     return target
 
 

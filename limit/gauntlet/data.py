@@ -22,6 +22,7 @@ import urllib.request
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError
+from limit.io import write_atomic
 from limit.locations import local_path
 
 LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
@@ -69,13 +70,6 @@ def _cache_dir(workdir: Path, *parts: str) -> Path:
     return Path(workdir) / "gauntlet-data" / Path(*parts)
 
 
-def _atomic_write(target: Path, data: bytes) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f"{target.name}.partial-{os.getpid()}")
-    partial.write_bytes(data)
-    partial.replace(target)
-
-
 def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
     import boto3
     from botocore.exceptions import ClientError
@@ -95,7 +89,7 @@ def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]
                 if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     continue
                 raise UnavailableError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
-            _atomic_write(target, body)
+            write_atomic(target, body)
         found[name] = target
     return found
 
@@ -118,6 +112,6 @@ def _fetch_llm_foundry(commit: str, files: list[str], workdir: Path) -> dict[str
                 raise error(f"gauntlet.data: {url}: HTTP {e.code}") from None
             except (urllib.error.URLError, TimeoutError) as e:
                 raise UnavailableError(f"gauntlet.data: cannot fetch {url}: {getattr(e, 'reason', e)}") from None
-            _atomic_write(target, data)
+            write_atomic(target, data)
         found[name] = target
     return found

@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 
 from limit.errors import LimitError
+from limit.models import context_length
 from limit.prompts import Prompt
 from limit.spec import Generation
 from limit.vllm_models import require_supported
@@ -51,7 +52,7 @@ class TransformersSampler:
             location, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
         )
         self.model = self.model.to(self.device).eval()
-        self.context = _context_length(self.model.config)
+        self.context = context_length(self.model.config)
 
     def sample(self, prompts: list[Prompt], gen: Generation, seed: int) -> list[Sample]:
         import torch
@@ -139,11 +140,3 @@ def make_sampler(
 ) -> TransformersSampler | VLLMSampler:
     sampler = VLLMSampler if backend == "vllm" else TransformersSampler
     return sampler(location, revision, trust_remote_code)
-
-
-def _context_length(config) -> int | None:
-    for name in ("max_seq_len", "max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

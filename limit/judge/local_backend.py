@@ -15,6 +15,7 @@ from pathlib import Path
 from limit.judge.backends import Outcome, Pair
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS, format_prompt, is_switched
 from limit.judge.winrate import TIE, WIN_A, WIN_B
+from limit.models import context_length
 
 log = logging.getLogger(__name__)
 ASSISTANT = "\n<|im_start|>assistant\n"
@@ -34,7 +35,7 @@ class LocalJudge:
         import torch
 
         tokenizer, model = self._load()
-        limit = _context_length(model, tokenizer)
+        limit = context_length(model.config) or 4096
         answers = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in (FIRST_WINS, SECOND_WINS)]
 
         self.truncated = 0
@@ -78,15 +79,6 @@ class LocalJudge:
             model = AutoModelForCausalLM.from_pretrained(self.location, dtype=torch.float32).eval()
             self._loaded = (tokenizer, model)
         return self._loaded
-
-
-def _context_length(model, tokenizer) -> int:
-    config = model.config
-    for name in ("max_seq_len", "max_position_embeddings", "n_positions"):
-        value = getattr(config, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 4096
 
 
 def _answer_logprob(model, prompt_ids: list[int], answer_ids: list[int]) -> float:

@@ -80,6 +80,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _print_table(rows: list[dict], via_replay: bool) -> None:
+    from limit.judge.winrate import percent
+
     how = "re-judged through alpaca-eval + openai (replay judge)" if via_replay else "counted from the released files"
     print(f"Win rate of the LIMA-finetuned model A (%, ties and failures excluded), {how}")
     print()
@@ -87,19 +89,15 @@ def _print_table(rows: list[dict], via_replay: bool) -> None:
     print("|---|---|---|---|---|---|---|---|")
     for row in rows:
         comp, result = row["comparison"], row["result"]
-        per_seed = ", ".join(_pct(c.win_rate_a) for c in result.seeds.values())
+        per_seed = ", ".join(percent(c.win_rate_a) for c in result.seeds.values())
         totals = [sum(getattr(c, k) for c in result.seeds.values()) for k in ("wins_a", "wins_b", "ties", "failures")]
         ci = result.ci95 or [None, None]
         check = "" if row["match"] is None else (" ok" if row["match"] else " DIFFERS")
         paper = "-" if row["paper"] is None else f"{row['paper']:.1f}{check}"
         print(
-            f"| {comp.size} | {comp.prompts} | LIMA vs {comp.b} | {per_seed} | {_pct(result.win_rate_a)} | "
-            f"{_pct(ci[0])}-{_pct(ci[1])} | {'/'.join(map(str, totals))} | {paper} |"
+            f"| {comp.size} | {comp.prompts} | LIMA vs {comp.b} | {per_seed} | {percent(result.win_rate_a)} | "
+            f"{percent(ci[0])}-{percent(ci[1])} | {'/'.join(map(str, totals))} | {paper} |"
         )
-
-
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
 
 
 class _ReplayRun:

@@ -227,3 +227,8 @@ def summarize(
         else:
             result.lc_reason = reasons[0] if reasons else "no seeds"
     return result
+
+
+def percent(rate: float | None) -> str:
+    """A win rate as the paper prints it (one decimal, in %), or n/a."""
+    return "n/a" if rate is None else f"{100 * rate:.1f}"

@@ -28,8 +28,8 @@ from transformers import MptForCausalLM, TrainerCallback
 
 from limit.costs import GIB, Memory, PeakMemory, Shape, finetune_memory
 from limit.cpu import configure_torch_threads
-from limit.datasets_io import read_jsonl
 from limit.errors import LimitError
+from limit.io import read_jsonl
 from limit.models import load_tokenizer, model_location, tokenizer_location
 from limit.mpt.attention import install as install_attention
 from limit.optimizers import optimizer_cls_and_kwargs, trainer_weight_decay

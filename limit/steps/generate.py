@@ -9,13 +9,12 @@ finish_reason}.
 from __future__ import annotations
 
 import json
-import os
 import sys
-from pathlib import Path
 
 from limit.cpu import configure_torch_threads
 from limit.errors import LimitError
 from limit.generation.sampling import make_sampler
+from limit.io import read_jsonl, write_jsonl
 from limit.models import model_location
 from limit.prompts import load_prompts
 from limit.runner import StepContext
@@ -59,13 +58,13 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
                 }
                 for p, s in zip(prompts, samples, strict=True)
             ]
-            _write_jsonl_atomic(seed_rows, path)
+            write_jsonl(seed_rows, path)
             ctx.persist("seeds")
             mean = sum(r["output_tokens"] for r in seed_rows) / len(seed_rows)
             print(f"generate: seed {seed}: {len(seed_rows)} responses, {mean:.1f} tokens on average", file=sys.stderr)
-        rows += [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows += read_jsonl(path)
 
-    _write_jsonl_atomic(rows, ctx.out / "responses.jsonl")
+    write_jsonl(rows, ctx.out / "responses.jsonl")
     finish = [r["finish_reason"] for r in rows]
     return {
         "prompts": len(prompts),
@@ -94,11 +93,3 @@ def _model(inp: GenerateInput, ctx: StepContext) -> tuple[str, str, str | None]:
         raise LimitError(f"{choice_path}: cannot read the chosen checkpoint: {e}") from None
     location = str(ctx.fetch(finetune, sub=sub))
     return location, inp.tags.get("run") or finetune, f"{finetune}/{sub}"
-
-
-def _write_jsonl_atomic(rows: list[dict], path: Path) -> None:
-    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(staging, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    staging.replace(path)

@@ -14,6 +14,7 @@ from pathlib import Path
 import mlflow
 
 from limit.errors import LimitError
+from limit.io import read_jsonl
 from limit.judge.backends import local_judge, openai_judge
 from limit.judge.compare import PairedPrompt, judge_seeds, result
 from limit.models import model_location
@@ -94,7 +95,7 @@ def pair_by_prompt(a: list[dict], b: list[dict]) -> dict[str, list[PairedPrompt]
 
 def _responses(path: Path, which: str) -> list[dict]:
     try:
-        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        rows = read_jsonl(path)
     except (OSError, json.JSONDecodeError) as e:
         raise LimitError(f"judge: {which}: {path}: cannot read responses: {e}") from None
     for i, row in enumerate(rows):

@@ -11,8 +11,9 @@ import json
 
 import numpy as np
 
-from limit.datasets_io import load_source, mix, read_jsonl, source_label, subset, write_jsonl
+from limit.datasets_io import load_source, mix, source_label, subset
 from limit.errors import LimitError
+from limit.io import read_jsonl, write_jsonl
 from limit.locations import local_path
 from limit.models import load_tokenizer, tokenizer_location
 from limit.runner import StepContext
@@ -41,7 +42,7 @@ def prepare(inp: PrepareInput, ctx: StepContext) -> dict:
         raise LimitError(f"dataset {inp.tags.get('dataset', '?')}: no rows left after normalising")
 
     data = ctx.out / "data.jsonl"
-    write_jsonl(rows, data)
+    write_jsonl(rows, data, sort_keys=True)
     sha = hashlib.sha256(data.read_bytes()).hexdigest()
     stats = {"rows": len(rows), "sha256": sha, "dropped_multi_turn": dropped, "sources": count_sources(rows)}
     if inp.stats_tokenizer:

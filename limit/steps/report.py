@@ -15,18 +15,11 @@ import mlflow
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from limit.plan import slug
+from limit.gauntlet.benchmarks import CATEGORY_TITLES as CATEGORIES  # the paper's columns, in its order
+from limit.judge.winrate import percent
 from limit.runner import StepContext
+from limit.spec import slug
 from limit.steps.inputs import ReportInput
-
-# The paper's columns, in its order.
-CATEGORIES = {
-    "world_knowledge": "World",
-    "commonsense_reasoning": "Com Reas",
-    "language_understanding": "Lang Und",
-    "symbolic_problem_solving": "Symb Prob",
-    "reading_comprehension": "Read Comp",
-}
 
 
 def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
@@ -88,10 +81,6 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def _pct(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}"
-
-
 def _lengths(lengths: dict | None) -> str:
     """Mean response length in characters, as AlpacaEval measures it."""
     if not lengths:
@@ -127,12 +116,13 @@ def render_markdown(data: dict[str, Any]) -> str:
         lines.append("|" + "---|" * len(columns))
         for row in data["pairs"]:
             seeds = row.get("seeds", {})
-            per_seed = ", ".join(_pct(s.get("win_rate_a")) for s in seeds.values())
+            per_seed = ", ".join(percent(s.get("win_rate_a")) for s in seeds.values())
             totals = [sum(s.get(k, 0) for s in seeds.values()) for k in ("wins_a", "wins_b", "ties", "failures")]
             ci = row.get("ci95") or [None, None]
+            rates = [percent(row.get(k)) for k in ("win_rate_a", "seed_std", "lc_win_rate_a")]
             lines.append(
-                f"| {row['a']} | {row['b']} | {row['prompts']} | {per_seed} | {_pct(row.get('win_rate_a'))} | "
-                f"{_pct(ci[0])}-{_pct(ci[1])} | {_pct(row.get('seed_std'))} | {_pct(row.get('lc_win_rate_a'))} | "
+                f"| {row['a']} | {row['b']} | {row['prompts']} | {per_seed} | {rates[0]} | "
+                f"{percent(ci[0])}-{percent(ci[1])} | {rates[1]} | {rates[2]} | "
                 + "/".join(str(t) for t in totals)
                 + f" | {_lengths(row.get('lengths'))} | {_cost(row.get('cost'))} |"
             )

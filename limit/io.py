@@ -1,0 +1,39 @@
+"""Reading and writing the project's small files: JSON Lines, and writes that are whole or absent.
+
+An atomic write goes to a temporary sibling and is renamed over the target, so a killed process leaves
+either the old file or the new one, never half of it (a resumed step trusts what it finds).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+
+def read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+
+
+def jsonl_text(rows: Iterable[dict], sort_keys: bool = False) -> str:
+    return "".join(json.dumps(row, ensure_ascii=False, sort_keys=sort_keys) + "\n" for row in rows)
+
+
+def write_jsonl(rows: Iterable[dict], path: Path, sort_keys: bool = False) -> None:
+    write_atomic(path, jsonl_text(rows, sort_keys))
+
+
+def write_atomic(path: Path, data: str | bytes) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    if isinstance(data, bytes):
+        staging.write_bytes(data)
+    else:
+        staging.write_text(data)
+    staging.replace(path)
+
+
+def write_json(path: Path, value, indent: int | None = 2, sort_keys: bool = False) -> None:
+    write_atomic(path, json.dumps(value, indent=indent, sort_keys=sort_keys, ensure_ascii=False))

@@ -6,12 +6,9 @@ subprocess and the Argo backend puts it in a pod, unchanged.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from functools import cached_property
 
-from limit import __version__
 from limit.costs import (
     Gpu,
     Memory,
@@ -26,6 +23,7 @@ from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_path, local_tree_sha256
 from limit.quantities import gibibytes, parse_quantity
 from limit.spec import ModelSpec, Resources, RunSpec, Study, TrainSpec, slug
+from limit.steps import KINDS, step_argv, step_key
 from limit.steps.inputs import (
     EpochScore,
     FinetuneInput,
@@ -40,47 +38,6 @@ from limit.steps.inputs import (
     StepInput,
     SubsetOf,
 )
-
-# Bump a kind's number when its outputs change meaning: every key of that kind (and downstream) changes.
-CODE_VERSIONS = {
-    "prepare": 1,
-    "finetune": 1,
-    "gauntlet": 1,
-    "select": 1,
-    "generate": 1,
-    "judge": 1,
-    "report": 1,
-}
-
-DEFAULT_RESOURCES = {
-    "prepare": Resources(cpu=1, memory="8Gi"),
-    "finetune": Resources(cpu=1, memory="8Gi"),
-    "gauntlet": Resources(cpu=1, memory="8Gi"),
-    "select": Resources(cpu=0.5, memory="1Gi"),
-    "generate": Resources(cpu=1, memory="8Gi"),
-    "judge": Resources(cpu=1, memory="4Gi"),
-    "report": Resources(cpu=0.5, memory="2Gi"),
-}
-
-
-def step_key(kind: str, inp: StepInput) -> str:
-    """Hash of the kind, its code version and the input (tags excluded): equal work, equal key."""
-    payload = {
-        "kind": kind,
-        "code": f"{__version__}/{CODE_VERSIONS[kind]}",
-        "input": inp.model_dump(mode="json", exclude={"tags"}),
-    }
-    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
-def step_argv(kind: str, inp: StepInput) -> list[str]:
-    """The command line that runs one step, locally and in a pod alike.
-
-    The input is written in full (every hyperparameter visible, no reliance on the pod's defaults) and the
-    key rides along, so a pod whose code would file the output under another key refuses to run.
-    """
-    return ["limit", "step", kind, "--key", step_key(kind, inp), "--input", inp.model_dump_json()]
 
 
 @dataclass(frozen=True)
@@ -230,7 +187,7 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
 def finetune_resources(study: Study, index: int, train: TrainSpec, cost: FinetuneCost, origin: str) -> Resources:
     """The study's finetune resources with the run's GPUs, and a disk sized from the planner's estimate
     (or the study's own size, refused when smaller than the estimate)."""
-    res = study.resources.get("finetune", DEFAULT_RESOURCES["finetune"]).model_copy(update={"gpus": train.gpus})
+    res = study.resources.get("finetune", KINDS["finetune"].resources).model_copy(update={"gpus": train.gpus})
     if cost.disk is None:
         return res
     if res.disk is None:
@@ -290,7 +247,7 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> P
     _check_gauntlet_data(study, origin)
 
     def resources(kind: str, gpus: int | None = None) -> Resources:
-        res = study.resources.get(kind, DEFAULT_RESOURCES[kind])
+        res = study.resources.get(kind, KINDS[kind].resources)
         return res.model_copy(update={"gpus": gpus}) if gpus is not None else res
 
     stats_model = study.models[study.stats_tokenizer or next(iter(study.models))]

@@ -8,12 +8,10 @@ A step function is plain: `def kind(inp: KindInput, ctx: StepContext) -> dict` (
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,61 +19,16 @@ from pydantic import ValidationError
 
 from limit import __version__, tracking
 from limit.errors import LimitError
-from limit.plan import CODE_VERSIONS, step_key
-from limit.steps import inputs
+from limit.steps import KINDS, inputs, step_key
+from limit.steps.context import StepContext
 from limit.store import Store
-
-STEPS: dict[str, tuple[type[inputs.StepInput], str]] = {
-    "prepare": (inputs.PrepareInput, "limit.steps.prepare:prepare"),
-    "finetune": (inputs.FinetuneInput, "limit.steps.finetune:finetune"),
-    "gauntlet": (inputs.GauntletInput, "limit.steps.gauntlet:gauntlet"),
-    "select": (inputs.SelectInput, "limit.steps.select:select"),
-    "generate": (inputs.GenerateInput, "limit.steps.generate:generate"),
-    "judge": (inputs.JudgeInput, "limit.steps.judge:judge"),
-    "report": (inputs.ReportInput, "limit.steps.report:report"),
-}
-
-
-@dataclass
-class StepContext:
-    """What a step function may touch besides its input."""
-
-    ref: str
-    out: Path  # write outputs here; may hold what a killed earlier attempt left
-    store: Store
-
-    @property
-    def workdir(self) -> Path:
-        """Machine-local cache (materialised tiny models, downloaded inputs)."""
-        return self.store.workdir
-
-    def fetch(self, ref: str, sub: str = "") -> Path:
-        """Local folder of a completed upstream step's outputs (or one subfolder)."""
-        return self.store.fetch(ref, sub)
-
-    def persist(self, sub: str, release: bool = False) -> None:
-        """Make `out/sub` durable (in the background), so a retried step can resume from it. `release`: the
-        step will not read its local copy again, which the store may then delete (multi-GB epoch weights)."""
-        self.store.persist(self.ref, self.out, sub, release)
-
-    def stored(self, sub: str) -> list[str]:
-        """Durable files under `sub` (relative to the step's output folder), oldest first."""
-        return self.store.stored(self.ref, self.out, sub)
-
-    def restore(self, sub: str) -> None:
-        """Bring `sub` of an earlier attempt's durable outputs into `out` (a retried pod starts empty)."""
-        self.store.restore(self.ref, self.out, sub)
-
-    def discard(self, sub: str) -> None:
-        """Delete `out/sub`, also where `persist` put it (resume state the finished step no longer needs)."""
-        self.store.discard(self.ref, self.out, sub)
 
 
 def parse_input(kind: str, raw: str) -> inputs.StepInput:
-    if kind not in STEPS:
-        raise LimitError(f"unknown step kind '{kind}' (known: {', '.join(STEPS)})")
+    if kind not in KINDS:
+        raise LimitError(f"unknown step kind '{kind}' (known: {', '.join(KINDS)})")
     try:
-        return STEPS[kind][0].model_validate_json(raw)
+        return KINDS[kind].input.model_validate_json(raw)
     except ValidationError as e:
         err = e.errors()[0]
         field = ".".join(str(p) for p in err["loc"]) or "(input)"
@@ -98,8 +51,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         _publish_summary(done["summary"])
         return done["summary"]
 
-    module, func = STEPS[kind][1].split(":")
-    step_fn = getattr(importlib.import_module(module), func)
+    step_fn = KINDS[kind].load()
     out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else store.begin(ref)
     nproc = processes(inp)
     if nproc and "LOCAL_RANK" not in os.environ:
@@ -119,7 +71,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
     manifest = {
         "kind": kind,
         "key": key,
-        "code_version": CODE_VERSIONS[kind],
+        "code_version": KINDS[kind].version,
         "input": inp.model_dump(mode="json"),
         "summary": summary,
         "started": started,

@@ -166,7 +166,7 @@ def test_a_retry_resumes_from_the_newest_state_whose_upload_completed(limit_env:
     """Killed while checkpoint-10 was uploading (its trainer_state.json, written last, never arrived)."""
     import boto3
 
-    from limit.runner import StepContext
+    from limit.steps.context import StepContext
     from limit.store import Store
 
     monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{s3_env}/artifacts")

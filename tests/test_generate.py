@@ -72,7 +72,7 @@ def test_generate_step_writes_every_response_within_its_token_budget(
 
 
 def test_a_seed_finished_by_a_killed_attempt_is_reused(tiny_model: str, tmp_path: Path):
-    from limit.runner import StepContext
+    from limit.steps.context import StepContext
     from limit.steps.generate import generate
     from limit.steps.inputs import GenerateInput
     from limit.store import Store

@@ -10,9 +10,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from limit.plan import build_plan, step_key
+from limit.plan import build_plan
 from limit.runner import run_step
 from limit.spec import TrainSpec, load_study
+from limit.steps import step_key
 from limit.steps.finetune import collator
 from limit.training_examples import IGNORE_INDEX
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 
-from limit.plan import build_plan, step_argv, step_key
+from limit.plan import build_plan
 from limit.spec import load_study
+from limit.steps import KINDS, step_argv, step_key
 from limit.steps.inputs import FinetuneInput
 
 
@@ -100,7 +101,7 @@ def test_full_plan_shape():
 def _refs(value):
     if (
         isinstance(value, str)
-        and value.split("/")[0] in ("prepare", "finetune", "gauntlet", "select", "generate", "judge")
+        and value.split("/")[0] in KINDS
         and "/" in value
     ):
         yield value
@@ -151,3 +152,19 @@ def test_local_gauntlet_data_missing_a_suite_file_fails_at_plan_time(tmp_path):
     study = study.model_copy(update={"gauntlet": study.gauntlet.model_copy(update={"data": str(data)})})
     with pytest.raises(LimitError, match=r"tiny.yaml: gauntlet.data: 1 of the suite's \d+ files are not in"):
         build_plan(study, origin="tiny.yaml")
+
+
+def test_every_step_kind_is_one_registry_entry_with_a_module():
+    """The planner, the runner and `limit step` read the same registry; each kind's function exists."""
+    import argparse
+
+    from limit.commands import step as step_command
+
+    plan_kinds = {step.kind for step in build_plan(load_study("tiny")).order()}
+    assert plan_kinds == set(KINDS)
+    for kind, entry in KINDS.items():
+        assert callable(entry.load()), kind
+        assert entry.function.startswith(f"limit.steps.{kind}:")
+    parser = argparse.ArgumentParser()
+    step_command.add_arguments(parser)
+    assert all(kind in parser.format_help() for kind in KINDS)

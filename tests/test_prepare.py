@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from limit.io import read_jsonl
 from limit.errors import LimitError
+from limit.io import read_jsonl
 from limit.plan import build_plan
 from limit.runner import run_step
 from limit.spec import load_study

@@ -6,7 +6,9 @@ import argparse
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", help="prepare, finetune, gauntlet, select, generate, judge or report")
+    from limit.steps import KINDS
+
+    parser.add_argument("kind", help=", ".join(KINDS))
     parser.add_argument("--key", help="the output key the plan computed; the step refuses to run under another")
     parser.add_argument("--input", required=True, help="the step's typed input as JSON")
 

@@ -33,8 +33,8 @@ from limit.io import read_jsonl
 from limit.models import load_tokenizer, model_location, tokenizer_location
 from limit.mpt.attention import install as install_attention
 from limit.optimizers import optimizer_cls_and_kwargs, trainer_weight_decay
-from limit.runner import StepContext
 from limit.spec import TrainSpec
+from limit.steps.context import StepContext
 from limit.steps.inputs import FinetuneInput
 from limit.training_examples import IGNORE_INDEX, encode_example
 

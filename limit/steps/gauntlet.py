@@ -16,7 +16,7 @@ from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import run_gauntlet
 from limit.models import model_location
-from limit.runner import StepContext
+from limit.steps.context import StepContext
 from limit.steps.inputs import GauntletInput
 
 

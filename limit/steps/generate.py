@@ -17,7 +17,7 @@ from limit.generation.sampling import make_sampler
 from limit.io import read_jsonl, write_jsonl
 from limit.models import model_location
 from limit.prompts import load_prompts
-from limit.runner import StepContext
+from limit.steps.context import StepContext
 from limit.steps.inputs import GenerateInput
 
 

@@ -18,7 +18,7 @@ from limit.io import read_jsonl
 from limit.judge.backends import local_judge, openai_judge
 from limit.judge.compare import PairedPrompt, judge_seeds, result
 from limit.models import model_location
-from limit.runner import StepContext
+from limit.steps.context import StepContext
 from limit.steps.inputs import JudgeInput
 
 

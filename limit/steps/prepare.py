@@ -16,7 +16,7 @@ from limit.errors import LimitError
 from limit.io import read_jsonl, write_jsonl
 from limit.locations import local_path
 from limit.models import load_tokenizer, tokenizer_location
-from limit.runner import StepContext
+from limit.steps.context import StepContext
 from limit.steps.inputs import PrepareInput
 
 # Sequence lengths worth knowing how many rows exceed (the paper trains at 2048 and 8192).

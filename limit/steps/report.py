@@ -17,8 +17,8 @@ from matplotlib.ticker import MaxNLocator
 
 from limit.gauntlet.benchmarks import CATEGORY_TITLES as CATEGORIES  # the paper's columns, in its order
 from limit.judge.winrate import percent
-from limit.runner import StepContext
 from limit.spec import slug
+from limit.steps.context import StepContext
 from limit.steps.inputs import ReportInput
 
 

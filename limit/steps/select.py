@@ -16,7 +16,7 @@ import sys
 import mlflow
 
 from limit.errors import LimitError
-from limit.runner import StepContext
+from limit.steps.context import StepContext
 from limit.steps.inputs import SelectInput
 
 

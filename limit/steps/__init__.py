@@ -1,0 +1,63 @@
+"""The step kinds: the one registry the planner, the runner, the command line and the tests read.
+
+A kind is its typed input (the contract with the planner), the function that does the work (named, imported
+only when the step runs: most pull torch and transformers), a code version and the resources its pods ask
+for unless the study says otherwise. Adding a step kind is one entry here and one module beside this one.
+
+A step's key hashes its kind, code version and input (tags excluded): equal work, equal key. Bump a kind's
+version when its outputs change meaning: every key of that kind, and downstream, changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from limit import __version__
+from limit.spec import Resources
+from limit.steps import inputs
+
+
+@dataclass(frozen=True)
+class StepKind:
+    input: type[inputs.StepInput]
+    function: str  # "module:function", called as function(input, StepContext) -> summary dict
+    version: int
+    resources: Resources
+
+    def load(self) -> Callable:
+        module, name = self.function.split(":")
+        return getattr(importlib.import_module(module), name)
+
+
+KINDS: dict[str, StepKind] = {
+    "prepare": StepKind(inputs.PrepareInput, "limit.steps.prepare:prepare", 1, Resources(cpu=1, memory="8Gi")),
+    "finetune": StepKind(inputs.FinetuneInput, "limit.steps.finetune:finetune", 1, Resources(cpu=1, memory="8Gi")),
+    "gauntlet": StepKind(inputs.GauntletInput, "limit.steps.gauntlet:gauntlet", 1, Resources(cpu=1, memory="8Gi")),
+    "select": StepKind(inputs.SelectInput, "limit.steps.select:select", 1, Resources(cpu=0.5, memory="1Gi")),
+    "generate": StepKind(inputs.GenerateInput, "limit.steps.generate:generate", 1, Resources(cpu=1, memory="8Gi")),
+    "judge": StepKind(inputs.JudgeInput, "limit.steps.judge:judge", 1, Resources(cpu=1, memory="4Gi")),
+    "report": StepKind(inputs.ReportInput, "limit.steps.report:report", 1, Resources(cpu=0.5, memory="2Gi")),
+}
+
+
+def step_key(kind: str, inp: inputs.StepInput) -> str:
+    payload = {
+        "kind": kind,
+        "code": f"{__version__}/{KINDS[kind].version}",
+        "input": inp.model_dump(mode="json", exclude={"tags"}),
+    }
+    blob = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def step_argv(kind: str, inp: inputs.StepInput) -> list[str]:
+    """The command line that runs one step, locally and in a pod alike.
+
+    The input is written in full (every hyperparameter visible, no reliance on the pod's defaults) and the
+    key rides along, so a pod whose code would file the output under another key refuses to run.
+    """
+    return ["limit", "step", kind, "--key", step_key(kind, inp), "--input", inp.model_dump_json()]

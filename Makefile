@@ -55,7 +55,7 @@ submit: install
 	$(BIN)/limit submit $(STUDY) --profile $(PROFILE)
 
 golden: install
-	$(BIN)/python -m workflows.golden
+	$(BIN)/python tests/golden.py
 
 image:
 	bash images/build.sh

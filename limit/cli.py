@@ -18,19 +18,19 @@ COMMANDS = {  # name: (module, help)
     "plan": ("limit.commands.plan", "Print a study's plan: steps, dependencies, keys and each step's argv."),
     "step": ("limit.commands.step", "Run one plan step: what each pod runs (`limit plan` prints the argv)."),
     "studies": ("limit.commands.studies", "List the shipped studies."),
-    "gauntlet": ("limit.gauntlet.command", "Score one model on the Eval Gauntlet, outside any study."),
+    "gauntlet": ("limit.commands.gauntlet", "Score one model on the Eval Gauntlet, outside any study."),
     "gauntlet-convert": (
-        "limit.gauntlet.convert",
+        "limit.commands.gauntlet_convert",
         "Make gauntlet files for the 4 v0 benchmarks missing from ../shared, from their public datasets.",
     ),
-    "judge-pair": ("limit.judge.pair_command", "Judge two models' responses pairwise; print win rates."),
+    "judge-pair": ("limit.commands.judge_pair", "Judge two models' responses pairwise; print win rates."),
     "reproduce-winrates": (
-        "limit.judge.reproduce_command",
+        "limit.commands.reproduce_winrates",
         "Recompute the paper's win rates from the authors' released GPT-4 judgments.",
     ),
-    "manifest": ("workflows.manifest_command", "Write a study's Argo Workflow YAML (no cluster needed)."),
-    "submit": ("workflows.submit_command", "Submit a study to Argo Workflows and print its UI link."),
-    "parent-run": ("workflows.parent_run_command", "Start or end a study's MLflow parent run (on Argo)."),
+    "manifest": ("limit.commands.manifest", "Write a study's Argo Workflow YAML (no cluster needed)."),
+    "submit": ("limit.commands.submit", "Submit a study to Argo Workflows and print its UI link."),
+    "parent-run": ("limit.commands.parent_run", "Start or end a study's MLflow parent run (on Argo)."),
 }
 
 

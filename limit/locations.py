@@ -8,6 +8,7 @@ from pathlib import Path
 from limit.errors import LimitError
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"  # YAML only: studies, profiles, golden manifests
 
 
 def local_path(location: str) -> Path:

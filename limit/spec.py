@@ -12,10 +12,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from limit.locations import WORKFLOWS
 from limit.quantities import parse_quantity
 from limit.yaml_models import FieldError, first_error, load_model, resolve_named
 
-STUDIES_DIR = Path(__file__).resolve().parent.parent / "workflows" / "studies"
+STUDIES_DIR = WORKFLOWS / "studies"
 
 
 class Strict(BaseModel):
@@ -253,6 +254,7 @@ class JudgeSpec(Strict):
     api_key_env: str = "OPENAI_API_KEY"
     concurrency: int = Field(4, gt=0)
     max_retries: int = Field(5, ge=0)
+    retry_wait: float = Field(2.0, ge=0, description="Seconds before the first retry; doubles, at most 8x.")
     local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
     bootstrap: int = Field(1000, ge=0)
 

@@ -10,16 +10,16 @@ import shutil
 from functools import cache
 from pathlib import Path
 
+import golden
 import pytest
 import yaml
 
+from limit.backends.argo import PARENT_TASK, build_workflow
+from limit.backends.profile import load_profile
 from limit.cli import main as limit_main
+from limit.commands.manifest import render
 from limit.plan import build_plan
 from limit.spec import list_studies, load_study
-from workflows import golden
-from workflows.argo import PARENT_TASK, build_workflow
-from workflows.manifest_command import render
-from workflows.profile import load_profile
 
 STUDIES = list_studies()
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"

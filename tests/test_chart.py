@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from workflows.profile import load_profile
+from limit.backends.profile import load_profile
 
 REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "limit"

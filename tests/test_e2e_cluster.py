@@ -191,7 +191,7 @@ def test_e2e_workflow_frees_disk_before_the_run() -> None:
 
 
 def test_tiny_steps_fit_beside_the_system_pods_of_a_two_cpu_runner() -> None:
-    from workflows.manifest_command import render
+    from limit.commands.manifest import render
 
     doc = yaml.safe_load(render("tiny", "kind"))
     requests = [t["container"]["resources"]["requests"]["cpu"] for t in doc["spec"]["templates"] if "container" in t]

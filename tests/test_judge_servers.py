@@ -11,6 +11,7 @@ from limit.judge.openai_backend import OpenAIJudge
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS, is_switched
 from limit.judge.replay_server import JudgeServer, Reply
 from limit.judge.winrate import WIN_A, count
+from limit.spec import JudgeSpec
 
 
 def pairs(n: int) -> list[tuple[str, str, str]]:
@@ -23,7 +24,8 @@ def prefers_good(instruction: str, shown_1: str, shown_2: str) -> Reply:
 
 
 def client(server: JudgeServer, **kwargs) -> OpenAIJudge:
-    return OpenAIJudge(base_url=server.base_url, concurrency=4, retry_wait=0, **{"max_retries": 2, **kwargs})
+    spec = {"base_url": server.base_url, "concurrency": 4, "retry_wait": 0, "max_retries": 2, **kwargs}
+    return OpenAIJudge(JudgeSpec(**spec))
 
 
 def test_always_first_judge_gives_half_because_positions_are_randomized(tmp_path: Path):
@@ -108,7 +110,7 @@ def test_missing_api_key_for_openai_itself_is_a_one_line_error(tmp_path: Path, m
     from limit.errors import LimitError
 
     monkeypatch.delenv("LIMIT_TEST_NO_KEY", raising=False)
-    judge = OpenAIJudge(api_key_env="LIMIT_TEST_NO_KEY")
+    judge = OpenAIJudge(JudgeSpec(api_key_env="LIMIT_TEST_NO_KEY"))
     with pytest.raises(LimitError, match="LIMIT_TEST_NO_KEY"):
         judge.judge(pairs(1), seed=1, cache=tmp_path / "c.json")
 
@@ -119,7 +121,7 @@ def test_an_unreachable_judge_ends_in_failures_not_a_crash(tmp_path: Path):
     with socket.socket() as s:  # a port nobody listens on
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    judge = OpenAIJudge(base_url=f"http://127.0.0.1:{port}/v1", retry_wait=0, max_retries=1, chunk_size=4)
+    judge = OpenAIJudge(JudgeSpec(base_url=f"http://127.0.0.1:{port}/v1", retry_wait=0, max_retries=1), chunk_size=4)
     outcomes = judge.judge(pairs(20), seed=1, cache=tmp_path / "seed-1.json")
     counts = count(o.preference for o in outcomes)
     assert (counts.failures, counts.n, counts.win_rate_a) == (20, 20, None)

@@ -12,7 +12,7 @@ from limit.errors import LimitError
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS
 from limit.judge.replay_server import JudgeServer, Reply
 from limit.models import materialize_tiny
-from limit.spec import TinyModel
+from limit.spec import JudgeSpec, TinyModel
 from limit.store import Store
 
 INSTRUCTIONS = ["Name a fruit.", "Say hello.", "Count to three.", "Name a colour.", "Pick a number."]
@@ -83,7 +83,7 @@ def test_local_judge_is_deterministic_and_randomizes_positions(tmp_path: Path):
     from limit.judge.local_backend import LocalJudge
 
     location = str(materialize_tiny(TinyModel(d_model=32, n_layers=1, n_heads=2), tmp_path))
-    judge = LocalJudge(location)
+    judge = LocalJudge(location, JudgeSpec().annotator)
     pairs = [(f"Question {i}?", f"answer one {i}", f"answer two {i}") for i in range(6)]
     first = [o.preference for o in judge.judge(pairs, seed=1)]
     assert first == [o.preference for o in judge.judge(pairs, seed=1)]

@@ -99,11 +99,7 @@ def test_full_plan_shape():
 
 
 def _refs(value):
-    if (
-        isinstance(value, str)
-        and value.split("/")[0] in KINDS
-        and "/" in value
-    ):
+    if isinstance(value, str) and value.split("/")[0] in KINDS and "/" in value:
         yield value
     elif isinstance(value, dict):
         for v in value.values():

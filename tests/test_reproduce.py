@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from limit.judge import reproduce_command
+from limit.commands import reproduce_winrates as reproduce_command
 from limit.judge.release import find_comparisons, judgments
 from limit.judge.winrate import count
 
@@ -51,7 +51,7 @@ def test_the_twelve_win_rates_from_the_released_files(shared: Path, tmp_path: Pa
 
 def test_judge_pair_on_released_outputs_with_duplicates(shared: Path, tmp_path: Path):
     """`limit judge-pair` pairs by position (duplicated instructions and all) and undoes alpaca-eval's swaps."""
-    from limit.judge import pair_command
+    from limit.commands import judge_pair as pair_command
     from limit.judge.replay_server import ReplayJudgeServer
 
     comparison = next(

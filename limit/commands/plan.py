@@ -19,7 +19,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from workflows.profile import load_profile
+    from limit.backends.profile import load_profile
 
     gpu = load_profile(args.profile).gpu
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)), gpu=gpu)

@@ -12,7 +12,6 @@ may differ in small details of wording.
 
 from __future__ import annotations
 
-import argparse
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -104,17 +103,3 @@ def convert(name: str, out_dir: Path, source: str | None = None) -> Path:
     target = Path(out_dir) / bench.file
     write_jsonl(rows, target)
     return target
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("names", nargs="*", default=list(CONVERTERS), help="Benchmarks (default: all four).")
-    parser.add_argument("--out", required=True, help="Folder to write <category>/<name>.jsonl into.")
-    parser.add_argument("--source", help="A local file in the hub dataset's schema (one benchmark only).")
-
-
-def main(args: argparse.Namespace) -> int:
-    if args.source and len(args.names) != 1:
-        raise LimitError("--source: name exactly one benchmark")
-    for name in args.names:
-        print(f"wrote {convert(name, Path(args.out), args.source)}")
-    return 0

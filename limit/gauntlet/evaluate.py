@@ -21,6 +21,7 @@ from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
+from limit.spec import GauntletSpec
 from limit.vllm_models import require_supported
 
 TASK_PREFIX = "gauntlet_"
@@ -172,3 +173,41 @@ def run_gauntlet(
         "seconds": round(time.time() - started, 3),
         "examples": sum(r["n"] for r in results.values()),
     }
+
+
+def score_model(
+    location: str,
+    spec: GauntletSpec,
+    workdir: Path,
+    *,
+    trust_remote_code: bool = False,
+    revision: str | None = None,
+    resume_dir: Path | None = None,
+    on_benchmark: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """One model on the gauntlet as a study's `gauntlet:` configures it: scores.json's content.
+
+    The gauntlet step and `limit gauntlet` both call this, so the two score alike.
+    """
+    from limit.gauntlet.benchmarks import suite
+    from limit.gauntlet.data import fetch_files
+
+    benchmarks = suite(spec.suite, spec.tasks)
+    files = fetch_files(spec.data, [b.file for b in benchmarks], workdir)
+    if not files:
+        raise LimitError(f"gauntlet.data: none of suite '{spec.suite}''s files found in {spec.data}")
+    print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
+    scores = run_gauntlet(
+        location,
+        benchmarks,
+        files,
+        limit=spec.limit,
+        batch_size=spec.batch_size,
+        backend=spec.backend,
+        seed=spec.seed,
+        trust_remote_code=trust_remote_code,
+        revision=revision,
+        resume_dir=resume_dir,
+        on_benchmark=on_benchmark,
+    )
+    return scores | {"suite": spec.suite}

@@ -1,52 +1,25 @@
-"""What every judge backend returns, and how the judge step and `limit judge-pair` pick one."""
+"""The one way a judge is made from the study's `judge:` settings (the step and `limit judge-pair` alike)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Protocol
-
-Pair = tuple[str, str, str]  # (instruction, output of A, output of B); A is output_1 before any swap
+from limit.errors import LimitError
+from limit.judge.types import Judge
+from limit.spec import JudgeSpec
 
 
-@dataclass
-class Outcome:
-    preference: float | None  # 1: A preferred, 2: B preferred, 1.5: tie, None: the annotation failed
-    tokens: float = 0.0  # judge tokens spent (prompt + completion) on this pair
-    raw: str | None = None  # the judge's answer, as shown (after any swap)
-    error: str | None = None
+def make_judge(spec: JudgeSpec, local_model: str | None = None) -> Judge:
+    """`local_model`: the folder or hub id of the local judge's model (backend `local`)."""
+    if spec.backend == "local":
+        from limit.judge.local_backend import LocalJudge
 
-
-class Judge(Protocol):
-    def judge(self, pairs: Sequence[Pair], seed: int, cache: Path) -> list[Outcome]: ...
-
-    def cost_per_token(self) -> float | None: ...
-
-
-def openai_judge(
-    annotator: str,
-    model: str,
-    base_url: str | None,
-    api_key_env: str,
-    concurrency: int,
-    max_retries: int,
-    retry_wait: float = 2.0,
-) -> Judge:
+        if not local_model:
+            raise LimitError("judge.local_model: backend 'local' needs a judge model")
+        return LocalJudge(location=local_model, annotator=spec.annotator)
     from limit.judge.openai_backend import OpenAIJudge
 
-    return OpenAIJudge(
-        annotator=annotator,
-        model=model,
-        base_url=base_url,
-        api_key_env=api_key_env,
-        concurrency=concurrency,
-        max_retries=max_retries,
-        retry_wait=retry_wait,
-    )
+    return OpenAIJudge(spec)
 
 
-def local_judge(location: str, annotator: str) -> Judge:
-    from limit.judge.local_backend import LocalJudge
-
-    return LocalJudge(location=location, annotator=annotator)
+def judge_name(spec: JudgeSpec) -> str:
+    """Who judged, as the results record it."""
+    return spec.model if spec.backend == "openai" else f"local:{spec.local_model}"

@@ -1,6 +1,8 @@
-"""Judge two models' paired responses seed by seed and turn the outcomes into `result.json`.
+"""Judge two models' responses seed by seed and turn the outcomes into `result.json`.
 
-Shared by the judge step and `limit judge-pair`, so both count, average and price exactly alike.
+Shared by the judge step and `limit judge-pair`, so both pair, count, average and price exactly alike.
+Responses are rows {prompt_id, instruction, output, seed} (generate's `responses.jsonl`); seed s of A is
+judged against seed s of B, prompt by prompt, never matched on instruction text.
 """
 
 from __future__ import annotations
@@ -10,14 +12,70 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from limit.judge.backends import Judge, Pair
+from limit.errors import LimitError
+from limit.io import read_jsonl
+from limit.judge.backends import judge_name
+from limit.judge.types import Judge, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B, Judgment, summarize
+from limit.spec import JudgeSpec
+
+RESPONSE_FIELDS = ("prompt_id", "instruction", "output", "seed")
 
 
 @dataclass
 class PairedPrompt:
     prompt_id: str
     pair: Pair
+
+
+def read_responses(path: Path, which: str) -> list[dict]:
+    """generate's responses.jsonl; `which` names the side (a, b, --a, ...) in errors."""
+    try:
+        rows = read_jsonl(path)
+    except (OSError, ValueError) as e:
+        raise LimitError(f"{which}: {path}: cannot read responses: {e}") from None
+    for i, row in enumerate(rows):
+        missing = set(RESPONSE_FIELDS) - set(row)
+        if missing:
+            raise LimitError(f"{which}: {path}: row {i}: missing field {sorted(missing)[0]}")
+    return rows
+
+
+def pair_by_prompt(a: list[dict], b: list[dict], names: tuple[str, str] = ("judge: a", "judge: b")) -> dict:
+    """Seed s of A with seed s of B, prompt by prompt (A's order): {seed: [PairedPrompt]}. Both must cover the
+    same seeds and prompts; `names` say which side is which in errors."""
+    b_index = {(str(r["seed"]), str(r["prompt_id"])): r for r in b}
+    per_seed: dict[str, list[PairedPrompt]] = {}
+    seen = set()
+    for row in a:
+        key = (str(row["seed"]), str(row["prompt_id"]))
+        if key in seen:
+            raise LimitError(f"{names[0]}: seed {key[0]} has prompt_id {key[1]} twice")
+        seen.add(key)
+        other = b_index.get(key)
+        if other is None:
+            raise LimitError(f"{names[1]}: no response for seed {key[0]}, prompt_id {key[1]}")
+        if other["instruction"] != row["instruction"]:
+            raise LimitError(f"{names[1]}: seed {key[0]}, prompt_id {key[1]}: answers another instruction than a")
+        per_seed.setdefault(key[0], []).append(
+            PairedPrompt(key[1], (row["instruction"], row["output"], other["output"]))
+        )
+    if len(seen) != len(b_index):
+        extra = sorted(set(b_index) - seen)[0]
+        raise LimitError(f"{names[0]}: no response for seed {extra[0]}, prompt_id {extra[1]}")
+    return per_seed
+
+
+def judge_responses(
+    judge: Judge,
+    spec: JudgeSpec,
+    per_seed: Mapping[str, Sequence[PairedPrompt]],
+    cache_for: Callable[[str], Path],
+    after_seed: Callable[[str], None] | None = None,
+) -> tuple[dict, list[dict]]:
+    """`result.json` and one annotation row per judged pair."""
+    judgments, annotations, tokens = judge_seeds(judge, per_seed, cache_for, after_seed)
+    return result(judgments, tokens, judge.cost_per_token(), spec.bootstrap, judge_name(spec)), annotations
 
 
 def judge_seeds(
@@ -76,6 +134,11 @@ def result(
         "dollars": None if cost_per_token is None else tokens * cost_per_token,
     }
     return out
+
+
+def seed_totals(out: dict) -> dict[str, int]:
+    """Wins of A, of B, ties and failures over every seed of a `result.json`."""
+    return {k: sum(c[k] for c in out["seeds"].values()) for k in ("wins_a", "wins_b", "ties", "failures")}
 
 
 def _winner(preference: float | None) -> str | None:

@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from limit.judge.backends import Outcome, Pair
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS, format_prompt, is_switched
+from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B
 from limit.models import context_length
 
@@ -24,7 +24,7 @@ ASSISTANT = "\n<|im_start|>assistant\n"
 @dataclass
 class LocalJudge:
     location: str
-    annotator: str = "alpaca_eval_gpt4_0613"
+    annotator: str
     truncated: int = field(default=0, init=False)
     _loaded: tuple | None = field(default=None, init=False, repr=False)
 

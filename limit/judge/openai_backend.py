@@ -27,21 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit.errors import LimitError
-from limit.judge.backends import Outcome, Pair
+from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import normalize_preference
+from limit.spec import JudgeSpec
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class OpenAIJudge:
-    annotator: str = "alpaca_eval_gpt4_0613"
-    model: str = "gpt-4-0613"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = 4
-    max_retries: int = 5
-    retry_wait: float = 2.0
+    spec: JudgeSpec  # annotator, model, endpoint, key variable, concurrency and retries
     chunk_size: int = 32
     timeout: float = 120.0
     _failed_streak: int = field(default=0, init=False, repr=False)  # groups in a row that ended all failed
@@ -61,7 +56,7 @@ class OpenAIJudge:
         """Dollars per token when alpaca-eval knows the model's price, else None."""
         from alpaca_eval.decoders.openai import _get_price_per_token
 
-        price = _get_price_per_token(self.model)
+        price = _get_price_per_token(self.spec.model)
         return float(price) if price is not None and math.isfinite(price) else None
 
     # ------------------------------------------------------------------ internals
@@ -69,33 +64,35 @@ class OpenAIJudge:
     def _annotator(self, seed: int, cache: Path):
         cache.parent.mkdir(parents=True, exist_ok=True)
         annotator = _pairwise_annotator_class()(
-            annotators_config=self.annotator,
+            annotators_config=self.spec.annotator,
             seed=seed,
             caching_path=cache,
             is_store_missing_annotations=False,
         )
         for single in annotator.annotators.values():
-            single.completions_kwargs["model_name"] = self.model
+            single.completions_kwargs["model_name"] = self.spec.model
         logging.getLogger().setLevel(logging.WARNING)  # alpaca-eval sets the root logger to INFO on import
         return annotator
 
     def _decoding_kwargs(self, tmp: Path) -> dict:
         import yaml
 
-        key = os.environ.get(self.api_key_env)
+        key = os.environ.get(self.spec.api_key_env)
         if not key:
-            if self.base_url is None:
-                raise LimitError(f"judge.api_key_env: environment variable {self.api_key_env} is not set")
+            if self.spec.base_url is None:
+                raise LimitError(f"judge.api_key_env: environment variable {self.spec.api_key_env} is not set")
             key = "EMPTY"  # local OpenAI-compatible servers accept any key
         # alpaca-eval builds its clients from a config file; ours names only the endpoint (the key stays in memory)
         client_config = tmp / "openai_clients.yaml"
-        client_config.write_text(yaml.safe_dump({"default": [{"base_url": self.base_url}] if self.base_url else [{}]}))
+        client_config.write_text(
+            yaml.safe_dump({"default": [{"base_url": self.spec.base_url}] if self.spec.base_url else [{}]})
+        )
         return {
-            "num_procs": self.concurrency,
+            "num_procs": self.spec.concurrency,
             "requires_chatml": True,  # the ranking prompt is ChatML, whatever the model is called
             # alpaca-eval multiplies total tokens by this: a price of 1 makes `price_per_example` the token count
             "price_per_token": 1.0,
-            "sleep_time": self.retry_wait,
+            "sleep_time": self.spec.retry_wait,
             "client_config_path": client_config,
             "client_kwargs": {"api_key": key, "max_retries": 0, "timeout": self.timeout},  # retries are ours
         }
@@ -112,10 +109,10 @@ class OpenAIJudge:
         import openai
 
         pending, last_error = list(chunk), "unparseable judge answer"
-        attempts = 1 if self._failed_streak >= 3 else self.max_retries + 1
+        attempts = 1 if self._failed_streak >= 3 else self.spec.max_retries + 1
         for attempt in range(attempts):
             if attempt:
-                time.sleep(self.retry_wait * min(2 ** (attempt - 1), 8))
+                time.sleep(self.spec.retry_wait * min(2 ** (attempt - 1), 8))
             rows = [{"instruction": pairs[i][0], "output_1": pairs[i][1], "output_2": pairs[i][2]} for i in pending]
             try:
                 annotated = annotator.annotate_pairs(rows, **decoding)

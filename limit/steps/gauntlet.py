@@ -7,14 +7,12 @@ Writes `scores.json` ({benchmarks, categories, average, complete, ...}) and per-
 from __future__ import annotations
 
 import json
-import sys
 
 import mlflow
 
 from limit.errors import LimitError
-from limit.gauntlet.benchmarks import CATEGORIES, suite
-from limit.gauntlet.data import fetch_files
-from limit.gauntlet.evaluate import run_gauntlet
+from limit.gauntlet.benchmarks import CATEGORIES
+from limit.gauntlet.evaluate import score_model
 from limit.models import model_location
 from limit.steps.context import StepContext
 from limit.steps.inputs import GauntletInput
@@ -30,29 +28,17 @@ def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool, str | None]
 
 
 def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
-    spec = inp.gauntlet
-    benchmarks = suite(spec.suite, spec.tasks)
-    files = fetch_files(spec.data, [b.file for b in benchmarks], ctx.workdir)
-    if not files:
-        raise LimitError(f"gauntlet.data: none of suite '{spec.suite}''s files found in {spec.data}")
     location, trust_remote_code, revision = _model(inp, ctx)
-    print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
-
     ctx.restore("details")  # benchmarks an earlier attempt finished
-    scores = run_gauntlet(
+    scores = score_model(
         location,
-        benchmarks,
-        files,
-        limit=spec.limit,
-        batch_size=spec.batch_size,
-        backend=spec.backend,
-        seed=spec.seed,
+        inp.gauntlet,
+        ctx.workdir,
         trust_remote_code=trust_remote_code,
         revision=revision,
         resume_dir=ctx.out / "details",
         on_benchmark=lambda _: ctx.persist("details"),
     )
-    scores["suite"] = spec.suite
     (ctx.out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
 
     for name, result in scores["benchmarks"].items():

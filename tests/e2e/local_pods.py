@@ -27,9 +27,9 @@ import yaml
 from chart_mlflow import MemoryWatchdog, local_server, memory_limit, rendered_container
 from moto.server import ThreadedMotoServer
 
-from workflows.argo import OUTPUTS_DIR, WORKDIR
-from workflows.manifest_command import render
-from workflows.profile import load_profile
+from limit.backends.argo import OUTPUTS_DIR, WORKDIR
+from limit.backends.profile import load_profile
+from limit.commands.manifest import render
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent

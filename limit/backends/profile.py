@@ -12,9 +12,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from limit.costs import Gpu
+from limit.locations import WORKFLOWS
 from limit.yaml_models import load_model, resolve_named
 
-PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+PROFILES_DIR = WORKFLOWS / "profiles"
 
 
 class Strict(BaseModel):

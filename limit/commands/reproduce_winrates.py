@@ -106,13 +106,13 @@ class _ReplayRun:
     def __init__(self, concurrency: int):
         from limit.judge.openai_backend import OpenAIJudge
         from limit.judge.replay_server import ReplayJudgeServer
+        from limit.spec import JudgeSpec
 
         self.server = ReplayJudgeServer()
         self.server.start()
         self.cache_dir = tempfile.TemporaryDirectory(prefix="limit-replay-")
-        self.judge_client = OpenAIJudge(
-            base_url=self.server.base_url, model="gpt-4-0613", concurrency=concurrency, max_retries=1, retry_wait=0
-        )
+        spec = JudgeSpec(base_url=self.server.base_url, concurrency=concurrency, max_retries=1, retry_wait=0)
+        self.judge_client = OpenAIJudge(spec)
         self.runs = 0
 
     def judge(self, released: list[dict], seed: int):

@@ -24,10 +24,10 @@ from hera.workflows import (
 )
 from hera.workflows import models as m
 
+from limit.backends.profile import Profile, Toleration
 from limit.errors import LimitError
 from limit.plan import Plan, Step
 from limit.spec import Study
-from workflows.profile import Profile, Toleration
 
 ENTRYPOINT = "study"
 PARENT_TASK = "mlflow-parent"

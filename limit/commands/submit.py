@@ -13,8 +13,8 @@ import os
 
 import requests
 
+from limit.commands.manifest import DEFAULT_PROFILE
 from limit.errors import LimitError
-from workflows.manifest_command import DEFAULT_PROFILE
 
 TIMEOUT_S = 30
 
@@ -41,10 +41,10 @@ def main(args: argparse.Namespace) -> int:
     from hera.exceptions import Forbidden, HeraException, Unauthorized
     from hera.workflows import WorkflowsService
 
+    from limit.backends.argo import build_workflow
+    from limit.backends.profile import load_profile
     from limit.plan import build_plan
     from limit.spec import load_study, resolve_study_path
-    from workflows.argo import build_workflow
-    from workflows.profile import load_profile
 
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     profile = load_profile(args.profile)

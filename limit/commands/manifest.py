@@ -22,10 +22,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def render(study: str, profile: str, template: bool = False) -> str:
     """The manifest `limit manifest` writes and `limit submit` sends."""
+    from limit.backends.argo import build_workflow
+    from limit.backends.profile import load_profile
     from limit.plan import build_plan
     from limit.spec import load_study, resolve_study_path
-    from workflows.argo import build_workflow
-    from workflows.profile import load_profile
 
     cluster = load_profile(profile)
     plan = build_plan(load_study(study), origin=str(resolve_study_path(study)), gpu=cluster.gpu)

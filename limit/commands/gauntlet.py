@@ -1,0 +1,90 @@
+"""`limit gauntlet --model X`: score one model on the Eval Gauntlet, outside any study.
+
+    limit gauntlet --model DIR [--data-dir ../shared/gauntlet_data] [--limit 20] [--out scores.json]
+
+The gauntlet is configured as a study's `gauntlet:` (same defaults: suite v0, the shared data beside the
+checkout plus `runs/gauntlet-converted` when it exists) and scored by the same function as the gauntlet step.
+Prints an lm-eval-style table; `--out` writes scores.json (per benchmark: accuracy, rescaled score, n; per
+category its score, null when one of its benchmarks is missing; the average, null unless all are complete).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from limit.errors import LimitError
+
+CONVERTED = Path("runs/gauntlet-converted")  # where `limit gauntlet-convert`'s README command writes
+# flag: GauntletSpec field; flags left unset take the spec's defaults, declared only there.
+SPEC_FLAGS = {"suite": "suite", "limit": "limit", "batch_size": "batch_size", "backend": "backend", "seed": "seed"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, help="Model folder or hub id (anything from_pretrained takes).")
+    parser.add_argument(
+        "--data-dir", help="Gauntlet files: folders, s3://bucket/prefix, fixture:NAME or llm-foundry@<commit>."
+    )
+    parser.add_argument("--suite", help="Benchmark suite: v0 (the paper's 33, default) or tiny.")
+    parser.add_argument("--tasks", help="Comma-separated subset of the suite's benchmarks.")
+    parser.add_argument("--limit", type=int, help="At most this many examples per benchmark.")
+    parser.add_argument("--batch-size", type=int)
+    parser.add_argument("--backend", help="Scoring backend (see gauntlet.backend in a study).")
+    parser.add_argument("--seed", type=int, help="Few-shot sampling seed (composer's default).")
+    parser.add_argument("--trust-remote-code", action="store_true")
+    parser.add_argument("--workdir", default="runs", help="Cache for downloaded gauntlet files.")
+    parser.add_argument("--out", help="Also write the scores here (JSON).")
+
+
+def main(args: argparse.Namespace) -> int:
+    from limit.gauntlet.evaluate import score_model
+
+    spec = gauntlet_spec(args)
+    scores = score_model(args.model, spec, Path(args.workdir), trust_remote_code=args.trust_remote_code)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(scores, indent=2))
+        print(f"wrote {out}", file=sys.stderr)
+    print_table(scores)
+    return 0
+
+
+def gauntlet_spec(args: argparse.Namespace):
+    from pydantic import ValidationError
+
+    from limit.spec import GauntletSpec
+
+    given = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items() if getattr(args, flag) is not None}
+    if args.tasks:
+        given["tasks"] = [t.strip() for t in args.tasks.split(",") if t.strip()]
+    default_data = GauntletSpec.model_fields["data"].default + (f",{CONVERTED}" if CONVERTED.is_dir() else "")
+    given["data"] = args.data_dir or default_data
+    try:
+        return GauntletSpec(**given)
+    except ValidationError as e:
+        error = e.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "data"
+        flag = {"data": "data-dir"}.get(field, field.replace("_", "-"))
+        raise LimitError(f"--{flag}: {error['msg']}") from None
+
+
+def print_table(scores: dict) -> None:
+    """One row per benchmark, then the categories and the average, as lm-eval prints its results."""
+    from limit.gauntlet.benchmarks import CATEGORIES, CATEGORY_TITLES
+
+    def fmt(value: float | None) -> str:
+        return "incomplete" if value is None else f"{value:+.4f}"
+
+    print("|Benchmark                          |Category  |     n|Accuracy|  Score|")
+    print("|-----------------------------------|----------|-----:|-------:|------:|")
+    for name, result in sorted(scores["benchmarks"].items(), key=lambda kv: (kv[1]["category"], kv[0])):
+        title = CATEGORY_TITLES[result["category"]]
+        print(f"|{name:<35}|{title:<10}|{result['n']:>6}|{result['accuracy']:>8.4f}|{result['score']:>+7.3f}|")
+    for category in CATEGORIES:
+        print(f"{CATEGORY_TITLES[category]:>10}: {fmt(scores['categories'][category])}")
+    print(f"{'Av':>10}: {fmt(scores['average'])}")
+    if scores["missing"]:
+        print(f"missing: {', '.join(scores['missing'])}")

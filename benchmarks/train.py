@@ -30,7 +30,7 @@ from limit.cpu import configure_torch_threads
 from limit.models import load_tokenizer, materialize_tiny
 from limit.mpt.attention import install
 from limit.spec import TinyModel, TrainSpec
-from limit.steps.finetune import collator
+from limit.training.trainer import collator
 
 SHAPE = {"d_model": 512, "n_layers": 2, "n_heads": 8, "vocab_size": 2048}
 MAX_SEQ_LEN = 2048

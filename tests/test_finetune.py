@@ -15,6 +15,7 @@ from limit.runner import run_step
 from limit.spec import load_study
 from limit.steps import finetune as finetune_module
 from limit.store import MANIFEST
+from limit.training import trainer as trainer_module
 
 STEPS_PER_EPOCH = 5  # 37 single-turn LIMA rows, global batch 8
 
@@ -180,13 +181,13 @@ def test_a_retry_resumes_from_the_newest_state_whose_upload_completed(limit_env:
     finetune_module.restore_checkpoint(ctx)
 
     assert sorted(p.name for p in (ctx.out / "resume").iterdir()) == ["checkpoint-5"]
-    assert finetune_module.last_checkpoint(ctx.out / "resume").name == "checkpoint-5"
+    assert trainer_module.last_checkpoint(ctx.out / "resume").name == "checkpoint-5"
 
 
 def test_deepspeed_config_follows_the_spec():
     from limit.spec import TrainSpec
 
-    config = finetune_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=3, precision="bf16", micro_batch_size=2))
+    config = trainer_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=3, precision="bf16", micro_batch_size=2))
     assert config["zero_optimization"]["stage"] == 3 and config["bf16"] == {"enabled": True}
     assert config["zero_optimization"]["stage3_gather_16bit_weights_on_model_save"]  # full weights per epoch
     assert config["train_micro_batch_size_per_gpu"] == "auto"  # filled from TrainingArguments by Trainer
@@ -212,7 +213,7 @@ def test_shipped_gpu_finetunes_pass_deepspeeds_own_config_check(monkeypatch):
     expected = {"finetune-mpt-7b-lima": (2, 1, None), "finetune-mpt-30b-lima": (3, 9, "fp32")}
     for step_id, (stage, accumulation, accum_dtype) in expected.items():
         train = plan.steps[step_id].input.train
-        config = finetune_module.deepspeed_config(train)
+        config = trainer_module.deepspeed_config(train)
         filled = config | {
             "train_batch_size": train.global_batch_size,
             "train_micro_batch_size_per_gpu": train.micro_batch_size,
@@ -232,10 +233,10 @@ def test_stage_zero_never_asks_for_fp32_accumulation():
     """DeepSpeed refuses bf16 weights with fp32 accumulation outside ZeRO ("unsupported mix")."""
     from limit.spec import TrainSpec
 
-    config = finetune_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=0, micro_batch_size=1))
+    config = trainer_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=0, micro_batch_size=1))
     assert "data_types" not in config
     with pytest.raises(LimitError, match="zero_stage is 'auto'"):
-        finetune_module.deepspeed_config(TrainSpec(gpus=8, micro_batch_size=1))
+        trainer_module.deepspeed_config(TrainSpec(gpus=8, micro_batch_size=1))
 
 
 def test_every_gpu_finetune_runs_under_torchrun_one_gpu_included():

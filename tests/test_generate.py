@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from limit.data.prompts import Prompt, load_prompts
 from limit.generation.sampling import TransformersSampler, token_budget
 from limit.models import materialize_tiny
-from limit.prompts import Prompt, load_prompts
 from limit.spec import Generation, PromptSet, TinyModel
 
 GEN = {"seeds": [1, 2], "temperature": 0.9, "max_total_tokens": 96, "max_new_tokens": 12, "batch_size": 2}

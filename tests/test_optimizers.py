@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from limit.optimizers import optimizer_cls_and_kwargs, trainer_weight_decay
 from limit.spec import TrainSpec
+from limit.training.optimizers import optimizer_cls_and_kwargs, trainer_weight_decay
 
 
 @pytest.mark.parametrize("name", ["decoupled_adamw", "decoupled_lionw"])

@@ -14,8 +14,8 @@ from limit.plan import build_plan
 from limit.runner import run_step
 from limit.spec import TrainSpec, load_study
 from limit.steps import step_key
-from limit.steps.finetune import collator
-from limit.training_examples import IGNORE_INDEX
+from limit.training.examples import IGNORE_INDEX
+from limit.training.trainer import collator
 
 RELATIVE = 1e-4
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 
 from limit.cli import main as cli
+from limit.data.prompts import instruction_of, load_prompts
+from limit.data.template import apply_template
 from limit.errors import LimitError
-from limit.prompts import instruction_of, load_prompts
 from limit.spec import PromptSet
-from limit.template import apply_template
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

@@ -6,7 +6,7 @@ import pytest
 
 from limit.models import materialize_tiny
 from limit.spec import TinyModel, TrainSpec
-from limit.steps.finetune import training_arguments
+from limit.training.trainer import training_arguments
 
 
 def expected_lr(step: int, lr: float, warmup: int, total: int) -> float:
@@ -19,7 +19,7 @@ def expected_lr(step: int, lr: float, warmup: int, total: int) -> float:
 def test_warmup_then_linear_to_zero(tmp_path, optimizer):
     from transformers import AutoModelForCausalLM, Trainer
 
-    from limit.optimizers import optimizer_cls_and_kwargs
+    from limit.training.optimizers import optimizer_cls_and_kwargs
 
     train = TrainSpec(optimizer=optimizer, lr=1e-3, warmup_steps=4, precision="fp32", global_batch_size=1)
     model = AutoModelForCausalLM.from_pretrained(materialize_tiny(TinyModel(), tmp_path / "work"))

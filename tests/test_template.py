@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from limit.data.template import apply_template, is_templated
 from limit.models import load_tokenizer, materialize_tiny
 from limit.spec import TinyModel
-from limit.template import apply_template, is_templated
-from limit.training_examples import IGNORE_INDEX, encode_example
+from limit.training.examples import IGNORE_INDEX, encode_example
 
 
 @pytest.fixture(scope="module")

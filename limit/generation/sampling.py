@@ -11,9 +11,9 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from limit.data.prompts import Prompt
 from limit.errors import LimitError
 from limit.models import context_length
-from limit.prompts import Prompt
 from limit.spec import Generation
 from limit.vllm_models import require_supported
 

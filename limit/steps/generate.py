@@ -12,11 +12,11 @@ import json
 import sys
 
 from limit.cpu import configure_torch_threads
+from limit.data.prompts import load_prompts
 from limit.errors import LimitError
 from limit.generation.sampling import make_sampler
 from limit.io import read_jsonl, write_jsonl
 from limit.models import model_location
-from limit.prompts import load_prompts
 from limit.steps.context import StepContext
 from limit.steps.inputs import GenerateInput
 

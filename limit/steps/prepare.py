@@ -11,7 +11,7 @@ import json
 
 import numpy as np
 
-from limit.datasets_io import load_source, mix, source_label, subset
+from limit.data.datasets import load_source, mix, source_label, subset
 from limit.errors import LimitError
 from limit.io import read_jsonl, write_jsonl
 from limit.locations import local_path

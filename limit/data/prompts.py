@@ -12,10 +12,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from limit.data.template import PREAMBLE, apply_template
 from limit.errors import LimitError
 from limit.locations import local_path
 from limit.spec import PromptSet, Source
-from limit.template import PREAMBLE, apply_template
 
 # "### Instruction" (Instruct-v3's release file has no colon) up to "### Response:", each on its own line
 TEMPLATED = re.compile(
@@ -69,7 +69,7 @@ def _read(location: str, field: str) -> str:
 
 def _records(spec: PromptSet, cache_dir: Path | None) -> tuple[list[dict], str]:
     """Rows through `datasets.load_dataset`, with the same arguments a training `Source` would get."""
-    from limit.datasets_io import load_table
+    from limit.data.datasets import load_table
 
     label = f"{spec.hf} ({spec.split})" if spec.hf else spec.jsonl
     if spec.jsonl and not local_path(spec.jsonl).is_file():

@@ -15,10 +15,10 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+from limit.data.template import apply_template
 from limit.errors import LimitError, UnavailableError, is_transient
 from limit.locations import local_path
 from limit.spec import Source
-from limit.template import apply_template
 
 Row = dict[str, str]
 

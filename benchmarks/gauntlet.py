@@ -24,6 +24,7 @@ from pathlib import Path
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
+from limit.locations import parse_locations
 from limit.models import materialize_tiny
 from limit.spec import TinyModel
 
@@ -95,7 +96,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="limit-bench-gauntlet-") as tmp:
         model = args.model or str(materialize_tiny(TinyModel(), Path(tmp)))
         benches = suite("v0")
-        files = fetch_files(args.data_dir, [b.file for b in benches], Path(tmp))
+        files = fetch_files(parse_locations(args.data_dir), [b.file for b in benches], Path(tmp))
         available = [b for b in benches if b.file in files]
         started = time.time()
         lm = load_model(model, "hf", args.batch_size)

@@ -229,10 +229,10 @@ def _check_gauntlet_data(study: Study, origin: str) -> None:
         benchmarks = suite(spec.suite, spec.tasks)
     except LimitError as e:
         raise LimitError(f"{origin}: {e}") from None
-    parts = [p.strip() for p in spec.data.split(",")]
-    if not study.runs or any(p.startswith("s3://") or "@" in p for p in parts):
+    locations = spec.locations
+    if not study.runs or not all(location.local for location in locations):
         return
-    missing = [b.name for b in benchmarks if not any((local_path(p) / b.file).is_file() for p in parts)]
+    missing = [b.name for b in benchmarks if not any((loc.path / b.file).is_file() for loc in locations)]
     if missing:
         raise LimitError(
             f"{origin}: gauntlet.data: {len(missing)} of the suite's {len(benchmarks)} files are not in "
@@ -275,7 +275,7 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> P
         inp = inp.model_copy(update={"tags": {"dataset": name}})
         return plan.add(Step(f"prepare-{slug(name)}", "prepare", inp, deps, resources("prepare")))
 
-    gauntlet_data_sha = local_tree_sha256(study.gauntlet.data)
+    gauntlet_data_sha = local_tree_sha256(study.gauntlet.locations)
 
     def gauntlet(step_id: str, deps: tuple[str, ...], tags: dict[str, str], **where) -> Step:
         inp = GauntletInput(gauntlet=study.gauntlet, data_sha256=gauntlet_data_sha, tags=tags, **where)

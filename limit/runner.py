@@ -22,6 +22,7 @@ from limit.errors import LimitError
 from limit.steps import KINDS, inputs, step_key
 from limit.steps.context import StepContext
 from limit.store import Store
+from limit.yaml_models import first_error
 
 
 def parse_input(kind: str, raw: str) -> inputs.StepInput:
@@ -30,9 +31,8 @@ def parse_input(kind: str, raw: str) -> inputs.StepInput:
     try:
         return KINDS[kind].input.model_validate_json(raw)
     except ValidationError as e:
-        err = e.errors()[0]
-        field = ".".join(str(p) for p in err["loc"]) or "(input)"
-        raise LimitError(f"step {kind} --input: {field}: {err['msg']}") from None
+        field, message = first_error(e)
+        raise LimitError(f"step {kind} --input: {field}: {message}") from None
 
 
 def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict[str, Any]:

@@ -12,7 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from limit.locations import WORKFLOWS
+from limit.locations import WORKFLOWS, Location, parse_locations
 from limit.quantities import parse_quantity
 from limit.yaml_models import FieldError, first_error, load_model, resolve_named
 
@@ -205,6 +205,16 @@ class GauntletSpec(Strict):
     batch_size: int = Field(8, gt=0)
     backend: Literal["hf", "vllm"] = "hf"
     seed: int = 1234
+
+    @field_validator("data")
+    @classmethod
+    def _locations(cls, value: str) -> str:
+        parse_locations(value)  # refused here, at plan time, not in a pod after the finetunes
+        return value
+
+    @property
+    def locations(self) -> list[Location]:
+        return parse_locations(self.data)
 
 
 class PromptSet(Strict):

@@ -10,9 +10,8 @@ import pytest
 
 from limit.cli import main as limit_main
 from limit.errors import LimitError
-from limit.gauntlet.data import fetch_files
+from limit.runner import parse_input
 from limit.spec import list_studies, load_study
-from limit.steps.inputs import GauntletInput
 
 FULL = "be467aee1744566e46e9b993c1ff23ab01fe5c55"  # llm-foundry, 2023-11-06: the paper's gauntlet
 REPO = Path(__file__).resolve().parents[1]
@@ -20,9 +19,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("study", list_studies())
 def test_shipped_studies_name_full_commits(study: str) -> None:
-    for part in load_study(study).gauntlet.data.split(","):
-        if part.strip().startswith("llm-foundry@"):
-            assert part.strip() == f"llm-foundry@{FULL}"
+    for location in load_study(study).gauntlet.locations:
+        if location.kind == "llm-foundry":
+            assert location.value == FULL
 
 
 def test_plan_refuses_a_short_commit_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -32,13 +31,11 @@ def test_plan_refuses_a_short_commit_in_one_line(tmp_path: Path, capsys: pytest.
     spec.write_text(text.replace(f"llm-foundry@{FULL}", "llm-foundry@be467aee1"))
     assert limit_main(["plan", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("limit: error: gauntlet.data: 'llm-foundry@be467aee1'")
+    assert "\n" not in err and f"{spec}:" in err and "gauntlet.data: 'llm-foundry@be467aee1'" in err
     assert err.endswith(f"llm-foundry@{FULL}")  # the full commit of a known short one
 
 
 def test_the_step_refuses_a_short_commit_too() -> None:
     data = {"gauntlet": {"suite": "tiny", "data": "fixture:gauntlet,llm-foundry@abc1234"}, "model": {"hf": "m"}}
-    with pytest.raises(LimitError, match=r"^gauntlet.data: 'llm-foundry@abc1234': give the full 40-hex"):
-        GauntletInput.model_validate_json(json.dumps(data))
-    with pytest.raises(LimitError, match="give the full 40-hex-digit llm-foundry commit$"):
-        fetch_files("llm-foundry@abc1234", ["world_knowledge/arc_easy.jsonl"], Path("unused"))
+    with pytest.raises(LimitError, match=r"^step gauntlet --input: gauntlet.data: 'llm-foundry@abc1234': give the"):
+        parse_input("gauntlet", json.dumps(data))

@@ -13,12 +13,11 @@ import pytest
 from test_gauntlet_convert import write_hub_samples
 
 from limit import cli
-from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.gauntlet.convert import CONVERTERS, convert
-from limit.gauntlet.data import KNOWN_COMMITS, fetch_files
+from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import run_gauntlet
-from limit.locations import FIXTURES
+from limit.locations import FIXTURES, KNOWN_COMMITS, parse_locations
 from limit.models import materialize_tiny
 from limit.runner import run_step
 from limit.spec import GauntletSpec, ModelSpec, TinyModel
@@ -62,7 +61,7 @@ def test_gauntlet_step_tiny_suite(limit_env):
 
 def test_finished_benchmarks_are_reused_on_resume(tiny_model, tmp_path):
     benches = suite("tiny", ["tiny_copa", "tiny_arithmetic"])
-    files = fetch_files("fixture:gauntlet", [b.file for b in benches], tmp_path)
+    files = fetch_files(parse_locations("fixture:gauntlet"), [b.file for b in benches], tmp_path)
     resume = tmp_path / "details"
     resume.mkdir()
     kept = {"category": "commonsense_reasoning", "accuracy": 1.0, "score": 1.0, "n": 12, "random_baseline": 0.5}
@@ -92,8 +91,8 @@ def test_cli_bad_input_is_one_line(tiny_model, tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not out.exists()
     assert err.count("\n") == 0 and "gauntlet.data: folder not found" in err
-    with pytest.raises(LimitError, match="give the full 40-hex-digit llm-foundry commit"):
-        fetch_files("llm-foundry@main!", ["x.jsonl"], tmp_path)
+    with pytest.raises(ValueError, match="give the full 40-hex-digit llm-foundry commit"):
+        parse_locations("llm-foundry@main!")
 
 
 def test_data_from_s3(s3_env, tiny_model, tmp_path):
@@ -102,7 +101,7 @@ def test_data_from_s3(s3_env, tiny_model, tmp_path):
     benches = suite("tiny")
     for bench in benches[:-1]:  # the last one is left out: it must come back missing, not fail
         s3.upload_file(str(TINY_DATA / bench.file), bucket, f"data/gauntlet/{bench.file}")
-    files = fetch_files(f"s3://{bucket}/data/gauntlet", [b.file for b in benches], tmp_path)
+    files = fetch_files(parse_locations(f"s3://{bucket}/data/gauntlet"), [b.file for b in benches], tmp_path)
     assert set(files) == {b.file for b in benches[:-1]}
     assert all(files[b.file].read_bytes() == (TINY_DATA / b.file).read_bytes() for b in benches[:-1])
 
@@ -124,7 +123,9 @@ def test_data_from_llm_foundry_at_a_commit(tmp_path, monkeypatch):
     try:
         url = f"http://127.0.0.1:{server.server_port}/{{commit}}/scripts/eval/local_data/{{file}}"
         monkeypatch.setenv("LIMIT_LLM_FOUNDRY_RAW", url)
-        files = fetch_files(f"llm-foundry@{FULL_COMMIT}", [bench.file, "x/absent.jsonl"], tmp_path / "work")
+        files = fetch_files(
+            parse_locations(f"llm-foundry@{FULL_COMMIT}"), [bench.file, "x/absent.jsonl"], tmp_path / "work"
+        )
     finally:
         server.shutdown()
     assert list(files) == [bench.file]  # a 404 is a missing file, not an error
@@ -136,7 +137,7 @@ def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):
     """The 29 shared files plus the 4 others converted from hub-schema samples: all 33 score, average complete."""
     data = shared / "gauntlet_data"
     benches = suite("v0")
-    shared_only = fetch_files(str(data), [b.file for b in benches], tmp_path)
+    shared_only = fetch_files(parse_locations(str(data)), [b.file for b in benches], tmp_path)
     absent = {b.name for b in benches if b.file not in shared_only}
     if absent != set(CONVERTERS):
         pytest.skip(f"{data} does not hold the 29 v0 files its SOURCE.md lists")
@@ -144,7 +145,7 @@ def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):
     converted = tmp_path / "converted"
     for name, source in write_hub_samples(tmp_path / "hub").items():
         convert(name, converted, str(source))
-    files = fetch_files(f"{data},{converted}", [b.file for b in benches], tmp_path)
+    files = fetch_files(parse_locations(f"{data},{converted}"), [b.file for b in benches], tmp_path)
     scores = run_gauntlet(tiny_model, benches, files, limit=2, batch_size=16)
     assert set(scores["benchmarks"]) == {b.name for b in benches}
     for name, result in scores["benchmarks"].items():

@@ -139,9 +139,9 @@ def local_inputs(study: Study) -> list[tuple[str, str]]:
             location = getattr(prompts, field)
             if location and not location.startswith("fixture:"):
                 found.append((f"prompts.{name}.{field}", location))
-    for part in (p.strip() for p in study.gauntlet.data.split(",")):
-        if not part.startswith(("s3://", "fixture:")) and "@" not in part:
-            found.append(("gauntlet.data", part))
+    for location in study.gauntlet.locations:
+        if location.kind == "folder":
+            found.append(("gauntlet.data", str(location)))
     return found
 
 

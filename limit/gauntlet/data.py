@@ -1,6 +1,6 @@
 """Where the gauntlet's jsonl files come from, turned into a local folder.
 
-A location is one of:
+A location (parsed by `limit.locations.parse_locations`, where the spec validates it) is one of:
 - a folder (`../shared/gauntlet_data`), laid out as `<category>/<name>.jsonl` like llm-foundry's local_data;
 - `fixture:NAME`, a folder shipped inside the package (`fixture:gauntlet` holds the tiny suite);
 - `s3://bucket/prefix`, read with boto3 (which honours AWS_ENDPOINT_URL, e.g. MinIO);
@@ -15,7 +15,6 @@ absent everywhere is reported missing, not an error, so its category comes out i
 from __future__ import annotations
 
 import os
-import re
 import sys
 import urllib.error
 import urllib.request
@@ -23,44 +22,26 @@ from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError
 from limit.io import write_atomic
-from limit.locations import local_path
+from limit.locations import Location
 
 LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
 RAW_URL_ENV = "LIMIT_LLM_FOUNDRY_RAW"  # a mirror of GitHub's raw host, same {commit} and {file} placeholders
-_FOUNDRY = re.compile(r"^llm-foundry@([0-9a-f]{40})$")
-# Full commits of short forms seen in the wild, suggested in the refusal (never substituted silently).
-KNOWN_COMMITS = ("be467aee1744566e46e9b993c1ff23ab01fe5c55",)  # the paper's gauntlet, 2023-11-06
 
 
-def check_locations(location: str) -> None:
-    """Refuse an `llm-foundry@` part that is not a full commit, naming the full one where it is known."""
-    for part in (p.strip() for p in location.split(",")):
-        if not part.startswith("llm-foundry@") or _FOUNDRY.match(part):
-            continue
-        commit = part.removeprefix("llm-foundry@")
-        known = [c for c in KNOWN_COMMITS if len(commit) >= 7 and c.startswith(commit)]
-        hint = f": llm-foundry@{known[0]}" if known else ""
-        raise LimitError(f"gauntlet.data: '{part}': give the full 40-hex-digit llm-foundry commit{hint}")
-
-
-def fetch_files(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
-    """Local paths of those `files` (relative names) that exist at `location` (or its comma-separated list)."""
+def fetch_files(locations: list[Location], files: list[str], workdir: Path) -> dict[str, Path]:
+    """Local paths of those `files` (relative names) found at the first of `locations` that has each."""
     found: dict[str, Path] = {}
-    for one in (part.strip() for part in location.split(",")):
-        if not one:
-            raise LimitError(f"gauntlet.data: empty location in '{location}'")
-        found |= _fetch_one(one, [f for f in files if f not in found], workdir)
+    for location in locations:
+        found |= _fetch_one(location, [f for f in files if f not in found], workdir)
     return found
 
 
-def _fetch_one(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
-    if location.startswith("s3://"):
-        return _fetch_s3(location, files, workdir)
-    check_locations(location)
-    match = _FOUNDRY.match(location)
-    if match:
-        return _fetch_llm_foundry(match.group(1), files, workdir)
-    folder = local_path(location)
+def _fetch_one(location: Location, files: list[str], workdir: Path) -> dict[str, Path]:
+    if location.kind == "s3":
+        return _fetch_s3(location.value, files, workdir)
+    if location.kind == "llm-foundry":
+        return _fetch_llm_foundry(location.value, files, workdir)
+    folder = location.path
     if not folder.is_dir():
         raise LimitError(f"gauntlet.data: folder not found: {location}")
     return {f: folder / f for f in files if (folder / f).is_file()}

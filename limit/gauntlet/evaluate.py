@@ -193,7 +193,7 @@ def score_model(
     from limit.gauntlet.data import fetch_files
 
     benchmarks = suite(spec.suite, spec.tasks)
-    files = fetch_files(spec.data, [b.file for b in benchmarks], workdir)
+    files = fetch_files(spec.locations, [b.file for b in benchmarks], workdir)
     if not files:
         raise LimitError(f"gauntlet.data: none of suite '{spec.suite}''s files found in {spec.data}")
     print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from limit.gauntlet.data import check_locations
 from limit.spec import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
 
 Ref = str
@@ -52,13 +51,6 @@ class GauntletInput(StepInput):
     epoch: int | None = None
     gauntlet: GauntletSpec
     data_sha256: str | None = Field(None, description="Content hash of local gauntlet data folders.")
-
-    @field_validator("gauntlet")
-    @classmethod
-    def _full_commits(cls, spec: GauntletSpec) -> GauntletSpec:
-        """At plan time already: a short llm-foundry commit would only fail in the pod, after the finetunes."""
-        check_locations(spec.data)
-        return spec
 
 
 class EpochScore(Strict):

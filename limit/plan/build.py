@@ -1,0 +1,167 @@
+"""How a study becomes a plan, piece by piece: datasets are prepared; each run is finetuned, every checkpoint
+scored on the gauntlet and the best epoch selected; baselines are scored; each judged pair generates
+responses from both models and judges them; a report reads it all."""
+
+from __future__ import annotations
+
+from limit.costs import Gpu
+from limit.locations import local_file_sha256, local_tree_sha256
+from limit.plan.checks import check_gauntlet_data, check_subset_size
+from limit.plan.dag import Plan, Step
+from limit.plan.sizing import finetune_resources, plan_finetune
+from limit.spec import ModelSpec, Pair, Resources, Study, slug
+from limit.steps import KINDS
+from limit.steps.inputs import (
+    EpochScore,
+    FinetuneInput,
+    GauntletInput,
+    GenerateInput,
+    JudgeInput,
+    PrepareInput,
+    ReportInput,
+    ReportModel,
+    ReportPair,
+    SelectInput,
+    StepInput,
+    SubsetOf,
+)
+
+
+def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> Plan:
+    """`origin` names the spec file in error messages; `gpu` is the cluster's GPU (default: an 80 GB H100)."""
+    check_gauntlet_data(study, origin)
+    planner = Planner(study, origin, gpu or Gpu())
+    for index in range(len(study.runs)):
+        planner.run(index)
+    for name in study.baselines:
+        planner.baseline(name)
+    for pair in study.pairs:
+        planner.pair(pair)
+    planner.report()
+    return planner.plan
+
+
+class Planner:
+    """Adds a study's steps to a plan; each method is one piece of the DAG and returns what it added."""
+
+    def __init__(self, study: Study, origin: str, gpu: Gpu):
+        self.study, self.origin = study, origin
+        self.plan = Plan(study, gpu=gpu)
+        self.stats_model = study.models[study.stats_tokenizer or next(iter(study.models))]
+        self.gauntlet_data_sha = local_tree_sha256(study.gauntlet.locations)
+        # A judged model: the select step that chose its epoch (a run), or its spec (a baseline).
+        self.judged: dict[str, tuple[Step | None, ModelSpec | None]] = {}
+        self.report_models: list[ReportModel] = []
+        self.report_pairs: list[ReportPair] = []
+
+    def add(self, step_id: str, kind: str, inp: StepInput, deps=(), resources: Resources | None = None) -> Step:
+        resources = resources or self.study.resources.get(kind, KINDS[kind].resources)
+        return self.plan.add(Step(step_id, kind, inp, tuple(deps), resources))
+
+    def prepare(self, name: str) -> Step:
+        """A dataset: loaded from its source, or a subset or mix of other prepared datasets."""
+        ds, deps = self.study.datasets[name], []
+        if ds.source:
+            where = f"{self.origin}: datasets.{name}.source.jsonl"
+            sha = local_file_sha256(ds.source.jsonl, where) if ds.source.jsonl else None
+            inp = PrepareInput(source=ds.source, source_sha256=sha)
+        elif ds.subset:
+            check_subset_size(self.study, name, self.origin)
+            parent = self.prepare(ds.subset.of)
+            deps = [parent.id]
+            inp = PrepareInput(subset=SubsetOf(of=parent.ref, sample=ds.subset.sample, seed=ds.subset.seed))
+        else:
+            members = [self.prepare(member) for member in ds.mix]
+            deps = [m.id for m in members]
+            inp = PrepareInput(mix=[m.ref for m in members])
+        inp = inp.model_copy(update={"stats_tokenizer": self.stats_model, "tags": {"dataset": name}})
+        return self.add(f"prepare-{slug(name)}", "prepare", inp, deps)
+
+    def run(self, index: int) -> Step:
+        """Finetune -> the gauntlet on each checkpoint -> select the best epoch."""
+        run = self.study.runs[index]
+        name, tags = run.run_name, {"run": run.run_name, "model": run.model, "dataset": run.dataset}
+        train, cost = plan_finetune(self.study, index, self.plan.gpu, self.origin)
+        data = self.prepare(run.dataset)
+        inp = FinetuneInput(model=self.study.models[run.model], data=data.ref, train=train, tags=tags)
+        resources = finetune_resources(self.study, index, train, cost, self.origin)
+        finetune = self.add(f"finetune-{slug(name)}", "finetune", inp, [data.id], resources)
+        self.plan.costs[finetune.id] = cost
+        scored = [
+            (
+                epoch,
+                self.gauntlet(
+                    f"gauntlet-{slug(name)}-e{epoch}",
+                    [finetune.id],
+                    {**tags, "epoch": str(epoch)},
+                    finetune=finetune.ref,
+                    epoch=epoch,
+                ),
+            )
+            for epoch in range(1, train.epochs + 1)
+        ]
+        epochs = [EpochScore(epoch=epoch, gauntlet=step.ref) for epoch, step in scored]
+        select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, tags=tags)
+        chosen = self.add(f"select-{slug(name)}", "select", select, [finetune.id, *(s.id for _, s in scored)])
+        self.judged[name] = (chosen, None)
+        self.report_models.append(
+            ReportModel(name=name, kind="run", model=run.model, dataset=run.dataset, selection=chosen.ref)
+        )
+        return chosen
+
+    def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:
+        """One model on the gauntlet: `where` is a base `model`, or a `finetune` and its `epoch`."""
+        inp = GauntletInput(gauntlet=self.study.gauntlet, data_sha256=self.gauntlet_data_sha, tags=tags, **where)
+        return self.add(step_id, "gauntlet", inp, deps)
+
+    def baseline(self, name: str) -> Step:
+        """A base model as it is: scored on the gauntlet, and judged where a pair names it."""
+        spec = self.study.models[name]
+        step = self.gauntlet(f"gauntlet-{slug(name)}", [], {"run": name, "model": name}, model=spec)
+        self.judged[name] = (None, spec)
+        self.report_models.append(ReportModel(name=name, kind="baseline", model=name, gauntlet=step.ref))
+        return step
+
+    def generate(self, model_name: str, prompts: str) -> Step:
+        """A model's sampled responses to a prompt set (the plan shares it between the pairs that need it)."""
+        selected, base = self.judged[model_name]
+        prompt_set = self.study.prompts[prompts]
+        local = prompt_set.jsonl or prompt_set.release_txt
+        field = "jsonl" if prompt_set.jsonl else "release_txt"
+        sha = local_file_sha256(local, f"{self.origin}: prompts.{prompts}.{field}") if local else None
+        inp = GenerateInput(
+            model=base,
+            selection=selected.ref if selected else None,
+            prompts=prompt_set,
+            prompts_sha256=sha,
+            generation=self.study.generation,
+            tags={"run": model_name, "prompts": prompts},
+        )
+        deps = [selected.id] if selected else []
+        return self.add(f"generate-{slug(model_name)}-{slug(prompts)}", "generate", inp, deps)
+
+    def pair(self, pair: Pair) -> Step:
+        """Both models' responses to the pair's prompts, judged against each other."""
+        a, b = self.generate(pair.a, pair.prompts), self.generate(pair.b, pair.prompts)
+        judge = self.study.judge
+        inp = JudgeInput(
+            a=a.ref,
+            b=b.ref,
+            judge=judge,
+            judge_model=self.study.models[judge.local_model] if judge.backend == "local" else None,
+            tags={"a": pair.a, "b": pair.b, "prompts": pair.prompts},
+        )
+        step = self.add(f"judge-{slug(pair.a)}-vs-{slug(pair.b)}-{slug(pair.prompts)}", "judge", inp, [a.id, b.id])
+        self.report_pairs.append(ReportPair(a=pair.a, b=pair.b, prompts=pair.prompts, judge=step.ref))
+        return step
+
+    def report(self) -> Step:
+        """The tables and the figure, after every selection, baseline score and judgment."""
+        deps = [
+            s.id
+            for s in self.plan.order()
+            if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.model is not None)
+        ]
+        name = self.study.name
+        inp = ReportInput(study=name, models=self.report_models, pairs=self.report_pairs, tags={"study": name})
+        return self.add("report", "report", inp, deps)

@@ -1,0 +1,96 @@
+"""The memory and cost planner's part in a plan: each finetune's ZeRO stage, estimates, refusal and disk."""
+
+from __future__ import annotations
+
+from limit.costs import (
+    Gpu,
+    Shape,
+    choose_zero_stage,
+    finetune_disk,
+    finetune_flops,
+    finetune_memory,
+    gpu_hours,
+    model_shape,
+)
+from limit.errors import LimitError
+from limit.plan.dag import FinetuneCost
+from limit.quantities import gibibytes, parse_quantity
+from limit.spec import Resources, RunSpec, Study, TrainSpec
+from limit.steps import KINDS
+
+
+def expected_tokens(study: Study, name: str) -> tuple[float, float] | None:
+    """(rows, mean tokens per row) the spec expects of a dataset before it is prepared, or None."""
+    ds = study.datasets[name]
+    if ds.source is not None:
+        return (ds.source.expect.rows, ds.source.expect.tokens_mean) if ds.source.expect else None
+    if ds.subset is not None:
+        parent = expected_tokens(study, ds.subset.of)
+        return (ds.subset.sample, parent[1]) if parent else None
+    members = [expected_tokens(study, m) for m in ds.mix]
+    if any(m is None for m in members):
+        return None
+    rows = sum(r for r, _ in members)
+    return rows, sum(r * mean for r, mean in members) / rows
+
+
+def _advice(shape: Shape, train: TrainSpec, gpu: Gpu) -> str:
+    """The first field whose change (in this order of cost) brings the estimate under the GPU's memory."""
+    candidates = [
+        ("attention", {"attention": "flex"}),
+        ("gradient_checkpointing", {"gradient_checkpointing": True}),
+        ("micro_batch_size", {"micro_batch_size": 1}),
+        ("zero_stage", {"zero_stage": 3}),
+    ]
+    for field_name, change in candidates:
+        if all(getattr(train, k) == v for k, v in change.items()):
+            continue
+        changed = train.model_copy(update=change)
+        if finetune_memory(shape, changed, changed.zero_stage, train.max_seq_len).gib <= gpu.memory_gib:
+            return field_name
+    return "gpus"
+
+
+def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[TrainSpec, FinetuneCost]:
+    """A run's training spec with its ZeRO stage chosen, and its estimates; refuses what cannot fit."""
+    run: RunSpec = study.runs[index]
+    train = study.train_spec(run)
+    shape = model_shape(study.models[run.model])
+    if train.gpus and train.zero_stage == "auto":
+        train = train.model_copy(update={"zero_stage": choose_zero_stage(shape, train, gpu) if shape else 3})
+    if shape is None:
+        return train, FinetuneCost(None, None, None, None)
+    stage = train.zero_stage if train.gpus else 0
+    memory = finetune_memory(shape, train, stage, train.max_seq_len, "cuda" if train.gpus else "cpu")
+    if train.gpus and memory.gib > gpu.memory_gib:
+        field = _advice(shape, train, gpu)
+        raise LimitError(
+            f"{origin}: runs.{index} ({run.run_name}): the finetune needs ~{memory.gib:.0f} GiB per GPU "
+            f"({train.micro_batch_size} x {train.max_seq_len} tokens, ZeRO-{stage}, {train.attention} attention: "
+            f"{memory.describe()}), over the {gpu.memory_gib:g} GiB per GPU the cluster declares "
+            f"(profile gpu_memory_gib): change {field} (runs.{index}.train.{field} or training.models.{run.model})"
+        )
+    expected = expected_tokens(study, run.dataset)
+    tokens = min(expected[1], train.max_seq_len) * expected[0] if expected else None
+    hours = None
+    if tokens and train.gpus:
+        hours = gpu_hours(train.epochs * finetune_flops(shape, tokens, min(expected[1], train.max_seq_len)), gpu)
+    disk = finetune_disk(shape, train)
+    return train, FinetuneCost(memory, hours, tokens, gpu.memory_gib if train.gpus else None, disk)
+
+
+def finetune_resources(study: Study, index: int, train: TrainSpec, cost: FinetuneCost, origin: str) -> Resources:
+    """The study's finetune resources with the run's GPUs, and a disk sized from the planner's estimate
+    (or the study's own size, refused when smaller than the estimate)."""
+    res = study.resources.get("finetune", KINDS["finetune"].resources).model_copy(update={"gpus": train.gpus})
+    if cost.disk is None:
+        return res
+    if res.disk is None:
+        return res.model_copy(update={"disk": gibibytes(cost.disk.gib)})
+    if parse_quantity(res.disk) < cost.disk.total:
+        raise LimitError(
+            f"{origin}: resources.finetune.disk: {res.disk} is less than the ~{cost.disk.gib:.0f} GiB that "
+            f"runs.{index} ({study.runs[index].run_name}) keeps on disk ({cost.disk.describe()}); remove it to "
+            "size each finetune from the estimate"
+        )
+    return res

@@ -23,6 +23,14 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def exactly_one(model: BaseModel, *fields: str):
+    """Validator body for "give exactly one of these fields"; returns the model."""
+    given = [f for f in fields if getattr(model, f) is not None]
+    if len(given) != 1:
+        raise ValueError(f"give exactly one of {', '.join(fields)} (got {given or 'none'})")
+    return model
+
+
 # ---------------------------------------------------------------- models
 
 
@@ -49,10 +57,7 @@ class ModelSpec(Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> ModelSpec:
-        given = [k for k in ("hf", "path", "tiny") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of hf, path, tiny (got {given or 'none'})")
-        return self
+        return exactly_one(self, "hf", "path", "tiny")
 
 
 # ---------------------------------------------------------------- datasets
@@ -90,8 +95,7 @@ class Source(Strict):
 
     @model_validator(mode="after")
     def _one_location(self) -> Source:
-        if (self.hf is None) == (self.jsonl is None):
-            raise ValueError("give exactly one of hf, jsonl")
+        exactly_one(self, "hf", "jsonl")
         if self.data_files and not self.hf:
             raise ValueError("data_files names files of a hub dataset: give hf too")
         return self
@@ -112,9 +116,7 @@ class DatasetSpec(Strict):
 
     @model_validator(mode="after")
     def _one_kind(self) -> DatasetSpec:
-        given = [k for k in ("source", "subset", "mix") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of source, subset, mix (got {given or 'none'})")
+        exactly_one(self, "source", "subset", "mix")
         if self.mix is not None and len(self.mix) < 2:
             raise ValueError("a mix needs at least two datasets")
         return self
@@ -234,10 +236,7 @@ class PromptSet(Strict):
 
     @model_validator(mode="after")
     def _one_location(self) -> PromptSet:
-        given = [k for k in ("hf", "jsonl", "release_txt") if getattr(self, k) is not None]
-        if len(given) != 1:
-            raise ValueError(f"give exactly one of hf, jsonl, release_txt (got {given or 'none'})")
-        return self
+        return exactly_one(self, "hf", "jsonl", "release_txt")
 
 
 class Generation(Strict):

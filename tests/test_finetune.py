@@ -96,6 +96,18 @@ def test_finetune_killed_after_an_epoch_resumes_and_finishes(limit_env: Path, ti
     assert lrs[1] == 0.0 and max(lrs.values()) == pytest.approx(1e-3)  # tiny.yaml: lr 1e-3, 2 warmup steps
     assert lrs[STEPS_PER_EPOCH + 1] < lrs[STEPS_PER_EPOCH] and lrs[2 * STEPS_PER_EPOCH] < lrs[3]  # no new warmup
 
+    # As torchtune checks its recipes: the same per-step losses as one uninterrupted run.
+    monkeypatch.setenv("LIMIT_ARTIFACTS", str(limit_env / "straight"))
+    run(prepare)
+    run(finetune)
+    straight = limit_env / "straight" / finetune.ref
+    assert logged_losses(straight) == logged_losses(out)
+
+
+def logged_losses(folder: Path) -> list[tuple[int, float]]:
+    log = json.loads((folder / "train_log.json").read_text())["log_history"]
+    return [(entry["step"], entry["loss"]) for entry in log if "loss" in entry]
+
 
 def test_multi_gpu_finetune_relaunches_itself_under_torchrun(limit_env: Path, tiny_steps, monkeypatch):
     _, finetune = tiny_steps

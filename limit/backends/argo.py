@@ -44,20 +44,8 @@ def workflow_name(plan: Plan) -> str:
 
 def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Workflow:
     """The study as a `Workflow` (or, with `template`, a `WorkflowTemplate` to resubmit from the Argo UI)."""
+    check_submittable(plan, profile)
     study = plan.study.name
-    judged_by_api = plan.by_kind("judge") and plan.study.judge.backend == "openai"
-    if judged_by_api and profile.judge_api_key is None:
-        raise LimitError(
-            f"profile '{profile.name}': judge_api_key: study {study} judges through an API "
-            f"({plan.study.judge.model}); name the Secret that holds its key"
-        )
-    local = local_inputs(plan.study)
-    if local:
-        field, location = local[0]
-        raise LimitError(
-            f"study {study}: {field}: '{location}' is a path on this machine, which pods cannot read; "
-            "use a hub dataset, an s3:// location (gauntlet data) or a fixture: file shipped in the image"
-        )
     kind = WorkflowTemplate if template else Workflow
     naming = {"name": workflow_name(plan)} if template else {"generate_name": f"{workflow_name(plan)}-"}
     with kind(
@@ -126,6 +114,24 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
                     parent >> task  # steps with upstream steps wait for the parent run through them
                 tasks[step.id] = task
     return w
+
+
+def check_submittable(plan: Plan, profile: Profile) -> None:
+    """What no pod could do: judge through an API without its key, or read the submitting machine's disk."""
+    study = plan.study.name
+    judged_by_api = plan.by_kind("judge") and plan.study.judge.backend == "openai"
+    if judged_by_api and profile.judge_api_key is None:
+        raise LimitError(
+            f"profile '{profile.name}': judge_api_key: study {study} judges through an API "
+            f"({plan.study.judge.model}); name the Secret that holds its key"
+        )
+    local = local_inputs(plan.study)
+    if local:
+        field, location = local[0]
+        raise LimitError(
+            f"study {study}: {field}: '{location}' is a path on this machine, which pods cannot read; "
+            "use a hub dataset, an s3:// location (gauntlet data) or a fixture: file shipped in the image"
+        )
 
 
 def local_inputs(study: Study) -> list[tuple[str, str]]:

@@ -251,3 +251,56 @@ def test_a_study_reading_this_machines_disk_is_refused(tmp_path: Path, capsys, m
     assert limit_main(["manifest", str(study), "--profile", "kind"]) == 2
     err = capsys.readouterr().err
     assert f"{field}: " in err and "pods cannot read" in err and err.count("\n") == 1
+
+
+SECRETS_CASES = [(s, "gpu") for s in STUDIES] + [("tiny", "kind")]
+
+
+def containers(doc: dict) -> dict[str, dict]:
+    return {name: t["container"] for name, t in templates(doc).items() if "container" in t}
+
+
+def step_input(container: dict) -> dict | None:
+    """The step's --input JSON (None for the parent-run templates)."""
+    args = container["args"]
+    return json.loads(args[args.index("--input") + 1]) if "--input" in args else None
+
+
+def names_a_hub_id(value) -> bool:
+    if isinstance(value, dict):
+        return value.get("hf") is not None or any(names_a_hub_id(v) for v in value.values())
+    return isinstance(value, list) and any(names_a_hub_id(v) for v in value)
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_no_variable_is_defined_twice(study: str, profile: str) -> None:
+    for name, container in containers(manifest(study, profile)).items():
+        env = [e["name"] for e in container.get("env", [])]
+        assert len(env) == len(set(env)), f"{name}: {sorted(e for e in env if env.count(e) > 1)}"
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_each_pod_gets_only_the_secrets_its_step_uses(study: str, profile: str) -> None:
+    """The judge key only in API-judge pods; the hub token only where the step's input names a hub id."""
+    judge = load_study(study).judge
+    cluster = load_profile(profile)
+    doc = manifest(study, profile)
+    for name, container in containers(doc).items():
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "valueFrom" in e}
+        kind = templates(doc)[name].get("metadata", {}).get("labels", {}).get("limit/kind")
+        api_judge = kind == "judge" and judge.backend == "openai"
+        assert (judge.api_key_env in refs) == api_judge, name
+        if cluster.judge_api_key and not api_judge:
+            assert cluster.judge_api_key.name not in refs.values(), name
+        hub = cluster.hf_token is not None and names_a_hub_id(step_input(container))
+        assert ("HF_TOKEN" in refs) == hub, name
+
+
+def test_the_full_study_reads_the_hub_where_expected() -> None:
+    """Finetune epochs are read from S3: their gauntlet, select, judge and report pods hold no hub token."""
+    doc = manifest("full")
+    with_token = {n for n, c in containers(doc).items() if any(e["name"] == "HF_TOKEN" for e in c.get("env", []))}
+    kinds = {n: t.get("metadata", {}).get("labels", {}).get("limit/kind") for n, t in templates(doc).items()}
+    assert {kinds[n] for n in with_token} == {"prepare", "finetune", "gauntlet", "generate"}
+    assert {n for n in with_token if kinds[n] == "gauntlet"} == {"gauntlet-mpt-7b", "gauntlet-mpt-30b"}
+    assert not any(kinds[n] in ("select", "judge", "report") for n in with_token)

@@ -26,7 +26,7 @@ from hera.workflows import models as m
 
 from limit.errors import LimitError
 from limit.plan import Plan, Step
-from limit.spec import Study
+from limit.spec import ModelSpec, Study
 from workflows.profile import Profile, Toleration
 
 ENTRYPOINT = "study"
@@ -158,7 +158,7 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
         image_pull_policy=profile.image_pull_policy,
         command=COMMAND,
         args=step.argv,
-        env=_env(plan, profile, judge=step.kind == "judge" and plan.study.judge.backend == "openai"),
+        env=_env(plan, profile, step),
         inputs=[Parameter(name="parent-run-id")],
         outputs=[Parameter(name="summary", value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/summary.json", default="{}"))],
         resources=Resources(
@@ -210,7 +210,8 @@ def _parent_run_template(
     )
 
 
-def _env(plan: Plan, profile: Profile, judge: bool) -> list[Env | SecretEnv]:
+def _env(plan: Plan, profile: Profile, step: Step) -> list[Env | SecretEnv]:
+    """The step's environment: what every step needs, plus only the secrets this step uses."""
     creds = profile.s3_credentials
     env: list[Env | SecretEnv] = [
         Env(name="LIMIT_STUDY", value=plan.study.name),
@@ -226,12 +227,43 @@ def _env(plan: Plan, profile: Profile, judge: bool) -> list[Env | SecretEnv]:
     ]
     if profile.s3_endpoint:
         env.append(Env(name="AWS_ENDPOINT_URL", value=profile.s3_endpoint))
-    if profile.hf_token:
+    if profile.hf_token and reads_hub(step):
         token = profile.hf_token
         env.append(SecretEnv(name="HF_TOKEN", secret_name=token.name, secret_key=token.key, optional=True))
-    if judge and profile.judge_api_key:
+    if profile.judge_api_key and step.kind == "judge" and step.input.judge.backend == "openai":
         key = profile.judge_api_key
-        env.append(SecretEnv(name=plan.study.judge.api_key_env, secret_name=key.name, secret_key=key.key))
+        env.append(SecretEnv(name=step.input.judge.api_key_env, secret_name=key.name, secret_key=key.key))
+    return _unique(env, step.id)
+
+
+def reads_hub(step: Step) -> bool:
+    """Whether a step downloads from the Hugging Face hub, and so needs the hub token (gated models)."""
+    inp = step.input
+    if step.kind == "prepare":
+        return bool(inp.source and inp.source.hf) or _hub_model(inp.stats_tokenizer)
+    if step.kind in ("finetune", "gauntlet"):  # a gauntlet of a finetune's epoch reads the checkpoint from S3
+        return _hub_model(inp.model)
+    if step.kind == "generate":
+        return _hub_model(inp.model) or inp.prompts.hf is not None
+    if step.kind == "judge":
+        return inp.judge.backend == "local" and _hub_model(inp.judge_model)
+    return False  # select, report: only upstream outputs
+
+
+def _hub_model(spec: ModelSpec | None) -> bool:
+    if spec is None:
+        return False
+    # `tokenizer` is a hub id or a path; a pod has no paths of the submitting machine, so only ./, / and ~ are local.
+    return spec.hf is not None or (spec.tokenizer is not None and not spec.tokenizer.startswith(("/", ".", "~")))
+
+
+def _unique(env: list[Env | SecretEnv], where: str) -> list[Env | SecretEnv]:
+    """Kubernetes keeps the last of two same-named variables: a second definition would silently win."""
+    seen: set[str] = set()
+    for var in env:
+        if var.name in seen:
+            raise LimitError(f"{where}: environment variable {var.name} would be defined twice")
+        seen.add(var.name)
     return env
 
 

@@ -17,7 +17,7 @@ from limit.cli import main as limit_main
 from limit.plan import build_plan
 from limit.spec import list_studies, load_study
 from workflows import golden
-from workflows.argo import PARENT_TASK, build_workflow
+from workflows.argo import HOME_DIR, PARENT_TASK, build_workflow
 from workflows.manifest_command import render
 from workflows.profile import load_profile
 
@@ -304,3 +304,29 @@ def test_the_full_study_reads_the_hub_where_expected() -> None:
     assert {kinds[n] for n in with_token} == {"prepare", "finetune", "gauntlet", "generate"}
     assert {n for n in with_token if kinds[n] == "gauntlet"} == {"gauntlet-mpt-7b", "gauntlet-mpt-30b"}
     assert not any(kinds[n] in ("select", "judge", "report") for n in with_token)
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_root_filesystem_is_read_only_and_written_paths_are_volumes(study: str, profile: str) -> None:
+    """Every path a pod is told to write (work folder, outputs, HF cache, home) lies in one of its emptyDirs."""
+    doc = manifest(study, profile)
+    for name, container in containers(doc).items():
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", HOME_DIR} <= mounts, name
+        assert {v["name"] for v in templates(doc)[name]["volumes"]} >= {m["name"] for m in container["volumeMounts"]}
+        env = {e["name"]: e.get("value", "") for e in container["env"]}
+        assert env["HOME"] == HOME_DIR, name
+        for var, value in env.items():
+            if value.startswith("/"):
+                assert any(value == m or value.startswith(f"{m}/") for m in mounts), f"{name}: {var}={value}"
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "gpu"])
+def test_the_images_home_is_the_pods_home_volume(flavour: str) -> None:
+    """The image's user (uid 1000) has HOME_DIR as home, and any cache folder it sets lies inside it."""
+    text = (Path(__file__).resolve().parents[1] / "images" / f"{flavour}.Dockerfile").read_text()
+    user = re.search(r"useradd [^\n]*--create-home[^\n]* (\w+)\s", text).group(1)
+    assert f"/home/{user}" == HOME_DIR
+    for path in re.findall(r"\b(?:HF_HOME|XDG_CACHE_HOME|TORCH_HOME)=(\S+)", text):
+        assert path.startswith(f"{HOME_DIR}/"), path

@@ -33,6 +33,9 @@ ENTRYPOINT = "study"
 PARENT_TASK = "mlflow-parent"
 OUTPUTS_DIR = "/tmp/limit-outputs"  # the runner writes summary.json here (LIMIT_OUTPUTS_DIR)
 WORKDIR = "/work"  # machine-local cache: tiny models, downloaded checkpoints, HF cache
+# The root filesystem is read-only: the image's user's home is a fresh volume, for the caches libraries keep
+# under ~ (~/.cache: torch hub, torch_extensions (DeepSpeed's JIT ops), vLLM; ~/.triton; ~/.config/matplotlib).
+HOME_DIR = "/home/limit"
 # Argo's emissary executor must know the command or it asks the registry for the image's entrypoint
 # (impossible for kind-loaded images); `env` runs the args unchanged, so they stay exactly the plan's argv.
 COMMAND = ["/usr/bin/env"]
@@ -149,7 +152,7 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
     """The container that runs one step: its argv, resources, placement, retries and environment."""
     res = step.resources
     gpu = res.gpus > 0
-    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk)]
+    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk), *_scratch_volumes()]
     if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
     return Container(
@@ -200,9 +203,11 @@ def _parent_run_template(
         env=[
             Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
             Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
+            Env(name="HOME", value=HOME_DIR),
         ],
         outputs=outputs,
         resources=Resources(cpu_request="100m", memory_request="512Mi", memory_limit="512Mi"),
+        volumes=_scratch_volumes(),
         security_context=_container_security(),
         node_selector=profile.node_selector or None,
         tolerations=_tolerations(profile.tolerations),
@@ -221,6 +226,7 @@ def _env(plan: Plan, profile: Profile, step: Step) -> list[Env | SecretEnv]:
         Env(name="LIMIT_WORKDIR", value=WORKDIR),
         Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
         Env(name="HF_HOME", value=f"{WORKDIR}/hf"),
+        Env(name="HOME", value=HOME_DIR),
         Env(name="AWS_DEFAULT_REGION", value=profile.s3_region),
         SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=creds.secret, secret_key=creds.access_key_key),
         SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=creds.secret, secret_key=creds.secret_key_key),
@@ -272,8 +278,17 @@ def _cpu(cores: float) -> str:
     return str(int(cores)) if float(cores).is_integer() else f"{round(cores * 1000)}m"
 
 
+def _scratch_volumes() -> list[EmptyDirVolume]:
+    """The writable paths besides the work folder: /tmp (LIMIT_OUTPUTS_DIR, tempfile) and the home folder."""
+    return [EmptyDirVolume(name="tmp", mount_path="/tmp"), EmptyDirVolume(name="home", mount_path=HOME_DIR)]
+
+
 def _container_security() -> m.SecurityContext:
-    return m.SecurityContext(allow_privilege_escalation=False, capabilities=m.Capabilities(drop=["ALL"]))
+    return m.SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=m.Capabilities(drop=["ALL"]),
+        read_only_root_filesystem=True,
+    )
 
 
 def _tolerations(tolerations: list[Toleration]) -> list[m.Toleration] | None:

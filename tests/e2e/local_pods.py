@@ -1,7 +1,7 @@
 """The kind e2e without a cluster: run a study's Argo manifest task by task as local processes.
 
 Each DAG task runs its template's command and args with its template's environment, in a fresh folder
-standing in for the pod (its own /work and outputs folder, nothing shared but S3 and MLflow), parameters
+standing in for the pod (a folder per volume: /work, /tmp, home; nothing shared but S3 and MLflow), parameters
 substituted as Argo would; S3 is moto's HTTP server and MLflow a real `mlflow server` started as the chart's
 pod starts it (the rendered Deployment's command, flags and environment, under its memory limit: see
 chart_mlflow.py). Then the exit handler, then the same checks as the kind e2e (check_results.py). Slow (the
@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
@@ -27,7 +28,6 @@ import yaml
 from chart_mlflow import MemoryWatchdog, local_server, memory_limit, rendered_container
 from moto.server import ThreadedMotoServer
 
-from workflows.argo import OUTPUTS_DIR, WORKDIR
 from workflows.manifest_command import render
 from workflows.profile import load_profile
 
@@ -59,9 +59,10 @@ class LocalPods:
         pod = Path(tempfile.mkdtemp(dir=self.root, prefix=f"{task}-"))
         values = {**self.globals, **{f"inputs.parameters.{k}": v for k, v in inputs.items()}}
 
+        volumes = pod_volumes(spec["container"], pod)
+
         def local(text: str) -> str:
-            text = PARAM.sub(lambda m: values[m.group(1)], text)
-            return text.replace(OUTPUTS_DIR, str(pod / "outputs")).replace(WORKDIR, str(pod / "work"))
+            return volumes(PARAM.sub(lambda m: values[m.group(1)], text))
 
         env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(pod)}
         for var in spec["container"].get("env", []):
@@ -86,6 +87,19 @@ class LocalPods:
             if "globalName" in param:
                 self.globals[f"workflow.outputs.parameters.{param['globalName']}"] = outputs[param["name"]]
         return outputs
+
+
+def pod_volumes(container: dict, pod: Path) -> Callable[[str], str]:
+    """A function that rewrites the container's mount paths (its emptyDirs: /work, /tmp, the home folder) in
+    a text to fresh folders of this pod's: the root filesystem is read-only, so these are all a step may write."""
+    mounts = {m["mountPath"]: pod / m["name"] for m in container.get("volumeMounts", [])}
+    for folder in mounts.values():
+        folder.mkdir()
+    if not mounts:
+        return lambda text: text
+    longest_first = "|".join(re.escape(path) for path in sorted(mounts, key=len, reverse=True))
+    pattern = re.compile(rf"(?<![\w/.-])({longest_first})(?=/|$|[^\w.-])")
+    return lambda text: pattern.sub(lambda m: str(mounts[m.group(1)]), text)
 
 
 def run_dag(manifest: dict, pods: LocalPods, mlflow: MemoryWatchdog) -> None:

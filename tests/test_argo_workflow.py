@@ -330,3 +330,26 @@ def test_the_images_home_is_the_pods_home_volume(flavour: str) -> None:
     assert f"/home/{user}" == HOME_DIR
     for path in re.findall(r"\b(?:HF_HOME|XDG_CACHE_HOME|TORCH_HOME)=(\S+)", text):
         assert path.startswith(f"{HOME_DIR}/"), path
+
+
+@pytest.mark.parametrize(
+    ("edit", "code"),
+    [
+        ({"image": "registry.example.com/limit/limit-gpu:0.1.0"}, 2),
+        ({"image": "registry.example.com/limit/limit-gpu:0.1.0", "allow_mutable_tag": True}, 0),
+        ({"image": "limit-gpu:dev", "image_pull_policy": "Never"}, 0),  # kind: loaded, never pulled
+        ({"image": f"registry.example.com/limit/limit-gpu:0.1.0@sha256:{'a' * 64}"}, 0),
+        ({"image": "registry.example.com/limit/limit-gpu@sha256:abc"}, 2),
+    ],
+)
+def test_profile_wants_the_image_by_digest(tmp_path, capsys: pytest.CaptureFixture, edit: dict, code: int) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({**load_profile("gpu").model_dump(mode="json", exclude_none=True), **edit}))
+    assert limit_main(["manifest", "tiny", "--profile", str(path), "--out", str(tmp_path / "m.yaml")]) == code
+    if code:
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{path}:" in err and " image: " in err and "mutable tag" in err
+
+
+def test_shipped_gpu_profile_is_pinned_by_digest() -> None:
+    assert re.search(r"@sha256:[0-9a-f]{64}$", load_profile("gpu").image)

@@ -6,15 +6,17 @@ A study says *what* to compute; a profile says *where*. Profiles are YAML files 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from limit.costs import Gpu
-from limit.yaml_models import load_model, resolve_named
+from limit.yaml_models import FieldError, load_model, resolve_named
 
 PROFILES_DIR = Path(__file__).resolve().parent / "profiles"
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
 class Strict(BaseModel):
@@ -71,8 +73,9 @@ class ArtifactRepository(Strict):
 class Profile(Strict):
     name: str
     description: str = ""
-    image: str
+    image: str = Field(description="By digest (image@sha256:...), as `make image` prints it.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    allow_mutable_tag: bool = Field(False, description="Accept an image by tag (it may change under a study).")
     image_pull_secrets: list[str] = Field(default_factory=list)
     namespace: str = "limit"
     service_account: str = "limit-workflow"
@@ -106,6 +109,18 @@ class Profile(Strict):
     @property
     def gpu(self) -> Gpu:
         return Gpu(memory_gib=self.gpu_memory_gib, peak_tflops=self.gpu_peak_tflops, mfu=self.mfu)
+
+    @model_validator(mode="after")
+    def _pinned_image(self) -> Profile:
+        # A tag can be pushed again between a study's first and last pod (retries, resubmissions): by digest,
+        # every pod of a study runs the same code, the code its step keys were computed with.
+        if DIGEST.search(self.image) or self.image_pull_policy == "Never" or self.allow_mutable_tag:
+            return self
+        raise FieldError(
+            "image",
+            f"'{self.image}' is a mutable tag: give image@sha256:<digest> (`PUSH=1 make image` prints it), "
+            "or set allow_mutable_tag: true",
+        )
 
     @field_validator("artifacts")
     @classmethod

@@ -22,6 +22,7 @@ KUBERNETES = "1.37.0"
 
 NON_DEFAULT = {
     "prefix": "lim",
+    "image": {"digest": "sha256:" + "1" * 64},
     "imagePullSecrets": [{"name": "regcred"}],
     "workflow": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/limit"}},
     "submitter": {"enabled": True, "createToken": True},
@@ -83,7 +84,7 @@ def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
     return specs
 
 
-def test_pods_run_non_root(objects: list[dict]) -> None:
+def test_pods_run_non_root_on_a_read_only_root(objects: list[dict]) -> None:
     assert pod_specs(objects)
     for name, spec in pod_specs(objects):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
@@ -91,6 +92,13 @@ def test_pods_run_non_root(objects: list[dict]) -> None:
         for container in spec["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, name
+
+
+def test_the_project_image_is_pulled_by_digest_when_given() -> None:
+    images = {c["image"] for _, spec in pod_specs(render(NON_DEFAULT)) for c in spec["containers"]}
+    assert f"limit-cpu@sha256:{'1' * 64}" in images and not any(i.startswith("limit-cpu:") for i in images)
 
 
 def test_rbac_is_namespaced_and_never_wildcard(objects: list[dict]) -> None:

@@ -20,6 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "limit"
 KUBERNETES = "1.37.0"
 
+ARGO_SERVER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "argo"}},
+               "podSelector": {"matchLabels": {"app": "argo-server"}}}  # fmt: skip
 NON_DEFAULT = {
     "prefix": "lim",
     "image": {"digest": "sha256:" + "1" * 64},
@@ -31,6 +33,10 @@ NON_DEFAULT = {
     "semaphores": {"gpuPods": 8},
     "mlflow": {"backend": "postgres", "postgres": {"uriSecret": "mlflow-db"}},
     "minio": {"enabled": True, "persistence": {"enabled": True, "storageClass": "standard"}},
+    "networkPolicy": {
+        "mlflowFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
+        "minioFrom": [ARGO_SERVER],
+    },
 }
 KIND_VALUES = yaml.safe_load((REPO / "tests" / "e2e" / "values-kind.yaml").read_text())
 
@@ -206,3 +212,67 @@ def _wait_healthy(url: str, watchdog) -> None:
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"the chart's MLflow server never answered {url}/health")
+
+
+# ---------------------------------------------------------------- NetworkPolicy
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels, matchExpressions) applied to a pod's labels, as Kubernetes applies it."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    tests = {
+        "In": lambda e: labels.get(e["key"]) in e["values"],
+        "NotIn": lambda e: labels.get(e["key"]) not in e["values"],
+        "Exists": lambda e: e["key"] in labels,
+        "DoesNotExist": lambda e: e["key"] not in labels,
+    }
+    return all(tests[e["operator"]](e) for e in selector.get("matchExpressions", []))
+
+
+def admits(policy: dict, labels: dict[str, str]) -> bool:
+    """Whether a pod of the policy's namespace with these labels may connect to the pods the policy selects."""
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])]
+    return any(set(peer) == {"podSelector"} and selects(peer["podSelector"], labels) for peer in peers)
+
+
+def pod_labels(objects: list[dict], name: str) -> dict[str, str]:
+    [obj] = [o for o in objects if o["kind"] in ("Deployment", "Job") and o["metadata"]["name"] == name]
+    return obj["spec"]["template"]["metadata"]["labels"]
+
+
+WORKFLOW_POD = {"workflows.argoproj.io/workflow": "limit-tiny-x7k2q", "limit/study": "tiny"}  # Argo labels each pod
+
+
+def test_only_workflow_pods_mlflow_and_the_bucket_job_reach_mlflow_and_minio() -> None:
+    objects = render(NON_DEFAULT)
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"lim-mlflow", "lim-minio"}
+    mlflow, minio = policies["lim-mlflow"], policies["lim-minio"]
+    assert selects(mlflow["spec"]["podSelector"], pod_labels(objects, "lim-mlflow"))
+    assert selects(minio["spec"]["podSelector"], pod_labels(objects, "lim-minio"))
+    for policy in (mlflow, minio):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert admits(policy, WORKFLOW_POD)
+        assert not admits(policy, {"app": "something-else"})
+        assert not admits(policy, {})
+    assert admits(minio, pod_labels(objects, "lim-mlflow"))  # it proxies artifacts to the bucket
+    assert admits(minio, pod_labels(objects, "lim-minio-bucket"))
+    assert not admits(mlflow, pod_labels(objects, "lim-minio-bucket"))
+    assert {"namespaceSelector": {"matchLabels": {"team": "ml"}}} in mlflow["spec"]["ingress"][0]["from"]
+    assert ARGO_SERVER in minio["spec"]["ingress"][0]["from"]
+
+
+def test_network_policies_allow_the_ports_the_services_serve() -> None:
+    objects = render(NON_DEFAULT)
+    for app in ("mlflow", "minio"):
+        [policy] = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == f"lim-{app}"]
+        [deploy] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == f"lim-{app}"]
+        named = {p["name"] for c in deploy["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+        assert ports and ports <= named, (ports, named)
+
+
+def test_network_policies_can_be_left_out() -> None:
+    assert not [o for o in render({"networkPolicy": {"enabled": False}}) if o["kind"] == "NetworkPolicy"]
+    assert not [o for o in render(KIND_VALUES) if o["kind"] == "NetworkPolicy"]  # see values-kind.yaml

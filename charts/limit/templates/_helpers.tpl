@@ -36,6 +36,12 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- else }}{{ include "limit.image" . }}{{ end }}
 {{- end }}
 
+{{/* Every pod of an Argo workflow carries this label (the workflow's name): how NetworkPolicies name them */}}
+{{- define "limit.workflowPods" -}}
+podSelector:
+  matchExpressions: [{key: workflows.argoproj.io/workflow, operator: Exists}]
+{{- end }}
+
 {{/* AWS_* variables from the S3 Secret (and the endpoint), for MLflow and the bucket job */}}
 {{- define "limit.s3Env" -}}
 - name: AWS_ACCESS_KEY_ID

@@ -353,3 +353,17 @@ def test_profile_wants_the_image_by_digest(tmp_path, capsys: pytest.CaptureFixtu
 
 def test_shipped_gpu_profile_is_pinned_by_digest() -> None:
     assert re.search(r"@sha256:[0-9a-f]{64}$", load_profile("gpu").image)
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_every_pod_logs_to_mlflow_as_the_profiles_user(study: str, profile: str) -> None:
+    creds = load_profile(profile).mlflow_credentials
+    for name, container in containers(manifest(study, profile)).items():
+        env = {e["name"]: e for e in container["env"]}
+        assert "MLFLOW_TRACKING_URI" in env, name
+        for var, key in (("MLFLOW_TRACKING_USERNAME", "username_key"), ("MLFLOW_TRACKING_PASSWORD", "password_key")):
+            if creds is None:
+                assert var not in env, name
+            else:
+                ref = env[var]["valueFrom"]["secretKeyRef"]
+                assert (ref["name"], ref["key"]) == (creds.secret, getattr(creds, key)), name

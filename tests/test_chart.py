@@ -4,10 +4,12 @@ values; every object validates against the Kubernetes schemas; pods run non-root
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -31,7 +33,11 @@ NON_DEFAULT = {
     "s3": {"create": True, "accessKey": "a", "secretKey": "b", "bucket": "studies", "region": "eu-west-1"},
     "judge": {"create": True, "apiKey": "sk-test"},
     "semaphores": {"gpuPods": 8},
-    "mlflow": {"backend": "postgres", "postgres": {"uriSecret": "mlflow-db"}},
+    "mlflow": {
+        "backend": "postgres",
+        "postgres": {"uriSecret": "mlflow-db"},
+        "auth": {"create": True, "username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
+    },
     "minio": {"enabled": True, "persistence": {"enabled": True, "storageClass": "standard"}},
     "networkPolicy": {
         "mlflowFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
@@ -188,8 +194,7 @@ def test_the_charts_mlflow_server_stays_under_its_memory_limit(tmp_path: Path) -
     container, port = rendered_container(), free_port()
     secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}}
     argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets)
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    server = subprocess.Popen(argv, env={**env, "PATH": path, "HOME": str(tmp_path)}, start_new_session=True,
+    server = subprocess.Popen(argv, env=_server_env(env, tmp_path), start_new_session=True,
                               stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT)  # fmt: skip
     watchdog = MemoryWatchdog(server.pid, memory_limit(container), every_s=0.2)
     try:
@@ -201,6 +206,13 @@ def test_the_charts_mlflow_server_stays_under_its_memory_limit(tmp_path: Path) -
         server.wait()
     assert not watchdog.exceeded, watchdog.exceeded
     assert watchdog.peak_processes <= 3, watchdog.peak_processes  # the CLI, uvicorn's supervisor, one worker
+
+
+def _server_env(env: dict[str, str], home: Path) -> dict[str, str]:
+    """The chart container's environment, on this interpreter (its PATH and import path: the tested packages)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    imports = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    return {**env, **imports, "PATH": path, "HOME": str(home)}
 
 
 def _wait_healthy(url: str, watchdog) -> None:
@@ -276,3 +288,90 @@ def test_network_policies_allow_the_ports_the_services_serve() -> None:
 def test_network_policies_can_be_left_out() -> None:
     assert not [o for o in render({"networkPolicy": {"enabled": False}}) if o["kind"] == "NetworkPolicy"]
     assert not [o for o in render(KIND_VALUES) if o["kind"] == "NetworkPolicy"]  # see values-kind.yaml
+
+
+# ---------------------------------------------------------------- MLflow basic auth
+
+
+def test_mlflow_basic_auth_is_on_by_default_and_off_for_kind() -> None:
+    container = mlflow_container({})
+    assert "--app-name=basic-auth" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    for var, key in (("MLFLOW_AUTH_ADMIN_USERNAME", "username"), ("MLFLOW_AUTH_ADMIN_PASSWORD", "password"),
+                     ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flaskSecretKey")):  # fmt: skip
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "limit-mlflow-auth", "key": key}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].rsplit("/", 1)[0] in mounts
+    [config] = [o for o in render({}) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "limit-mlflow-auth"]
+    users = re.search(r"(?m)^database_uri = sqlite:///(/\S+)/basic_auth.db$", config["data"]["basic_auth.ini"])
+    assert users and users.group(1) in mounts  # on the PersistentVolumeClaim: users survive a restart
+    kind = mlflow_container(KIND_VALUES)
+    assert "--app-name=basic-auth" not in kind["args"]
+    assert not [e for e in kind["env"] if e["name"].startswith("MLFLOW_AUTH")]
+
+
+def test_mlflow_auth_refuses_a_short_admin_password() -> None:
+    with pytest.raises(Exception, match="under 12 characters"):
+        render({"mlflow": {"auth": {"create": True, "username": "admin", "password": "short", "flaskSecretKey": "k"}}})
+
+
+def test_mlflow_auth_keeps_its_users_on_a_volume_with_postgres_too() -> None:
+    objects = render(NON_DEFAULT)
+    assert ("PersistentVolumeClaim", "lim-mlflow") in {(o["kind"], o["metadata"]["name"]) for o in objects}
+    [secret] = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "lim-mlflow-auth"]
+    assert set(secret["stringData"]) == {"username", "password", "flaskSecretKey"}
+
+
+def test_gpu_profile_logs_in_with_the_charts_mlflow_user() -> None:
+    creds = load_profile("gpu").mlflow_credentials
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow_container({})["env"] if "valueFrom" in e}
+    assert refs["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": creds.secret, "key": creds.username_key}
+    assert refs["MLFLOW_AUTH_ADMIN_PASSWORD"] == {"name": creds.secret, "key": creds.password_key}
+    assert load_profile("kind").mlflow_credentials is None
+
+
+def test_the_charts_mlflow_with_basic_auth_refuses_strangers_and_admits_the_profiles_user(tmp_path: Path) -> None:
+    """The chart's own server command with basic auth on (its default), under its memory limit; a client with the
+    variables a gpu-profile pod gets (MLFLOW_TRACKING_USERNAME/PASSWORD) logs a run, one without is refused."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    from chart_mlflow import MemoryWatchdog, local_auth_config, local_server, memory_limit, rendered_container
+    from conftest import free_port
+
+    user = {"username": "limit", "password": "a-long-s3cret-pw", "flaskSecretKey": "k"}
+    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}, "limit-mlflow-auth": user}
+    container, port = rendered_container({}), free_port()
+    auth = local_auth_config({}, tmp_path / "basic_auth.db")
+    argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets, auth)
+    server = subprocess.Popen(argv, env=_server_env(env, tmp_path), start_new_session=True,
+                              stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    watchdog = MemoryWatchdog(server.pid, memory_limit(container), every_s=0.2)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, watchdog)  # /health needs no credentials: the kubelet's probes have none
+        assert _status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+        creds = load_profile("gpu").mlflow_credentials
+        as_pod = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": secrets[creds.secret][creds.username_key],
+                  "MLFLOW_TRACKING_PASSWORD": secrets[creds.secret][creds.password_key]}  # fmt: skip
+        assert _log_a_run(as_pod, tmp_path).returncode == 0
+        refused = _log_a_run({**as_pod, "MLFLOW_TRACKING_PASSWORD": "wrong"}, tmp_path)
+        assert refused.returncode != 0 and "401" in refused.stderr
+    finally:
+        watchdog.stop()
+        server.kill()
+        server.wait()
+    assert not watchdog.exceeded, watchdog.exceeded
+
+
+def _status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _log_a_run(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    code = (
+        "import mlflow; mlflow.set_experiment('auth'); mlflow.start_run(); mlflow.log_metric('m', 1); mlflow.end_run()"
+    )
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "HOME": str(tmp_path), **env},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip

@@ -202,6 +202,7 @@ def _parent_run_template(
         args=args,
         env=[
             Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
+            *_mlflow_credentials(profile),
             Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
             Env(name="HOME", value=HOME_DIR),
         ],
@@ -222,6 +223,7 @@ def _env(plan: Plan, profile: Profile, step: Step) -> list[Env | SecretEnv]:
         Env(name="LIMIT_STUDY", value=plan.study.name),
         Env(name="LIMIT_PARENT_RUN_ID", value="{{inputs.parameters.parent-run-id}}"),
         Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
+        *_mlflow_credentials(profile),
         Env(name="LIMIT_ARTIFACTS", value=profile.artifacts),
         Env(name="LIMIT_WORKDIR", value=WORKDIR),
         Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
@@ -240,6 +242,17 @@ def _env(plan: Plan, profile: Profile, step: Step) -> list[Env | SecretEnv]:
         key = profile.judge_api_key
         env.append(SecretEnv(name=step.input.judge.api_key_env, secret_name=key.name, secret_key=key.key))
     return _unique(env, step.id)
+
+
+def _mlflow_credentials(profile: Profile) -> list[SecretEnv]:
+    """MLflow's basic-auth user, which its client reads from these two variables."""
+    creds = profile.mlflow_credentials
+    if creds is None:
+        return []
+    return [
+        SecretEnv(name="MLFLOW_TRACKING_USERNAME", secret_name=creds.secret, secret_key=creds.username_key),
+        SecretEnv(name="MLFLOW_TRACKING_PASSWORD", secret_name=creds.secret, secret_key=creds.password_key),
+    ]
 
 
 def reads_hub(step: Step) -> bool:

@@ -38,6 +38,14 @@ class S3Credentials(Strict):
     secret_key_key: str = "secretKey"
 
 
+class MlflowCredentials(Strict):
+    """The Secret with the MLflow user pods log as (chart: mlflow.auth), as MLFLOW_TRACKING_USERNAME/PASSWORD."""
+
+    secret: str = "limit-mlflow-auth"
+    username_key: str = "username"
+    password_key: str = "password"
+
+
 class Toleration(Strict):
     key: str
     operator: Literal["Exists", "Equal"] = "Exists"
@@ -88,6 +96,7 @@ class Profile(Strict):
     judge_api_key: SecretKey | None = Field(None, description="Secret with the judge's API key (openai judge).")
     hf_token: SecretKey | None = Field(None, description="Secret with a Hugging Face token (gated models).")
     mlflow_uri: str = Field(description="MLFLOW_TRACKING_URI as seen from pods.")
+    mlflow_credentials: MlflowCredentials | None = Field(None, description="When MLflow has basic auth on.")
 
     node_selector: dict[str, str] = Field(default_factory=dict, description="For CPU steps.")
     tolerations: list[Toleration] = Field(default_factory=list, description="For CPU steps.")

@@ -36,6 +36,10 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- else }}{{ include "limit.image" . }}{{ end }}
 {{- end }}
 
+{{- define "limit.mlflowAuthSecret" -}}
+{{ .Values.mlflow.auth.existingSecret | default (printf "%s-mlflow-auth" .Values.prefix) }}
+{{- end }}
+
 {{/* Every pod of an Argo workflow carries this label (the workflow's name): how NetworkPolicies name them */}}
 {{- define "limit.workflowPods" -}}
 podSelector:

@@ -5,7 +5,8 @@
 #
 #   TAG       image tag (default: the project version in pyproject.toml)
 #   REGISTRY  prefix such as ghcr.io/you/ (default: none, local images)
-#   PUSH=1    push after building
+#   PUSH=1    push after building, then print the digest the registry serves (`pushed REPO@sha256:...`):
+#             profiles name images by that digest, since a tag can be pushed again under a running study
 #   VENV      the environment `lock` reads (default: .venv, the one `make test` runs in)
 #   lock      rewrite images/constraints.txt from that environment (the versions `make test` passed with)
 set -euo pipefail
@@ -28,7 +29,19 @@ build() {
   echo "built $image"
   if [[ "${PUSH:-0}" == 1 ]]; then
     docker push "$image"
+    pushed_digest "${registry}limit-$1" "$image"
   fi
+}
+
+# Asks the registry (not the local store, which may hold several repositories' digests) what the tag now names.
+pushed_digest() {
+  local repository="$1" image="$2" digest
+  digest="$(docker buildx imagetools inspect --format '{{.Manifest.Digest}}' "$image")"
+  if [[ ! "$digest" =~ ^sha256:[0-9a-f]{64}$ ]]; then
+    echo "build.sh: the registry gave no digest for $image (got '$digest')" >&2
+    exit 1
+  fi
+  echo "pushed ${repository}@${digest}"
 }
 
 case "$what" in

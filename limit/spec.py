@@ -7,6 +7,7 @@ The spec says *what* to study; `limit.plan` turns it into steps.
 from __future__ import annotations
 
 import re
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Any, Literal
 
@@ -255,6 +256,11 @@ class Pair(Strict):
     prompts: str
 
 
+# The platform's own credentials (artifact store, hub, MLflow, Argo): a spec chooses the judge's base_url, so
+# naming one of these as the judge key would send it to a server of the spec author's choosing.
+PLATFORM_CREDENTIALS = ("AWS_*", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MLFLOW_TRACKING_*", "ARGO_TOKEN")
+
+
 class JudgeSpec(Strict):
     backend: Literal["openai", "local"] = "openai"
     annotator: str = "alpaca_eval_gpt4_0613"
@@ -266,6 +272,17 @@ class JudgeSpec(Strict):
     retry_wait: float = Field(2.0, ge=0, description="Seconds before the first retry; doubles, at most 8x.")
     local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
     bootstrap: int = Field(1000, ge=0)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _judge_key_only(cls, name: str) -> str:
+        allowed = fnmatchcase(name, "*_API_KEY") or fnmatchcase(name, "*_TOKEN")
+        if not allowed or any(fnmatchcase(name.upper(), p) for p in PLATFORM_CREDENTIALS):
+            raise ValueError(
+                f"'{name}' is not a judge key: name a variable matching *_API_KEY or *_TOKEN "
+                f"other than the platform's credentials ({', '.join(PLATFORM_CREDENTIALS)})"
+            )
+        return name
 
 
 class Resources(Strict):

@@ -14,7 +14,7 @@ import golden
 import pytest
 import yaml
 
-from limit.backends.argo import PARENT_TASK, build_workflow
+from limit.backends.argo import HOME_DIR, PARENT_TASK, build_workflow
 from limit.backends.profile import load_profile
 from limit.cli import main as limit_main
 from limit.commands.manifest import render
@@ -251,3 +251,119 @@ def test_a_study_reading_this_machines_disk_is_refused(tmp_path: Path, capsys, m
     assert limit_main(["manifest", str(study), "--profile", "kind"]) == 2
     err = capsys.readouterr().err
     assert f"{field}: " in err and "pods cannot read" in err and err.count("\n") == 1
+
+
+SECRETS_CASES = [(s, "gpu") for s in STUDIES] + [("tiny", "kind")]
+
+
+def containers(doc: dict) -> dict[str, dict]:
+    return {name: t["container"] for name, t in templates(doc).items() if "container" in t}
+
+
+def step_input(container: dict) -> dict | None:
+    """The step's --input JSON (None for the parent-run templates)."""
+    args = container["args"]
+    return json.loads(args[args.index("--input") + 1]) if "--input" in args else None
+
+
+def names_a_hub_id(value) -> bool:
+    if isinstance(value, dict):
+        return value.get("hf") is not None or any(names_a_hub_id(v) for v in value.values())
+    return isinstance(value, list) and any(names_a_hub_id(v) for v in value)
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_no_variable_is_defined_twice(study: str, profile: str) -> None:
+    for name, container in containers(manifest(study, profile)).items():
+        env = [e["name"] for e in container.get("env", [])]
+        assert len(env) == len(set(env)), f"{name}: {sorted(e for e in env if env.count(e) > 1)}"
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_each_pod_gets_only_the_secrets_its_step_uses(study: str, profile: str) -> None:
+    """The judge key only in API-judge pods; the hub token only where the step's input names a hub id."""
+    judge = load_study(study).judge
+    cluster = load_profile(profile)
+    doc = manifest(study, profile)
+    for name, container in containers(doc).items():
+        refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "valueFrom" in e}
+        kind = templates(doc)[name].get("metadata", {}).get("labels", {}).get("limit/kind")
+        api_judge = kind == "judge" and judge.backend == "openai"
+        assert (judge.api_key_env in refs) == api_judge, name
+        if cluster.judge_api_key and not api_judge:
+            assert cluster.judge_api_key.name not in refs.values(), name
+        hub = cluster.hf_token is not None and names_a_hub_id(step_input(container))
+        assert ("HF_TOKEN" in refs) == hub, name
+
+
+def test_the_full_study_reads_the_hub_where_expected() -> None:
+    """Finetune epochs are read from S3: their gauntlet, select, judge and report pods hold no hub token."""
+    doc = manifest("full")
+    with_token = {n for n, c in containers(doc).items() if any(e["name"] == "HF_TOKEN" for e in c.get("env", []))}
+    kinds = {n: t.get("metadata", {}).get("labels", {}).get("limit/kind") for n, t in templates(doc).items()}
+    assert {kinds[n] for n in with_token} == {"prepare", "finetune", "gauntlet", "generate"}
+    assert {n for n in with_token if kinds[n] == "gauntlet"} == {"gauntlet-mpt-7b", "gauntlet-mpt-30b"}
+    assert not any(kinds[n] in ("select", "judge", "report") for n in with_token)
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_root_filesystem_is_read_only_and_written_paths_are_volumes(study: str, profile: str) -> None:
+    """Every path a pod is told to write (work folder, outputs, HF cache, home) lies in one of its emptyDirs."""
+    doc = manifest(study, profile)
+    for name, container in containers(doc).items():
+        assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert {"/tmp", HOME_DIR} <= mounts, name
+        assert {v["name"] for v in templates(doc)[name]["volumes"]} >= {m["name"] for m in container["volumeMounts"]}
+        env = {e["name"]: e.get("value", "") for e in container["env"]}
+        assert env["HOME"] == HOME_DIR, name
+        for var, value in env.items():
+            if value.startswith("/"):
+                assert any(value == m or value.startswith(f"{m}/") for m in mounts), f"{name}: {var}={value}"
+
+
+@pytest.mark.parametrize("flavour", ["cpu", "gpu"])
+def test_the_images_home_is_the_pods_home_volume(flavour: str) -> None:
+    """The image's user (uid 1000) has HOME_DIR as home, and any cache folder it sets lies inside it."""
+    text = (Path(__file__).resolve().parents[1] / "images" / f"{flavour}.Dockerfile").read_text()
+    user = re.search(r"useradd [^\n]*--create-home[^\n]* (\w+)\s", text).group(1)
+    assert f"/home/{user}" == HOME_DIR
+    for path in re.findall(r"\b(?:HF_HOME|XDG_CACHE_HOME|TORCH_HOME)=(\S+)", text):
+        assert path.startswith(f"{HOME_DIR}/"), path
+
+
+@pytest.mark.parametrize(
+    ("edit", "code"),
+    [
+        ({"image": "registry.example.com/limit/limit-gpu:0.1.0"}, 2),
+        ({"image": "registry.example.com/limit/limit-gpu:0.1.0", "allow_mutable_tag": True}, 0),
+        ({"image": "limit-gpu:dev", "image_pull_policy": "Never"}, 0),  # kind: loaded, never pulled
+        ({"image": f"registry.example.com/limit/limit-gpu:0.1.0@sha256:{'a' * 64}"}, 0),
+        ({"image": "registry.example.com/limit/limit-gpu@sha256:abc"}, 2),
+    ],
+)
+def test_profile_wants_the_image_by_digest(tmp_path, capsys: pytest.CaptureFixture, edit: dict, code: int) -> None:
+    path = tmp_path / "cluster.yaml"
+    path.write_text(yaml.safe_dump({**load_profile("gpu").model_dump(mode="json", exclude_none=True), **edit}))
+    assert limit_main(["manifest", "tiny", "--profile", str(path), "--out", str(tmp_path / "m.yaml")]) == code
+    if code:
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"{path}:" in err and " image: " in err and "mutable tag" in err
+
+
+def test_shipped_gpu_profile_is_pinned_by_digest() -> None:
+    assert re.search(r"@sha256:[0-9a-f]{64}$", load_profile("gpu").image)
+
+
+@pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)
+def test_every_pod_logs_to_mlflow_as_the_profiles_user(study: str, profile: str) -> None:
+    creds = load_profile(profile).mlflow_credentials
+    for name, container in containers(manifest(study, profile)).items():
+        env = {e["name"]: e for e in container["env"]}
+        assert "MLFLOW_TRACKING_URI" in env, name
+        for var, key in (("MLFLOW_TRACKING_USERNAME", "username_key"), ("MLFLOW_TRACKING_PASSWORD", "password_key")):
+            if creds is None:
+                assert var not in env, name
+            else:
+                ref = env[var]["valueFrom"]["secretKeyRef"]
+                assert (ref["name"], ref["key"]) == (creds.secret, getattr(creds, key)), name

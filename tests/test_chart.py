@@ -4,10 +4,12 @@ values; every object validates against the Kubernetes schemas; pods run non-root
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -20,16 +22,27 @@ REPO = Path(__file__).resolve().parents[1]
 CHART = REPO / "charts" / "limit"
 KUBERNETES = "1.37.0"
 
+ARGO_SERVER = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "argo"}},
+               "podSelector": {"matchLabels": {"app": "argo-server"}}}  # fmt: skip
 NON_DEFAULT = {
     "prefix": "lim",
+    "image": {"digest": "sha256:" + "1" * 64},
     "imagePullSecrets": [{"name": "regcred"}],
     "workflow": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/limit"}},
     "submitter": {"enabled": True, "createToken": True},
     "s3": {"create": True, "accessKey": "a", "secretKey": "b", "bucket": "studies", "region": "eu-west-1"},
     "judge": {"create": True, "apiKey": "sk-test"},
     "semaphores": {"gpuPods": 8},
-    "mlflow": {"backend": "postgres", "postgres": {"uriSecret": "mlflow-db"}},
+    "mlflow": {
+        "backend": "postgres",
+        "postgres": {"uriSecret": "mlflow-db"},
+        "auth": {"create": True, "username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
+    },
     "minio": {"enabled": True, "persistence": {"enabled": True, "storageClass": "standard"}},
+    "networkPolicy": {
+        "mlflowFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
+        "minioFrom": [ARGO_SERVER],
+    },
 }
 KIND_VALUES = yaml.safe_load((REPO / "tests" / "e2e" / "values-kind.yaml").read_text())
 
@@ -83,7 +96,7 @@ def pod_specs(objects: list[dict]) -> list[tuple[str, dict]]:
     return specs
 
 
-def test_pods_run_non_root(objects: list[dict]) -> None:
+def test_pods_run_non_root_on_a_read_only_root(objects: list[dict]) -> None:
     assert pod_specs(objects)
     for name, spec in pod_specs(objects):
         assert spec["securityContext"]["runAsNonRoot"] is True, name
@@ -91,6 +104,13 @@ def test_pods_run_non_root(objects: list[dict]) -> None:
         for container in spec["containers"]:
             assert container["securityContext"]["allowPrivilegeEscalation"] is False, name
             assert container["securityContext"]["capabilities"]["drop"] == ["ALL"], name
+            assert container["securityContext"]["readOnlyRootFilesystem"] is True, name
+            assert "/tmp" in {m["mountPath"] for m in container["volumeMounts"]}, name
+
+
+def test_the_project_image_is_pulled_by_digest_when_given() -> None:
+    images = {c["image"] for _, spec in pod_specs(render(NON_DEFAULT)) for c in spec["containers"]}
+    assert f"limit-cpu@sha256:{'1' * 64}" in images and not any(i.startswith("limit-cpu:") for i in images)
 
 
 def test_rbac_is_namespaced_and_never_wildcard(objects: list[dict]) -> None:
@@ -107,14 +127,7 @@ def test_rbac_is_namespaced_and_never_wildcard(objects: list[dict]) -> None:
 def test_workflow_role_is_what_the_executor_needs() -> None:
     [role] = [o for o in render({}) if o["kind"] == "Role"]
     grants = {(r, v) for rule in role["rules"] for r in rule["resources"] for v in rule["verbs"]}
-    assert grants == {
-        ("workflowtaskresults", "create"),
-        ("workflowtaskresults", "patch"),
-        ("pods", "get"),
-        ("pods", "watch"),
-        ("pods", "patch"),
-        ("pods/log", "get"),
-    }
+    assert grants == {("workflowtaskresults", "create"), ("workflowtaskresults", "patch")}  # Argo >= 3.4's emissary
 
 
 def test_mlflow_accepts_in_cluster_host_names() -> None:
@@ -181,8 +194,7 @@ def test_the_charts_mlflow_server_stays_under_its_memory_limit(tmp_path: Path) -
     container, port = rendered_container(), free_port()
     secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}}
     argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets)
-    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
-    server = subprocess.Popen(argv, env={**env, "PATH": path, "HOME": str(tmp_path)}, start_new_session=True,
+    server = subprocess.Popen(argv, env=_server_env(env, tmp_path), start_new_session=True,
                               stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT)  # fmt: skip
     watchdog = MemoryWatchdog(server.pid, memory_limit(container), every_s=0.2)
     try:
@@ -196,6 +208,13 @@ def test_the_charts_mlflow_server_stays_under_its_memory_limit(tmp_path: Path) -
     assert watchdog.peak_processes <= 3, watchdog.peak_processes  # the CLI, uvicorn's supervisor, one worker
 
 
+def _server_env(env: dict[str, str], home: Path) -> dict[str, str]:
+    """The chart container's environment, on this interpreter (its PATH and import path: the tested packages)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    imports = {"PYTHONPATH": os.environ["PYTHONPATH"]} if "PYTHONPATH" in os.environ else {}
+    return {**env, **imports, "PATH": path, "HOME": str(home)}
+
+
 def _wait_healthy(url: str, watchdog) -> None:
     for _ in range(120):
         assert not watchdog.exceeded, watchdog.exceeded
@@ -205,3 +224,154 @@ def _wait_healthy(url: str, watchdog) -> None:
         except OSError:
             time.sleep(0.5)
     pytest.fail(f"the chart's MLflow server never answered {url}/health")
+
+
+# ---------------------------------------------------------------- NetworkPolicy
+
+
+def selects(selector: dict, labels: dict[str, str]) -> bool:
+    """A label selector (matchLabels, matchExpressions) applied to a pod's labels, as Kubernetes applies it."""
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    tests = {
+        "In": lambda e: labels.get(e["key"]) in e["values"],
+        "NotIn": lambda e: labels.get(e["key"]) not in e["values"],
+        "Exists": lambda e: e["key"] in labels,
+        "DoesNotExist": lambda e: e["key"] not in labels,
+    }
+    return all(tests[e["operator"]](e) for e in selector.get("matchExpressions", []))
+
+
+def admits(policy: dict, labels: dict[str, str]) -> bool:
+    """Whether a pod of the policy's namespace with these labels may connect to the pods the policy selects."""
+    peers = [peer for rule in policy["spec"]["ingress"] for peer in rule.get("from", [])]
+    return any(set(peer) == {"podSelector"} and selects(peer["podSelector"], labels) for peer in peers)
+
+
+def pod_labels(objects: list[dict], name: str) -> dict[str, str]:
+    [obj] = [o for o in objects if o["kind"] in ("Deployment", "Job") and o["metadata"]["name"] == name]
+    return obj["spec"]["template"]["metadata"]["labels"]
+
+
+WORKFLOW_POD = {"workflows.argoproj.io/workflow": "limit-tiny-x7k2q", "limit/study": "tiny"}  # Argo labels each pod
+
+
+def test_only_workflow_pods_mlflow_and_the_bucket_job_reach_mlflow_and_minio() -> None:
+    objects = render(NON_DEFAULT)
+    policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
+    assert set(policies) == {"lim-mlflow", "lim-minio"}
+    mlflow, minio = policies["lim-mlflow"], policies["lim-minio"]
+    assert selects(mlflow["spec"]["podSelector"], pod_labels(objects, "lim-mlflow"))
+    assert selects(minio["spec"]["podSelector"], pod_labels(objects, "lim-minio"))
+    for policy in (mlflow, minio):
+        assert policy["spec"]["policyTypes"] == ["Ingress"]
+        assert admits(policy, WORKFLOW_POD)
+        assert not admits(policy, {"app": "something-else"})
+        assert not admits(policy, {})
+    assert admits(minio, pod_labels(objects, "lim-mlflow"))  # it proxies artifacts to the bucket
+    assert admits(minio, pod_labels(objects, "lim-minio-bucket"))
+    assert not admits(mlflow, pod_labels(objects, "lim-minio-bucket"))
+    assert {"namespaceSelector": {"matchLabels": {"team": "ml"}}} in mlflow["spec"]["ingress"][0]["from"]
+    assert ARGO_SERVER in minio["spec"]["ingress"][0]["from"]
+
+
+def test_network_policies_allow_the_ports_the_services_serve() -> None:
+    objects = render(NON_DEFAULT)
+    for app in ("mlflow", "minio"):
+        [policy] = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"] == f"lim-{app}"]
+        [deploy] = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == f"lim-{app}"]
+        named = {p["name"] for c in deploy["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
+        ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+        assert ports and ports <= named, (ports, named)
+
+
+def test_network_policies_can_be_left_out() -> None:
+    assert not [o for o in render({"networkPolicy": {"enabled": False}}) if o["kind"] == "NetworkPolicy"]
+    assert not [o for o in render(KIND_VALUES) if o["kind"] == "NetworkPolicy"]  # see values-kind.yaml
+
+
+# ---------------------------------------------------------------- MLflow basic auth
+
+
+def test_mlflow_basic_auth_is_on_by_default_and_off_for_kind() -> None:
+    container = mlflow_container({})
+    assert "--app-name=basic-auth" in container["args"]
+    env = {e["name"]: e for e in container["env"]}
+    for var, key in (("MLFLOW_AUTH_ADMIN_USERNAME", "username"), ("MLFLOW_AUTH_ADMIN_PASSWORD", "password"),
+                     ("MLFLOW_FLASK_SERVER_SECRET_KEY", "flaskSecretKey")):  # fmt: skip
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "limit-mlflow-auth", "key": key}
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"].rsplit("/", 1)[0] in mounts
+    [config] = [o for o in render({}) if o["kind"] == "ConfigMap" and o["metadata"]["name"] == "limit-mlflow-auth"]
+    users = re.search(r"(?m)^database_uri = sqlite:///(/\S+)/basic_auth.db$", config["data"]["basic_auth.ini"])
+    assert users and users.group(1) in mounts  # on the PersistentVolumeClaim: users survive a restart
+    kind = mlflow_container(KIND_VALUES)
+    assert "--app-name=basic-auth" not in kind["args"]
+    assert not [e for e in kind["env"] if e["name"].startswith("MLFLOW_AUTH")]
+
+
+def test_mlflow_auth_refuses_a_short_admin_password() -> None:
+    with pytest.raises(Exception, match="under 12 characters"):
+        render({"mlflow": {"auth": {"create": True, "username": "admin", "password": "short", "flaskSecretKey": "k"}}})
+
+
+def test_mlflow_auth_keeps_its_users_on_a_volume_with_postgres_too() -> None:
+    objects = render(NON_DEFAULT)
+    assert ("PersistentVolumeClaim", "lim-mlflow") in {(o["kind"], o["metadata"]["name"]) for o in objects}
+    [secret] = [o for o in objects if o["kind"] == "Secret" and o["metadata"]["name"] == "lim-mlflow-auth"]
+    assert set(secret["stringData"]) == {"username", "password", "flaskSecretKey"}
+
+
+def test_gpu_profile_logs_in_with_the_charts_mlflow_user() -> None:
+    creds = load_profile("gpu").mlflow_credentials
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow_container({})["env"] if "valueFrom" in e}
+    assert refs["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": creds.secret, "key": creds.username_key}
+    assert refs["MLFLOW_AUTH_ADMIN_PASSWORD"] == {"name": creds.secret, "key": creds.password_key}
+    assert load_profile("kind").mlflow_credentials is None
+
+
+def test_the_charts_mlflow_with_basic_auth_refuses_strangers_and_admits_the_profiles_user(tmp_path: Path) -> None:
+    """The chart's own server command with basic auth on (its default), under its memory limit; a client with the
+    variables a gpu-profile pod gets (MLFLOW_TRACKING_USERNAME/PASSWORD) logs a run, one without is refused."""
+    sys.path.insert(0, str(REPO / "tests" / "e2e"))
+    from chart_mlflow import MemoryWatchdog, local_auth_config, local_server, memory_limit, rendered_container
+    from conftest import free_port
+
+    user = {"username": "limit", "password": "a-long-s3cret-pw", "flaskSecretKey": "k"}
+    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}, "limit-mlflow-auth": user}
+    container, port = rendered_container({}), free_port()
+    auth = local_auth_config({}, tmp_path / "basic_auth.db")
+    argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets, auth)
+    server = subprocess.Popen(argv, env=_server_env(env, tmp_path), start_new_session=True,
+                              stdout=(tmp_path / "mlflow.log").open("w"), stderr=subprocess.STDOUT)  # fmt: skip
+    watchdog = MemoryWatchdog(server.pid, memory_limit(container), every_s=0.2)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_healthy(url, watchdog)  # /health needs no credentials: the kubelet's probes have none
+        assert _status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+        creds = load_profile("gpu").mlflow_credentials
+        as_pod = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": secrets[creds.secret][creds.username_key],
+                  "MLFLOW_TRACKING_PASSWORD": secrets[creds.secret][creds.password_key]}  # fmt: skip
+        assert _log_a_run(as_pod, tmp_path).returncode == 0
+        refused = _log_a_run({**as_pod, "MLFLOW_TRACKING_PASSWORD": "wrong"}, tmp_path)
+        assert refused.returncode != 0 and "401" in refused.stderr
+    finally:
+        watchdog.stop()
+        server.kill()
+        server.wait()
+    assert not watchdog.exceeded, watchdog.exceeded
+
+
+def _status(url: str) -> int:
+    try:
+        return urllib.request.urlopen(url, timeout=10).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
+
+def _log_a_run(env: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    code = (
+        "import mlflow; mlflow.set_experiment('auth'); mlflow.start_run(); mlflow.log_metric('m', 1); mlflow.end_run()"
+    )
+    return subprocess.run([sys.executable, "-c", code], env={**os.environ, "HOME": str(tmp_path), **env},
+                          capture_output=True, text=True, timeout=120)  # fmt: skip

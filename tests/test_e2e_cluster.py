@@ -219,3 +219,20 @@ def test_memory_quantities(text: str, expected: int) -> None:
     from chart_mlflow import quantity_bytes
 
     assert quantity_bytes(text) == expected
+
+
+def test_read_only_root_lets_a_command_write_its_volumes_only(tmp_path: Path) -> None:
+    """What `local_pods.py --read-only-root` wraps each pod's command in (readOnlyRootFilesystem, here)."""
+    script = E2E / "read_only_root.sh"
+    if shutil.which("shellcheck"):
+        subprocess.run(["shellcheck", "-S", "warning", str(script)], check=True)
+    if os.geteuid() != 0 or subprocess.run(["unshare", "--mount", "true"], capture_output=True).returncode:
+        pytest.skip("needs root and unshare --mount (Linux)")
+    (tmp_path / "root").mkdir()
+    volume = tmp_path / "tmp"
+    volume.mkdir()
+    probe = f"touch /tmp/written && ! touch {REPO}/limit-probe 2>/dev/null && ! touch /limit-probe 2>/dev/null"
+    argv = ["unshare", "--mount", str(script), str(tmp_path / "root"), f"/tmp={volume}", "--", "sh", "-c", probe]
+    done = subprocess.run(argv, env={"PATH": os.environ["PATH"], "HOME": "/"}, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert (volume / "written").is_file() and not (REPO / "limit-probe").exists()

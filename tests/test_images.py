@@ -4,8 +4,10 @@ constrained by it, PyTorch's index never stands alone, and the GPU image carries
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
 import shlex
+import subprocess
 import tomllib
 from pathlib import Path
 
@@ -66,3 +68,47 @@ def test_gpu_image_installs_the_vllm_extra_pinned_where_mpt_runs() -> None:
     assert any(any(a.startswith(".[") and "vllm" in a for a in argv) for argv in installs)
     extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
     assert extras["vllm"] == [f"vllm=={VLLM_PIN}"]
+
+
+DIGEST = "sha256:" + "ab" * 32
+
+
+def _build(tmp_path: Path, inspect_prints: str, **env: str) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """images/build.sh gpu with a stand-in `docker` on PATH that logs its arguments, one call a line."""
+    calls = tmp_path / "docker-calls"
+    docker = tmp_path / "bin" / "docker"
+    docker.parent.mkdir()
+    docker.write_text(
+        f'#!/usr/bin/env bash\necho "$*" >> {calls}\n'
+        f'if [[ "$1 $2 $3" == "buildx imagetools inspect" ]]; then echo "{inspect_prints}"; fi\n'
+    )
+    docker.chmod(0o755)
+    path = f"{docker.parent}{os.pathsep}{os.environ['PATH']}"
+    done = subprocess.run(["bash", "images/build.sh", "gpu"], cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PATH": path, **env})  # fmt: skip
+    return done, calls.read_text().splitlines() if calls.exists() else []
+
+
+def test_push_prints_the_digest_the_registry_serves(tmp_path: Path) -> None:
+    from limit.backends.profile import Profile
+
+    registry = {"REGISTRY": "registry.example.com/limit/", "TAG": "t1"}
+    done, calls = _build(tmp_path, DIGEST, PUSH="1", **registry)
+    assert done.returncode == 0, done.stderr
+    assert calls[1:] == [
+        "push registry.example.com/limit/limit-gpu:t1",
+        "buildx imagetools inspect --format {{.Manifest.Digest}} registry.example.com/limit/limit-gpu:t1",
+    ]
+    ref = f"registry.example.com/limit/limit-gpu@{DIGEST}"
+    assert done.stdout.splitlines()[-1] == f"pushed {ref}"
+    assert Profile(name="p", image=ref, artifacts="s3://b/a", mlflow_uri="http://m").image == ref
+
+
+def test_push_without_a_digest_fails(tmp_path: Path) -> None:
+    done, _ = _build(tmp_path, "", PUSH="1")
+    assert done.returncode == 1 and "the registry gave no digest for limit-gpu:" in done.stderr
+
+
+def test_a_local_build_asks_no_registry(tmp_path: Path) -> None:
+    done, calls = _build(tmp_path, DIGEST)
+    assert done.returncode == 0 and len(calls) == 1 and calls[0].startswith("build -f images/gpu.Dockerfile")

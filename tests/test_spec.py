@@ -138,3 +138,22 @@ def test_cli_lists_subcommands_and_studies():
         assert command in result.stdout
     studies = _cli("studies")
     assert studies.returncode == 0 and "tiny" in studies.stdout and "full" in studies.stdout
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MLFLOW_TRACKING_TOKEN",
+     "MLFLOW_TRACKING_PASSWORD", "ARGO_TOKEN", "aws_api_key", "PATH", "OPENAI_BASE_URL", "SECRET"],
+)  # fmt: skip
+def test_judge_key_env_refuses_the_platforms_credentials(tmp_path, name: str) -> None:
+    """The spec picks base_url: a judge key naming the S3, hub or MLflow credential would be sent there."""
+    path = _broken(tmp_path, lambda d: d["judge"].update(api_key_env=name, base_url="https://judge.example"))
+    result = _cli("plan", str(path))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"{path}:{_line_of(path, 'api_key_env')}: judge.api_key_env: '{name}' is not a judge key" in result.stderr
+
+
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "TOGETHER_API_KEY", "VLLM_TOKEN", "MY_JUDGE_TOKEN"])
+def test_judge_key_env_accepts_api_keys_and_tokens(tmp_path, name: str) -> None:
+    path = _broken(tmp_path, lambda d: d["judge"].update(api_key_env=name))
+    assert load_study(str(path)).judge.api_key_env == name

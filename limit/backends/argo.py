@@ -27,12 +27,15 @@ from hera.workflows import models as m
 from limit.backends.profile import Profile, Toleration
 from limit.errors import LimitError
 from limit.plan import Plan, Step
-from limit.spec import Study
+from limit.spec import ModelSpec, Study
 
 ENTRYPOINT = "study"
 PARENT_TASK = "mlflow-parent"
 OUTPUTS_DIR = "/tmp/limit-outputs"  # the runner writes summary.json here (LIMIT_OUTPUTS_DIR)
 WORKDIR = "/work"  # machine-local cache: tiny models, downloaded checkpoints, HF cache
+# The root filesystem is read-only: the image's user's home is a fresh volume, for the caches libraries keep
+# under ~ (~/.cache: torch hub, torch_extensions (DeepSpeed's JIT ops), vLLM; ~/.triton; ~/.config/matplotlib).
+HOME_DIR = "/home/limit"
 # Argo's emissary executor must know the command or it asks the registry for the image's entrypoint
 # (impossible for kind-loaded images); `env` runs the args unchanged, so they stay exactly the plan's argv.
 COMMAND = ["/usr/bin/env"]
@@ -155,7 +158,7 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
     """The container that runs one step: its argv, resources, placement, retries and environment."""
     res = step.resources
     gpu = res.gpus > 0
-    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk)]
+    volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk), *_scratch_volumes()]
     if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
     return Container(
@@ -164,7 +167,7 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
         image_pull_policy=profile.image_pull_policy,
         command=COMMAND,
         args=step.argv,
-        env=_env(plan, profile, judge=step.kind == "judge" and plan.study.judge.backend == "openai"),
+        env=_env(plan, profile, step),
         inputs=[Parameter(name="parent-run-id")],
         outputs=[Parameter(name="summary", value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/summary.json", default="{}"))],
         resources=Resources(
@@ -205,10 +208,13 @@ def _parent_run_template(
         args=args,
         env=[
             Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
+            *_mlflow_credentials(profile),
             Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
+            Env(name="HOME", value=HOME_DIR),
         ],
         outputs=outputs,
         resources=Resources(cpu_request="100m", memory_request="512Mi", memory_limit="512Mi"),
+        volumes=_scratch_volumes(),
         security_context=_container_security(),
         node_selector=profile.node_selector or None,
         tolerations=_tolerations(profile.tolerations),
@@ -216,28 +222,73 @@ def _parent_run_template(
     )
 
 
-def _env(plan: Plan, profile: Profile, judge: bool) -> list[Env | SecretEnv]:
+def _env(plan: Plan, profile: Profile, step: Step) -> list[Env | SecretEnv]:
+    """The step's environment: what every step needs, plus only the secrets this step uses."""
     creds = profile.s3_credentials
     env: list[Env | SecretEnv] = [
         Env(name="LIMIT_STUDY", value=plan.study.name),
         Env(name="LIMIT_PARENT_RUN_ID", value="{{inputs.parameters.parent-run-id}}"),
         Env(name="MLFLOW_TRACKING_URI", value=profile.mlflow_uri),
+        *_mlflow_credentials(profile),
         Env(name="LIMIT_ARTIFACTS", value=profile.artifacts),
         Env(name="LIMIT_WORKDIR", value=WORKDIR),
         Env(name="LIMIT_OUTPUTS_DIR", value=OUTPUTS_DIR),
         Env(name="HF_HOME", value=f"{WORKDIR}/hf"),
+        Env(name="HOME", value=HOME_DIR),
         Env(name="AWS_DEFAULT_REGION", value=profile.s3_region),
         SecretEnv(name="AWS_ACCESS_KEY_ID", secret_name=creds.secret, secret_key=creds.access_key_key),
         SecretEnv(name="AWS_SECRET_ACCESS_KEY", secret_name=creds.secret, secret_key=creds.secret_key_key),
     ]
     if profile.s3_endpoint:
         env.append(Env(name="AWS_ENDPOINT_URL", value=profile.s3_endpoint))
-    if profile.hf_token:
+    if profile.hf_token and reads_hub(step):
         token = profile.hf_token
         env.append(SecretEnv(name="HF_TOKEN", secret_name=token.name, secret_key=token.key, optional=True))
-    if judge and profile.judge_api_key:
+    if profile.judge_api_key and step.kind == "judge" and step.input.judge.backend == "openai":
         key = profile.judge_api_key
-        env.append(SecretEnv(name=plan.study.judge.api_key_env, secret_name=key.name, secret_key=key.key))
+        env.append(SecretEnv(name=step.input.judge.api_key_env, secret_name=key.name, secret_key=key.key))
+    return _unique(env, step.id)
+
+
+def _mlflow_credentials(profile: Profile) -> list[SecretEnv]:
+    """MLflow's basic-auth user, which its client reads from these two variables."""
+    creds = profile.mlflow_credentials
+    if creds is None:
+        return []
+    return [
+        SecretEnv(name="MLFLOW_TRACKING_USERNAME", secret_name=creds.secret, secret_key=creds.username_key),
+        SecretEnv(name="MLFLOW_TRACKING_PASSWORD", secret_name=creds.secret, secret_key=creds.password_key),
+    ]
+
+
+def reads_hub(step: Step) -> bool:
+    """Whether a step downloads from the Hugging Face hub, and so needs the hub token (gated models)."""
+    inp = step.input
+    if step.kind == "prepare":
+        return bool(inp.source and inp.source.hf) or _hub_model(inp.stats_tokenizer)
+    if step.kind in ("finetune", "gauntlet"):  # a gauntlet of a finetune's epoch reads the checkpoint from S3
+        return _hub_model(inp.model)
+    if step.kind == "generate":
+        return _hub_model(inp.model) or inp.prompts.hf is not None
+    if step.kind == "judge":
+        return inp.judge.backend == "local" and _hub_model(inp.judge_model)
+    return False  # select, report: only upstream outputs
+
+
+def _hub_model(spec: ModelSpec | None) -> bool:
+    if spec is None:
+        return False
+    # `tokenizer` is a hub id or a path; a pod has no paths of the submitting machine, so only ./, / and ~ are local.
+    return spec.hf is not None or (spec.tokenizer is not None and not spec.tokenizer.startswith(("/", ".", "~")))
+
+
+def _unique(env: list[Env | SecretEnv], where: str) -> list[Env | SecretEnv]:
+    """Kubernetes keeps the last of two same-named variables: a second definition would silently win."""
+    seen: set[str] = set()
+    for var in env:
+        if var.name in seen:
+            raise LimitError(f"{where}: environment variable {var.name} would be defined twice")
+        seen.add(var.name)
     return env
 
 
@@ -246,8 +297,17 @@ def _cpu(cores: float) -> str:
     return str(int(cores)) if float(cores).is_integer() else f"{round(cores * 1000)}m"
 
 
+def _scratch_volumes() -> list[EmptyDirVolume]:
+    """The writable paths besides the work folder: /tmp (LIMIT_OUTPUTS_DIR, tempfile) and the home folder."""
+    return [EmptyDirVolume(name="tmp", mount_path="/tmp"), EmptyDirVolume(name="home", mount_path=HOME_DIR)]
+
+
 def _container_security() -> m.SecurityContext:
-    return m.SecurityContext(allow_privilege_escalation=False, capabilities=m.Capabilities(drop=["ALL"]))
+    return m.SecurityContext(
+        allow_privilege_escalation=False,
+        capabilities=m.Capabilities(drop=["ALL"]),
+        read_only_root_filesystem=True,
+    )
 
 
 def _tolerations(tolerations: list[Toleration]) -> list[m.Toleration] | None:

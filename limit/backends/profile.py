@@ -6,16 +6,18 @@ A study says *what* to compute; a profile says *where*. Profiles are YAML files 
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from limit.costs import Gpu
 from limit.locations import WORKFLOWS
-from limit.yaml_models import load_model, resolve_named
+from limit.yaml_models import FieldError, load_model, resolve_named
 
 PROFILES_DIR = WORKFLOWS / "profiles"
+DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 
 
 class Strict(BaseModel):
@@ -35,6 +37,14 @@ class S3Credentials(Strict):
     secret: str = "limit-s3"
     access_key_key: str = "accessKey"
     secret_key_key: str = "secretKey"
+
+
+class MlflowCredentials(Strict):
+    """The Secret with the MLflow user pods log as (chart: mlflow.auth), as MLFLOW_TRACKING_USERNAME/PASSWORD."""
+
+    secret: str = "limit-mlflow-auth"
+    username_key: str = "username"
+    password_key: str = "password"
 
 
 class Toleration(Strict):
@@ -72,8 +82,9 @@ class ArtifactRepository(Strict):
 class Profile(Strict):
     name: str
     description: str = ""
-    image: str
+    image: str = Field(description="By digest (image@sha256:...), as `make image` prints it.")
     image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    allow_mutable_tag: bool = Field(False, description="Accept an image by tag (it may change under a study).")
     image_pull_secrets: list[str] = Field(default_factory=list)
     namespace: str = "limit"
     service_account: str = "limit-workflow"
@@ -86,6 +97,7 @@ class Profile(Strict):
     judge_api_key: SecretKey | None = Field(None, description="Secret with the judge's API key (openai judge).")
     hf_token: SecretKey | None = Field(None, description="Secret with a Hugging Face token (gated models).")
     mlflow_uri: str = Field(description="MLFLOW_TRACKING_URI as seen from pods.")
+    mlflow_credentials: MlflowCredentials | None = Field(None, description="When MLflow has basic auth on.")
 
     node_selector: dict[str, str] = Field(default_factory=dict, description="For CPU steps.")
     tolerations: list[Toleration] = Field(default_factory=list, description="For CPU steps.")
@@ -107,6 +119,18 @@ class Profile(Strict):
     @property
     def gpu(self) -> Gpu:
         return Gpu(memory_gib=self.gpu_memory_gib, peak_tflops=self.gpu_peak_tflops, mfu=self.mfu)
+
+    @model_validator(mode="after")
+    def _pinned_image(self) -> Profile:
+        # A tag can be pushed again between a study's first and last pod (retries, resubmissions): by digest,
+        # every pod of a study runs the same code, the code its step keys were computed with.
+        if DIGEST.search(self.image) or self.image_pull_policy == "Never" or self.allow_mutable_tag:
+            return self
+        raise FieldError(
+            "image",
+            f"'{self.image}' is a mutable tag: give image@sha256:<digest> (`PUSH=1 make image` prints it), "
+            "or set allow_mutable_tag: true",
+        )
 
     @field_validator("artifacts")
     @classmethod

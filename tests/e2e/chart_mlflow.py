@@ -1,10 +1,10 @@
 """The chart's MLflow server run on this machine, as its pod would run it: the rendered Deployment's command,
 flags and environment, and its memory limit enforced by a watchdog.
 
-Only what must differ on one machine is replaced: the listening address and port, the sqlite file, the S3
-endpoint and the Secret values. Everything else (workers, job execution, allowed hosts, artifact proxying)
-comes from `helm template` of charts/limit, so a chart change that breaks the server breaks
-`make e2e-local` and tests/test_chart.py too.
+Only what must differ on one machine is replaced: the listening address and port, the sqlite files (store and,
+with basic auth, users), the S3 endpoint and the Secret values. Everything else (workers, job execution, allowed
+hosts, artifact proxying, basic auth) comes from `helm template` of charts/limit, so a chart change that breaks
+the server breaks `make e2e-local` and tests/test_chart.py too.
 
 The memory limit is enforced by summing the proportional set size (PSS) of the server's whole process tree,
 not by RLIMIT_AS: a cgroup charges the pod for all its processes together, which a per-process RLIMIT_AS
@@ -38,17 +38,34 @@ def quantity_bytes(text: str) -> int:
     return int(float(match.group(1)) * _UNITS[match.group(2) or ""])
 
 
-def rendered_container(values: dict | None = None) -> dict:
-    """The MLflow container of the chart rendered with `values` (default: the kind e2e's values)."""
+def rendered_objects(values: dict | None = None) -> list[dict]:
+    """The chart's objects rendered with `values` (default: the kind e2e's values)."""
     import helm_python
 
     values = yaml.safe_load(KIND_VALUES.read_text()) if values is None else values
     rendered = helm_python.Chart.load(str(CHART)).render(values, name="limit", namespace="limit", is_install=True)
-    for text in rendered.values():
-        for doc in yaml.safe_load_all(text):
-            if doc and doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-mlflow"):
-                return doc["spec"]["template"]["spec"]["containers"][0]
+    return [doc for text in rendered.values() for doc in yaml.safe_load_all(text) if doc]
+
+
+def rendered_container(values: dict | None = None) -> dict:
+    """The MLflow container of the chart rendered with `values` (default: the kind e2e's values)."""
+    for doc in rendered_objects(values):
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"].endswith("-mlflow"):
+            return doc["spec"]["template"]["spec"]["containers"][0]
     raise LookupError("the chart rendered no MLflow Deployment")
+
+
+def local_auth_config(values: dict, store: Path) -> Path:
+    """The chart's basic-auth settings (its ConfigMap) as a file next to `store`, the users' sqlite file."""
+    [config] = [
+        o
+        for o in rendered_objects(values)
+        if o["kind"] == "ConfigMap" and o["metadata"]["name"].endswith("-mlflow-auth")
+    ]
+    text = re.sub(r"(?m)^database_uri = .*$", f"database_uri = sqlite:///{store}", config["data"]["basic_auth.ini"])
+    path = store.with_suffix(".ini")
+    path.write_text(text)
+    return path
 
 
 def _override(args: list[str], flags: dict[str, str]) -> list[str]:
@@ -67,15 +84,25 @@ def _override(args: list[str], flags: dict[str, str]) -> list[str]:
 
 
 def local_server(
-    container: dict, port: int, store: Path, s3_url: str, secrets: dict[str, dict[str, str]]
+    container: dict,
+    port: int,
+    store: Path,
+    s3_url: str,
+    secrets: dict[str, dict[str, str]],
+    auth_config: Path | None = None,
 ) -> tuple[list[str], dict[str, str]]:
-    """(argv, environment) that run the chart's MLflow container here, on 127.0.0.1:`port`."""
+    """(argv, environment) that run the chart's MLflow container here, on 127.0.0.1:`port` (`auth_config`: the
+    file `local_auth_config` wrote, when the chart has basic auth on)."""
     flags = {"--host": "127.0.0.1", "--port": str(port), "--backend-store-uri": f"sqlite:///{store}"}
     argv = container["command"] + _override(container["args"], flags)
     env = {}
     for var in container.get("env", []):
         if var["name"] in ENDPOINT_VARS:
             env[var["name"]] = s3_url
+        elif var["name"] == "MLFLOW_AUTH_CONFIG_PATH":
+            if auth_config is None:
+                raise LookupError("the chart's MLflow has basic auth on: give its settings (local_auth_config)")
+            env[var["name"]] = str(auth_config)
         elif "value" in var:
             env[var["name"]] = var["value"]
         else:

@@ -23,8 +23,27 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- if or .Values.s3.insecure (and .Values.minio.enabled (not .Values.s3.endpoint)) }}true{{ else }}false{{ end }}
 {{- end }}
 
+{{/* The project's image, by digest when one is given (a tag can be pushed again) */}}
 {{- define "limit.image" -}}
-{{ printf "%s:%s" .Values.image.repository .Values.image.tag }}
+{{- if .Values.image.digest }}{{ printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}{{ printf "%s:%s" .Values.image.repository .Values.image.tag }}{{ end }}
+{{- end }}
+
+{{- define "limit.mlflowImage" -}}
+{{- with .Values.mlflow.image }}
+{{- if or .repository .tag }}{{ printf "%s:%s" (.repository | default $.Values.image.repository) (.tag | default $.Values.image.tag) }}
+{{- else }}{{ include "limit.image" $ }}{{ end }}
+{{- else }}{{ include "limit.image" . }}{{ end }}
+{{- end }}
+
+{{- define "limit.mlflowAuthSecret" -}}
+{{ .Values.mlflow.auth.existingSecret | default (printf "%s-mlflow-auth" .Values.prefix) }}
+{{- end }}
+
+{{/* Every pod of an Argo workflow carries this label (the workflow's name): how NetworkPolicies name them */}}
+{{- define "limit.workflowPods" -}}
+podSelector:
+  matchExpressions: [{key: workflows.argoproj.io/workflow, operator: Exists}]
 {{- end }}
 
 {{/* AWS_* variables from the S3 Secret (and the endpoint), for MLflow and the bucket job */}}

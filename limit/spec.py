@@ -138,6 +138,9 @@ class TrainSpec(Strict):
     micro_batch_size: int = Field(1, gt=0)
     max_seq_len: int = Field(2048, gt=0)
     epochs: int = Field(10, gt=0)
+    checkpoint_every: int = Field(
+        1, gt=0, description="Epochs between checkpoints, each scored on the gauntlet; the last one always is."
+    )
     warmup_steps: int = Field(50, ge=0)
     grad_clip: float = Field(1.0, gt=0)
     precision: Literal["bf16", "fp32"] = "bf16"
@@ -168,6 +171,11 @@ class TrainSpec(Strict):
         if self.pad_to_max and self.packing:
             raise ValueError("pad_to_max pads every row to max_seq_len: set packing: false with it")
         return self
+
+    def checkpoint_epochs(self) -> list[int]:
+        """The epochs that leave a checkpoint (and a gauntlet step): every `checkpoint_every`, and the last."""
+        every = self.checkpoint_every
+        return [e for e in range(1, self.epochs + 1) if e % every == 0 or e == self.epochs]
 
     @property
     def accumulation(self) -> int:

@@ -14,6 +14,7 @@ from limit.plan import build_plan
 from limit.runner import run_step
 from limit.spec import load_study
 from limit.steps import finetune as finetune_module
+from limit.steps import step_key
 from limit.store import MANIFEST
 from limit.training import trainer as trainer_module
 
@@ -259,3 +260,24 @@ def test_every_gpu_finetune_runs_under_torchrun_one_gpu_included():
     assert processes(inp) == 0  # CPU: in this process
     one_gpu = inp.model_copy(update={"train": inp.train.model_copy(update={"gpus": 1})})
     assert processes(one_gpu) == 1  # no MPI discovery: torchrun's environment
+
+
+def test_checkpoint_every_second_epoch_and_the_last(limit_env: Path, tiny_steps):
+    """The authors saved every second epoch: 3 epochs at checkpoint_every 2 leave epochs 2 and 3 only."""
+    prepare, finetune = tiny_steps
+    run(prepare)
+    train = finetune.input.train.model_copy(update={"epochs": 3, "checkpoint_every": 2})
+    inp = finetune.input.model_copy(update={"train": train})
+    summary = run_step("finetune", inp.model_dump_json())
+
+    out = limit_env / "artifacts" / f"finetune/{step_key('finetune', inp)}"
+    assert summary["steps"] == 3 * STEPS_PER_EPOCH
+    assert sorted(p.name for p in out.glob("epoch-*")) == ["epoch-2", "epoch-3"]
+    assert train.checkpoint_epochs() == [2, 3]
+
+
+def test_full_scores_every_second_epoch():
+    plan = build_plan(load_study("full"))
+    gauntlets = [s for s in plan.by_kind("gauntlet") if s.input.finetune == plan.steps["finetune-mpt-7b-lima"].ref]
+    assert sorted(s.input.epoch for s in gauntlets) == [2, 4, 6, 8, 10]
+    assert len(plan.by_kind("gauntlet")) == 8 * 5 + 2

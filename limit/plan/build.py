@@ -98,7 +98,7 @@ class Planner:
                     epoch=epoch,
                 ),
             )
-            for epoch in range(1, train.epochs + 1)
+            for epoch in train.checkpoint_epochs()
         ]
         epochs = [EpochScore(epoch=epoch, gauntlet=step.ref) for epoch, step in scored]
         select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, tags=tags)

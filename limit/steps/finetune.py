@@ -1,15 +1,15 @@
 """Step `finetune`: causal-LM finetuning with transformers' Trainer, loss on response tokens only.
 
-Outputs: `epoch-N/` per epoch (HF format: safetensors, config, tokenizer; loadable by
-AutoModelForCausalLM / AutoTokenizer) and `train_log.json` (Trainer's log history and a summary).
+Outputs: `epoch-N/` per checkpoint epoch (every `checkpoint_every`, and the last; HF format: safetensors,
+config, tokenizer; loadable by AutoModelForCausalLM / AutoTokenizer) and `train_log.json` (Trainer's log
+history and a summary).
 
 The recipe reads top to bottom: data, model (with MPT's document-local attention), memory check, Trainer
 (limit/training/trainer.py sets it up), resume, train, summary. The schedule and batch arithmetic are in
 limit/training/trainer.py.
 
-Resume: Trainer saves its own checkpoint (weights, optimizer, scheduler, RNG) under `resume/` at the
-end of every epoch, keeping the latest only; each epoch's weights are also exported to `epoch-N/`.
-Both are persisted as soon as they exist (uploaded in the background on S3, while training goes on; the
+Resume: Trainer saves its own checkpoint (weights, optimizer, scheduler, RNG) under `resume/` at the end of
+every checkpoint epoch, keeping the latest only; its weights are also exported to `epoch-N/`. Both are persisted as soon as they exist (uploaded in the background on S3, while training goes on; the
 epoch's local copy is then released), so a retried step continues from the last completed epoch, downloading
 the newest complete training state only. `resume/` is deleted once training is done.
 """
@@ -36,7 +36,13 @@ from limit.steps.context import StepContext
 from limit.steps.inputs import FinetuneInput
 from limit.training.examples import encode_example
 from limit.training.optimizers import optimizer_cls_and_kwargs
-from limit.training.trainer import checkpoint_state, collator, last_checkpoint, training_arguments
+from limit.training.trainer import (
+    CheckpointEvery,
+    checkpoint_state,
+    collator,
+    last_checkpoint,
+    training_arguments,
+)
 
 RESUME = "resume"
 # Files of a Trainer checkpoint that are training state, not the model an epoch folder should hold.
@@ -84,7 +90,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
         return {}
     summary = summarize(trainer, result, resumed, time.time() - started, len(examples))
     summary |= {"memory_estimate_gib": round(estimate.gib, 4), "memory_peak_gib": round(peak.peak_gib(), 4)}
-    missing = [n for n in range(1, train.epochs + 1) if not exported(ctx, n)]
+    missing = [n for n in train.checkpoint_epochs() if not exported(ctx, n)]
     if missing:
         raise LimitError(f"finetune: training ended without checkpoints for epochs {missing}")
     log = {"summary": summary, "dropped_too_long": len(rows) - len(examples), "log_history": trainer.state.log_history}
@@ -167,7 +173,7 @@ def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict],
         data_collator=collator(train, tokenizer),
         processing_class=tokenizer,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(train),
-        callbacks=[EpochExport(ctx)],
+        callbacks=[CheckpointEvery(train), EpochExport(ctx)],
     )
 
 

@@ -12,6 +12,8 @@ import json
 import sys
 from pathlib import Path
 
+from transformers import TrainerCallback
+
 from limit.errors import LimitError
 from limit.spec import TrainSpec
 from limit.training.examples import IGNORE_INDEX
@@ -109,3 +111,15 @@ def last_checkpoint(folder: Path) -> Path | None:
 
 def checkpoint_state(checkpoint: Path) -> dict:
     return json.loads((checkpoint / "trainer_state.json").read_text())
+
+
+class CheckpointEvery(TrainerCallback):
+    """Trainer saves at every epoch's end; keep only the spec's checkpoint epochs (every N, and the last)."""
+
+    def __init__(self, train: TrainSpec):
+        self.epochs = set(train.checkpoint_epochs())
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        if round(state.epoch) not in self.epochs:
+            control.should_save = False
+        return control

@@ -213,6 +213,12 @@ class GauntletSpec(Strict):
         "files; several, comma-separated, are searched in order.",
     )
     limit: int | None = Field(None, gt=0, description="At most this many examples per benchmark (smoke runs).")
+    select_limit: int | None = Field(
+        None,
+        gt=0,
+        description="Score intermediate checkpoints on the first N rows of every benchmark (to select an epoch), "
+        "and only the chosen epoch (and baselines) on the whole suite: cheaper, with a wider selection error.",
+    )
     batch_size: int = Field(8, gt=0)
     backend: Literal["hf", "vllm"] = "hf"
     seed: int = 1234

@@ -164,3 +164,17 @@ def test_every_step_kind_is_one_registry_entry_with_a_module():
     parser = argparse.ArgumentParser()
     step_command.add_arguments(parser)
     assert all(kind in parser.format_help() for kind in KINDS)
+
+
+def test_select_limit_scores_epochs_on_a_few_rows_and_the_chosen_one_on_all():
+    study = load_study("tiny")
+    study = study.model_copy(update={"gauntlet": study.gauntlet.model_copy(update={"select_limit": 2})})
+    plan = build_plan(study)
+    epochs = [s for s in plan.by_kind("gauntlet") if s.input.epoch is not None]
+    assert epochs and all(s.input.gauntlet.limit == 2 for s in epochs)
+    chosen = plan.steps["gauntlet-tiny-lima-chosen"]
+    select = plan.steps["select-tiny-lima"]
+    assert chosen.input.selection == select.ref and chosen.deps == (select.id,)
+    assert chosen.input.gauntlet.limit is None and plan.steps["gauntlet-tiny-mpt"].input.gauntlet.limit is None
+    assert chosen.id in plan.steps["report"].deps
+    assert next(m for m in plan.steps["report"].input.models if m.name == "tiny-lima").gauntlet == chosen.ref

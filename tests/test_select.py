@@ -80,3 +80,52 @@ def test_keep_selected_deletes_the_other_epochs_weights(limit_env, where, reques
         with pytest.raises(LimitError, match=rf"{gone}: deleted after the step completed \(training.keep: selected"):
             store.fetch(finetune, gone)
     assert store.manifest(refs[1]) is not None  # the scores of every epoch stay
+
+
+def _gauntlet_with_rows(store: Store, key: str, rows: dict[str, list[int]]) -> str:
+    """A completed tiny-suite gauntlet whose benchmarks scored these rows (1 correct, 0 wrong)."""
+    from limit.gauntlet.benchmarks import suite
+    from limit.gauntlet.scoring import aggregate, benchmark_result
+
+    ref = f"gauntlet/{key}"
+    out = store.begin(ref)
+    (out / "details").mkdir()
+    benches = suite("tiny")
+    results = {}
+    for bench in benches:
+        correct = [bool(v) for v in rows[bench.name]]
+        results[bench.name] = benchmark_result(bench, correct, None)
+        details = [{"row": i, "correct": ok} for i, ok in enumerate(correct)]
+        (out / "details" / f"{bench.name}.json").write_text(
+            json.dumps({"result": results[bench.name], "details": details})
+        )
+    scores = {"suite": "tiny", "benchmarks": results, **aggregate(benches, results)}
+    (out / "scores.json").write_text(json.dumps(scores))
+    store.commit(ref, out, {"kind": "gauntlet", "key": key, "summary": {}})
+    return ref
+
+
+def test_selection_states_its_error_and_whether_the_runner_up_is_distinguishable(limit_env):
+    """Hand-checked: Var(average) = sum over benchmarks b of s_b^2 / n_b / (1 - r_b)^2 / K_c^2 / 25, with K_c
+    the benchmarks of b's category (tiny has two in world knowledge, one elsewhere)."""
+    from collections import Counter
+
+    from limit.gauntlet.benchmarks import suite
+
+    store = Store.open()
+    benches = suite("tiny")
+    better = {b.name: [1, 1, 1, 0] for b in benches}
+    worse = {b.name: [1, 1, 0, 0] for b in benches}
+    refs = {1: _gauntlet_with_rows(store, "rows-e1", worse), 2: _gauntlet_with_rows(store, "rows-e2", better)}
+    inp = SelectInput(finetune="finetune/abc", epochs=[EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()])
+    run_step("select", inp.model_dump_json())
+
+    (choice_file,) = (limit_env / "artifacts" / "select").glob("*/choice.json")
+    selection = json.loads(choice_file.read_text())["selection"]
+    per_category = Counter(b.category for b in benches)
+    term = {b.name: 0.25 / 4 / (1 - b.random_baseline) ** 2 / per_category[b.category] ** 2 for b in benches}
+    expected = sum(term.values()) / 25  # s^2 of [1,1,1,0] = 1/4, n = 4
+    assert selection["standard_error"] == pytest.approx(expected**0.5)
+    diff = sum(term.values()) / 25  # the paired differences [0, 0, 1, 0] have s^2 = 1/4 too
+    assert selection["runner_up"] == 1 and selection["difference_standard_error"] == pytest.approx(diff**0.5)
+    assert selection["distinguishable"] == (selection["difference"] > 1.96 * diff**0.5)

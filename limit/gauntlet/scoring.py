@@ -74,3 +74,23 @@ def aggregate(benchmarks: Sequence[Benchmark], results: dict[str, dict]) -> dict
     complete = all(v is not None for v in categories.values())
     average = sum(categories.values()) / len(categories) if complete else None
     return {"categories": categories, "average": average, "complete": complete, "missing": missing}
+
+
+def average_variance(benchmarks: Sequence[Benchmark], rows: dict[str, Sequence[float]]) -> float | None:
+    """Variance of the gauntlet average implied by per-row values (1/0 correctness, or paired differences).
+
+    Rows are taken as independent draws: a benchmark's mean has variance s^2 / n, rescaling divides it by
+    (1 - random baseline)^2, and the category and study means divide by their counts squared. Macro-averaged
+    benchmarks are treated as one pool of rows (a slight approximation). None if a benchmark has no rows.
+    """
+    total = 0.0
+    for category in CATEGORIES:
+        wanted = [b for b in benchmarks if b.category == category]
+        for bench in wanted:
+            values = rows.get(bench.name) or []
+            if len(values) < 2:
+                return None
+            mean = sum(values) / len(values)
+            sample_var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+            total += sample_var / len(values) / (1 - bench.random_baseline) ** 2 / len(wanted) ** 2
+    return total / len(CATEGORIES) ** 2

@@ -104,14 +104,28 @@ class Planner:
         select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, tags=tags)
         chosen = self.add(f"select-{slug(name)}", "select", select, [finetune.id, *(s.id for _, s in scored)])
         self.judged[name] = (chosen, None)
+        full = None
+        if self.study.gauntlet.select_limit:
+            full = self.gauntlet(f"gauntlet-{slug(name)}-chosen", [chosen.id], tags, selection=chosen.ref)
         self.report_models.append(
-            ReportModel(name=name, kind="run", model=run.model, dataset=run.dataset, selection=chosen.ref)
+            ReportModel(
+                name=name,
+                kind="run",
+                model=run.model,
+                dataset=run.dataset,
+                selection=chosen.ref,
+                gauntlet=full.ref if full else None,
+            )
         )
         return chosen
 
     def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:
-        """One model on the gauntlet: `where` is a base `model`, or a `finetune` and its `epoch`."""
-        inp = GauntletInput(gauntlet=self.study.gauntlet, data_sha256=self.gauntlet_data_sha, tags=tags, **where)
+        """One model on the whole gauntlet: `where` is a base `model` or a `selection`; with a `finetune` and
+        its `epoch`, a checkpoint to select among (on the first `select_limit` rows of each benchmark)."""
+        spec = self.study.gauntlet
+        if "epoch" in where and spec.select_limit:
+            spec = spec.model_copy(update={"limit": spec.select_limit})
+        inp = GauntletInput(gauntlet=spec, data_sha256=self.gauntlet_data_sha, tags=tags, **where)
         return self.add(step_id, "gauntlet", inp, deps)
 
     def baseline(self, name: str) -> Step:
@@ -160,7 +174,7 @@ class Planner:
         deps = [
             s.id
             for s in self.plan.order()
-            if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.model is not None)
+            if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.epoch is None)
         ]
         name = self.study.name
         inp = ReportInput(study=name, models=self.report_models, pairs=self.report_pairs, tags={"study": name})

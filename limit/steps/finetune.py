@@ -9,9 +9,10 @@ The recipe reads top to bottom: data, model (with MPT's document-local attention
 limit/training/trainer.py.
 
 Resume: Trainer saves its own checkpoint (weights, optimizer, scheduler, RNG) under `resume/` at the end of
-every checkpoint epoch, keeping the latest only; its weights are also exported to `epoch-N/`. Both are persisted as soon as they exist (uploaded in the background on S3, while training goes on; the
-epoch's local copy is then released), so a retried step continues from the last completed epoch, downloading
-the newest complete training state only. `resume/` is deleted once training is done.
+every checkpoint epoch, keeping the latest only; its weights are also exported to `epoch-N/`. Both are
+persisted as soon as they exist (uploaded in the background on S3, while training goes on; the epoch's local
+copy is then released), so a retried step continues from the last completed checkpoint, downloading the
+newest complete training state only. `resume/` is deleted once training is done.
 """
 
 from __future__ import annotations

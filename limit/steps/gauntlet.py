@@ -22,8 +22,11 @@ def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool, str | None]
     """(from_pretrained location, trust_remote_code, hub revision) of the evaluated model."""
     if inp.model is not None:
         return model_location(inp.model, ctx.workdir), inp.model.trust_remote_code, inp.model.revision
+    if inp.selection is not None:
+        choice = json.loads((ctx.fetch(inp.selection) / "choice.json").read_text())
+        return str(ctx.fetch(choice["finetune"], sub=choice["sub"])), False, None
     if inp.finetune is None or inp.epoch is None:
-        raise LimitError("step gauntlet --input: give model, or finetune and epoch")
+        raise LimitError("step gauntlet --input: give model, selection, or finetune and epoch")
     return str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")), False, None
 
 

@@ -44,11 +44,13 @@ class FinetuneInput(StepInput):
 
 
 class GauntletInput(StepInput):
-    """One model on the gauntlet: a base model (`model`) or one epoch of a finetune (`finetune`, `epoch`)."""
+    """One model on the gauntlet: a base model (`model`), one epoch of a finetune (`finetune`, `epoch`), or the
+    epoch a `select` step chose (`selection`)."""
 
     model: ModelSpec | None = None
     finetune: Ref | None = None
     epoch: int | None = None
+    selection: Ref | None = None
     gauntlet: GauntletSpec
     data_sha256: str | None = Field(None, description="Content hash of local gauntlet data folders.")
 

@@ -59,11 +59,14 @@ def _model_row(model, ctx: StepContext) -> dict[str, Any]:
     if model.selection:
         choice = json.loads((ctx.fetch(model.selection) / "choice.json").read_text())
         chosen = next(e for e in choice["epochs"] if e["epoch"] == choice["epoch"])
+        if model.gauntlet:  # gauntlet.select_limit: the chosen epoch was scored again on the whole suite
+            chosen = json.loads((ctx.fetch(model.gauntlet) / "scores.json").read_text())
         row.update(
             epoch=choice["epoch"],
             average=chosen["average"],
             categories=chosen["categories"],
             epochs=[{"epoch": e["epoch"], "average": e["average"]} for e in choice["epochs"]],
+            selection=choice.get("selection"),
         )
     else:
         scores = json.loads((ctx.fetch(model.gauntlet) / "scores.json").read_text())

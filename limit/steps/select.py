@@ -11,11 +11,14 @@ The per-epoch curves go to MLflow as metrics with step=epoch.
 from __future__ import annotations
 
 import json
+import math
 import sys
 
 import mlflow
 
 from limit.errors import LimitError
+from limit.gauntlet.benchmarks import Benchmark, suite
+from limit.gauntlet.scoring import average_variance
 from limit.steps.context import StepContext
 from limit.steps.inputs import SelectInput
 
@@ -26,6 +29,50 @@ def best_epoch(epochs: list[dict]) -> dict:
     if not scored:
         raise LimitError("select: no epoch has a complete gauntlet average (a category is incomplete)")
     return max(sorted(scored, key=lambda e: e["epoch"]), key=lambda e: e["average"])
+
+
+def row_scores(ctx: StepContext, gauntlet: str) -> dict[str, dict[int, float]]:
+    """Per benchmark, each scored row's correctness (1/0), from a gauntlet step's details."""
+    folder = ctx.fetch(gauntlet, "details")
+    return {
+        path.stem: {d["row"]: float(d["correct"]) for d in json.loads(path.read_text())["details"]}
+        for path in sorted(folder.glob("*.json"))
+    }
+
+
+def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[dict], best: dict) -> dict | None:
+    """How sure the choice is: the chosen average's standard error over the scored rows, and whether the
+    runner-up differs from it beyond noise (a paired difference on the same rows, 95%)."""
+    scored = [e for e in epochs if e["average"] is not None]
+    gauntlets = {e.epoch: e.gauntlet for e in inp.epochs}
+    rows = {e["epoch"]: row_scores(ctx, gauntlets[e["epoch"]]) for e in scored}
+    benches = [b for b in suite_of(ctx, gauntlets[best["epoch"]]) if b.name in rows[best["epoch"]]]
+    if not benches:
+        return None  # no per-row details (scores only): nothing to estimate the error from
+    chosen = rows[best["epoch"]]
+    variance = average_variance(benches, {name: list(r.values()) for name, r in chosen.items()})
+    if variance is None:
+        return None
+    out = {"standard_error": math.sqrt(variance), "runner_up": None}
+    others = sorted((e for e in scored if e["epoch"] != best["epoch"]), key=lambda e: -e["average"])
+    if others:
+        second = others[0]
+        diffs = {
+            name: [r[i] - rows[second["epoch"]][name][i] for i in r if i in rows[second["epoch"]].get(name, {})]
+            for name, r in chosen.items()
+        }
+        diff_var = average_variance(benches, diffs)
+        difference = best["average"] - second["average"]
+        out |= {"runner_up": second["epoch"], "difference": difference}
+        if diff_var is not None:
+            se = math.sqrt(diff_var)
+            out |= {"difference_standard_error": se, "distinguishable": difference > 1.96 * se}
+    return out
+
+
+def suite_of(ctx: StepContext, gauntlet: str) -> list[Benchmark]:
+    scores = json.loads((ctx.fetch(gauntlet) / "scores.json").read_text())
+    return suite(scores.get("suite", "v0"))
 
 
 def select(inp: SelectInput, ctx: StepContext) -> dict:
@@ -47,6 +94,7 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
         "average": best["average"],
         "tied": tied,
         "epochs": epochs,
+        "selection": selection_error(inp, ctx, epochs, best),
     }
     (ctx.out / "choice.json").write_text(json.dumps(choice, indent=2))
 

@@ -20,8 +20,10 @@ from limit.cli import main as limit_main
 from limit.commands.manifest import render
 from limit.plan import build_plan
 from limit.spec import list_studies, load_study
+from limit.steps import merged_input
 
 STUDIES = list_studies()
+REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
@@ -61,14 +63,59 @@ def plan_argv(study: str, capsys: pytest.CaptureFixture) -> dict[str, list[str]]
     return {s["id"]: s["argv"] for s in json.loads(capsys.readouterr().out)["steps"]}
 
 
+def pod_argv(task: dict, template: dict) -> list[str]:
+    """The container args a task's pod runs: its template's, with the task's parameters substituted."""
+    values = {p["name"]: p["value"] for p in task["arguments"]["parameters"]}
+    return [
+        re.sub(r"\{\{inputs\.parameters\.([\w-]+)\}\}", lambda m: values[m.group(1)], a)
+        for a in template["container"]["args"]
+    ]
+
+
 @pytest.mark.parametrize("study", STUDIES)
-def test_argv_parity_with_limit_plan(study: str, capsys: pytest.CaptureFixture) -> None:
+def test_each_pod_runs_what_limit_plan_prints(study: str, capsys: pytest.CaptureFixture) -> None:
+    """The same command, key and input (after merging the template's shared fields) as the plan's argv."""
     argv = plan_argv(study, capsys)
     doc = manifest(study)
     tasks, temps = dag_tasks(doc), templates(doc)
     assert set(tasks) - {PARENT_TASK} == set(argv), "one DAG task per plan step"
     for step_id, expected in argv.items():
-        assert temps[tasks[step_id]["template"]]["container"]["args"] == expected, step_id
+        pod = pod_argv(tasks[step_id], temps[tasks[step_id]["template"]])
+        assert pod[:5] == expected[:5], step_id  # limit step KIND --key KEY
+        base = pod[pod.index("--input-base") + 1] if "--input-base" in pod else None
+        merged = json.loads(merged_input(pod[pod.index("--input") + 1], base))
+        assert merged == json.loads(expected[expected.index("--input") + 1]), step_id
+
+
+def sweep_spec(runs: int) -> dict:
+    """A synthetic sweep on the tiny study: `runs` seeded subsets, each finetuned and judged against the base."""
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "tiny.yaml").read_text())
+    spec["name"] = "sweep"
+    spec["training"]["defaults"]["epochs"] = 5
+    for i in range(runs):
+        spec["datasets"][f"v1-{i}"] = {"subset": {"of": "instruct-v1", "sample": 24, "seed": i}}
+    spec["runs"] = [{"name": f"r{i}", "model": "tiny-mpt", "dataset": f"v1-{i}"} for i in range(runs)]
+    spec["pairs"] = [{"a": f"r{i}", "b": "tiny-mpt", "prompts": "tiny-test"} for i in range(runs)]
+    return spec
+
+
+def test_a_thousand_step_sweep_stays_far_below_etcds_limit(tmp_path: Path) -> None:
+    """Argo keeps a Workflow in one etcd object (1.5 MB): a template per step kind (and resources), each task
+    carrying only its key and the input fields its template does not share."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(sweep_spec(100)))
+    plan = build_plan(load_study(str(path)))
+    assert len(plan.steps) > 1000
+    text = build_workflow(plan, load_profile("kind")).to_yaml()
+    doc = yaml.safe_load(text)
+    containers = [t for t in doc["spec"]["templates"] if "container" in t]
+    assert len(containers) <= 2 + 2 * len({s.kind for s in plan.order()})
+    assert len(text) / len(plan.steps) < 600 and len(text) < 750_000  # bytes per step; half of etcd's limit
+
+
+def test_full_manifest_is_a_fraction_of_its_size_per_step() -> None:
+    plan = build_plan(load_study("full"))
+    assert len(render("full", "gpu")) / len(plan.steps) < 1000
 
 
 @pytest.mark.parametrize("study", STUDIES)
@@ -136,7 +183,8 @@ def test_full_structure() -> None:
         resources = temps[tasks[step.id]["template"]]["container"]["resources"]
         gpus = str(study.train_spec(run).gpus)
         assert resources["requests"]["nvidia.com/gpu"] == resources["limits"]["nvidia.com/gpu"] == gpus
-        assert temps[step.id]["synchronization"]["semaphores"][0]["configMapKeyRef"]["key"] == "gpu-pods"
+        template = temps[tasks[step.id]["template"]]
+        assert template["synchronization"]["semaphores"][0]["configMapKeyRef"]["key"] == "gpu-pods"
 
     producers = {s.ref: s.id for s in plan.order()}
     for step in plan.by_kind("gauntlet"):
@@ -145,7 +193,7 @@ def test_full_structure() -> None:
 
     # Every task depends directly on each step whose output it reads (refs in its --input JSON).
     for step in plan.order():
-        read = {producers[v] for v in _strings(json.loads(step.argv[-1])) if v in producers}
+        read = {producers[v] for v in _strings(step.input.model_dump(mode="json")) if v in producers}
         assert read <= depends(tasks[step.id]), f"{step.id} reads {read - depends(tasks[step.id])}"
     report = depends(tasks["report"])
     assert {s.id for s in plan.by_kind("judge") + plan.by_kind("select")} <= report
@@ -260,10 +308,17 @@ def containers(doc: dict) -> dict[str, dict]:
     return {name: t["container"] for name, t in templates(doc).items() if "container" in t}
 
 
-def step_input(container: dict) -> dict | None:
-    """The step's --input JSON (None for the parent-run templates)."""
-    args = container["args"]
-    return json.loads(args[args.index("--input") + 1]) if "--input" in args else None
+def pod_inputs(doc: dict) -> dict[str, tuple[str, dict]]:
+    """Per step task: its template's name and the input its pod runs with (task part and template part merged)."""
+    temps = templates(doc)
+    found = {}
+    for name, task in dag_tasks(doc).items():
+        if name == PARENT_TASK:
+            continue
+        pod = pod_argv(task, temps[task["template"]])
+        base = pod[pod.index("--input-base") + 1] if "--input-base" in pod else None
+        found[name] = (task["template"], json.loads(merged_input(pod[pod.index("--input") + 1], base)))
+    return found
 
 
 def names_a_hub_id(value) -> bool:
@@ -285,25 +340,27 @@ def test_each_pod_gets_only_the_secrets_its_step_uses(study: str, profile: str) 
     judge = load_study(study).judge
     cluster = load_profile(profile)
     doc = manifest(study, profile)
-    for name, container in containers(doc).items():
+    for name, (template, inp) in pod_inputs(doc).items():
+        container = containers(doc)[template]
         refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container.get("env", []) if "valueFrom" in e}
-        kind = templates(doc)[name].get("metadata", {}).get("labels", {}).get("limit/kind")
+        kind = templates(doc)[template].get("metadata", {}).get("labels", {}).get("limit/kind")
         api_judge = kind == "judge" and judge.backend == "openai"
         assert (judge.api_key_env in refs) == api_judge, name
         if cluster.judge_api_key and not api_judge:
             assert cluster.judge_api_key.name not in refs.values(), name
-        hub = cluster.hf_token is not None and names_a_hub_id(step_input(container))
+        hub = cluster.hf_token is not None and names_a_hub_id(inp)
         assert ("HF_TOKEN" in refs) == hub, name
 
 
 def test_the_full_study_reads_the_hub_where_expected() -> None:
     """Finetune epochs are read from S3: their gauntlet, select, judge and report pods hold no hub token."""
     doc = manifest("full")
-    with_token = {n for n, c in containers(doc).items() if any(e["name"] == "HF_TOKEN" for e in c.get("env", []))}
+    token = {n for n, c in containers(doc).items() if any(e["name"] == "HF_TOKEN" for e in c.get("env", []))}
     kinds = {n: t.get("metadata", {}).get("labels", {}).get("limit/kind") for n, t in templates(doc).items()}
-    assert {kinds[n] for n in with_token} == {"prepare", "finetune", "gauntlet", "generate"}
-    assert {n for n in with_token if kinds[n] == "gauntlet"} == {"gauntlet-mpt-7b", "gauntlet-mpt-30b"}
-    assert not any(kinds[n] in ("select", "judge", "report") for n in with_token)
+    with_token = {task for task, (template, _) in pod_inputs(doc).items() if template in token}
+    assert {kinds[n] for n in token} == {"prepare", "finetune", "gauntlet", "generate"}
+    assert {t for t in with_token if t.startswith("gauntlet-")} == {"gauntlet-mpt-7b", "gauntlet-mpt-30b"}
+    assert not any(kinds[n] in ("select", "judge", "report") for n in token)
 
 
 @pytest.mark.parametrize(("study", "profile"), SECRETS_CASES)

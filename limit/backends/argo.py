@@ -28,6 +28,7 @@ from limit.backends.profile import Profile, Toleration
 from limit.errors import LimitError
 from limit.plan import Plan, Step
 from limit.spec import ModelSpec, Study
+from limit.steps import step_argv
 
 ENTRYPOINT = "study"
 PARENT_TASK = "mlflow-parent"
@@ -37,7 +38,7 @@ WORKDIR = "/work"  # machine-local cache: tiny models, downloaded checkpoints, H
 # under ~ (~/.cache: torch hub, torch_extensions (DeepSpeed's JIT ops), vLLM; ~/.triton; ~/.config/matplotlib).
 HOME_DIR = "/home/limit"
 # Argo's emissary executor must know the command or it asks the registry for the image's entrypoint
-# (impossible for kind-loaded images); `env` runs the args unchanged, so they stay exactly the plan's argv.
+# (impossible for kind-loaded images); `env` runs the args unchanged.
 COMMAND = ["/usr/bin/env"]
 
 
@@ -103,14 +104,20 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
                 "{{workflow.status}}",
             ],
         )
-        templates = {step.id: step_template(step, plan, profile) for step in plan.order()}
+        templates = {}
+        for name, group in template_groups(plan, profile).items():
+            template, shared = step_template(name, group, plan, profile), shared_fields(group)
+            templates |= {step.id: (template, shared) for step in group}
 
         with DAG(name=ENTRYPOINT, parallelism=profile.parallelism):
             parent = start_parent(name=PARENT_TASK)
             run_id = parent.get_parameter("run-id").value
             tasks = {}
             for step in plan.order():
-                task = templates[step.id](name=step.id, arguments={"parent-run-id": run_id})
+                template, shared = templates[step.id]
+                argv = step_argv(step.kind, step.input, shared)
+                arguments = {"parent-run-id": run_id, "key": step.key, "input": argv[argv.index("--input") + 1]}
+                task = template(name=step.id, arguments=arguments)
                 if step.deps:
                     [tasks[d] for d in step.deps] >> task
                 else:
@@ -154,21 +161,51 @@ def local_inputs(study: Study) -> list[tuple[str, str]]:
     return found
 
 
-def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
-    """The container that runs one step: its argv, resources, placement, retries and environment."""
-    res = step.resources
+def template_groups(plan: Plan, profile: Profile) -> dict[str, list[Step]]:
+    """Steps that can share one template: the same kind, resources and environment (secrets differ by step).
+
+    A template per group, each task passing only its key and the input fields its group does not share, keeps
+    the Workflow small (Argo stores it in one etcd object): bytes grow with the steps' differences only.
+    """
+    groups: dict[tuple, list[Step]] = {}
+    for step in plan.order():
+        env = tuple(repr(var) for var in _env(plan, profile, step))
+        groups.setdefault((step.kind, step.resources.model_dump_json(), env), []).append(step)
+    named, count = {}, {}
+    for (kind, _, _), steps in groups.items():
+        count[kind] = count.get(kind, 0) + 1
+        named[kind if count[kind] == 1 else f"{kind}-{count[kind]}"] = steps
+    return named
+
+
+def shared_fields(steps: list[Step]) -> frozenset[str]:
+    """Top-level input fields with one value across a template's steps (they go into the template once)."""
+    dumps = [step.input.model_dump(mode="json") for step in steps]
+    if len(dumps) < 2:
+        return frozenset()
+    return frozenset(k for k, v in dumps[0].items() if all(d.get(k) == v for d in dumps[1:]))
+
+
+def step_template(name: str, steps: list[Step], plan: Plan, profile: Profile) -> Container:
+    """The container that runs a group's steps: the argv with the group's shared input, resources,
+    placement, retries and environment. Each task gives its `key` and the rest of its `input`."""
+    first = steps[0]
+    res = first.resources
     gpu = res.gpus > 0
     volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk), *_scratch_volumes()]
     if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
+    argv = step_argv(first.kind, first.input, shared_fields(steps))
+    argv[argv.index("--key") + 1] = "{{inputs.parameters.key}}"
+    argv[argv.index("--input") + 1] = "{{inputs.parameters.input}}"
     return Container(
-        name=step.id,
+        name=name,
         image=profile.image,
         image_pull_policy=profile.image_pull_policy,
         command=COMMAND,
-        args=step.argv,
-        env=_env(plan, profile, step),
-        inputs=[Parameter(name="parent-run-id")],
+        args=argv,
+        env=_env(plan, profile, first),
+        inputs=[Parameter(name="parent-run-id"), Parameter(name="key"), Parameter(name="input")],
         outputs=[Parameter(name="summary", value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/summary.json", default="{}"))],
         resources=Resources(
             cpu_request=_cpu(res.cpu),
@@ -183,17 +220,17 @@ def step_template(step: Step, plan: Plan, profile: Profile) -> Container:
         node_selector=(profile.gpu_node_selector if gpu else profile.node_selector) or None,
         tolerations=_tolerations(profile.gpu_tolerations if gpu else profile.tolerations),
         synchronization=_gpu_semaphore(profile) if gpu else None,
-        retry_strategy=RetryStrategy(
-            limit=profile.retry.limit,
-            retry_policy="Always",  # failed pods and errors alike: preemption and node loss show up as errors
-            expression="asInt(lastRetry.exitCode) != 2",  # bad input never gets better by retrying
-            backoff=m.Backoff(
-                duration=profile.retry.backoff,
-                factor=profile.retry.factor,
-                cap=profile.retry.cap,
-            ),
-        ),
-        labels={"limit/study": plan.study.name, "limit/kind": step.kind},
+        retry_strategy=_retries(profile),
+        labels={"limit/study": plan.study.name, "limit/kind": first.kind},
+    )
+
+
+def _retries(profile: Profile) -> RetryStrategy:
+    return RetryStrategy(
+        limit=profile.retry.limit,
+        retry_policy="Always",  # failed pods and errors alike: preemption and node loss show up as errors
+        expression="asInt(lastRetry.exitCode) != 2",  # bad input never gets better by retrying
+        backoff=m.Backoff(duration=profile.retry.backoff, factor=profile.retry.factor, cap=profile.retry.cap),
     )
 
 

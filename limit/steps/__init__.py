@@ -54,10 +54,29 @@ def step_key(kind: str, inp: inputs.StepInput) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def step_argv(kind: str, inp: inputs.StepInput) -> list[str]:
+def step_argv(kind: str, inp: inputs.StepInput, shared: frozenset[str] = frozenset()) -> list[str]:
     """The command line that runs one step, locally and in a pod alike.
 
     The input is written in full (every hyperparameter visible, no reliance on the pod's defaults) and the
-    key rides along, so a pod whose code would file the output under another key refuses to run.
+    key rides along, so a pod whose code would file the output under another key refuses to run. `shared`
+    names top-level input fields that go to `--input-base` instead: the Argo backend writes them once in a
+    template that many steps use, and each task carries only the rest (the pod merges the two).
     """
-    return ["limit", "step", kind, "--key", step_key(kind, inp), "--input", inp.model_dump_json()]
+    argv = ["limit", "step", kind, "--key", step_key(kind, inp)]
+    if not shared:
+        return [*argv, "--input", inp.model_dump_json()]
+    data = inp.model_dump(mode="json")
+    own = {k: v for k, v in data.items() if k not in shared}
+    base = {k: v for k, v in data.items() if k in shared}
+    return [*argv, "--input", compact_json(own), "--input-base", compact_json(base)]
+
+
+def merged_input(raw: str, base: str | None) -> str:
+    """The input JSON a step runs with: `--input-base`'s fields, then `--input`'s."""
+    if not base:
+        return raw
+    return compact_json({**json.loads(base), **json.loads(raw)})
+
+
+def compact_json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)

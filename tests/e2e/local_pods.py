@@ -148,8 +148,11 @@ def run_dag(manifest: dict, pods: LocalPods, mlflow: MemoryWatchdog) -> None:
             raise SystemExit(f"mlflow server: {mlflow.exceeded}")
         inputs = {}
         for arg in task.get("arguments", {}).get("parameters", []):
-            ref = PARAM.fullmatch(arg["value"]).group(1)  # tasks.<task>.outputs.parameters.<name>
-            source, _, name = ref.removeprefix("tasks.").partition(".outputs.parameters.")
+            ref = PARAM.fullmatch(arg["value"])  # tasks.<task>.outputs.parameters.<name>, or a literal value
+            if ref is None:
+                inputs[arg["name"]] = arg["value"]
+                continue
+            source, _, name = ref.group(1).removeprefix("tasks.").partition(".outputs.parameters.")
             inputs[arg["name"]] = outputs[source][name]
         outputs[task["name"]] = pods.run(task["template"], task["name"], inputs)
     pods.globals["workflow.status"] = "Succeeded"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -103,9 +103,19 @@ class Source(Strict):
 
 
 class Subset(Strict):
+    """Seeded random rows of another dataset; a list of sizes is a sweep: one dataset per size, named
+    `<of>-<size>` (1000 -> `1k`), each the first rows of one seeded permutation (so they are nested)."""
+
     of: str
-    sample: int = Field(gt=0)
+    sample: Annotated[int, Field(gt=0)] | list[Annotated[int, Field(gt=0)]]
     seed: int = 17
+
+    @field_validator("sample")
+    @classmethod
+    def _sizes(cls, value: int | list[int]) -> int | list[int]:
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("a list of sizes needs distinct sizes")
+        return value
 
 
 class DatasetSpec(Strict):
@@ -189,10 +199,14 @@ class Training(Strict):
 
 
 class RunSpec(Strict):
+    """A finetune of `model` on `dataset` (a dataset, or a size sweep: one run per size); `seeds` makes
+    training-seed replicates (`<name>-s<seed>`, each with `train.seed` set)."""
+
     model: str
     dataset: str
     name: str | None = None
     train: dict[str, Any] = Field(default_factory=dict, description="Overrides for this run only.")
+    seeds: list[int] | None = Field(None, min_length=1, description="Training seeds: one replicate run each.")
 
     @property
     def run_name(self) -> str:
@@ -336,42 +350,67 @@ class Study(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Study:
-        def known(value: str, names, what: str, field: str) -> None:
-            if value not in names:
-                raise FieldError(field, f"unknown {what} '{value}' (known: {', '.join(sorted(names))})")
-
-        for name, ds in self.datasets.items():
-            if ds.subset:
-                known(ds.subset.of, self.datasets, "dataset", f"datasets.{name}.subset.of")
-            for i, member in enumerate(ds.mix or []):
-                known(member, self.datasets, "dataset", f"datasets.{name}.mix.{i}")
-        _check_acyclic(self.datasets)
-        run_names = set()
-        for i, run in enumerate(self.runs):
-            known(run.model, self.models, "model", f"runs.{i}.model")
-            known(run.dataset, self.datasets, "dataset", f"runs.{i}.dataset")
-            if run.run_name in run_names or run.run_name in self.models:
-                raise FieldError(f"runs.{i}.name", f"duplicate run name '{run.run_name}'")
-            run_names.add(run.run_name)
-            self.train_spec(run, field=f"runs.{i}.train")
+        groups = dataset_groups(self.datasets)
+        self._check_datasets(groups)
+        runs = self._check_runs(groups)
         for i, base in enumerate(self.baselines):
-            known(base, self.models, "model", f"baselines.{i}")
+            _known(base, self.models, "model", f"baselines.{i}")
         for name in self.training.models:
-            known(name, self.models, "model", f"training.models.{name}")
+            _known(name, self.models, "model", f"training.models.{name}")
         if self.stats_tokenizer:
-            known(self.stats_tokenizer, self.models, "model", "stats_tokenizer")
-        for i, pair in enumerate(self.pairs):
-            judged = run_names | set(self.baselines)
-            known(pair.a, judged, "run or baseline", f"pairs.{i}.a")
-            known(pair.b, judged, "run or baseline", f"pairs.{i}.b")
-            known(pair.prompts, self.prompts, "prompt set", f"pairs.{i}.prompts")
-            if pair.a == pair.b:
-                raise FieldError(f"pairs.{i}.b", "a model cannot be judged against itself")
+            _known(self.stats_tokenizer, self.models, "model", "stats_tokenizer")
+        self._check_pairs(runs, groups)
         if self.pairs and self.judge.backend == "local":
             if not self.judge.local_model:
                 raise FieldError("judge.local_model", "backend 'local' needs local_model")
-            known(self.judge.local_model, self.models, "model", "judge.local_model")
+            _known(self.judge.local_model, self.models, "model", "judge.local_model")
         return self
+
+    def _check_datasets(self, groups: dict[str, list[tuple[str, str]]]) -> None:
+        for name, ds in self.datasets.items():
+            if ds.subset:
+                _known(ds.subset.of, self.datasets, "dataset", f"datasets.{name}.subset.of")
+                if ds.subset.of in groups:
+                    raise FieldError(f"datasets.{name}.subset.of", f"'{ds.subset.of}' is a size sweep, not a dataset")
+            for i, member in enumerate(ds.mix or []):
+                _known(member, _dataset_names(self.datasets, groups), "dataset", f"datasets.{name}.mix.{i}")
+            if len([m for m in ds.mix or [] if m in groups]) > 1:
+                raise FieldError(f"datasets.{name}.mix", "a mix may name one size sweep at most")
+            for concrete, _ in groups.get(name, []):
+                if concrete in self.datasets and concrete != name:
+                    raise FieldError(f"datasets.{name}", f"expands to '{concrete}', which is another dataset")
+        _check_acyclic(self.datasets, groups)
+
+    def _check_runs(self, groups: dict[str, list[tuple[str, str]]]) -> list[RunSpec]:
+        """The runs the spec's runs expand into, each checked: known model and dataset, unique name, valid
+        training settings (an error names the run as written)."""
+        for i, run in enumerate(self.runs):
+            _known(run.model, self.models, "model", f"runs.{i}.model")
+            _known(run.dataset, _dataset_names(self.datasets, groups), "dataset", f"runs.{i}.dataset")
+        names: set[str] = set()
+        concrete = []
+        for i, run in concrete_runs(self.runs, groups):
+            if run.run_name in names or run.run_name in self.models:
+                raise FieldError(f"runs.{i}.name", f"duplicate run name '{run.run_name}'")
+            names.add(run.run_name)
+            self.train_spec(run, field=f"runs.{i}.train")
+            concrete.append(run)
+        return concrete
+
+    def _check_pairs(self, runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]) -> None:
+        judged = [run.run_name for run in runs] + self.baselines
+        replicates = replicate_groups(self.runs, groups)
+        expanded = {i for i, _ in concrete_pairs(self.pairs, judged, replicates)}
+        for i, pair in enumerate(self.pairs):
+            _known(pair.prompts, self.prompts, "prompt set", f"pairs.{i}.prompts")
+            for side in ("a", "b"):
+                if not _side(getattr(pair, side), judged, replicates):
+                    raise FieldError(
+                        f"pairs.{i}.{side}",
+                        f"'{getattr(pair, side)}' names no run or baseline (known: {', '.join(sorted(judged))})",
+                    )
+            if i not in expanded:
+                raise FieldError(f"pairs.{i}.b", "a model cannot be judged against itself")
 
     def train_spec(self, run: RunSpec, field: str = "runs.train") -> TrainSpec:
         """Defaults, then the base model's overrides, then the run's own (`field`: where those are written).
@@ -397,13 +436,25 @@ class Study(Strict):
         return next(r for r in self.runs if r.run_name == name)
 
 
-def _check_acyclic(datasets: dict[str, DatasetSpec]) -> None:
+def _dataset_names(datasets: dict[str, DatasetSpec], groups: dict[str, list[tuple[str, str]]]) -> set[str]:
+    """What a run or a mix may name: the datasets as written, and every size a sweep expands into."""
+    return set(datasets) | {concrete for sizes in groups.values() for concrete, _ in sizes}
+
+
+def _known(value: str, names, what: str, field: str) -> None:
+    if value not in names:
+        raise FieldError(field, f"unknown {what} '{value}' (known: {', '.join(sorted(names))})")
+
+
+def _check_acyclic(datasets: dict[str, DatasetSpec], groups: dict[str, list[tuple[str, str]]]) -> None:
+    written = {concrete: group for group, sizes in groups.items() for concrete, _ in sizes}
+
     def visit(name: str, stack: tuple[str, ...]) -> None:
         if name in stack:
             raise FieldError(f"datasets.{name}", f"dataset cycle: {' -> '.join((*stack, name))}")
-        ds = datasets[name]
+        ds = datasets[written.get(name, name)]
         for child in ([ds.subset.of] if ds.subset else []) + (ds.mix or []):
-            visit(child, (*stack, name))
+            visit(written.get(child, child), (*stack, name))
 
     for name in datasets:
         visit(name, ())
@@ -412,6 +463,100 @@ def _check_acyclic(datasets: dict[str, DatasetSpec]) -> None:
 def slug(name: str) -> str:
     """A name safe for DAG task names and Kubernetes labels."""
     return re.sub(r"[^a-z0-9]+", "-", name.lower().replace("+", "-plus-")).strip("-")
+
+
+# ---------------------------------------------------------------- sweeps and replicates
+
+
+def size_label(rows: int) -> str:
+    """How a size reads in expanded names: 1000 -> '1k', 1500 -> '1500'."""
+    return f"{rows // 1000}k" if rows % 1000 == 0 else str(rows)
+
+
+def dataset_groups(datasets: dict[str, DatasetSpec]) -> dict[str, list[tuple[str, str]]]:
+    """(dataset name, size label) of each size a group expands into: a subset with a list of sizes
+    (`<of>-<size>`), and a mix naming such a group (its members joined by '+', one mix per size)."""
+    groups: dict[str, list[tuple[str, str]]] = {}
+    for name, ds in datasets.items():
+        if ds.subset and isinstance(ds.subset.sample, list):
+            groups[name] = [(f"{ds.subset.of}-{size_label(n)}", size_label(n)) for n in ds.subset.sample]
+    for name, ds in datasets.items():
+        swept = [m for m in ds.mix or [] if m in groups]
+        if swept:
+            sizes = groups[swept[0]]
+            groups[name] = [
+                ("+".join(sizes[i][0] if m == swept[0] else m for m in ds.mix), label)
+                for i, (_, label) in enumerate(sizes)
+            ]
+    return groups
+
+
+def concrete_datasets(datasets: dict[str, DatasetSpec]) -> dict[str, DatasetSpec]:
+    """Every group replaced by the datasets it expands into."""
+    groups = dataset_groups(datasets)
+    out = {name: ds for name, ds in datasets.items() if name not in groups}
+    for name, expanded in groups.items():
+        ds = datasets[name]
+        for i, (concrete, _) in enumerate(expanded):
+            if ds.subset:
+                one = Subset(of=ds.subset.of, sample=ds.subset.sample[i], seed=ds.subset.seed)
+                out[concrete] = DatasetSpec(subset=one)
+            else:
+                out[concrete] = DatasetSpec(mix=[groups[m][i][0] if m in groups else m for m in ds.mix])
+    return out
+
+
+def concrete_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]) -> list[tuple[int, RunSpec]]:
+    """(index in the spec, run) of every run a size sweep or a seed list expands into."""
+    out = []
+    for i, run in enumerate(runs):
+        sizes = groups.get(run.dataset) or [(run.dataset, None)]
+        for dataset, label in sizes:
+            name = f"{run.name}-{label}" if run.name and label else run.name or f"{run.model}-{dataset}"
+            for seed in run.seeds or [None]:
+                train = run.train if seed is None else {**run.train, "seed": seed}
+                concrete = f"{name}-s{seed}" if seed is not None else name
+                out.append((i, RunSpec(model=run.model, dataset=dataset, name=concrete, train=train)))
+    return out
+
+
+def replicate_groups(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
+    """A seeded run's name before its seed suffix -> its replicates' names (in seed order)."""
+    found: dict[str, list[str]] = {}
+    for _, run in concrete_runs([r for r in runs if r.seeds], groups):
+        base, _, _ = run.run_name.rpartition("-s")
+        found.setdefault(base, []).append(run.run_name)
+    return found
+
+
+def concrete_pairs(pairs: list[Pair], judged: list[str], replicates: dict[str, list[str]]) -> list[tuple[int, Pair]]:
+    """(index in the spec, pair) of every pair a pattern or a replicated run expands into. Two replicated
+    runs with as many seeds are paired seed by seed; anything else, every name against every name."""
+    out = []
+    for i, pair in enumerate(pairs):
+        side_a, side_b = _side(pair.a, judged, replicates), _side(pair.b, judged, replicates)
+        if pair.a in replicates and pair.b in replicates and len(side_a) == len(side_b):
+            matched = list(zip(side_a, side_b, strict=True))
+        else:
+            matched = [(a, b) for a in side_a for b in side_b if a != b]
+        out += [(i, Pair(a=a, b=b, prompts=pair.prompts)) for a, b in matched]
+    return out
+
+
+def _side(name: str, judged: list[str], replicates: dict[str, list[str]]) -> list[str]:
+    if name in replicates:
+        return replicates[name]
+    return [j for j in judged if fnmatchcase(j, name)]
+
+
+def expand(study: Study) -> Study:
+    """The study with every size list, seed list and name pattern replaced by the concrete entries it
+    means: what the planner plans. (The spec as written was validated with these expansions in mind.)"""
+    groups = dataset_groups(study.datasets)
+    runs = [run for _, run in concrete_runs(study.runs, groups)]
+    judged = [run.run_name for run in runs] + study.baselines
+    pairs = [pair for _, pair in concrete_pairs(study.pairs, judged, replicate_groups(study.runs, groups))]
+    return study.model_copy(update={"datasets": concrete_datasets(study.datasets), "runs": runs, "pairs": pairs})
 
 
 # ---------------------------------------------------------------- loading
@@ -427,4 +572,5 @@ def list_studies() -> list[str]:
 
 
 def load_study(study: str) -> Study:
-    return load_model(resolve_study_path(study), Study, "study")
+    """The study as the planner needs it: validated, with its sweeps and replicates expanded."""
+    return expand(load_model(resolve_study_path(study), Study, "study"))

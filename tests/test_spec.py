@@ -53,8 +53,9 @@ def test_full_is_the_papers_grid():
             17,
             0.0,
         )
-    assert full.datasets["instruct-v1-5k"].subset.sample == 5000
-    assert full.datasets["instruct-v3-1k"].subset.sample == 1000
+    # the authors' own subsets (paper appendix), not a seeded draw of ours
+    assert full.datasets["instruct-v1-5k"].source.hf == "aditijha/instruct_v1_5k"
+    assert full.datasets["instruct-v3-1k"].source.hf == "aditijha/instruct_v3_subset"
     assert full.datasets["instruct-v1"].source.hf == "mosaicml/dolly_hhrlhf"
     assert full.datasets["instruct-v3"].source.hf == "mosaicml/instruct-v3"
     assert full.datasets["lima"].source.hf == "GAIR/lima" and not full.datasets["lima"].source.templated

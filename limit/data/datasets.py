@@ -90,15 +90,17 @@ def normalise(table, source: Source, label: str) -> tuple[list[Row], int]:
 
 
 def subset(rows: list[Row], sample: int, seed: int, label: str) -> list[Row]:
-    """`sample` rows drawn without replacement with a seeded generator, kept in their original order.
+    """The first `sample` rows of one seeded permutation, kept in their original order.
 
-    `random.Random(seed)` is the same Mersenne Twister everywhere, so the subset depends only on the
-    rows and the seed, never on the machine.
+    Subsets of one source and seed are nested: a 1k subset lies inside the 2k one, so sizes differ only in
+    size. `random.Random(seed)` is the same Mersenne Twister everywhere, so a subset depends only on the rows
+    and the seed, never on the machine.
     """
     if sample > len(rows):
         raise LimitError(f"dataset {label}: subset.sample: {sample} rows asked, it has {len(rows)}")
-    chosen = sorted(random.Random(seed).sample(range(len(rows)), sample))
-    return [rows[i] for i in chosen]
+    order = list(range(len(rows)))
+    random.Random(seed).shuffle(order)
+    return [rows[i] for i in sorted(order[:sample])]
 
 
 def mix(parts: list[list[Row]]) -> list[Row]:

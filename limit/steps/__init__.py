@@ -34,7 +34,8 @@ class StepKind:
 
 
 KINDS: dict[str, StepKind] = {
-    "prepare": StepKind(inputs.PrepareInput, "limit.steps.prepare:prepare", 1, Resources(cpu=1, memory="8Gi")),
+    # prepare 2: subsets are prefixes of one seeded permutation (nested across sizes)
+    "prepare": StepKind(inputs.PrepareInput, "limit.steps.prepare:prepare", 2, Resources(cpu=1, memory="8Gi")),
     "finetune": StepKind(inputs.FinetuneInput, "limit.steps.finetune:finetune", 1, Resources(cpu=1, memory="8Gi")),
     "gauntlet": StepKind(inputs.GauntletInput, "limit.steps.gauntlet:gauntlet", 1, Resources(cpu=1, memory="8Gi")),
     "select": StepKind(inputs.SelectInput, "limit.steps.select:select", 1, Resources(cpu=0.5, memory="1Gi")),

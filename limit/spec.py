@@ -200,7 +200,12 @@ class GauntletSpec(Strict):
     )
     limit: int | None = Field(None, gt=0, description="At most this many examples per benchmark (smoke runs).")
     batch_size: int = Field(8, gt=0)
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "packed", "vllm"] = Field(
+        "packed",
+        description="packed: lm-eval's HFLM scoring unpadded rows, each context once for all its continuations "
+        "(MPT only; same log-likelihoods as hf, rows of batch_size x the model's max length tokens); hf: lm-eval's "
+        "HFLM as is; vllm: lm-eval's VLLM with prefix caching.",
+    )
     seed: int = 1234
 
 

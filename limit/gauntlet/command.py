@@ -27,7 +27,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="Comma-separated subset of the suite's benchmarks.")
     parser.add_argument("--limit", type=int, help="At most this many examples per benchmark.")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--backend", choices=("hf", "vllm"), default="hf")
+    parser.add_argument("--backend", choices=("hf", "packed", "vllm"), default="packed")
+    parser.add_argument(
+        "--batch-tokens", type=int, help="packed: tokens per forward (default: batch size x the model's max length)."
+    )
+    parser.add_argument("--attention", choices=("auto", "sdpa", "flex"), default="auto", help="packed: attention.")
     parser.add_argument("--seed", type=int, default=1234, help="Few-shot sampling seed (composer's default).")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--workdir", default="runs", help="Cache for downloaded gauntlet files.")
@@ -54,6 +58,8 @@ def main(args: argparse.Namespace) -> int:
         limit=args.limit,
         batch_size=args.batch_size,
         backend=args.backend,
+        batch_tokens=args.batch_tokens,
+        attention=args.attention,
         seed=args.seed,
         trust_remote_code=args.trust_remote_code,
     )

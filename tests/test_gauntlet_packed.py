@@ -166,3 +166,18 @@ def test_packed_refuses_what_it_cannot_score(tiny_model, models):
         load_model(tiny_model, "packed", attention="eager")
     with pytest.raises(LimitError, match="unknown backend 'fast'"):
         load_model(tiny_model, "fast")
+
+
+def test_hflm_paths_stay_hflms_on_the_same_weights(models):
+    """Generation runs on transformers' untouched MPT; the packed attention lives on a copy of the module tree
+    that shares every parameter; rolling log-likelihoods (HFLM's windows) are scored packed, as HFLM scores them."""
+    from lm_eval.api.instance import Instance
+
+    hf, packed = models
+    assert type(packed.model.transformer).__name__ == "MptModel"
+    assert type(packed._scorer.transformer).__name__ == "DocumentMptModel"
+    assert all(a is b for a, b in zip(packed.model.parameters(), packed._scorer.parameters(), strict=True))
+    text = " ".join(f"word{i} and more" for i in range(300))  # longer than max_length: several windows
+    request = [Instance("loglikelihood_rolling", doc={}, arguments=(text,), idx=0)]
+    ours, theirs = packed.loglikelihood_rolling(request, disable_tqdm=True), hf.loglikelihood_rolling(request, True)
+    assert abs(ours[0] - theirs[0]) < TOLERANCE + 1e-6 * abs(theirs[0])  # float32 resolution of a long sum

@@ -143,8 +143,8 @@ class PackedLM(HFLM):
         self._tokens: dict[str, array] = {}
         self.stats = {"requests": 0, "rows": 0, "tokens": 0}
 
-    # Tokenization: HFLM's, with each distinct context encoded once (all choices of a question share it) and
-    # the pairs kept for `score_samples`, which asks for every pair again to count answer tokens.
+    # Tokenization: HFLM's, with each distinct string encoded once per `loglikelihood` call (all choices of a
+    # question share their context) and kept until the next, as `score_samples` asks for every pair again.
 
     def loglikelihood(self, requests, disable_tqdm: bool = False):
         self._tokens.clear()
@@ -167,6 +167,8 @@ class PackedLM(HFLM):
     def _loglikelihood_tokens(
         self, requests: list[Request], disable_tqdm: bool = False, override_bs: int | None = None
     ) -> list[tuple[float, bool]]:
+        """(log-likelihood, greedy) per request, in request order. `override_bs` (from HFLM's rolling
+        log-likelihood) is ignored: rows are bounded by `batch_tokens`."""
         documents, places = group(requests, self.max_length)
         waiting: dict[int, list[int]] = {}
         for i, (d, _) in enumerate(places):
@@ -194,8 +196,8 @@ class PackedLM(HFLM):
         at = torch.tensor([r for rs in reads for r in rs], device=logprobs.device)
         target = torch.tensor([t for c in continuations for t in c], device=logprobs.device)
         lengths = [len(c) for c in continuations]
-        picked = logprobs[at, target]
-        greedy = logprobs.argmax(dim=-1)[at] == target
+        picked = logprobs[at, target].cpu()
+        greedy = (logprobs.argmax(dim=-1)[at] == target).cpu()
         # One sum per continuation, as HFLM's: the same float rounding on long continuations.
         totals = [float(t.sum()) for t in torch.split(picked, lengths)]
         return list(zip(totals, (bool(g.all()) for g in torch.split(greedy, lengths)), strict=True))

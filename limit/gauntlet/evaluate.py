@@ -24,8 +24,6 @@ from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
 from limit.vllm_models import require_supported
 
 TASK_PREFIX = "gauntlet_"
-
-
 BACKENDS = ("hf", "packed", "vllm")
 
 

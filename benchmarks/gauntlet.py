@@ -1,20 +1,23 @@
 """`make bench-gauntlet`: Eval Gauntlet v0 on the tiny MPT, wall time and examples/s, as JSON.
 
-Two measurements, both on CPU with the same tiny model already loaded:
-- "gauntlet": our path over every v0 file available (../shared/gauntlet_data by default): one lm-eval
-  evaluation per benchmark (so each can be persisted for resume) and composer's metrics on top.
+Two comparisons, on CPU, with the tiny model loaded once:
+- "gauntlet" vs "hflm" (in "packed_vs_hflm"): our path over every v0 file available (../shared/gauntlet_data
+  by default; one lm-eval evaluation per benchmark, composer's metrics on top) with the default `packed`
+  backend, then with lm-eval's own `HFLM` over the same weights: the same requests, so the speedup, the
+  prediction mismatches (must be 0) and the largest log-likelihood difference are reported.
 - "lm_eval" vs "gauntlet_same_tasks": for the benchmarks lm-eval also ships as built-in tasks (arc_easy,
   piqa, boolq, ...), lm-eval's own `simple_evaluate` in a single call, against our path on those same
-  benchmarks. lm-eval's built-in task files load their data from the Hugging Face hub, which is unreachable
-  here, so both sides run *our* task configs (same prompts, same requests): what differs is the driver
-  (one call vs one per benchmark) and the metric (lm-eval's summed-log-likelihood `acc` vs composer's
-  mean per token), whose disagreement is reported too.
+  benchmarks, both with HFLM. lm-eval's built-in task files load their data from the Hugging Face hub, which
+  is unreachable here, so both sides run *our* task configs (same prompts, same requests): what differs is
+  the driver (one call vs one per benchmark) and the metric (lm-eval's summed-log-likelihood `acc` vs
+  composer's mean per token), whose disagreement is reported too.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import tempfile
@@ -24,6 +27,7 @@ from pathlib import Path
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
+from limit.gauntlet.packed import PackedLM
 from limit.locations import parse_locations
 from limit.models import materialize_tiny
 from limit.spec import TinyModel
@@ -82,16 +86,65 @@ def lm_eval_single_call(lm, benches, files, limit: int | None, seed: int) -> dic
     }
 
 
+def timed_run(lm, model: str, benches, files, limit: int | None, seed: int, details: Path) -> tuple[dict, dict]:
+    """run_gauntlet with `lm`, and its per-row details by benchmark (kept through the resume folder).
+
+    The scores also get `loglikelihood_seconds`: the time inside lm.loglikelihood (tokenizing and scoring the
+    requests), the part a backend changes; the rest (task building, few-shot prompts, metrics) is shared.
+    """
+    details.mkdir(parents=True)
+    inner, spent = lm.loglikelihood, [0.0]
+
+    def clocked(*args, **kwargs):
+        started = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - started
+
+    lm.loglikelihood = clocked
+    try:
+        scores = run_gauntlet(model, benches, files, limit=limit, seed=seed, lm=lm, resume_dir=details)
+    finally:
+        del lm.loglikelihood
+    scores["loglikelihood_seconds"] = round(spent[0], 3)
+    return scores, {b: json.loads((details / f"{b}.json").read_text())["details"] for b in scores["benchmarks"]}
+
+
+def compare(ours: dict[str, list[dict]], theirs: dict[str, list[dict]]) -> dict:
+    """Rows whose prediction (or, language modelling, greedy correctness) differs, and the largest loglik gap."""
+    mismatches, gap = {}, 0.0
+    for name, reference in theirs.items():
+        differ = 0
+        for mine, ref in zip(ours[name], reference, strict=True):
+            differ += mine.get("prediction", mine["correct"]) != ref.get("prediction", ref["correct"])
+            pairs = zip(mine.get("logliks", [mine.get("loglik")]), ref.get("logliks", [ref.get("loglik")]), strict=True)
+            gap = max([gap, *(abs(a - b) for a, b in pairs)])
+        if differ:
+            mismatches[name] = differ
+    return {"prediction_mismatches": sum(mismatches.values()), "mismatched": mismatches, "max_loglik_diff": gap}
+
+
+def rate(scores: dict) -> dict:
+    return {
+        "seconds": scores["seconds"],
+        "examples": scores["examples"],
+        "examples_per_s": round(scores["examples"] / scores["seconds"], 2),
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/bench/gauntlet.json")
     parser.add_argument("--data-dir", default=str(REPO.parent / "shared" / "gauntlet_data"))
     parser.add_argument("--limit", type=int, default=20, help="Examples per benchmark; 0 for all.")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-tokens", type=int, help="packed: tokens per row (default batch size x max length).")
     parser.add_argument("--model", help="Model folder (default: the tiny MPT, built in a temp folder).")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     limit = args.limit or None
+    load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="limit-bench-gauntlet-") as tmp:
         model = args.model or str(materialize_tiny(TinyModel(), Path(tmp)))
@@ -99,52 +152,71 @@ def main() -> int:
         files = fetch_files(parse_locations(args.data_dir), [b.file for b in benches], Path(tmp))
         available = [b for b in benches if b.file in files]
         started = time.time()
-        lm = load_model(model, "hf", args.batch_size)
+        hflm = load_model(model, "hf", args.batch_size)
         load_seconds = time.time() - started
+        packed = PackedLM(
+            hflm.model, tokenizer=hflm.tokenizer, batch_size=args.batch_size, batch_tokens=args.batch_tokens
+        )
+        for lm in (hflm, packed):  # imports and first-call costs, paid before either is timed
+            run_gauntlet(model, available[:1], files, limit=2, seed=args.seed, lm=lm)
+        packed.stats = dict.fromkeys(packed.stats, 0)
 
-        ours = run_gauntlet(model, benches, files, limit=limit, seed=args.seed, lm=lm)
+        ours, ours_details = timed_run(packed, model, benches, files, limit, args.seed, Path(tmp) / "packed")
+        theirs_all, theirs_details = timed_run(hflm, model, benches, files, limit, args.seed, Path(tmp) / "hflm")
         shared_tasks = [b for b in available if b.name in LM_EVAL_SHIPPED]
-        ours_same = run_gauntlet(model, shared_tasks, files, limit=limit, seed=args.seed, lm=lm)
-        theirs = lm_eval_single_call(lm, shared_tasks, files, limit, args.seed)
-
-    def rate(scores: dict) -> dict:
-        return {
-            "seconds": scores["seconds"],
-            "examples": scores["examples"],
-            "examples_per_s": round(scores["examples"] / scores["seconds"], 2),
-        }
+        ours_same = run_gauntlet(model, shared_tasks, files, limit=limit, seed=args.seed, lm=hflm)
+        theirs = lm_eval_single_call(hflm, shared_tasks, files, limit, args.seed)
 
     report = {
-        "machine": {"platform": platform.platform(), "python": platform.python_version()},
+        "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
+        "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
         "model": "tiny MPT (limit.models, default TinyModel)" if not args.model else args.model,
         "data": args.data_dir,
         "limit_per_benchmark": limit,
         "batch_size": args.batch_size,
+        "batch_tokens": packed.batch_tokens,
         "model_load_seconds": round(load_seconds, 3),
         "gauntlet": {
             **rate(ours),
+            "backend": "packed",
             "benchmarks": len(ours["benchmarks"]),
             "missing": ours["missing"],
             "average": ours["average"],
             "categories": ours["categories"],
             "seconds_per_benchmark": {n: r["seconds"] for n, r in ours["benchmarks"].items()},
         },
+        "packed_vs_hflm": {
+            "packed": {**rate(ours), **packed.stats},
+            "hflm": rate(theirs_all),
+            "speedup_vs_lm_eval": round(theirs_all["seconds"] / ours["seconds"], 2),
+            "loglikelihood_seconds": {
+                "packed": ours["loglikelihood_seconds"],
+                "hflm": theirs_all["loglikelihood_seconds"],
+            },
+            "loglikelihood_speedup": round(theirs_all["loglikelihood_seconds"] / ours["loglikelihood_seconds"], 2),
+            **compare(ours_details, theirs_details),
+            "same_average": ours["average"] == theirs_all["average"],
+            "hflm_seconds_per_benchmark": {n: r["seconds"] for n, r in theirs_all["benchmarks"].items()},
+        },
         "compared_tasks": {b.name: LM_EVAL_SHIPPED[b.name] for b in shared_tasks},
         "gauntlet_same_tasks": rate(ours_same),
         "lm_eval": theirs,
         "what_is_compared": (
-            "lm_eval = lm_eval.simple_evaluate in one call over our task configs for the benchmarks lm-eval also "
-            "ships (its built-in YAMLs need the HF hub); gauntlet_same_tasks = our per-benchmark path on the same "
-            "configs. Same requests; lm_eval_acc sums log-likelihoods, composer_accuracy averages per token."
+            "packed_vs_hflm = our per-benchmark path with the packed backend vs with lm-eval's HFLM, same weights, "
+            "same requests. lm_eval = lm_eval.simple_evaluate in one call over our task configs for the "
+            "benchmarks lm-eval also ships (its built-in YAMLs need the HF hub); gauntlet_same_tasks = our "
+            "per-benchmark path on the same configs, both with HFLM. lm_eval_acc sums log-likelihoods, "
+            "composer_accuracy averages per token."
         ),
     }
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=2))
-    print(json.dumps({k: report[k] for k in ("gauntlet", "gauntlet_same_tasks")}, indent=2)[:2000])
+    summary = {k: v for k, v in report["packed_vs_hflm"].items() if k != "hflm_seconds_per_benchmark"}
+    print(json.dumps({"packed_vs_hflm": summary, "gauntlet_same_tasks": report["gauntlet_same_tasks"]}, indent=2))
     print(f"lm_eval single call: {theirs['seconds']}s, {theirs['examples_per_s']} examples/s")
     print(f"wrote {out}", file=sys.stderr)
-    return 0
+    return 0 if report["packed_vs_hflm"]["prediction_mismatches"] == 0 else 1
 
 
 if __name__ == "__main__":

@@ -234,7 +234,16 @@ class GauntletSpec(Strict):
         "and only the chosen epoch (and baselines) on the whole suite: cheaper, with a wider selection error.",
     )
     batch_size: int = Field(8, gt=0)
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "packed", "vllm"] = Field(
+        "packed",
+        description="packed: lm-eval's HFLM scoring unpadded rows, each context once for all its continuations "
+        "(MPT only; same log-likelihoods as hf, rows of batch_size x the model's max length tokens); hf: lm-eval's "
+        "HFLM as is; vllm: lm-eval's VLLM with prefix caching.",
+    )
+    batch_tokens: int | None = Field(
+        None, gt=0, description="packed: tokens per forward; unset: batch_size x the model's max length."
+    )
+    attention: Literal["auto", "sdpa", "flex"] = Field("auto", description="packed: MPT's attention (see training).")
     seed: int = 1234
 
     @field_validator("data")

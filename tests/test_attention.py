@@ -202,3 +202,46 @@ def test_cuda_flex_forward_and_backward_equal_sdpa(reference, docs):
     assert (logits_flex - logits_sdpa).abs().max() < 1e-4
     for name, grad in grads_sdpa.items():
         assert (grads_flex[name] - grad).abs().max() < 1e-4, name
+
+
+@pytest.mark.parametrize("implementation", ["sdpa", "flex"])
+def test_branches_score_as_if_each_continuation_followed_the_context(reference, implementation):
+    """A context with two continuations as branches, packed after another document: each branch's logits are
+    those of context + that continuation run alone (ALiBi distances included)."""
+    generator = torch.Generator().manual_seed(3)
+    other, context = torch.randint(0, 97, (9,), generator=generator), torch.randint(0, 97, (11,), generator=generator)
+    first, second = torch.randint(0, 97, (4,), generator=generator), torch.randint(0, 97, (6,), generator=generator)
+    ids = torch.cat([other, context, first, second])[None]
+    doc = torch.tensor([1] * 9 + [2] * 21)[None]
+    pos = torch.cat([torch.arange(9), torch.arange(11), torch.arange(11, 15), torch.arange(11, 17)])[None]
+    branch = torch.tensor([0] * 20 + [1] * 4 + [2] * 6)[None]
+    layout = Layout(doc, pos, queries=30, branch=branch, contiguous=False)
+    logits = forward(patched(reference, implementation), input_ids=ids, attention_mask=layout)[0]
+    for continuation, where in ((first, slice(20, 24)), (second, slice(24, 30))):
+        alone = forward(reference, input_ids=torch.cat([context, continuation])[None])[0]
+        assert (logits[where] - alone[11:]).abs().max() < TOLERANCE
+        assert (logits[9:20] - alone[:11]).abs().max() < TOLERANCE
+    assert (logits[:9] - forward(reference, input_ids=other[None])[0]).abs().max() < TOLERANCE
+
+
+def test_causal_documents_share_one_bias_corner():
+    """Documents in plain causal order (consecutive positions, at most one branch after the trunk) take a
+    corner of one cached bias, equal to the bias built for them alone."""
+    slopes = alibi_slopes(4)
+    layout = Layout.from_positions(torch.cat([torch.arange(5), torch.arange(9), torch.arange(3)])[None])
+    corners = layout.span_biases(slopes, torch.float32)
+    for (row, start, end), corner in zip(layout.spans, corners, strict=True):
+        assert torch.equal(corner, layout.part(row, start, end).bias(slopes, torch.float32))
+    assert len({c.untyped_storage().data_ptr() for c in corners}) == 1
+    branched = Layout(torch.ones(1, 4, dtype=torch.long), torch.tensor([[0, 1, 1, 2]]), 4, torch.tensor([[0, 1, 2, 2]]))
+    assert not branched.causal
+
+
+def test_flex_builds_one_block_mask_per_forward(reference, docs, monkeypatch):
+    from torch.nn.attention import flex_attention
+
+    built = []
+    real = flex_attention.create_block_mask
+    monkeypatch.setattr(flex_attention, "create_block_mask", lambda *a, **k: built.append(1) or real(*a, **k))
+    forward(patched(reference, "flex"), **packed(docs))
+    assert len(built) == 1  # for both layers

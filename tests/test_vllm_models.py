@@ -54,3 +54,15 @@ def test_a_config_without_architectures_is_refused(tmp_path: Path) -> None:
     (tmp_path / "config.json").write_text("{}")
     with pytest.raises(LimitError, match="no architectures in config.json"):
         require_supported(str(tmp_path), "gauntlet.backend")
+
+
+def test_the_gauntlet_asks_vllm_for_prefix_caching(tiny_mpt: str, monkeypatch) -> None:
+    """vLLM is not installed here: lm-eval's VLLM module is stood in for by a recorder of the engine arguments."""
+    import sys
+    import types
+
+    seen = {}
+    recorder = types.SimpleNamespace(VLLM=lambda **kwargs: seen.update(kwargs) or "vllm")
+    monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", recorder)
+    assert load_model(tiny_mpt, backend="vllm", batch_size=4) == "vllm"
+    assert seen["enable_prefix_caching"] is True and seen["pretrained"] == tiny_mpt

@@ -19,7 +19,15 @@ from limit.errors import LimitError
 
 CONVERTED = Path("runs/gauntlet-converted")  # where `limit gauntlet-convert`'s README command writes
 # flag: GauntletSpec field; flags left unset take the spec's defaults, declared only there.
-SPEC_FLAGS = {"suite": "suite", "limit": "limit", "batch_size": "batch_size", "backend": "backend", "seed": "seed"}
+SPEC_FLAGS = {
+    "suite": "suite",
+    "limit": "limit",
+    "batch_size": "batch_size",
+    "batch_tokens": "batch_tokens",
+    "backend": "backend",
+    "attention": "attention",
+    "seed": "seed",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -31,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", help="Comma-separated subset of the suite's benchmarks.")
     parser.add_argument("--limit", type=int, help="At most this many examples per benchmark.")
     parser.add_argument("--batch-size", type=int)
-    parser.add_argument("--backend", help="Scoring backend (see gauntlet.backend in a study).")
+    parser.add_argument("--backend", help="Scoring backend: packed (default), hf (lm-eval's HFLM), vllm.")
+    parser.add_argument("--batch-tokens", type=int, help="packed: tokens per forward.")
+    parser.add_argument("--attention", help="packed: auto (default), sdpa or flex.")
     parser.add_argument("--seed", type=int, help="Few-shot sampling seed (composer's default).")
     parser.add_argument("--trust-remote-code", action="store_true")
     parser.add_argument("--workdir", default="runs", help="Cache for downloaded gauntlet files.")

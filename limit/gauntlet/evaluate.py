@@ -25,37 +25,55 @@ from limit.spec import GauntletSpec
 from limit.vllm_models import require_supported
 
 TASK_PREFIX = "gauntlet_"
+BACKENDS = ("hf", "packed", "vllm")
 
 
 def load_model(
     location: str,
-    backend: str = "hf",
+    backend: str = "packed",
     batch_size: int = 8,
     trust_remote_code: bool = False,
     revision: str | None = None,
+    *,
+    batch_tokens: int | None = None,
+    attention: str = "auto",
 ):
-    """An lm-eval model: `hf` (transformers) or `vllm` when it is installed."""
+    """An lm-eval model: `hf` (lm-eval's HFLM), `packed` (HFLM scoring packed, context-shared rows; MPT only)
+    or `vllm` when it is installed. `batch_tokens` and `attention` apply to `packed`."""
     import torch
 
-    if backend == "hf":
+    if backend in ("hf", "packed"):
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(
-            pretrained=location,
-            batch_size=batch_size,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            dtype="auto",
-            trust_remote_code=trust_remote_code,
-            revision=revision or "main",
-        )
+        from limit.gauntlet.packed import PackedLM
+
+        args = {
+            "pretrained": location,
+            "batch_size": batch_size,
+            "device": "cuda" if torch.cuda.is_available() else "cpu",
+            "dtype": "auto",
+            "trust_remote_code": trust_remote_code,
+            "revision": revision or "main",
+        }
+        if backend == "hf":
+            return HFLM(**args)
+        return PackedLM(**args, batch_tokens=batch_tokens, attention=attention)
     if backend == "vllm":
         require_supported(location, "gauntlet.backend", revision)
         try:
             from lm_eval.models.vllm_causallms import VLLM
         except ImportError as e:
             raise LimitError(f"gauntlet.backend: vllm is not installed ({e})") from None
-        return VLLM(pretrained=location, batch_size=batch_size, trust_remote_code=trust_remote_code, revision=revision)
-    raise LimitError(f"gauntlet.backend: unknown backend '{backend}' (known: hf, vllm)")
+        # Prompts of one benchmark share long few-shot prefixes. vLLM's V1 engine (its default there) skips cache
+        # reads for prompt-logprob requests, i.e. lm-eval's log-likelihoods: generation gains, scoring does not.
+        return VLLM(
+            pretrained=location,
+            batch_size=batch_size,
+            trust_remote_code=trust_remote_code,
+            revision=revision,
+            enable_prefix_caching=True,
+        )
+    raise LimitError(f"gauntlet.backend: unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
 
 
 def build_tasks(benchmarks: Sequence[Benchmark], files: dict[str, Path], seed: int) -> dict[str, dict]:
@@ -119,13 +137,15 @@ def run_gauntlet(
     *,
     limit: int | None = None,
     batch_size: int = 8,
-    backend: str = "hf",
+    backend: str = "packed",
     seed: int = 1234,
     trust_remote_code: bool = False,
     revision: str | None = None,
     resume_dir: Path | None = None,
     on_benchmark: Callable[[str], None] | None = None,
     lm=None,
+    batch_tokens: int | None = None,
+    attention: str = "auto",
 ) -> dict[str, Any]:
     """Evaluate `model` (a from_pretrained location) and return scores.json's content (without details).
 
@@ -133,7 +153,7 @@ def run_gauntlet(
     without one is missing and leaves its category incomplete. With `resume_dir`, each finished benchmark
     is kept there as `<name>.json` (result and per-row details) and reused by a later attempt;
     `on_benchmark(name)` is called after each one is written (to persist it). `lm`: an already loaded
-    lm-eval model to use instead of loading `model`.
+    lm-eval model to use instead of loading `model`. `batch_tokens`, `attention`: see `load_model`.
     """
     missing = [b.name for b in benchmarks if b.file not in files]
     if missing:
@@ -149,7 +169,9 @@ def run_gauntlet(
             print(f"gauntlet: {bench.name}: reusing {saved}", file=sys.stderr)
             continue
         if lm is None:
-            lm = load_model(model, backend, batch_size, trust_remote_code, revision)
+            lm = load_model(
+                model, backend, batch_size, trust_remote_code, revision, batch_tokens=batch_tokens, attention=attention
+            )
         t0 = time.time()
         result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
         result["seconds"] = round(time.time() - t0, 3)
@@ -209,5 +231,7 @@ def score_model(
         revision=revision,
         resume_dir=resume_dir,
         on_benchmark=on_benchmark,
+        batch_tokens=spec.batch_tokens,
+        attention=spec.attention,
     )
     return scores | {"suite": spec.suite}

@@ -101,16 +101,31 @@ class Layout:
         key = (dtype, tuple(slopes.tolist()))
         if key not in self._biases:
             distance = (self.pos[:, None, :] - self.pos[:, self.cached :, None]).float()
-            bias = slopes.to(distance.device)[None, :, None, None] * distance[:, None]
-            self._biases[key] = bias.masked_fill(~self.visible()[:, None], float("-inf")).to(dtype)
+            distance.masked_fill_(~self.visible(), float("-inf"))  # before the heads: slopes are positive
+            self._biases[key] = (slopes.to(distance.device)[None, :, None, None] * distance[:, None]).to(dtype)
         return self._biases[key]
 
     def span_biases(self, slopes: torch.Tensor, dtype: torch.dtype) -> list[torch.Tensor]:
-        """The bias of each document in `spans`, built once per layout."""
+        """The bias of each document in `spans`, built once per layout; plain causal ones share one corner."""
         key = ("spans", dtype, tuple(slopes.tolist()))
         if key not in self._biases:
-            self._biases[key] = [self.part(*span).bias(slopes, dtype) for span in self.spans]
+            parts = [self.part(*span) for span in self.spans]
+            self._biases[key] = [
+                causal_bias(part.queries, slopes, dtype, part.pos.device) if part.causal else part.bias(slopes, dtype)
+                for part in parts
+            ]
         return self._biases[key]
+
+    @property
+    def causal(self) -> bool:
+        """One document with consecutive positions, its one branch (if any) after the trunk: plain causal."""
+        if self.cached or self.doc.shape[0] != 1 or int(self.doc.min()) != int(self.doc.max()):
+            return False
+        pos = self.pos[0]
+        if not torch.equal(pos - pos[0], torch.arange(len(pos), device=pos.device)):
+            return False
+        branch = self.branch
+        return branch is None or (int(branch.max()) <= 1 and bool((branch[0, 1:] >= branch[0, :-1]).all()))
 
     @cached_property
     def spans(self) -> list[tuple[int, int, int]] | None:
@@ -131,6 +146,24 @@ class Layout:
         sl = (slice(row, row + 1), slice(start, end))
         branch = None if self.branch is None else self.branch[sl]
         return Layout(self.doc[sl], self.pos[sl], end - start, branch, self.contiguous)
+
+
+_CAUSAL_BIASES: dict[tuple, torch.Tensor] = {}
+
+
+def causal_bias(length: int, slopes: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
+    """(1, heads, length, length) ALiBi bias of a plain causal document: a corner of the largest one built so far.
+
+    ALiBi depends on distances only, so every causal document's bias is the top-left corner of a longer one;
+    documents of a packed row (and rows of an evaluation) reuse it instead of building their own.
+    """
+    key = (tuple(slopes.tolist()), dtype, str(device))
+    built = _CAUSAL_BIASES.get(key)
+    if built is None or built.shape[-1] < length:
+        size = -(-length // 128) * 128
+        pos = torch.arange(size, device=device)[None]
+        built = _CAUSAL_BIASES[key] = Layout(torch.ones_like(pos), pos, size).bias(slopes, dtype)
+    return built[:, :, :length, :length]
 
 
 def sdpa(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch.Tensor:
@@ -175,7 +208,11 @@ def flex(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch
         return ok
 
     cuda = q.device.type == "cuda"
-    block_mask = create_block_mask(mask_mod, q.shape[0], None, q.shape[2], k.shape[2], q.device, _compile=cuda)
+    batch, queries, keys = q.shape[0], q.shape[2], k.shape[2]
+    key = ("block_mask", batch, queries, keys, str(q.device))
+    if key not in layout._biases:  # every layer of a forward attends through the same mask: build it once
+        layout._biases[key] = create_block_mask(mask_mod, batch, None, queries, keys, q.device, _compile=cuda)
+    block_mask = layout._biases[key]
     if cuda and _compiled_flex is None:
         _compiled_flex = torch.compile(flex_attention, dynamic=True)
     attend = _compiled_flex if cuda else flex_attention

@@ -107,7 +107,12 @@ def test_subset_is_seeded_and_deterministic():
     assert len({r["prompt"] for r in first}) == 10  # without replacement
     assert first == sorted(first, key=lambda r: int(r["prompt"][1:]))  # source order kept
     # Pinned: a seeded Mersenne Twister draws the same rows on every machine.
-    assert [r["prompt"] for r in subset(ROWS, 3, seed=17, label="d")] == ["p19", "p26", "p33"]
+    assert [r["prompt"] for r in subset(ROWS, 3, seed=17, label="d")] == ["p5", "p13", "p45"]
+
+
+def test_subsets_of_one_seed_are_nested():
+    small, large = subset(ROWS, 5, seed=17, label="d"), subset(ROWS, 20, seed=17, label="d")
+    assert all(row in large for row in small)
 
 
 def test_subset_larger_than_its_source_is_an_error():

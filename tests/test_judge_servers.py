@@ -109,9 +109,9 @@ def test_failures_are_not_cached(tmp_path: Path):
 def test_missing_api_key_for_openai_itself_is_a_one_line_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     from limit.errors import LimitError
 
-    monkeypatch.delenv("LIMIT_TEST_NO_KEY", raising=False)
-    judge = OpenAIJudge(JudgeSpec(api_key_env="LIMIT_TEST_NO_KEY"))
-    with pytest.raises(LimitError, match="LIMIT_TEST_NO_KEY"):
+    monkeypatch.delenv("LIMIT_TEST_NO_API_KEY", raising=False)
+    judge = OpenAIJudge(JudgeSpec(api_key_env="LIMIT_TEST_NO_API_KEY"))
+    with pytest.raises(LimitError, match="LIMIT_TEST_NO_API_KEY"):
         judge.judge(pairs(1), seed=1, cache=tmp_path / "c.json")
 
 

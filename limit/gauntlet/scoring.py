@@ -74,3 +74,13 @@ def aggregate(benchmarks: Sequence[Benchmark], results: dict[str, dict]) -> dict
     complete = all(v is not None for v in categories.values())
     average = sum(categories.values()) / len(categories) if complete else None
     return {"categories": categories, "average": average, "complete": complete, "missing": missing}
+
+
+def metrics(scores: dict) -> dict[str, float]:
+    """The MLflow metric keys of one model's scores.json, shared by gauntlet, select and summary runs:
+    `gauntlet.average`, `gauntlet.<category>` and `gauntlet.<benchmark>` (its rescaled score); incomplete
+    values are left out (a missing key reads as n/a, a logged 0 would not)."""
+    values = {"gauntlet.average": scores.get("average")}
+    values |= {f"gauntlet.{c}": v for c, v in (scores.get("categories") or {}).items()}
+    values |= {f"gauntlet.{name}": r["score"] for name, r in (scores.get("benchmarks") or {}).items()}
+    return {k: float(v) for k, v in values.items() if v is not None}

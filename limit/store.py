@@ -38,8 +38,8 @@ def default_workdir() -> Path:
     return Path(os.environ.get("LIMIT_WORKDIR", "runs"))
 
 
-def default_artifacts() -> str:
-    return os.environ.get("LIMIT_ARTIFACTS", str(default_workdir() / "artifacts"))
+def default_artifacts(workdir: Path | None = None) -> str:
+    return os.environ.get("LIMIT_ARTIFACTS", str((workdir or default_workdir()) / "artifacts"))
 
 
 def local_files(folder: Path) -> list[str]:
@@ -59,7 +59,7 @@ class Store:
 
     @staticmethod
     def open(root: str | None = None, workdir: Path | None = None) -> Store:
-        root = root or default_artifacts()
+        root = root or default_artifacts(workdir)
         return S3Store(root, workdir) if root.startswith("s3://") else Store(root, workdir)
 
     def url(self, ref: str) -> str:

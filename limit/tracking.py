@@ -63,6 +63,16 @@ def experiment_id(study: str) -> str:
         return client.get_experiment_by_name(experiment_name(study)).experiment_id
 
 
+def ui_link(study: str) -> str:
+    """Where to look at a study's runs. MLflow 3.x's UI opens every experiment on its GenAI overview unless
+    told the workflow (`workflowType`; the experiment's kind tag serves the versions that read it)."""
+    path = f"#/experiments/{experiment_id(study)}?workflowType=machine_learning"
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{path}"
+
+
 def start_parent(study: str, tags: dict[str, str] | None = None) -> str:
     """Create the study execution's parent run, named "<study> <YYYY-mm-dd HH:MM> <short id>", and return its
     id (left open: children attach to it)."""

@@ -106,4 +106,3 @@ def select_choice(store: Store, step: Step) -> dict:
         "tied": [best["epoch"]],
         "epochs": epochs,
     }
-

@@ -37,6 +37,7 @@ def main(args: argparse.Namespace) -> int:
     workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
 
+    from limit import tracking
     from limit.backends.local import collect_report, run_plan
     from limit.commands.plan import print_summary
     from limit.plan.preflight import preflight
@@ -66,7 +67,7 @@ def main(args: argparse.Namespace) -> int:
         f"\n{len(outcome.ran)} steps ran, {len(outcome.reused)} reused, "
         f"{len(outcome.failed)} failed, {len(outcome.skipped)} skipped in {wall:.1f}s"
     )
-    print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']} (parent run {outcome.parent_run_id})")
+    print(f"MLflow parent run {outcome.parent_run_id}: {tracking.ui_link(study.name)}")
     if not outcome.ok:
         print(f"logs: {workdir / study.name / 'logs'}")
         return 1

@@ -22,6 +22,7 @@ LAYERS = [
             "limit.locations",
             "limit.yaml_models",
             "limit.progress",
+            "limit.logs",
         ],
     ),
     ("spec", ["limit.spec"]),

@@ -15,19 +15,19 @@ import json
 import numbers
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold
 # MLflow 3 opens a GenAI experiment on its traces overview; this kind opens on the runs table.
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # What one log_batch call may carry (MLflow's limits).
-BATCH = {"metrics": 1000, "params": 100, "tags": 100}
+BATCH = {"metrics": 1000, "params": 100}
 
 # The runs this process's step added beside its own run, and what it logged on the parent run.
 _made: dict[str, Any] = {"children": [], "parent_metrics": {}, "parent_files": []}
@@ -162,7 +162,7 @@ def log_child(
     now = int(time.time() * 1000)
     points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     points += [Metric(k, float(v), now, int(step)) for k, history in curves.items() for step, v in history]
-    _log_batches(client, run.info.run_id, points, [], [])
+    _log_batches(client, run.info.run_id, points)
     client.set_terminated(run.info.run_id)
     _made["children"].append(run.info.run_id)
     return run.info.run_id
@@ -183,15 +183,13 @@ def _to_parent(parent: str, metrics: dict[str, float], folder: Path | None, file
         if folder is not None and (folder / name).is_file():
             client.log_artifact(parent, str(folder / name))
     now = int(time.time() * 1000)
-    _log_batches(client, parent, [Metric(k, float(v), now, 0) for k, v in metrics.items()], [], [])
+    _log_batches(client, parent, [Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
 
-def _log_batches(client, run_id: str, metrics: list[Metric], params: list[Param], tags: list[RunTag]) -> None:
+def _log_batches(client, run_id: str, metrics: list[Metric], params: Sequence[Param] = ()) -> None:
     for items, size, field in ((metrics, BATCH["metrics"], "metrics"), (params, BATCH["params"], "params")):
         for start in range(0, len(items), size):
-            client.log_batch(run_id, **{field: items[start : start + size]})
-    for start in range(0, len(tags), BATCH["tags"]):
-        client.log_batch(run_id, tags=tags[start : start + BATCH["tags"]])
+            client.log_batch(run_id, **{field: list(items[start : start + size])})
 
 
 # ---------------------------------------------------------------- a step's record, and its replay
@@ -261,7 +259,7 @@ def _replay(client, experiment: str, name: str, saved: dict, tags: dict[str, str
         for step, value, ts in points
     ]
     params = [Param(k, str(v)) for k, v in saved.get("params", {}).items()]
-    _log_batches(client, run.info.run_id, metrics, params, [])
+    _log_batches(client, run.info.run_id, metrics, params)
     client.set_terminated(run.info.run_id)
 
 

@@ -120,6 +120,11 @@ def draw_epochs(ax: Axes, data: dict, base: str, _) -> None:
     ax.set_title("Average per epoch (circle: chosen)", fontsize=10)
     ax.set_xlabel("epoch", fontsize=8)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    epochs = {e["epoch"] for row in finetunes(data, base) for e in row.get("epochs", [])}
+    if epochs:
+        ax.set_xlim(min(epochs) - 0.5, max(epochs) + 0.5)
+        if len(epochs) <= 12:
+            ax.set_xticks(sorted(epochs))
     ax.tick_params(labelsize=8)
 
 
@@ -145,7 +150,7 @@ def draw_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
         low, high = pair.get("ci95") or [rate, rate]
         ax.barh(y, 100 * rate, height=0.6, color=colors.get(pair["b"], "0.6"), alpha=0.85)
         ax.errorbar(100 * rate, y, xerr=[[100 * (rate - low)], [100 * (high - rate)]], color="black", capsize=3)
-        ax.text(min(100 * high + 1.5, 88), y, f"{100 * rate:.1f}", fontsize=8, va="center")
+        ax.text(1.5, y, f"{100 * rate:.1f}", fontsize=8, va="center", color="white", fontweight="bold")
     ax.set_yticks(ys, [f"{short(p['a'], base)}\nvs {short(p['b'], base)}" for p in pairs], fontsize=7.5)
     ax.set_ylim(-0.6, len(pairs) - 0.4)
     ax.axvline(50, color="black", linewidth=0.8, linestyle="--")

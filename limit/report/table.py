@@ -92,4 +92,5 @@ def write_csv(rows: list[dict], path: Path) -> None:
         for row in rows:
             t = row["tags"]
             names = {"model": row["name"], "kind": t["limit.role"], "base_model": t["limit.model"]}
-            writer.writerow({**names, "dataset": t["limit.dataset"], **row["metrics"]})
+            counts = {k: int(row["metrics"][k]) for k in ("chosen_epoch", "train.tokens") if k in row["metrics"]}
+            writer.writerow({**names, "dataset": t["limit.dataset"], **row["metrics"], **counts})

@@ -18,6 +18,9 @@ COMMANDS = {  # name: (module, help)
     "plan": ("limit.commands.plan", "Print a study's plan: steps, dependencies, keys and each step's argv."),
     "step": ("limit.commands.step", "Run one plan step: what each pod runs (`limit plan` prints the argv)."),
     "studies": ("limit.commands.studies", "List the shipped studies."),
+    "status": ("limit.commands.status", "Where a study stands, from the artifact store: each step's state."),
+    "report": ("limit.commands.report", "Render a study's report from stored outputs, computing nothing."),
+    "export": ("limit.commands.export", "Write the one-row-per-model table of a study as CSV."),
     "gauntlet": ("limit.commands.gauntlet", "Score one model on the Eval Gauntlet, outside any study."),
     "gauntlet-convert": (
         "limit.commands.gauntlet_convert",

@@ -10,14 +10,18 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
+import socket
 import sys
+import threading
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from limit import __version__, tracking
+from limit import __version__, progress, tracking
 from limit.errors import LimitError
 from limit.steps import KINDS, inputs, step_key
 from limit.steps.context import StepContext
@@ -36,6 +40,7 @@ def parse_input(kind: str, raw: str) -> inputs.StepInput:
 
 
 def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict[str, Any]:
+    _interrupt_on_sigterm()
     inp = parse_input(kind, raw_input)
     key = step_key(kind, inp)
     if expected_key and key != expected_key:
@@ -48,6 +53,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
     done = store.manifest(ref)
     if done is not None:
         print(f"[{ref}] complete already: reusing {store.url(ref)}", file=sys.stderr)
+        _log_reused(store, ref, kind, inp, done)
         _publish_summary(done["summary"])
         return done["summary"]
 
@@ -60,7 +66,8 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         step_fn(inp, StepContext(ref=ref, out=out, store=store))
         return {}
     started = time.time()
-    with tracking.step_run(kind, key, inp.tags):
+    attempt = Attempt(store, ref)
+    with attempt, tracking.step_run(kind, key, inp.tags):
         try:
             summary = step_fn(inp, StepContext(ref=ref, out=out, store=store)) or {}
         except BaseException:
@@ -68,6 +75,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
                 store.wait()
             raise
         tracking.log_summary(summary)
+        (out / tracking.RECORD).write_text(json.dumps(tracking.record()))
     manifest = {
         "kind": kind,
         "key": key,
@@ -78,9 +86,20 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         "seconds": round(time.time() - started, 3),
     }
     store.commit(ref, out, manifest)
+    attempt.finish("done")
     _publish_summary(summary)
     print(f"[{ref}] done in {manifest['seconds']:.1f}s -> {store.url(ref)}", file=sys.stderr)
     return summary
+
+
+def _log_reused(store: Store, ref: str, kind: str, inp: inputs.StepInput, manifest: dict) -> None:
+    """In an execution (LIMIT_PARENT_RUN_ID, as on Argo), a reused step still gets its child run."""
+    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
+    if parent:
+        saved = tracking.load_record(store.read_text(ref, tracking.RECORD))
+        study = os.environ.get("LIMIT_STUDY", "adhoc")
+        key = ref.split("/", 1)[1]
+        tracking.log_reused(parent, study, kind, key, inp.tags, manifest, saved, lambda: store.fetch(ref))
 
 
 def processes(inp: inputs.StepInput) -> int:
@@ -107,3 +126,60 @@ def _publish_summary(summary: dict[str, Any]) -> None:
     if outputs:
         Path(outputs).mkdir(parents=True, exist_ok=True)
         (Path(outputs) / "summary.json").write_text(json.dumps(summary, sort_keys=True))
+
+
+def _interrupt_on_sigterm() -> None:
+    """SIGTERM (the local backend stopping, a pod deleted) unwinds like Ctrl-C: the step's MLflow run ends
+    KILLED, its attempt is recorded as killed, and what was persisting finishes first."""
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, interrupt)
+
+
+class Attempt:
+    """The step's latest attempt in the store, for `limit status`: running (a heartbeat every HEARTBEAT_S
+    seconds, with the latest progress line), then done, failed (with the error's last lines) or killed."""
+
+    HEARTBEAT_S = float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))
+
+    def __init__(self, store: Store, ref: str):
+        self.store, self.ref = store, ref
+        self.record: dict[str, Any] = {"state": "running", "host": socket.gethostname(), "pid": os.getpid()}
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> Attempt:
+        self.record["started"] = time.time()
+        progress.listen(self._progress)
+        self._write()
+        threading.Thread(target=self._beat, name="limit-heartbeat", daemon=True).start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            return
+        lines = "".join(traceback.format_exception(exc_type, exc, tb)).splitlines()
+        self.finish("killed" if issubclass(exc_type, KeyboardInterrupt) else "failed", lines[-15:])
+
+    def finish(self, state: str, tail: list[str] | None = None) -> None:
+        self._stop.set()
+        progress.unlisten(self._progress)
+        self.record.update(state=state, ended=time.time(), **({"tail": tail} if tail else {}))
+        with contextlib.suppress(Exception):  # the record is for humans; never fail a step over it
+            self._write()
+
+    def _progress(self, fields: dict) -> None:
+        self.record["progress"] = fields
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.HEARTBEAT_S):
+            with contextlib.suppress(Exception):
+                self._write()
+
+    def _write(self) -> None:
+        with self._lock:
+            self.record["heartbeat"] = time.time()
+            self.store.write_attempt(self.ref, dict(self.record))

@@ -25,9 +25,11 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 
 from limit.errors import LimitError
+from limit.io import write_json
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
+ATTEMPTS = "_attempts"  # <root>/_attempts/<kind>/<key>.json: the latest attempt of a step (`limit status`)
 # Multipart, concurrent uploads and downloads: a 30B checkpoint is hundreds of GB in a few large files.
 TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
 
@@ -36,8 +38,8 @@ def default_workdir() -> Path:
     return Path(os.environ.get("LIMIT_WORKDIR", "runs"))
 
 
-def default_artifacts() -> str:
-    return os.environ.get("LIMIT_ARTIFACTS", str(default_workdir() / "artifacts"))
+def default_artifacts(workdir: Path | None = None) -> str:
+    return os.environ.get("LIMIT_ARTIFACTS", str((workdir or default_workdir()) / "artifacts"))
 
 
 def local_files(folder: Path) -> list[str]:
@@ -57,7 +59,7 @@ class Store:
 
     @staticmethod
     def open(root: str | None = None, workdir: Path | None = None) -> Store:
-        root = root or default_artifacts()
+        root = root or default_artifacts(workdir)
         return S3Store(root, workdir) if root.startswith("s3://") else Store(root, workdir)
 
     def url(self, ref: str) -> str:
@@ -68,6 +70,11 @@ class Store:
     def manifest(self, ref: str) -> dict | None:
         path = Path(self.root) / ref / MANIFEST
         return json.loads(path.read_text()) if path.is_file() else None
+
+    def read_text(self, ref: str, name: str) -> str | None:
+        """One small file of a completed step's outputs, or None when it has none."""
+        path = Path(self.root) / ref / name
+        return path.read_text() if path.is_file() else None
 
     def fetch(self, ref: str, sub: str = "") -> Path:
         """Local path of a completed step's outputs (or one subfolder of them)."""
@@ -94,6 +101,23 @@ class Store:
 
     def _write_pruned(self, ref: str, pruned: dict[str, str]) -> None:
         (Path(self.root) / ref / PRUNED).write_text(json.dumps(pruned, indent=2, sort_keys=True))
+
+    # --- steps in progress: what `limit status` reads
+
+    def partial_files(self, ref: str) -> list[str]:
+        """Durable files of a step that is not complete (what a retry would resume from), oldest first."""
+        return local_files(Path(self.root) / f"{ref}.partial")
+
+    def write_attempt(self, ref: str, attempt: dict) -> None:
+        """Record the state of the step's latest attempt (running, with a heartbeat; failed; killed)."""
+        write_json(Path(self.root) / ATTEMPTS / f"{ref}.json", attempt)
+
+    def attempt(self, ref: str) -> dict | None:
+        path = Path(self.root) / ATTEMPTS / f"{ref}.json"
+        try:
+            return json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):  # absent, or being replaced
+            return None
 
     # --- writing one step's outputs
 
@@ -169,12 +193,32 @@ class S3Store(Store):
             target.parent.mkdir(parents=True, exist_ok=True)
             self.s3.download_file(self.bucket, key, str(target), Config=TRANSFER)
 
-    def pruned(self, ref: str) -> dict[str, str]:
+    def _get(self, key: str) -> bytes | None:
         try:
-            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(ref, PRUNED))["Body"].read()
+            return self.s3.get_object(Bucket=self.bucket, Key=key)["Body"].read()
         except self.s3.exceptions.NoSuchKey:
-            return {}
-        return json.loads(body)
+            return None
+
+    def pruned(self, ref: str) -> dict[str, str]:
+        body = self._get(self._key(ref, PRUNED))
+        return json.loads(body) if body is not None else {}
+
+    def read_text(self, ref: str, name: str) -> str | None:
+        body = self._get(self._key(ref, name))
+        return body.decode() if body is not None else None
+
+    def partial_files(self, ref: str) -> list[str]:
+        base = self._key(ref) + "/"
+        remote = sorted(self._objects(ref).items(), key=lambda item: (item[1]["LastModified"], item[0]))
+        return [key[len(base) :] for key, _ in remote]
+
+    def write_attempt(self, ref: str, attempt: dict) -> None:
+        body = json.dumps(attempt).encode()
+        self.s3.put_object(Bucket=self.bucket, Key=self._key(f"{ATTEMPTS}/{ref}.json"), Body=body)
+
+    def attempt(self, ref: str) -> dict | None:
+        body = self._get(self._key(f"{ATTEMPTS}/{ref}.json"))
+        return json.loads(body) if body is not None else None
 
     def prune(self, ref: str, subs: list[str], reason: str) -> None:
         self._delete([k for sub in subs for k in self._objects(ref, sub)])

@@ -1,21 +1,36 @@
-"""MLflow: one parent run per study execution, a child run per step.
+"""MLflow: one parent run per study execution, a child run per step, and a summary run per model.
 
 The backend opens the parent run and hands its id to steps through LIMIT_PARENT_RUN_ID; a step's child run
 carries tags (study, step kind, model, dataset, epoch, ...) so MLflow's comparison views can group them.
+
+What a step logged (its own run's params, tags and metric histories, the runs it added beside it, such as the
+report's summary runs, and the metrics it put on the parent) is stored with its outputs (`RECORD`), so an
+execution that reuses the step gets a child run with the same content, tagged with the run that produced it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import numbers
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.entities import Metric, Param
 
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
+RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold
+# MLflow 3 opens a GenAI experiment on its traces overview; this kind opens on the runs table.
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+# What one log_batch call may carry (MLflow's limits).
+BATCH = {"metrics": 1000, "params": 100}
+
+# The runs this process's step added beside its own run, and what it logged on the parent run.
+_made: dict[str, Any] = {"children": [], "parent_metrics": {}, "parent_files": []}
 
 
 def tracking_uri() -> str:
@@ -27,7 +42,7 @@ def experiment_name(study: str) -> str:
 
 
 def experiment_id(study: str) -> str:
-    """The study's experiment, created on first use.
+    """The study's experiment, created on first use, marked as a model-training experiment.
 
     With a local store (sqlite or a folder) MLflow would put artifacts in ./mlruns of whatever folder the
     process runs in; keep them beside the store in the work folder instead. A tracking server decides itself.
@@ -35,23 +50,38 @@ def experiment_id(study: str) -> str:
     client = mlflow.MlflowClient()
     existing = client.get_experiment_by_name(experiment_name(study))
     if existing is not None:
+        if existing.tags.get("mlflow.experimentKind") is None:  # made before the kind was set
+            client.set_experiment_tag(existing.experiment_id, *next(iter(EXPERIMENT_KIND.items())))
         return existing.experiment_id
     location = None
     if not tracking_uri().startswith(("http://", "https://", "databricks")):
         workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs")).resolve()
         location = (workdir / "mlflow-artifacts").as_uri()
     try:
-        return client.create_experiment(experiment_name(study), artifact_location=location)
+        return client.create_experiment(experiment_name(study), artifact_location=location, tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:  # created concurrently by another step
         return client.get_experiment_by_name(experiment_name(study)).experiment_id
 
 
+def ui_link(study: str) -> str:
+    """Where to look at a study's runs. MLflow 3.x's UI opens every experiment on its GenAI overview unless
+    told the workflow (`workflowType`; the experiment's kind tag serves the versions that read it)."""
+    path = f"#/experiments/{experiment_id(study)}?workflowType=machine_learning"
+    uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        return f"{uri.rstrip('/')}/{path}"
+    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{path}"
+
+
 def start_parent(study: str, tags: dict[str, str] | None = None) -> str:
-    """Create the study execution's parent run and return its id (left open: children attach to it)."""
+    """Create the study execution's parent run, named "<study> <YYYY-mm-dd HH:MM> <short id>", and return its
+    id (left open: children attach to it)."""
     mlflow.set_tracking_uri(tracking_uri())
     client = mlflow.MlflowClient()
-    run = client.create_run(experiment_id(study), run_name=study, tags={"limit.study": study, **(tags or {})})
-    return run.info.run_id
+    run = client.create_run(experiment_id(study), tags={"limit.study": study, **(tags or {})})
+    run_id = run.info.run_id
+    client.update_run(run_id, name=f"{study} {time.strftime('%Y-%m-%d %H:%M')} {run_id[:8]}")
+    return run_id
 
 
 def end_parent(run_id: str, status: str = "FINISHED") -> None:
@@ -75,11 +105,13 @@ def _child_name(kind: str, tags: dict[str, str]) -> str:
 
 @contextlib.contextmanager
 def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
-    """The step's child run (under LIMIT_PARENT_RUN_ID when set), active while the step runs."""
+    """The step's child run (under LIMIT_PARENT_RUN_ID when set), active while the step runs; KILLED when the
+    step is interrupted (SIGINT, or SIGTERM turned into KeyboardInterrupt by the runner)."""
     mlflow.set_tracking_uri(tracking_uri())
     parent = os.environ.get("LIMIT_PARENT_RUN_ID")
     study = os.environ.get("LIMIT_STUDY", "adhoc")
     exp_id = mlflow.MlflowClient().get_run(parent).info.experiment_id if parent else experiment_id(study)
+    _made.update(children=[], parent_metrics={}, parent_files=[])
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=_child_name(kind, tags),
@@ -87,21 +119,11 @@ def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
         tags=_child_tags(study, kind, key, tags),
         nested=True,
     ):
-        yield
-
-
-def log_reused(parent: str, study: str, kind: str, key: str, tags: dict[str, str], manifest: dict) -> None:
-    """A child run for a step whose output was reused, so every execution's parent run is complete."""
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    experiment_id = client.get_run(parent).info.experiment_id
-    run_tags = {**_child_tags(study, kind, key, tags), "mlflow.parentRunId": parent, "limit.reused": "true"}
-    run = client.create_run(experiment_id, run_name=_child_name(kind, tags), tags=run_tags)
-    summary = manifest.get("summary", {})
-    numbers_only = {k: float(v) for k, v in summary.items() if _is_number(v)}
-    for name, value in numbers_only.items():
-        client.log_metric(run.info.run_id, name, value)
-    client.set_terminated(run.info.run_id)
+        try:
+            yield
+        except KeyboardInterrupt:
+            mlflow.end_run("KILLED")
+            raise
 
 
 def _is_number(value: Any) -> bool:
@@ -109,11 +131,144 @@ def _is_number(value: Any) -> bool:
 
 
 def log_summary(summary: dict[str, Any], prefix: str = "") -> None:
-    """Numbers become metrics, short strings become tags."""
+    """Numbers become metrics, short strings become tags; a metric the step logged itself (at its own step,
+    e.g. select's chosen epoch) is left as it is."""
+    mlflow.flush_async_logging()
+    logged = set(mlflow.get_run(mlflow.active_run().info.run_id).data.metrics)
     for name, value in summary.items():
         if isinstance(value, bool):
             mlflow.set_tag(f"{prefix}{name}", str(value))
+        elif f"{prefix}{name}" in logged:
+            continue
         elif _is_number(value):
             mlflow.log_metric(f"{prefix}{name}", float(value))
         elif isinstance(value, str) and len(value) < 250:
             mlflow.set_tag(f"{prefix}{name}", value)
+
+
+# ---------------------------------------------------------------- what a step adds beside its own run
+
+
+def log_child(
+    name: str, tags: dict[str, str], metrics: dict[str, float], curves: dict[str, list[tuple[int, float]]]
+) -> str:
+    """A run beside the step's own, under the execution's parent (else under the step's run): the report's
+    summary run of one model. `curves`: metric histories, {key: [(step, value)]}."""
+    client = mlflow.MlflowClient()
+    step_run_id = mlflow.active_run().info.run_id
+    parent = os.environ.get("LIMIT_PARENT_RUN_ID") or step_run_id
+    experiment = client.get_run(step_run_id).info.experiment_id
+    run = client.create_run(experiment, run_name=name, tags={**tags, "mlflow.parentRunId": parent})
+    now = int(time.time() * 1000)
+    points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
+    points += [Metric(k, float(v), now, int(step)) for k, history in curves.items() for step, v in history]
+    _log_batches(client, run.info.run_id, points)
+    client.set_terminated(run.info.run_id)
+    _made["children"].append(run.info.run_id)
+    return run.info.run_id
+
+
+def log_on_parent(metrics: dict[str, float], folder: Path | None = None, files: tuple[str, ...] = ()) -> None:
+    """Headline metrics and files on the execution's parent run (nothing when the step runs on its own)."""
+    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
+    if parent:
+        _to_parent(parent, metrics, folder, files)
+    _made["parent_metrics"].update(metrics)
+    _made["parent_files"] = sorted(set(_made["parent_files"]) | set(files))
+
+
+def _to_parent(parent: str, metrics: dict[str, float], folder: Path | None, files) -> None:
+    client = mlflow.MlflowClient()
+    for name in files:
+        if folder is not None and (folder / name).is_file():
+            client.log_artifact(parent, str(folder / name))
+    now = int(time.time() * 1000)
+    _log_batches(client, parent, [Metric(k, float(v), now, 0) for k, v in metrics.items()])
+
+
+def _log_batches(client, run_id: str, metrics: list[Metric], params: Sequence[Param] = ()) -> None:
+    for items, size, field in ((metrics, BATCH["metrics"], "metrics"), (params, BATCH["params"], "params")):
+        for start in range(0, len(items), size):
+            client.log_batch(run_id, **{field: list(items[start : start + size])})
+
+
+# ---------------------------------------------------------------- a step's record, and its replay
+
+
+def _snapshot(client, run_id: str) -> dict:
+    run = client.get_run(run_id)
+    histories = {key: client.get_metric_history(run_id, key) for key in run.data.metrics}
+    return {
+        "run_id": run_id,
+        "name": run.info.run_name,
+        "tags": {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.")},
+        "params": dict(run.data.params),
+        "metrics": {k: [[m.step, m.value, m.timestamp] for m in h] for k, h in histories.items()},
+    }
+
+
+def record() -> dict:
+    """What the active step logged: its run, the runs it added and its parent metrics (stored as RECORD)."""
+    mlflow.flush_async_logging()  # Trainer logs asynchronously
+    client = mlflow.MlflowClient()
+    return {
+        "step": _snapshot(client, mlflow.active_run().info.run_id),
+        "children": [_snapshot(client, run_id) for run_id in _made["children"]],
+        "parent_metrics": dict(_made["parent_metrics"]),
+        "parent_files": list(_made["parent_files"]),
+    }
+
+
+def log_reused(
+    parent: str,
+    study: str,
+    kind: str,
+    key: str,
+    tags: dict[str, str],
+    manifest: dict,
+    saved: dict | None,
+    fetch: Callable[[], Path] | None = None,
+) -> None:
+    """A child run for a step whose output was reused, with what its producing run held (`saved`, the step's
+    RECORD; steps stored before records existed give their manifest's summary), so every execution's parent
+    run is complete. `fetch` gives the step's output folder, for the files it put on the parent run."""
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    experiment = client.get_run(parent).info.experiment_id
+    own = {**_child_tags(study, kind, key, tags), "mlflow.parentRunId": parent, "limit.reused": "true"}
+    if saved is None:
+        summary = manifest.get("summary", {})
+        saved = {"step": {"metrics": {k: [[0, float(v), 0]] for k, v in summary.items() if _is_number(v)}}}
+    step = saved["step"]
+    _replay(client, experiment, _child_name(kind, tags), step, own)
+    for child in saved.get("children", []):
+        _replay(client, experiment, child["name"], child, {"mlflow.parentRunId": parent, "limit.reused": "true"})
+    if saved.get("parent_metrics") or saved.get("parent_files"):
+        folder = fetch() if fetch and saved.get("parent_files") else None
+        _to_parent(parent, saved.get("parent_metrics", {}), folder, saved.get("parent_files", []))
+
+
+def _replay(client, experiment: str, name: str, saved: dict, tags: dict[str, str]) -> None:
+    origin = {"limit.reused_from": saved["run_id"]} if saved.get("run_id") else {}
+    run_tags = {**saved.get("tags", {}), **tags, **origin}
+    run = client.create_run(experiment, run_name=name, tags=run_tags)
+    now = int(time.time() * 1000)
+    metrics = [
+        Metric(key, float(value), int(ts or now), int(step))
+        for key, points in saved.get("metrics", {}).items()
+        for step, value, ts in points
+    ]
+    params = [Param(k, str(v)) for k, v in saved.get("params", {}).items()]
+    _log_batches(client, run.info.run_id, metrics, params)
+    client.set_terminated(run.info.run_id)
+
+
+def load_record(text: str | None) -> dict | None:
+    """A stored RECORD, or None when the step has none (stored before records existed) or it is unreadable."""
+    if not text:
+        return None
+    try:
+        saved = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    return saved if isinstance(saved, dict) and "step" in saved else None

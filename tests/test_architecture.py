@@ -13,7 +13,17 @@ PACKAGE = REPO / "limit"
 LAYERS = [
     (
         "foundation",
-        ["limit", "limit.errors", "limit.io", "limit.quantities", "limit.cpu", "limit.locations", "limit.yaml_models"],
+        [
+            "limit",
+            "limit.errors",
+            "limit.io",
+            "limit.quantities",
+            "limit.cpu",
+            "limit.locations",
+            "limit.yaml_models",
+            "limit.progress",
+            "limit.logs",
+        ],
     ),
     ("spec", ["limit.spec"]),
     (
@@ -30,6 +40,7 @@ LAYERS = [
             "limit.gauntlet",
             "limit.generation",
             "limit.judge",
+            "limit.report",
         ],
     ),
     ("steps", ["limit.steps"]),

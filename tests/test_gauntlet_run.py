@@ -37,7 +37,7 @@ def in_range(result: dict) -> bool:
     return 0 <= result["accuracy"] <= 1 and lowest - 1e-9 <= result["score"] <= 1 + 1e-9
 
 
-def test_gauntlet_step_tiny_suite(limit_env):
+def test_gauntlet_step_tiny_suite(limit_env, capfd):
     spec = GauntletSpec(suite="tiny", data="fixture:gauntlet", batch_size=16)
     inp = GauntletInput(model=ModelSpec(tiny=TinyModel()), gauntlet=spec, tags={"run": "tiny"})
     summary = run_step("gauntlet", inp.model_dump_json())
@@ -48,15 +48,17 @@ def test_gauntlet_step_tiny_suite(limit_env):
     assert all(in_range(r) and r["n"] >= 10 for r in scores["benchmarks"].values())
     assert scores["complete"] is True
     assert scores["average"] == pytest.approx(sum(scores["categories"].values()) / 5)
-    assert summary["average"] == scores["average"]
-    assert {c: summary[c] for c in CATEGORIES} == scores["categories"]
+    assert summary["gauntlet.average"] == scores["average"]
+    assert {c: summary[f"gauntlet.{c}"] for c in CATEGORIES} == scores["categories"]
     details = json.loads((scores_file.parent / "details" / "tiny_arc.json").read_text())["details"]
     assert len(details) == 10 and all(len(d["tokens"]) == 4 for d in details)
 
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "")
-    assert run.data.metrics["average"] == pytest.approx(scores["average"])
-    assert run.data.metrics["tiny_boolq.accuracy"] == scores["benchmarks"]["tiny_boolq"]["accuracy"]
+    assert run.data.metrics["gauntlet.average"] == pytest.approx(scores["average"])
+    assert run.data.metrics["gauntlet.tiny_boolq"] == scores["benchmarks"]["tiny_boolq"]["score"]
+    assert run.data.metrics["gauntlet.tiny_boolq.accuracy"] == scores["benchmarks"]["tiny_boolq"]["accuracy"]
+    assert "progress: " in capfd.readouterr().err  # one structured progress line per benchmark
 
 
 def test_finished_benchmarks_are_reused_on_resume(tiny_model, tmp_path):
@@ -67,9 +69,9 @@ def test_finished_benchmarks_are_reused_on_resume(tiny_model, tmp_path):
     kept = {"category": "commonsense_reasoning", "accuracy": 1.0, "score": 1.0, "n": 12, "random_baseline": 0.5}
     (resume / "tiny_copa.json").write_text(json.dumps({"result": kept, "details": []}))
     written = []
-    scores = run_gauntlet(tiny_model, benches, files, resume_dir=resume, on_benchmark=written.append)
+    scores = run_gauntlet(tiny_model, benches, files, resume_dir=resume, on_benchmark=lambda *a: written.append(a))
     assert scores["benchmarks"]["tiny_copa"] == kept  # not recomputed
-    assert written == ["tiny_arithmetic"] and (resume / "tiny_arithmetic.json").is_file()
+    assert written == [("tiny_arithmetic", 2, 2)] and (resume / "tiny_arithmetic.json").is_file()
 
 
 def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capsys):

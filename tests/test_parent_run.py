@@ -3,6 +3,8 @@ closes it with the workflow's status."""
 
 from __future__ import annotations
 
+import re
+
 import mlflow
 
 from limit.cli import main as limit_main
@@ -21,6 +23,10 @@ def test_start_then_end_with_the_workflow_status(limit_env, tmp_path, monkeypatc
         assert run.info.status == "RUNNING"
         assert run.data.tags["limit.workflow"] == workflow
         assert run.data.tags["limit.backend"] == "argo"
+        # "<study> <YYYY-mm-dd HH:MM> <short id>": executions told apart in the runs table
+        assert re.fullmatch(rf"tiny \d{{4}}-\d\d-\d\d \d\d:\d\d {run_id[:8]}", run.info.run_name)
 
         assert limit_main(["parent-run", "end", "--run-id", run_id, "--status", argo_status]) == 0
         assert client.get_run(run_id).info.status == mlflow_status
+    # a model-training experiment: MLflow 3's UI opens it on its runs, not the GenAI overview
+    assert client.get_experiment_by_name("limit-tiny").tags["mlflow.experimentKind"] == "custom_model_development"

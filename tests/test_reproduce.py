@@ -31,7 +31,13 @@ PAPER = {  # SOURCE.md's table: (size, prompts, B) -> mean win rate of the LIMA 
 
 def reproduce(release: Path, out: Path, **kwargs) -> tuple[int, list[dict]]:
     args = argparse.Namespace(
-        release_dir=release, via_replay_judge=False, only=None, bootstrap=50, concurrency=8, json=out
+        release_dir=release,
+        via_replay_judge=False,
+        only=None,
+        bootstrap=50,
+        concurrency=8,
+        json=out,
+        log=out.with_suffix(".log"),
     )
     for key, value in kwargs.items():
         setattr(args, key, value)

@@ -42,7 +42,7 @@ def test_select_step_writes_choice_and_curves(limit_env):
         tags={"run": "r1"},
     )
     summary = run_step("select", inp.model_dump_json())
-    assert summary == {"epoch": 2, "average": 0.3, "ties": 2}
+    assert summary == {"chosen_epoch": 2, "gauntlet.average": 0.3, "ties": 2}
 
     (choice_file,) = (limit_env / "artifacts" / "select").glob("*/choice.json")
     choice = json.loads(choice_file.read_text())
@@ -54,8 +54,11 @@ def test_select_step_writes_choice_and_curves(limit_env):
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "tags.`limit.kind` = 'select'")
     assert run.data.tags["chosen_epoch"] == "2"
-    curve = client.get_metric_history(run.info.run_id, "gauntlet_average")
+    curve = client.get_metric_history(run.info.run_id, "per_epoch.gauntlet.average")
     assert sorted((m.step, m.value) for m in curve) == [(1, 0.1), (2, 0.3), (3, 0.3)]
+    # what the runs table shows is the chosen epoch's, logged once, never the last epoch's
+    assert run.data.metrics["chosen_epoch"] == 2 and run.data.metrics["gauntlet.average"] == 0.3
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "gauntlet.average")] == [2]
 
 
 @pytest.mark.parametrize("where", ["local", "s3"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -100,6 +101,8 @@ def test_tiny_mlflow_runs(tiny_run):
     assert len(parents) == 1 and parents[0].info.status == "FINISHED"
     parent = parents[0]
     children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert sum(c.data.tags["limit.kind"] == "summary" for c in children) == 3  # one per model, beside the steps
+    children = [c for c in children if c.data.tags["limit.kind"] != "summary"]
     plan = build_plan(load_study("tiny"))
     assert sorted(c.data.tags["limit.kind"] for c in children) == sorted(s.kind for s in plan.order())
     assert {c.data.tags["limit.key"] for c in children} == {s.key for s in plan.order()}
@@ -118,6 +121,30 @@ def test_tiny_mlflow_runs(tiny_run):
     assert any(k.startswith("gauntlet_average.") for k in parent.data.metrics)
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "report.json", "report.png"} <= artifacts
+    assert re.fullmatch(rf"tiny \d{{4}}-\d\d-\d\d \d\d:\d\d {parent.info.run_id[:8]}", parent.info.run_name)
+
+
+def test_tiny_summary_runs_are_the_papers_table(tiny_run):
+    """One summary run per model with the same keys: search_runs gives the table, one row per model, no NaN."""
+    workdir, _ = tiny_run
+    report = json.loads((workdir / "tiny" / "report.json").read_text())
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    table = mlflow.search_runs(experiment_names=["limit-tiny"], filter_string="tags.`limit.kind` = 'summary'")
+    columns = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
+    columns.append("win_rate.tiny-test.vs.tiny-mix")
+    assert sorted(table["tags.limit.run"]) == ["tiny-lima", "tiny-mix", "tiny-mpt"]
+    rows = {row["tags.limit.run"]: row for _, row in table.iterrows()}
+    assert not table.loc[table["tags.limit.run"] == "tiny-lima", [f"metrics.{c}" for c in columns]].isna().any().any()
+    for model in report["models"]:
+        row = rows[model["name"]]
+        assert row["metrics.chosen_epoch"] == (model["epoch"] or 0)
+        assert row["metrics.gauntlet.average"] == pytest.approx(model["average"])
+        for category in CATEGORIES:
+            assert row[f"metrics.gauntlet.{category}"] == pytest.approx(model["categories"][category])
+    assert rows["tiny-mpt"]["metrics.train.tokens"] == 0 and rows["tiny-lima"]["metrics.train.tokens"] > 0
+    assert rows["tiny-mix"]["metrics.win_rate.tiny-test.vs.tiny-lima"] == pytest.approx(
+        1 - report["pairs"][0]["win_rate_a"]
+    )
 
 
 def test_rerun_redoes_nothing(tiny_run):
@@ -132,6 +159,21 @@ def test_rerun_redoes_nothing(tiny_run):
     assert len(parents) == 2
     reused = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
     assert reused and all(r.data.tags.get("limit.reused") == "true" for r in reused)
+    # a reused step's run holds what the run that produced it held: params, metrics, curves
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    by_id = {r.info.run_id: r for r in runs}
+    finetunes = [r for r in reused if r.data.tags["limit.kind"] == "finetune"]
+    assert len(finetunes) == 2
+    for run in finetunes:
+        original = by_id[run.data.tags["limit.reused_from"]]
+        assert original.data.tags["mlflow.parentRunId"] == parents[0].info.run_id
+        assert run.data.params == original.data.params and "train.lr" in run.data.params
+        assert run.data.metrics == original.data.metrics
+        history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")]
+        assert history == [(m.step, m.value) for m in client.get_metric_history(original.info.run_id, "loss")]
+        assert len(history) >= 2
+    summaries = [r for r in reused if r.data.tags["limit.kind"] == "summary"]
+    assert sorted(r.data.tags["limit.run"] for r in summaries) == ["tiny-lima", "tiny-mix", "tiny-mpt"]
 
 
 def test_killed_run_resumes_without_redoing_completed_steps(tmp_path):
@@ -182,4 +224,50 @@ def test_s3_artifact_root(tmp_path, s3_env):
     report = next(s for s in plan.order() if s.kind == "report")
     assert f"studies/{report.ref}/report.json" in keys
     assert not (workdir / "artifacts").exists(), "nothing was written to the local artifact root"
+    assert (workdir / "mini" / "report.json").is_file()
+
+
+def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tmp_path):
+    import psutil
+
+    study = mini_study(tmp_path)
+    workdir = tmp_path / "runs"
+    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", LIMIT_HEARTBEAT_S="2")
+    env.pop("LIMIT_ARTIFACTS", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "limit.cli", "run", str(study), "--workdir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
+    finetune_log = workdir / "mini" / "logs" / "finetune-tiny-lima.log"
+    deadline = time.time() + 600
+    while (not finetune_log.exists() or "progress: " not in finetune_log.read_text()) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.2)
+    steps = psutil.Process(proc.pid).children(recursive=True)
+    assert steps, "step processes are running"
+    proc.send_signal(signal.SIGTERM)  # to `limit run` alone, as a process manager or `kill` would
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out
+    assert "stop   finetune-tiny-lima" in out and "KILLED" in out
+    assert "...    finetune-tiny-lima" in out and "step " in out  # a heartbeat with the trainer's progress
+    gone, alive = psutil.wait_procs(steps, timeout=10)
+    assert not alive, f"step processes left running: {alive}"
+
+    _, runs = study_runs(workdir, "mini")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "KILLED"
+    finetune = next(r for r in runs if r.data.tags.get("limit.kind") == "finetune")
+    assert finetune.info.status == "KILLED"
+
+    status = subprocess.run(
+        [sys.executable, "-m", "limit.cli", "status", str(study), "--workdir", str(workdir)],
+        capture_output=True, text=True, env=env, timeout=300,
+    )  # fmt: skip
+    assert re.search(r"killed +finetune-tiny-lima", status.stdout), status.stdout
+
+    result = limit_run(str(study), workdir)
+    assert result.returncode == 0, result.stdout[-3000:]
     assert (workdir / "mini" / "report.json").is_file()

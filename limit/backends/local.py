@@ -1,24 +1,35 @@
 """The local backend: run a plan on this machine, each step a subprocess running exactly `Step.argv`.
 
 Ready steps run in parallel while their CPU requests fit the machine; a step whose output is already
-complete in the store is reused, never redone. Killing the backend leaves partial outputs that the next
-run resumes from. Each step's output goes to runs/<study>/logs/<step>.log.
+complete in the store is reused, never redone. Each step's output goes to runs/<study>/logs/<step>.log.
+
+The console gets one line per step event (reuse, run, done, FAIL, skip) and, every LIMIT_HEARTBEAT_S seconds
+(default 30), a heartbeat for each step running longer than that: the latest `progress:` line of its log in
+words (limit/progress.py). SIGTERM or SIGINT stops every step's process group (SIGTERM, then SIGKILL after
+STOP_GRACE_S), ends the parent run KILLED and re-raises KeyboardInterrupt; partial outputs stay, and the
+next run resumes from them.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from limit import tracking
+from limit import progress, tracking
 from limit.plan import Plan, Step
 from limit.store import Store
+
+STOP_GRACE_S = 20.0  # after SIGTERM, how long steps get to end their MLflow runs and finish uploads
+TAIL_BYTES = 64 * 1024  # how much of a log's end the heartbeat reads
 
 
 @dataclass
@@ -52,11 +63,16 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def heartbeat_seconds() -> float:
+    return float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))
+
+
 def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
     """Run every step of `plan` that is not complete yet; return what ran, was reused or failed."""
     capacity = jobs or os.cpu_count() or 1
     logs = store.workdir / plan.study.name / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
     outcome = Outcome(parent_run_id=tracking.start_parent(plan.study.name, {"limit.backend": "local"}))
     env = {
         **os.environ,
@@ -69,69 +85,181 @@ def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
         "TQDM_MININTERVAL": os.environ.get("TQDM_MININTERVAL", "5"),  # one line every few seconds in logs
     }
-
-    done: set[str] = set()
-    pending: list[Step] = []
-    for step in plan.order():
-        manifest = store.manifest(step.ref)
-        if manifest is None:
-            pending.append(step)
-            continue
-        done.add(step.id)
-        outcome.reused.append(step.id)
-        tracking.log_reused(outcome.parent_run_id, plan.study.name, step.kind, step.key, step.input.tags, manifest)
-        _say(f"reuse  {step.id:48} {store.url(step.ref)}")
-
-    running: list[_Running] = []
-    failed: set[str] = set()
+    _say(f"MLflow parent run {outcome.parent_run_id} ({tracking.tracking_uri()})")
+    run = _LocalRun(plan, store, capacity, logs, env, outcome)
     status = "FINISHED"
     try:
-        while pending or running:
-            for step in [s for s in pending if any(d in failed for d in s.deps)]:
-                pending.remove(step)
-                failed.add(step.id)
-                outcome.skipped.append(step.id)
-                _say(f"skip   {step.id:48} (an upstream step failed)")
-            free = capacity - sum(r.slots for r in running)
-            for step in [s for s in pending if all(d in done for d in s.deps)]:
-                slots = _slots(step, capacity)
-                if slots > free:
-                    continue
-                free -= slots
-                pending.remove(step)
-                log = logs / f"{step.id}.log"
-                step_env = {**env, "OMP_NUM_THREADS": str(slots)}
-                with log.open("w") as fh:
-                    proc = subprocess.Popen(step.argv, env=step_env, stdout=fh, stderr=subprocess.STDOUT)
-                running.append(_Running(step, proc, slots, time.time(), log))
-                _say(f"run    {step.id:48} log: {log}")
-            time.sleep(0.2)
-            for r in [r for r in running if r.proc.poll() is not None]:
-                running.remove(r)
-                seconds = time.time() - r.started
-                outcome.seconds[r.step.id] = round(seconds, 2)
-                if r.proc.returncode == 0 and store.manifest(r.step.ref) is not None:
-                    done.add(r.step.id)
-                    outcome.ran.append(r.step.id)
-                    _say(f"done   {r.step.id:48} {seconds:7.1f}s")
-                else:
-                    failed.add(r.step.id)
-                    outcome.failed.append(r.step.id)
-                    _say(f"FAIL   {r.step.id:48} exit {r.proc.returncode}; last lines of {r.log}:")
-                    for line in r.log.read_text(errors="replace").splitlines()[-8:]:
-                        _say(f"         {line}")
+        with _stop_on_signals() as stop:
+            run.reuse_completed()
+            run.loop(stop)
     except KeyboardInterrupt:
         status = "KILLED"
-        for r in running:
-            r.proc.terminate()
-        for r in running:
-            r.proc.wait()
+        run.stop_all()
         raise
     finally:
-        if outcome.failed or outcome.skipped:
+        if status != "KILLED" and (outcome.failed or outcome.skipped):
             status = "FAILED"
         tracking.end_parent(outcome.parent_run_id, status)
+        if status == "KILLED":
+            _say(f"stopped: every step process ended; MLflow parent run {outcome.parent_run_id} KILLED")
     return outcome
+
+
+@contextlib.contextmanager
+def _stop_on_signals():
+    """SIGTERM and SIGINT set a flag the loop checks (no exception lands between a Popen and its record);
+    the loop then raises KeyboardInterrupt. Step processes run in their own sessions, so a terminal's Ctrl-C
+    reaches this process only, and it stops them."""
+    stop: list[int] = []
+    if sys.platform == "win32" or not _main_thread():
+        yield stop
+        return
+    previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+    for signum in previous:
+        signal.signal(signum, lambda signum, frame: stop.append(signum))
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
+class _LocalRun:
+    def __init__(self, plan: Plan, store: Store, capacity: int, logs: Path, env: dict, outcome: Outcome):
+        self.plan, self.store, self.capacity, self.logs, self.env = plan, store, capacity, logs, env
+        self.outcome = outcome
+        self.done: set[str] = set()
+        self.failed: set[str] = set()
+        self.pending: list[Step] = []
+        self.running: list[_Running] = []
+        self.next_beat = time.time() + heartbeat_seconds()
+
+    def reuse_completed(self) -> None:
+        for step in self.plan.order():
+            manifest = self.store.manifest(step.ref)
+            if manifest is None:
+                self.pending.append(step)
+                continue
+            self.done.add(step.id)
+            self.outcome.reused.append(step.id)
+            saved = tracking.load_record(self.store.read_text(step.ref, tracking.RECORD))
+            tracking.log_reused(
+                self.outcome.parent_run_id,
+                self.plan.study.name,
+                step.kind,
+                step.key,
+                step.input.tags,
+                manifest,
+                saved,
+                lambda ref=step.ref: self.store.fetch(ref),
+            )
+            _say(f"reuse  {step.id:48} {self.store.url(step.ref)}")
+
+    def loop(self, stop: list[int]) -> None:
+        while self.pending or self.running:
+            if stop:
+                raise KeyboardInterrupt(f"signal {stop[0]}")
+            self.skip_after_failures()
+            self.launch_ready()
+            time.sleep(0.2)
+            self.collect_finished()
+            if time.time() >= self.next_beat:
+                self.heartbeat()
+
+    def skip_after_failures(self) -> None:
+        for step in [s for s in self.pending if any(d in self.failed for d in s.deps)]:
+            self.pending.remove(step)
+            self.failed.add(step.id)
+            self.outcome.skipped.append(step.id)
+            _say(f"skip   {step.id:48} (an upstream step failed)")
+
+    def launch_ready(self) -> None:
+        free = self.capacity - sum(r.slots for r in self.running)
+        for step in [s for s in self.pending if all(d in self.done for d in s.deps)]:
+            slots = _slots(step, self.capacity)
+            if slots > free:
+                continue
+            free -= slots
+            self.pending.remove(step)
+            log = self.logs / f"{step.id}.log"
+            step_env = {**self.env, "OMP_NUM_THREADS": str(slots)}
+            with log.open("w") as fh:
+                proc = subprocess.Popen(
+                    step.argv, env=step_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+                )
+            self.running.append(_Running(step, proc, slots, time.time(), log))
+            _say(f"run    {step.id:48} log: {log}")
+
+    def collect_finished(self) -> None:
+        for r in [r for r in self.running if r.proc.poll() is not None]:
+            self.running.remove(r)
+            seconds = time.time() - r.started
+            self.outcome.seconds[r.step.id] = round(seconds, 2)
+            if r.proc.returncode == 0 and self.store.manifest(r.step.ref) is not None:
+                self.done.add(r.step.id)
+                self.outcome.ran.append(r.step.id)
+                _say(f"done   {r.step.id:48} {seconds:7.1f}s")
+                continue
+            self.failed.add(r.step.id)
+            self.outcome.failed.append(r.step.id)
+            tail = r.log.read_text(errors="replace").splitlines()[-8:]
+            _say(f"FAIL   {r.step.id:48} exit {r.proc.returncode}; last lines of {r.log}:")
+            for line in tail:
+                _say(f"         {line}")
+            self._record_failure(r, tail)
+
+    def _record_failure(self, r: _Running, tail: list[str]) -> None:
+        """The log's tail in the attempt record too, for `limit status` (a step killed hard wrote none)."""
+        attempt = self.store.attempt(r.step.ref) or {}
+        if attempt.get("state") != "running":
+            return
+        with contextlib.suppress(Exception):
+            self.store.write_attempt(r.step.ref, {**attempt, "state": "failed", "ended": time.time(), "tail": tail})
+
+    def heartbeat(self) -> None:
+        now = time.time()
+        self.next_beat = now + heartbeat_seconds()
+        for r in self.running:
+            if now - r.started < heartbeat_seconds():
+                continue
+            tail = _tail(r.log)
+            record = progress.latest(tail)
+            last = next((line.strip() for line in reversed(tail) if line.strip()), "(no output yet)")
+            status = progress.describe(record) if record else f"last line: {last[:100]}"
+            _say(f"...    {r.step.id:48} {progress.duration(now - r.started):>8}  {status}")
+
+    def stop_all(self) -> None:
+        """SIGTERM to every step's process group, SIGKILL to what is left after STOP_GRACE_S."""
+        for r in self.running:
+            _signal_group(r.proc, signal.SIGTERM)
+            _say(f"stop   {r.step.id:48} (SIGTERM)")
+        deadline = time.time() + STOP_GRACE_S
+        for r in self.running:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                r.proc.wait(timeout=max(0.1, deadline - time.time()))
+        for r in self.running:
+            _signal_group(r.proc, signal.SIGKILL)  # also children the step left behind
+            r.proc.wait()
+
+
+def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signum)
+
+
+def _tail(log: Path) -> list[str]:
+    try:
+        with log.open("rb") as fh:
+            fh.seek(max(0, log.stat().st_size - TAIL_BYTES))
+            return fh.read().decode(errors="replace").replace("\r", "\n").splitlines()
+    except OSError:
+        return []
 
 
 def collect_report(plan: Plan, store: Store) -> Path | None:

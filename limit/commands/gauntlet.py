@@ -15,6 +15,7 @@ import json
 import sys
 from pathlib import Path
 
+from limit import logs
 from limit.errors import LimitError
 
 CONVERTED = Path("runs/gauntlet-converted")  # where `limit gauntlet-convert`'s README command writes
@@ -52,12 +53,15 @@ def main(args: argparse.Namespace) -> int:
     from limit.gauntlet.evaluate import score_model
 
     spec = gauntlet_spec(args)
-    scores = score_model(args.model, spec, Path(args.workdir), trust_remote_code=args.trust_remote_code)
+    log = Path(args.out).with_suffix(".log") if args.out else Path(args.workdir) / "logs" / "gauntlet.log"
+    with logs.to_file(log):  # lm-eval's and transformers' logging go to the log, not the console
+        scores = score_model(args.model, spec, Path(args.workdir), trust_remote_code=args.trust_remote_code)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(scores, indent=2))
         print(f"wrote {out}", file=sys.stderr)
+    print(f"library log: {log}", file=sys.stderr)
     print_table(scores)
     return 0
 

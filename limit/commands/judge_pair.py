@@ -12,6 +12,7 @@ import argparse
 import json
 from pathlib import Path
 
+from limit import logs
 from limit.errors import LimitError
 
 # flag: JudgeSpec field. Flags left unset take the spec's defaults, which are declared only there.
@@ -56,17 +57,19 @@ def main(args: argparse.Namespace) -> int:
         raise LimitError(f"--b: {args.b}: {len(b)} responses, but --a has {len(a)} (they are paired by position)")
     per_seed = pair_by_prompt(a, b, names=(f"--a: {args.a}", f"--b: {args.b}"))
     cache = args.cache or args.out.parent
-    out, annotations = judge_responses(
-        make_judge(spec, args.local_model),
-        spec,
-        per_seed,
-        cache_for=lambda seed: cache / f"{args.out.stem}.cache-seed-{seed}.json",
-    )
+    log = args.out.with_suffix(".log")
+    with logs.to_file(log):  # alpaca-eval's own logging (an ERROR per unparseable judgment) goes beside OUT
+        out, annotations = judge_responses(
+            make_judge(spec, args.local_model),
+            spec,
+            per_seed,
+            cache_for=lambda seed: cache / f"{args.out.stem}.cache-seed-{seed}.json",
+        )
     report = {**seed_totals(out), "n": sum(c["n"] for c in out["seeds"].values()), **out, "annotations": annotations}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
     print_leaderboard(out, args.a, args.b)
-    print(f"wrote {args.out}")
+    print(f"wrote {args.out} (judge library log: {log})")
     return 0
 
 

@@ -1,4 +1,8 @@
-"""`limit plan STUDY`: the steps, their dependencies and each step's argv, then the planner's estimates."""
+"""`limit plan STUDY`: the steps, their dependencies and each step's argv, then the planner's estimates.
+
+`--summary` prints the totals only (steps by kind, GPU pods and GPU-hours, judge calls and dollars), as
+`limit run` and `limit submit` do before they start.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +18,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
     parser.add_argument(
+        "--summary", action="store_true", help="totals only: steps by kind, GPU-hours, judge calls and dollars"
+    )
+    parser.add_argument(
         "--profile", default="gpu", help="cluster profile whose GPUs the estimates are checked against (default gpu)"
     )
 
@@ -26,13 +33,31 @@ def main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
+    if args.summary:
+        print_summary(plan, args.profile)
+        return 0
     print(f"study {plan.study.name}: {len(plan.steps)} steps")
     for step in plan.order():
         after = f"  after: {', '.join(step.deps)}" if step.deps else ""
         print(f"\n{step.id}  [{step.ref}]{after}")
         print(f"  {shlex.join(step.argv)}")
     print_costs(plan, args.profile)
+    print()
+    print_summary(plan, args.profile)
     return 0
+
+
+def print_summary(plan: Plan, profile: str) -> None:
+    """The plan's totals, as `limit plan --summary`, `limit run` and `limit submit` show them."""
+    from limit.judge.backends import price_per_token
+    from limit.plan.summary import describe, summarize
+
+    price = price_per_token(plan.study.judge) if plan.by_kind("judge") else None
+    gpu = plan.gpu
+    note = f"finetune estimate at {gpu.mfu:.0%} MFU of {gpu.peak_tflops:g} TFLOP/s, profile {profile}"
+    print(f"study {plan.study.name}: {len(plan.steps)} steps")
+    for line in describe(summarize(plan, price), note):
+        print(f"  {line}")
 
 
 def print_costs(plan: Plan, profile: str) -> None:

@@ -12,6 +12,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from limit import logs
+
 DEFAULT_RELEASE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "limit_release"
 
 
@@ -26,33 +28,31 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bootstrap", type=int, default=1000, help="Bootstrap resamples for the 95%% CI.")
     parser.add_argument("--concurrency", type=int, default=8, help="Parallel requests to the replay judge.")
     parser.add_argument("--json", type=Path, default=None, help="Also write the table as JSON here.")
+    parser.add_argument(
+        "--log", type=Path, default=Path("runs/logs/reproduce-winrates.log"), help="alpaca-eval's log (%(default)s)"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
     import json
 
-    from limit.judge.release import expected_table, find_comparisons, judgments
-    from limit.judge.winrate import summarize
+    from limit.judge.release import expected_table, find_comparisons
 
     comparisons = [c for c in find_comparisons(args.release_dir) if not args.only or args.only in c.label]
     expected = expected_table(args.release_dir)
     replay = _ReplayRun(args.concurrency) if args.via_replay_judge else None
     rows, mismatches = [], 0
     try:
-        for comp in comparisons:
-            per_seed = {}
-            for seed in sorted(comp.seed_files, key=int):
-                released = comp.rows(seed)
-                per_seed[seed] = replay.judge(released, int(seed)) if replay else judgments(released)
-            result = summarize(per_seed, bootstrap=args.bootstrap, lc=False)
-            paper = expected.get((comp.size, comp.prompts, comp.b))
-            ours = None if result.win_rate_a is None else round(100 * result.win_rate_a, 1)
-            match = None if paper is None else ours == paper
-            mismatches += match is False
-            rows.append({"comparison": comp, "result": result, "paper": paper, "match": match})
+        with logs.to_file(args.log):  # alpaca-eval's noise goes to the log, not the console
+            for comp in comparisons:
+                row = _compare(comp, replay, expected, args.bootstrap)
+                mismatches += row["match"] is False
+                rows.append(row)
     finally:
         if replay:
             replay.close()
+    if replay:
+        print(f"alpaca-eval's log: {args.log}", file=sys.stderr)
 
     _print_table(rows, via_replay=bool(replay))
     if args.json:
@@ -77,6 +77,21 @@ def main(args: argparse.Namespace) -> int:
         print(f"{mismatches} win rate(s) differ from SOURCE.md at one decimal", file=sys.stderr)
         return 1
     return 0
+
+
+def _compare(comp, replay: _ReplayRun | None, expected: dict, bootstrap: int) -> dict:
+    """One comparison's win rate, from the released preferences or re-judged, beside the paper's."""
+    from limit.judge.release import judgments
+    from limit.judge.winrate import summarize
+
+    per_seed = {}
+    for seed in sorted(comp.seed_files, key=int):
+        released = comp.rows(seed)
+        per_seed[seed] = replay.judge(released, int(seed)) if replay else judgments(released)
+    result = summarize(per_seed, bootstrap=bootstrap, lc=False)
+    paper = expected.get((comp.size, comp.prompts, comp.b))
+    ours = None if result.win_rate_a is None else round(100 * result.win_rate_a, 1)
+    return {"comparison": comp, "result": result, "paper": paper, "match": None if paper is None else ours == paper}
 
 
 def _print_table(rows: list[dict], via_replay: bool) -> None:

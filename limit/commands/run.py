@@ -1,13 +1,19 @@
-"""`limit run STUDY`: the whole study on this machine (local backend)."""
+"""`limit run STUDY`: the whole study on this machine (local backend).
+
+Before any step runs: the plan's totals (as `limit plan --summary`), then the pre-flight (limit/plan/preflight.py):
+a missing judge key, gauntlet file or GPU is one line each and exit 2, with nothing started.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import os
+import sys
 import time
 from pathlib import Path
 
+from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.spec import load_study, resolve_study_path
 
@@ -31,13 +37,26 @@ def main(args: argparse.Namespace) -> int:
     workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs"))
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
 
+    from limit import tracking
     from limit.backends.local import collect_report, run_plan
+    from limit.commands.plan import print_summary
+    from limit.plan.preflight import preflight
     from limit.store import Store
 
+    origin = str(resolve_study_path(args.study))
     study = load_study(args.study)
-    plan = build_plan(study, origin=str(resolve_study_path(args.study)))
+    plan = build_plan(study, origin=origin)
     store = Store.open(workdir=workdir)
-    print(f"study {study.name}: {len(plan.steps)} steps; artifacts in {store.root}")
+    print_summary(plan, "default")
+    problems = preflight(plan, store, origin)
+    for problem in problems:
+        print(f"limit: pre-flight: {problem}", file=sys.stderr)
+    if problems:
+        raise LimitError(f"pre-flight: {len(problems)} problem(s) above; no step was started")
+    where = "".join(
+        f" --{flag} {value}" for flag, value in (("workdir", args.workdir), ("artifacts", args.artifacts)) if value
+    )
+    print(f"artifacts in {store.root}; where it stands: limit status {args.study}{where}")
     started = time.time()
     outcome = run_plan(plan, store, jobs=args.jobs)
     wall = time.time() - started
@@ -48,16 +67,15 @@ def main(args: argparse.Namespace) -> int:
         f"\n{len(outcome.ran)} steps ran, {len(outcome.reused)} reused, "
         f"{len(outcome.failed)} failed, {len(outcome.skipped)} skipped in {wall:.1f}s"
     )
-    print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']} (parent run {outcome.parent_run_id})")
+    print(f"MLflow parent run {outcome.parent_run_id}: {tracking.ui_link(study.name)}")
     if not outcome.ok:
         print(f"logs: {workdir / study.name / 'logs'}")
         return 1
     folder = collect_report(plan, store)
-    if folder is not None and "report" in outcome.reused:
-        from limit.steps.report import log_on_parent
-
-        log_on_parent(outcome.parent_run_id, folder, store.manifest(plan.steps["report"].ref)["summary"])
     if folder is not None:
-        print((folder / "report.md").read_text())
+        from limit.report.markdown import gauntlet_section, judge_section
+
+        data = json.loads((folder / "report.json").read_text())
+        print("\n".join(["", *gauntlet_section(data), "", *judge_section(data), ""]))
         print(f"report: {folder / 'report.md'}, {folder / 'report.json'}, {folder / 'report.png'}")
     return 0

@@ -3,7 +3,8 @@
 The server comes from ARGO_SERVER (https://host:2746), the token from ARGO_TOKEN (`argo auth token`, with
 or without its "Bearer " prefix), ARGO_INSECURE_SKIP_VERIFY=true accepts a self-signed certificate. The
 study is validated and planned before anything is sent: a bad study, a missing or unreachable server or a
-refused token each end in one line and a non-zero exit, with nothing submitted.
+refused token each end in one line and a non-zero exit, with nothing submitted. The plan's totals (as
+`limit plan --summary`) are printed first.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ def main(args: argparse.Namespace) -> int:
 
     from limit.backends.argo import build_workflow
     from limit.backends.profile import load_profile
+    from limit.commands.plan import print_summary
     from limit.plan import build_plan
     from limit.spec import load_study, resolve_study_path
 
-    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
-    profile = load_profile(args.profile)
+    profile = load_profile(args.profile)  # the plan is sized for the profile's GPUs, as `limit manifest` does
+    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)), gpu=profile.gpu)
+    print_summary(plan, args.profile)
     server = os.environ.get("ARGO_SERVER", "").strip()
     if not server:
         raise LimitError("ARGO_SERVER is not set: give the Argo server's URL, e.g. https://localhost:2746")

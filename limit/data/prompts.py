@@ -93,3 +93,15 @@ def _prompt(record: dict, index: int, spec: PromptSet, label: str) -> Prompt:
     if spec.templated:
         return Prompt(prompt_id, instruction_of(value), value)
     return Prompt(prompt_id, value.strip(), apply_template(value.strip()))
+
+
+def count_prompts(spec: PromptSet) -> int | None:
+    """How many prompts a set holds, without loading a dataset: local files are counted, a hub split only
+    through its `limit` (None: unknown until the generate step reads it)."""
+    if spec.release_txt:
+        count = len(split_release_file(_read(spec.release_txt, "release_txt")))
+    elif spec.jsonl:
+        count = sum(1 for line in _read(spec.jsonl, "jsonl").splitlines() if line.strip())
+    else:
+        return spec.limit
+    return min(count, spec.limit) if spec.limit is not None else count

@@ -53,7 +53,7 @@ def _cache_dir(workdir: Path, *parts: str) -> Path:
 
 def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
     import boto3
-    from botocore.exceptions import ClientError
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
 
     bucket, _, prefix = location.removeprefix("s3://").partition("/")
     prefix = prefix.strip("/")
@@ -66,6 +66,12 @@ def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]
         if not target.is_file():
             try:
                 body = client.get_object(Bucket=bucket, Key=key)["Body"].read()
+            except NoCredentialsError:
+                raise LimitError(
+                    f"gauntlet.data: s3://{bucket}/{key}: no S3 credentials (AWS_ACCESS_KEY_ID ...)"
+                ) from None
+            except EndpointConnectionError as e:
+                raise UnavailableError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     continue

@@ -142,7 +142,7 @@ def run_gauntlet(
     trust_remote_code: bool = False,
     revision: str | None = None,
     resume_dir: Path | None = None,
-    on_benchmark: Callable[[str], None] | None = None,
+    on_benchmark: Callable[[str, int, int], None] | None = None,
     lm=None,
     batch_tokens: int | None = None,
     attention: str = "auto",
@@ -152,8 +152,9 @@ def run_gauntlet(
     `files` maps each benchmark's relative file name to a local path (see `data.fetch_files`); a benchmark
     without one is missing and leaves its category incomplete. With `resume_dir`, each finished benchmark
     is kept there as `<name>.json` (result and per-row details) and reused by a later attempt;
-    `on_benchmark(name)` is called after each one is written (to persist it). `lm`: an already loaded
-    lm-eval model to use instead of loading `model`. `batch_tokens`, `attention`: see `load_model`.
+    `on_benchmark(name, done, total)` is called after each one is written (to persist it, to report progress).
+    `lm`: an already loaded lm-eval model to use instead of loading `model`. `batch_tokens`, `attention`: see
+    `load_model`.
     """
     missing = [b.name for b in benchmarks if b.file not in files]
     if missing:
@@ -186,8 +187,8 @@ def run_gauntlet(
             partial = saved.with_suffix(".partial")
             partial.write_text(json.dumps({"result": result, "details": details}))
             partial.replace(saved)
-            if on_benchmark:
-                on_benchmark(bench.name)
+        if on_benchmark:
+            on_benchmark(bench.name, len(results), len(benchmarks) - len(missing))
     summary = scoring.aggregate(benchmarks, results)
     return {
         "benchmarks": results,
@@ -205,7 +206,7 @@ def score_model(
     trust_remote_code: bool = False,
     revision: str | None = None,
     resume_dir: Path | None = None,
-    on_benchmark: Callable[[str], None] | None = None,
+    on_benchmark: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
     """One model on the gauntlet as a study's `gauntlet:` configures it: scores.json's content.
 

@@ -94,3 +94,13 @@ def average_variance(benchmarks: Sequence[Benchmark], rows: dict[str, Sequence[f
             sample_var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
             total += sample_var / len(values) / (1 - bench.random_baseline) ** 2 / len(wanted) ** 2
     return total / len(CATEGORIES) ** 2
+
+
+def metrics(scores: dict) -> dict[str, float]:
+    """The MLflow metric keys of one model's scores.json, shared by gauntlet, select and summary runs:
+    `gauntlet.average`, `gauntlet.<category>` and `gauntlet.<benchmark>` (its rescaled score); incomplete
+    values are left out (a missing key reads as n/a, a logged 0 would not)."""
+    values = {"gauntlet.average": scores.get("average")}
+    values |= {f"gauntlet.{c}": v for c, v in (scores.get("categories") or {}).items()}
+    values |= {f"gauntlet.{name}": r["score"] for name, r in (scores.get("benchmarks") or {}).items()}
+    return {k: float(v) for k, v in values.items() if v is not None}

@@ -9,6 +9,7 @@ Determinism: for a seed, the same backend, batch size and prompts give the same 
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from limit.data.prompts import Prompt
@@ -54,7 +55,10 @@ class TransformersSampler:
         self.model = self.model.to(self.device).eval()
         self.context = context_length(self.model.config)
 
-    def sample(self, prompts: list[Prompt], gen: Generation, seed: int) -> list[Sample]:
+    def sample(
+        self, prompts: list[Prompt], gen: Generation, seed: int, on_batch: Callable[[int], None] | None = None
+    ) -> list[Sample]:
+        """`on_batch(done)`: called after each batch with the number of prompts answered so far."""
         import torch
         from tqdm import tqdm
 
@@ -93,6 +97,8 @@ class TransformersSampler:
                     finish = "eos"
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
                 results[i] = Sample(text, len(encoded[i]), len(tokens), finish)
+            if on_batch:
+                on_batch(sum(r is not None for r in results))
         return results
 
 
@@ -109,7 +115,10 @@ class VLLMSampler:
         self.tokenizer = self.llm.get_tokenizer()
         self.context = self.llm.llm_engine.model_config.max_model_len
 
-    def sample(self, prompts: list[Prompt], gen: Generation, seed: int) -> list[Sample]:
+    def sample(
+        self, prompts: list[Prompt], gen: Generation, seed: int, on_batch: Callable[[int], None] | None = None
+    ) -> list[Sample]:
+        """One vLLM call for all prompts: `on_batch(done)` is called once, at the end."""
         from vllm import SamplingParams
 
         encoded = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in prompts]
@@ -132,6 +141,8 @@ class VLLMSampler:
             completion = out.outputs[0]
             finish = "eos" if completion.finish_reason == "stop" else "length"
             results[i] = Sample(completion.text, len(encoded[i]), len(completion.token_ids), finish)
+        if on_batch:
+            on_batch(len(results))
         return results
 
 

@@ -23,3 +23,13 @@ def make_judge(spec: JudgeSpec, local_model: str | None = None) -> Judge:
 def judge_name(spec: JudgeSpec) -> str:
     """Who judged, as the results record it."""
     return spec.model if spec.backend == "openai" else f"local:{spec.local_model}"
+
+
+def price_per_token(spec: JudgeSpec) -> float | None:
+    """Dollars per judge token: alpaca-eval's price for an API model (None when it does not know it), 0 for a
+    local judge."""
+    if spec.backend == "local":
+        return 0.0
+    from limit.judge.openai_backend import price_per_token as api_price
+
+    return api_price(spec.model)

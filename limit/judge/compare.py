@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from limit import progress
 from limit.errors import LimitError
 from limit.io import read_jsonl
 from limit.judge.backends import judge_name
@@ -114,6 +115,7 @@ def judge_seeds(
             )
         failed = sum(j.preference is None for j in judgments[seed])
         print(f"judge: seed {seed}: {len(paired)} pairs judged, {failed} failed", file=sys.stderr)
+        progress.emit("judge", seed=seed, judged=len(paired), total=len(paired), failures=failed)
         if after_seed:
             after_seed(seed)
     return judgments, annotations, tokens

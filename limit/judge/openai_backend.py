@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from limit import progress
 from limit.errors import LimitError
 from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import normalize_preference
@@ -50,14 +51,14 @@ class OpenAIJudge:
             for start in range(0, len(pairs), self.chunk_size):
                 chunk = range(start, min(start + self.chunk_size, len(pairs)))
                 self._judge_chunk(annotator, decoding, pairs, list(chunk), outcomes)
+                done = [o for o in outcomes if o is not None]
+                failures = sum(o.preference is None for o in done)
+                progress.emit("judge", seed=seed, judged=len(done), total=len(pairs), failures=failures)
         return [o or Outcome(None, error="not judged") for o in outcomes]
 
     def cost_per_token(self) -> float | None:
         """Dollars per token when alpaca-eval knows the model's price, else None."""
-        from alpaca_eval.decoders.openai import _get_price_per_token
-
-        price = _get_price_per_token(self.spec.model)
-        return float(price) if price is not None and math.isfinite(price) else None
+        return price_per_token(self.spec.model)
 
     # ------------------------------------------------------------------ internals
 
@@ -144,6 +145,24 @@ class OpenAIJudge:
         for i in pending:
             outcomes[i] = Outcome(None, error=last_error)
         self._failed_streak += 1
+
+
+def price_per_token(model: str) -> float | None:
+    """alpaca-eval's price of `model` in dollars per token, None when it does not know it. Imported quietly:
+    alpaca-eval warns on import, turns the root logger up to INFO and logs a warning for an unknown model."""
+    import warnings
+
+    root = logging.getLogger().level
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from alpaca_eval.decoders.openai import _get_price_per_token
+    logging.getLogger().setLevel(root)
+    logging.disable(logging.WARNING)
+    try:
+        price = _get_price_per_token(model)
+    finally:
+        logging.disable(logging.NOTSET)
+    return float(price) if price is not None and math.isfinite(price) else None
 
 
 def _pairwise_annotator_class():

@@ -26,6 +26,7 @@ from pathlib import Path
 import mlflow
 from transformers import MptForCausalLM, TrainerCallback
 
+from limit import progress
 from limit.costs import GIB, Memory, PeakMemory, Shape, finetune_memory
 from limit.cpu import configure_torch_threads
 from limit.errors import LimitError
@@ -174,7 +175,7 @@ def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict],
         data_collator=collator(train, tokenizer),
         processing_class=tokenizer,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(train),
-        callbacks=[CheckpointEvery(train), EpochExport(ctx)],
+        callbacks=[CheckpointEvery(train), EpochExport(ctx), TrainProgress()],
     )
 
 
@@ -253,3 +254,42 @@ class EpochExport(TrainerCallback):
             export_epoch(checkpoint, self.ctx)
             print(f"finetune: epoch {round(state.epoch)} saved (step {state.global_step})", flush=True)
         return control
+
+
+class TrainProgress(TrainerCallback):
+    """A progress line (epoch, step, loss, real tokens/s, ETA) every EVERY_S seconds and at each epoch's end,
+    from the main process; rates count this attempt only, so a resumed run's ETA is not flattered."""
+
+    EVERY_S = 5.0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.started, self.last = time.time(), 0.0
+        self.first_step, self.first_tokens = state.global_step, state.num_input_tokens_seen
+        return control
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if time.time() - self.last >= self.EVERY_S:
+            self._emit(args, state)
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self._emit(args, state)
+        return control
+
+    def _emit(self, args, state) -> None:
+        if not state.is_world_process_zero:
+            return
+        self.last = time.time()
+        elapsed = max(self.last - self.started, 1e-9)
+        done = state.global_step - self.first_step
+        losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+        progress.emit(
+            "train",
+            epoch=round(state.epoch or 0.0, 3),
+            epochs=args.num_train_epochs,
+            step=state.global_step,
+            steps=state.max_steps,
+            loss=losses[-1] if losses else None,
+            tokens_per_second=round((state.num_input_tokens_seen - self.first_tokens) / elapsed, 1),
+            eta_s=round((state.max_steps - state.global_step) * elapsed / done) if done else None,
+        )

@@ -10,9 +10,11 @@ import json
 
 import mlflow
 
+from limit import progress
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.evaluate import score_model
+from limit.gauntlet.scoring import metrics
 from limit.models import model_location
 from limit.steps.context import StepContext
 from limit.steps.inputs import GauntletInput
@@ -40,19 +42,21 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
         trust_remote_code=trust_remote_code,
         revision=revision,
         resume_dir=ctx.out / "details",
-        on_benchmark=lambda _: ctx.persist("details"),
+        on_benchmark=lambda name, done, total: _finished(ctx, name, done, total),
     )
     (ctx.out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
 
-    for name, result in scores["benchmarks"].items():
-        mlflow.log_metrics({f"{name}.accuracy": result["accuracy"], f"{name}.score": result["score"]})
+    # The keys every gauntlet run, select run and summary run share (scoring.metrics), plus raw accuracies.
+    mlflow.log_metrics(metrics(scores))
+    mlflow.log_metrics({f"gauntlet.{name}.accuracy": r["accuracy"] for name, r in scores["benchmarks"].items()})
     if scores["missing"]:
         mlflow.set_tag("gauntlet.missing", ",".join(scores["missing"])[:250])
 
     summary: dict = {"complete": scores["complete"], "examples": scores["examples"]}
-    if scores["average"] is not None:
-        summary["average"] = scores["average"]
-    for category in CATEGORIES:
-        if scores["categories"][category] is not None:
-            summary[category] = scores["categories"][category]
+    summary |= {k: v for k, v in metrics(scores).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
     return summary
+
+
+def _finished(ctx: StepContext, name: str, done: int, total: int) -> None:
+    ctx.persist("details")
+    progress.emit("gauntlet", benchmark=name, done=done, total=total)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import sys
 
+from limit import progress
 from limit.cpu import configure_torch_threads
 from limit.data.prompts import load_prompts
 from limit.errors import LimitError
@@ -34,7 +35,8 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
     seeds_dir = ctx.out / "seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
     rows: list[dict] = []
-    for seed in gen.seeds:
+    for done, seed in enumerate(gen.seeds):
+        where = {"seed": seed, "seeds_done": done, "seeds": len(gen.seeds), "prompts": len(prompts)}
         path = seeds_dir / f"seed-{seed}.jsonl"
         if path.is_file():
             print(f"generate: seed {seed} done by an earlier attempt, reusing it", file=sys.stderr)
@@ -42,7 +44,10 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
             base = inp.model  # a hub base model may pin a revision; a finetuned checkpoint is a folder
             revision, trust = (base.revision, base.trust_remote_code) if base else (None, False)
             sampler = sampler or make_sampler(gen.backend, location, revision, trust)
-            samples = sampler.sample(prompts, gen, seed)
+            progress.emit("generate", **where, prompts_done=0)
+            samples = sampler.sample(
+                prompts, gen, seed, lambda n, where=where: progress.emit("generate", **where, prompts_done=n)
+            )
             seed_rows = [
                 {
                     "prompt_id": p.prompt_id,

@@ -5,7 +5,9 @@ which the generate step and the report read (`tied`: every epoch sharing the bes
 With `keep: selected` the other epochs' weights are then deleted from the finetune's outputs (their gauntlet
 scores stay): a 30B epoch is ~60 GB.
 An epoch whose average is null (an incomplete category) cannot be chosen; if none has one, the step fails.
-The per-epoch curves go to MLflow as metrics with step=epoch.
+MLflow: the chosen epoch's scores under the keys gauntlet runs use (`gauntlet.average`, `gauntlet.<category>`,
+`gauntlet.<benchmark>`) and `chosen_epoch`, each logged once; the per-epoch curves as `per_epoch.gauntlet.*`
+histories with step=epoch, so no last-epoch value ever sits where the chosen one is read.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ import sys
 import mlflow
 
 from limit.errors import LimitError
-from limit.gauntlet.benchmarks import Benchmark, suite
-from limit.gauntlet.scoring import average_variance
+from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
+from limit.gauntlet.scoring import average_variance, metrics
 from limit.steps.context import StepContext
 from limit.steps.inputs import SelectInput
 
@@ -78,9 +80,10 @@ def suite_of(ctx: StepContext, gauntlet: str) -> list[Benchmark]:
 def select(inp: SelectInput, ctx: StepContext) -> dict:
     if not inp.epochs:
         raise LimitError("step select --input: epochs: empty")
-    epochs = []
+    epochs, scores_by_epoch = [], {}
     for entry in sorted(inp.epochs, key=lambda e: e.epoch):
         scores = json.loads((ctx.fetch(entry.gauntlet) / "scores.json").read_text())
+        scores_by_epoch[entry.epoch] = scores
         epochs.append({"epoch": entry.epoch, "average": scores["average"], "categories": scores["categories"]})
 
     best = best_epoch(epochs)
@@ -98,16 +101,19 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
     }
     (ctx.out / "choice.json").write_text(json.dumps(choice, indent=2))
 
-    for e in epochs:
-        if e["average"] is not None:
-            mlflow.log_metric("gauntlet_average", e["average"], step=e["epoch"])
-        for category, value in e["categories"].items():
-            if value is not None:
-                mlflow.log_metric(f"gauntlet.{category}", value, step=e["epoch"])
-    mlflow.set_tag("chosen_epoch", str(best["epoch"]))
+    log_epochs(scores_by_epoch, best["epoch"])
     if inp.keep == "selected":
         others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != best["epoch"]]
         ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {best['epoch']}")
         print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
     print(f"select: epoch {best['epoch']} (average {best['average']:.4f})", file=sys.stderr)
-    return {"epoch": best["epoch"], "average": best["average"], "ties": len(tied)}
+    return {"chosen_epoch": best["epoch"], "gauntlet.average": best["average"], "ties": len(tied)}
+
+
+def log_epochs(scores_by_epoch: dict[int, dict], chosen: int) -> None:
+    """The chosen epoch's values once (step = that epoch), every epoch's average and categories as curves."""
+    for epoch, scores in scores_by_epoch.items():
+        curve = {k: v for k, v in metrics(scores).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
+        mlflow.log_metrics({f"per_epoch.{k}": v for k, v in curve.items()}, step=epoch)
+    mlflow.log_metrics({**metrics(scores_by_epoch[chosen]), "chosen_epoch": chosen}, step=chosen)
+    mlflow.set_tag("chosen_epoch", str(chosen))

@@ -50,6 +50,9 @@ def main() -> int:
         expected = len(plan.by_kind(kind))
         if kinds.count(kind) < expected:
             problems.append(f"{kinds.count(kind)} child runs of kind {kind}, expected {expected}")
+    models = len(plan.steps["report"].input.models)
+    if kinds.count("summary") != models:
+        problems.append(f"{kinds.count('summary')} summary runs, expected one per model ({models})")
     for kind in ("finetune", "gauntlet", "judge"):
         if not any(c.data.metrics for c in children if c.data.tags.get("limit.kind") == kind):
             problems.append(f"no {kind} child run has metrics")

@@ -1,0 +1,30 @@
+"""`limit export STUDY --csv FILE`: the one-row-per-model table (what each model's MLflow summary run holds:
+gauntlet average, categories and benchmarks at the chosen epoch, chosen epoch, training tokens, win rates
+with their 95% bounds) from stored outputs, computing nothing."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
+    parser.add_argument("--csv", type=Path, required=True, help="where to write the table")
+    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
+    parser.add_argument(
+        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
+    )
+
+
+def main(args: argparse.Namespace) -> int:
+    from limit.commands.report import pending, stored_report
+    from limit.report.table import summary_rows, write_csv
+
+    _, data, _ = stored_report(args)
+    rows = summary_rows(data)
+    write_csv(rows, args.csv)
+    waiting = pending(data)
+    note = f"; not complete yet: {', '.join(waiting)}" if waiting else ""
+    print(f"wrote {args.csv}: {len(rows)} models{note}")
+    return 0

@@ -1,0 +1,56 @@
+"""`limit report STUDY [--artifacts ROOT] [--out DIR]`: report.md, report.json and report.png from the outputs
+already stored, computing nothing (locally or in S3; the same code as the report step).
+
+Models and pairs whose steps are not complete yet are shown as pending, so a study can be looked at while
+it runs. Nothing is logged to MLflow: summary runs belong to a study execution (its report step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
+    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
+    parser.add_argument(
+        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
+    )
+    parser.add_argument("--out", type=Path, help="folder for the files (default <workdir>/<study>/)")
+
+
+def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
+    """(study name, the report's data from stored outputs, the work folder)."""
+    from limit.plan import build_plan
+    from limit.report import assemble
+    from limit.spec import load_study, resolve_study_path
+    from limit.store import Store
+
+    workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
+    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
+    inp = plan.steps["report"].input
+    store = Store.open(root=args.artifacts, workdir=workdir)
+    models = [m.model_dump() for m in inp.models]
+    data = assemble(inp.study, models, [p.model_dump() for p in inp.pairs], store, partial=True)
+    return inp.study, data, workdir
+
+
+def pending(data: dict) -> list[str]:
+    return [m["name"] for m in data["models"] if m["status"] == "pending"] + [
+        f"{p['a']} vs {p['b']} ({p['prompts']})" for p in data["pairs"] if p["status"] == "pending"
+    ]
+
+
+def main(args: argparse.Namespace) -> int:
+    from limit.report import FILES, write
+
+    study, data, workdir = stored_report(args)
+    out = args.out or workdir / study
+    write(data, out)
+    waiting = pending(data)
+    if waiting:
+        print(f"not complete yet (shown as pending): {', '.join(waiting)}")
+    print(f"report: {', '.join(str(out / name) for name in FILES)}")
+    return 0

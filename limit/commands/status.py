@@ -1,0 +1,124 @@
+"""`limit status STUDY [--artifacts ROOT] [--watch [S]]`: where a study stands, from the artifact store alone.
+
+Every step of the plan is done (its manifest), running (its attempt record's heartbeat is recent), failed
+(the attempt says so, with the last lines of its error or log), killed, lost (an attempt whose heartbeat
+stopped: its process died without a word) or pending. Unfinished steps also show what they have made durable
+(a finetune's finished epochs, a gauntlet's finished benchmarks, generated or judged seeds) and a running
+step its latest progress. Works the same for a local run and for pods on a cluster writing to S3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from limit import progress
+from limit.plan import Plan, Step
+from limit.store import Store
+
+STALE_S = 180.0  # an attempt whose heartbeat is older than this (or 4 heartbeats) lost its process
+FAILED = ("failed", "killed", "lost")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
+    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
+    parser.add_argument(
+        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
+    )
+    parser.add_argument(
+        "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
+    )
+
+
+@dataclass
+class StepState:
+    step: Step
+    state: str  # done, running, failed, killed, lost, pending
+    made: str = ""  # what an unfinished step has made durable
+    detail: list[str] = field(default_factory=list)
+
+
+def main(args: argparse.Namespace) -> int:
+    from limit.plan import build_plan
+    from limit.spec import load_study, resolve_study_path
+
+    workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
+    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
+    store = Store.open(root=args.artifacts, workdir=workdir)
+    while True:
+        states = [state_of(step, store, time.time()) for step in plan.order()]
+        text = "\n".join(render(plan, store, states))
+        if args.watch is None:
+            print(text)
+            return 0
+        print("\033[2J\033[H" + text + f"\n\n(every {args.watch:g}s; Ctrl-C to stop)", flush=True)
+        if all(s.state == "done" for s in states):
+            return 0
+        time.sleep(args.watch)
+
+
+def state_of(step: Step, store: Store, now: float) -> StepState:
+    if store.manifest(step.ref) is not None:
+        return StepState(step, "done")
+    attempt = store.attempt(step.ref) or {}
+    made = durable(step, store.partial_files(step.ref))
+    state = attempt.get("state", "pending")
+    if state == "done":  # the record outlived a manifest that is gone (outputs deleted by hand)
+        state = "pending"
+    detail = []
+    if state == "running":
+        age = now - attempt.get("heartbeat", 0)
+        if age > max(STALE_S, 4 * float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))):
+            state = "lost"
+            detail.append(f"no heartbeat for {progress.duration(age)} from {_where(attempt)}: its process died")
+        else:
+            record = attempt.get("progress")
+            words = progress.describe(record) if record else "started, no progress line yet"
+            detail.append(f"{words} ({_where(attempt)}, up {progress.duration(now - attempt.get('started', now))})")
+    elif state in ("failed", "killed"):
+        detail.append(f"{state} {progress.duration(now - attempt.get('ended', now))} ago on {_where(attempt)}")
+        detail += [f"| {line}" for line in attempt.get("tail", [])]
+    return StepState(step, state, made, detail)
+
+
+def _where(attempt: dict) -> str:
+    return f"{attempt.get('host', '?')} pid {attempt.get('pid', '?')}"
+
+
+def durable(step: Step, files: list[str]) -> str:
+    """What an unfinished step has made durable so far, in its own terms."""
+    if not files:
+        return ""
+    if step.kind == "finetune":
+        epochs = {m.group(1) for f in files if (m := re.fullmatch(r"epoch-(\d+)/config\.json", f))}
+        return f"epochs {len(epochs)}/{step.input.train.epochs} finished"
+    if step.kind == "gauntlet":
+        from limit.gauntlet.benchmarks import suite
+
+        done = [f for f in files if re.fullmatch(r"details/[^/]+\.json", f)]
+        return f"benchmarks {len(done)}/{len(suite(step.input.gauntlet.suite, step.input.gauntlet.tasks))} finished"
+    if step.kind in ("generate", "judge"):
+        folder = "seeds" if step.kind == "generate" else "cache"
+        done = [f for f in files if re.fullmatch(rf"{folder}/seed-[^/]+\.jsonl?", f)]
+        return f"seeds {len(done)} {'generated' if step.kind == 'generate' else 'judged'}" if done else ""
+    return ""
+
+
+def render(plan: Plan, store: Store, states: list[StepState]) -> list[str]:
+    counts = {name: sum(s.state == name for s in states) for name in ("done", "running", "pending")}
+    failed = sum(s.state in FAILED for s in states)
+    head = f"study {plan.study.name} ({store.root}): {len(states)} steps: " + ", ".join(
+        [f"{counts['done']} done", f"{counts['running']} running", f"{counts['pending']} pending", f"{failed} failed"]
+    )
+    lines = [head]
+    width = max(len(s.step.id) for s in states)
+    for s in states:
+        made = f"  [{s.made}]" if s.made and s.state != "done" else ""
+        lines.append(f"  {s.state:8} {s.step.id:{width}}{made}".rstrip())
+        lines += [f"  {'':8} {'':{width}}  {line}" for line in s.detail]
+    return lines

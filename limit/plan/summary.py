@@ -1,0 +1,117 @@
+"""What a plan costs, in totals: steps by kind, GPU pods and GPU-hours, judge calls and dollars.
+
+GPU-hours come from the planner's finetune estimates (limit/costs.py); the gauntlet and generation have no
+estimate yet and say so. A judge call is one (prompt, seed) of one pair; its tokens are assumed to be
+TOKENS_PER_JUDGMENT, the mean of the LIMIT authors' 11,214 released GPT-4-0613 judgments (~730 tokens each,
+prompt and answer), and its price is alpaca-eval's for the judge model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from limit.data.prompts import count_prompts
+from limit.plan.dag import Plan
+
+TOKENS_PER_JUDGMENT = 730
+
+
+@dataclass
+class KindTotal:
+    steps: int = 0
+    gpu_pods: int = 0
+    gpus: int = 0  # summed over the kind's GPU pods
+    gpu_hours: float | None = 0.0  # None: some GPU step of the kind has no estimate
+
+
+@dataclass
+class JudgeTotal:
+    model: str
+    calls: int | None  # None: a prompt set's size is unknown before generate reads it
+    dollars: float | None
+    price_per_token: float | None
+    unknown_prompts: list[str] = field(default_factory=list)
+
+
+@dataclass
+class PlanSummary:
+    kinds: dict[str, KindTotal]
+    judge: JudgeTotal | None
+
+    @property
+    def gpu_pods(self) -> int:
+        return sum(k.gpu_pods for k in self.kinds.values())
+
+    @property
+    def gpu_hours_known(self) -> float:
+        return sum(k.gpu_hours or 0.0 for k in self.kinds.values())
+
+    @property
+    def gpu_hours_unknown(self) -> list[str]:
+        return [kind for kind, k in self.kinds.items() if k.gpu_hours is None]
+
+
+def summarize(plan: Plan, price: float | None) -> PlanSummary:
+    """`price`: the judge's dollars per token (judge.backends.price_per_token)."""
+    kinds: dict[str, KindTotal] = {}
+    for step in plan.order():
+        total = kinds.setdefault(step.kind, KindTotal())
+        total.steps += 1
+        if not step.resources.gpus:
+            continue
+        total.gpu_pods += 1
+        total.gpus += step.resources.gpus
+        cost = plan.costs.get(step.id)
+        hours = cost.gpu_hours if cost else None
+        total.gpu_hours = None if hours is None or total.gpu_hours is None else total.gpu_hours + hours
+    return PlanSummary(kinds, judge_total(plan, price))
+
+
+def judge_total(plan: Plan, price: float | None) -> JudgeTotal | None:
+    judges = plan.by_kind("judge")
+    if not judges:
+        return None
+    study = plan.study
+    sizes = {name: count_prompts(spec) for name, spec in study.prompts.items()}
+    unknown = sorted({step.input.tags["prompts"] for step in judges if sizes[step.input.tags["prompts"]] is None})
+    seeds = len(study.generation.seeds)
+    calls = None if unknown else sum(seeds * sizes[step.input.tags["prompts"]] for step in judges)
+    dollars = None if calls is None or price is None else calls * TOKENS_PER_JUDGMENT * price
+    model = study.judge.model if study.judge.backend == "openai" else f"local:{study.judge.local_model}"
+    return JudgeTotal(model, calls, dollars, price, unknown)
+
+
+def describe(summary: PlanSummary, gpu_note: str) -> list[str]:
+    """The summary as console lines; `gpu_note` says what the GPU-hours assume (profile, MFU)."""
+    lines = [f"{'kind':10} {'steps':>5}  GPU pods (GPUs)  GPU-hours"]
+    for kind, total in summary.kinds.items():
+        pods = f"{total.gpu_pods} ({total.gpus})" if total.gpu_pods else "-"
+        hours = "-" if not total.gpu_pods else "unknown" if total.gpu_hours is None else f"~{total.gpu_hours:,.1f}"
+        lines.append(f"{kind:10} {total.steps:>5}  {pods:>15}  {hours}")
+    steps = sum(k.steps for k in summary.kinds.values())
+    if not summary.gpu_pods:
+        lines.append(f"{'total':10} {steps:>5}  {'-':>15}  - (CPU only)")
+    else:
+        unknown = summary.gpu_hours_unknown
+        hours = f"~{summary.gpu_hours_known:,.1f}" + (" + unknown" if unknown else "")
+        if unknown and not summary.gpu_hours_known:
+            hours = "unknown"
+        lines.append(f"{'total':10} {steps:>5}  {summary.gpu_pods:>15}  {hours}")
+        lines.append(f"GPU-hours: {gpu_note}" + (f"; none yet for {', '.join(unknown)}" if unknown else ""))
+    if summary.judge:
+        lines.append(judge_line(summary.judge))
+    return lines
+
+
+def judge_line(judge: JudgeTotal) -> str:
+    if judge.calls is None:
+        return f"judge: {judge.model}, calls unknown (prompt sets of unknown size: {', '.join(judge.unknown_prompts)})"
+    if judge.dollars is None:
+        cost = "price unknown"
+    elif judge.price_per_token == 0:
+        cost = "no API cost (local judge)"
+    else:
+        price = judge.price_per_token * 1000
+        dollars = f"{judge.dollars:,.0f}" if judge.dollars >= 10 else f"{judge.dollars:.2f}"
+        cost = f"~${dollars} at ${price:.3f}/1k tokens, ~{TOKENS_PER_JUDGMENT} tokens each"
+    return f"judge: {judge.model}, {judge.calls:,} calls, {cost}"

@@ -1,0 +1,180 @@
+"""The report's data, read from stored outputs only: each model at its chosen epoch (or the base model as it
+is), each judged pair's result and two sample judgments, and where every number came from.
+
+Reads small files (`read_text`), never whole step folders: on S3 a gauntlet step's details or a finetune's
+weights are not downloaded. With `partial` (`limit report` on a study still running) a model or pair whose
+steps are not complete is kept as pending instead of failing the report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from limit import __version__
+from limit.errors import LimitError
+from limit.store import Store
+
+SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
+
+
+def assemble(
+    study: str,
+    models: list[dict],
+    pairs: list[dict],
+    store: Store,
+    *,
+    parent_run_id: str | None = None,
+    partial: bool = False,
+) -> dict[str, Any]:
+    """`models` and `pairs` are the report step's input (ReportModel / ReportPair as dicts)."""
+    reader = _Reader(store, partial)
+    rows = [model_row(m, reader) for m in models]
+    base_of = {row["name"]: row["base"] for row in rows}
+    pair_rows = [pair_row(p, reader, base_of) for p in pairs]
+    steps = sorted({ref for row in rows + pair_rows for ref in row.get("steps", [])})
+    return {
+        "study": study,
+        "models": rows,
+        "pairs": pair_rows,
+        "provenance": {
+            "limit_version": __version__,
+            "git_commit": git_commit(),
+            "mlflow_parent_run": parent_run_id,
+            "steps": steps,
+        },
+    }
+
+
+class _Reader:
+    """Small files of completed steps; a step that is not complete raises, or gives None when `partial`."""
+
+    def __init__(self, store: Store, partial: bool):
+        self.store, self.partial = store, partial
+
+    def manifest(self, ref: str) -> dict | None:
+        manifest = self.store.manifest(ref)
+        if manifest is None and not self.partial:
+            raise LimitError(f"{self.store.url(ref)}: upstream step is not complete (no _manifest.json)")
+        return manifest
+
+    def json(self, ref: str, name: str) -> Any:
+        if self.manifest(ref) is None:
+            return None
+        text = self.store.read_text(ref, name)
+        if text is None:
+            raise LimitError(f"{self.store.url(ref)}/{name}: missing from a completed step")
+        return json.loads(text)
+
+    def text(self, ref: str, name: str) -> str | None:
+        return self.store.read_text(ref, name) if self.manifest(ref) is not None else None
+
+
+def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
+    base = model["model"] if model["kind"] == "run" else model["name"]
+    row: dict[str, Any] = {
+        "name": model["name"],
+        "kind": model["kind"],
+        "base": base,
+        "model": model["model"],
+        "dataset": model.get("dataset"),
+        "epoch": None,
+        "epochs": [],
+        "train_tokens": None,
+    }
+    if model.get("selection"):
+        found = _chosen_epoch(model, reader)
+    else:
+        found = _scores_row(reader.json(model["gauntlet"], "scores.json"), [model["gauntlet"]])
+    if found is None:
+        return row | {"status": "pending", "average": None, "categories": {}, "benchmarks": {}, "complete": False}
+    return row | found | {"status": "ready"}
+
+
+def _scores_row(scores: dict | None, steps: list[str]) -> dict | None:
+    if scores is None:
+        return None
+    benchmarks = {
+        name: {k: r.get(k) for k in ("category", "score", "accuracy", "n")}
+        for name, r in scores.get("benchmarks", {}).items()
+    }
+    return {
+        "average": scores["average"],
+        "categories": scores["categories"],
+        "benchmarks": benchmarks,
+        "complete": scores["average"] is not None,
+        "steps": steps,
+    }
+
+
+def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
+    """A finetune at the epoch `select` chose: that epoch's own gauntlet scores (or, where the study scores
+    the chosen checkpoint again on the whole suite, those), its per-epoch curve and the tokens it trained on."""
+    selection = model["selection"]
+    choice = reader.json(selection, "choice.json")
+    if choice is None:
+        return None
+    epochs = reader.manifest(selection)["input"]["epochs"]
+    chosen_ref = model.get("gauntlet") or next(e["gauntlet"] for e in epochs if e["epoch"] == choice["epoch"])
+    found = _scores_row(reader.json(chosen_ref, "scores.json"), [selection, chosen_ref, choice["finetune"]])
+    if found is None:
+        return None
+    return found | {
+        "epoch": choice["epoch"],
+        "epochs": [{k: e[k] for k in ("epoch", "average", "categories")} for e in choice["epochs"]],
+        "train_tokens": _tokens_at(reader.manifest(choice["finetune"]), choice["epoch"]),
+        "selection": choice.get("selection"),
+    }
+
+
+def _tokens_at(finetune: dict | None, epoch: int) -> int | None:
+    """Real tokens the checkpoint of `epoch` trained on: every epoch sees every example once."""
+    summary = (finetune or {}).get("summary", {})
+    epochs = (finetune or {}).get("input", {}).get("train", {}).get("epochs")
+    if not summary.get("train_tokens") or not epochs:
+        return None
+    return round(summary["train_tokens"] * epoch / epochs)
+
+
+def pair_row(pair: dict, reader: _Reader, base_of: dict[str, str]) -> dict[str, Any]:
+    row = {"a": pair["a"], "b": pair["b"], "prompts": pair["prompts"], "base": base_of.get(pair["a"])}
+    result = reader.json(pair["judge"], "result.json")
+    if result is None:
+        return row | {"status": "pending", "win_rate_a": None}
+    judged = reader.manifest(pair["judge"])["input"]
+    annotations = reader.text(pair["judge"], "annotations.jsonl")
+    samples = pick_samples([json.loads(line) for line in (annotations or "").splitlines() if line.strip()])
+    steps = [pair["judge"], judged["a"], judged["b"]]
+    return row | result | {"status": "ready", "samples": samples, "steps": steps}
+
+
+def pick_samples(annotations: list[dict], count: int = 2) -> list[dict]:
+    """One judgment A won and one B won where there are (the first of each), else the first ones."""
+    won = [next((a for a in annotations if a.get("winner") == side), None) for side in ("a", "b")]
+    chosen = [a for a in won if a is not None]
+    chosen += [a for a in annotations if a not in chosen][: count - len(chosen)]
+    keys = ("seed", "prompt_id", "instruction", "output_a", "output_b", "winner")
+    return [{k: _cut(a.get(k)) for k in keys} for a in chosen[:count]]
+
+
+def _cut(value: Any) -> Any:
+    if isinstance(value, str) and len(value) > SAMPLE_CHARS:
+        return value[:SAMPLE_CHARS].rstrip() + " [...]"
+    return value
+
+
+def git_commit() -> str | None:
+    """The project's commit: LIMIT_GIT_COMMIT (set in images), else the checkout's HEAD, else unknown."""
+    if os.environ.get("LIMIT_GIT_COMMIT"):
+        return os.environ["LIMIT_GIT_COMMIT"]
+    root = Path(__file__).resolve().parents[2]
+    if not (root / ".git").exists():
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return (done.stdout.strip() or None) if done.returncode == 0 else None

@@ -1,0 +1,181 @@
+"""report.md: one section per function in SECTIONS, each taking the report data and giving Markdown lines."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from limit.gauntlet.benchmarks import CATEGORY_TITLES as CATEGORIES  # the paper's columns, in its order
+from limit.judge.winrate import percent
+
+
+def render_markdown(data: dict[str, Any]) -> str:
+    lines = [f"# Study `{data['study']}`"]
+    for section in SECTIONS:
+        body = section(data)
+        if body:
+            lines += ["", *body]
+    return "\n".join(lines) + "\n"
+
+
+def fmt(value: float | None, digits: int = 3) -> str:
+    return "n/a" if value is None else f"{value:.{digits}f}"
+
+
+def with_delta(value: float | None, base: float | None) -> str:
+    """A score and its change from the base model's, e.g. `0.172 (+0.012)`."""
+    if value is None or base is None:
+        return fmt(value)
+    return f"{value:.3f} ({value - base:+.3f})"
+
+
+def tokens(count: int | None) -> str:
+    if count is None:
+        return "n/a"
+    return f"{count / 1e6:,.2f}M" if count >= 1e5 else f"{count:,}"
+
+
+def by_base(models: list[dict]) -> dict[str, list[dict]]:
+    """Models grouped by base model, in study order, the base model itself first."""
+    groups: dict[str, list[dict]] = {}
+    for row in sorted(models, key=lambda r: r["kind"] != "baseline"):
+        groups.setdefault(row["base"], []).append(row)
+    order = list(dict.fromkeys(row["base"] for row in models))
+    return {base: groups[base] for base in order}
+
+
+def base_row(rows: list[dict]) -> dict | None:
+    return next((r for r in rows if r["kind"] == "baseline"), None)
+
+
+def gauntlet_section(data: dict) -> list[str]:
+    lines = ["## Eval Gauntlet", "", "Rescaled accuracy at the epoch chosen by average; in brackets, the change from"]
+    lines += ["the base model. n/a: a category misses a benchmark, so it is not reported (never averaged over fewer)."]
+    for base, rows in by_base(data["models"]).items():
+        reference = base_row(rows)
+        lines += [
+            "",
+            f"### {base}",
+            "",
+            "| Model | Dataset | Epoch | Tokens | Av | " + " | ".join(CATEGORIES.values()) + " |",
+        ]
+        lines.append("|---|---|---|---|---|" + "---|" * len(CATEGORIES))
+        for row in rows:
+            ref = reference if reference is not row else None
+            ref_cats = (ref or {}).get("categories") or {}
+            cells = [with_delta(row["categories"].get(c), ref_cats.get(c)) for c in CATEGORIES]
+            average = with_delta(row["average"], (ref or {}).get("average"))
+            epoch = row["epoch"] if row["epoch"] is not None else "-"
+            name = f"{row['name']} (base)" if row["kind"] == "baseline" else row["name"]
+            status = " (pending)" if row.get("status") == "pending" else ""
+            trained = "-" if row["kind"] == "baseline" else tokens(row.get("train_tokens"))
+            lines.append(
+                f"| {name}{status} | {row['dataset'] or '-'} | {epoch} | {trained} | "
+                f"{average} | " + " | ".join(cells) + " |"
+            )
+    return lines
+
+
+def _lengths(lengths: dict | None) -> str:
+    """Mean response length in characters, as AlpacaEval measures it."""
+    if not lengths:
+        return "n/a"
+    return "/".join(f"{lengths[side]['mean']:.0f}" if lengths.get(side) else "n/a" for side in ("a", "b"))
+
+
+def _cost(cost: dict | None) -> str:
+    if not cost:
+        return "n/a"
+    dollars = cost.get("dollars")
+    count = f"{cost['tokens']:,.0f} tokens" if cost.get("tokens") is not None else "tokens n/a"
+    return f"{count}, ${dollars:.2f}" if dollars is not None else f"{count}, price unknown"
+
+
+def pair_groups(pairs: list[dict]) -> dict[tuple[str, str], list[dict]]:
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for pair in pairs:
+        groups.setdefault((pair.get("base") or "", pair["prompts"]), []).append(pair)
+    return groups
+
+
+def judge_section(data: dict) -> list[str]:
+    if not data["pairs"]:
+        return []
+    lines = ["## Pairwise judge", "", "Win rate of A (%), ties and failures excluded; the mean over seeds."]
+    columns = ["A", "B", "Per seed", "Mean", "95% CI", "Seed std", "LC win rate", "W/L/T/F", "Length A/B", "Cost"]
+    for (base, prompts), pairs in pair_groups(data["pairs"]).items():
+        lines += ["", f"### {base} on {prompts}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        for row in pairs:
+            if row.get("status") == "pending":
+                lines.append(f"| {row['a']} | {row['b']} | pending |" + " |" * (len(columns) - 3))
+                continue
+            seeds = row.get("seeds", {})
+            per_seed = ", ".join(percent(s.get("win_rate_a")) for s in seeds.values())
+            totals = [sum(s.get(k, 0) for s in seeds.values()) for k in ("wins_a", "wins_b", "ties", "failures")]
+            ci = row.get("ci95") or [None, None]
+            rates = [percent(row.get(k)) for k in ("win_rate_a", "seed_std", "lc_win_rate_a")]
+            lines.append(
+                f"| {row['a']} | {row['b']} | {per_seed} | {rates[0]} | {percent(ci[0])}-{percent(ci[1])} | "
+                f"{rates[1]} | {rates[2]} | {'/'.join(str(t) for t in totals)} | {_lengths(row.get('lengths'))} | "
+                f"{_cost(row.get('cost'))} |"
+            )
+    return lines
+
+
+def _quote(text: str | None) -> list[str]:
+    return [f"> {line}" if line else ">" for line in (text or "(empty)").splitlines()] or ["> (empty)"]
+
+
+def samples_section(data: dict) -> list[str]:
+    ready = [p for p in data["pairs"] if p.get("samples")]
+    if not ready:
+        return []
+    lines = ["## Sample judgments", "", "Two per pair: the first the judge gave A, the first it gave B."]
+    for pair in ready:
+        lines += ["", f"### {pair['a']} vs {pair['b']} ({pair['prompts']})"]
+        for sample in pair["samples"]:
+            winner = {"a": f"A ({pair['a']})", "b": f"B ({pair['b']})", "tie": "tie"}.get(sample["winner"], "failed")
+            lines += ["", f"**Seed {sample['seed']}, prompt {sample['prompt_id']}; the judge preferred {winner}.**"]
+            lines += ["", "Instruction:", "", *_quote(sample["instruction"]), "", "A:", "", *_quote(sample["output_a"])]
+            lines += ["", "B:", "", *_quote(sample["output_b"])]
+    return lines
+
+
+def benchmarks_section(data: dict) -> list[str]:
+    lines = ["## Appendix: every benchmark", "", "Rescaled accuracy of each benchmark at the chosen epoch."]
+    for base, rows in by_base(data["models"]).items():
+        names = sorted(
+            {(b["category"], n) for r in rows for n, b in r.get("benchmarks", {}).items()},
+            key=lambda cn: (list(CATEGORIES).index(cn[0]) if cn[0] in CATEGORIES else 99, cn[1]),
+        )
+        if not names:
+            continue
+        lines += ["", f"### {base}", "", "| Benchmark | Category | " + " | ".join(r["name"] for r in rows) + " |"]
+        lines.append("|---|---|" + "---|" * len(rows))
+        for category, name in names:
+            cells = [fmt((r.get("benchmarks", {}).get(name) or {}).get("score")) for r in rows]
+            lines.append(f"| {name} | {CATEGORIES.get(category, category)} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def provenance_section(data: dict) -> list[str]:
+    source = data.get("provenance") or {}
+    steps = source.get("steps", [])
+    return [
+        "## Provenance",
+        "",
+        f"- limit {source.get('limit_version', '?')}, git commit {source.get('git_commit') or 'unknown'}",
+        f"- MLflow parent run: {source.get('mlflow_parent_run') or 'none (rendered outside an execution)'}",
+        f"- {len(steps)} step outputs (kind/key in the artifact store):",
+        "",
+        *(f"  - `{ref}`" for ref in steps),
+    ]
+
+
+SECTIONS: list[Callable[[dict], list[str]]] = [
+    gauntlet_section,
+    judge_section,
+    samples_section,
+    benchmarks_section,
+    provenance_section,
+]

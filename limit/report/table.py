@@ -1,0 +1,96 @@
+"""The one-row-per-model table: what each model's MLflow summary run holds and what `limit export` writes.
+
+Every model, finetuned or base, gets the same keys: `gauntlet.average`, `gauntlet.<category>`,
+`gauntlet.<benchmark>` (at the chosen epoch), `chosen_epoch` and `train.tokens` (0 for a base model: it was
+not finetuned), and for each judged pair it is in, `win_rate.<prompts>.vs.<opponent>` with `.ci95_low` and
+`.ci95_high`, from its own side. A value that is not known (an incomplete category) is left out, never 0.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from limit.gauntlet.benchmarks import CATEGORIES
+from limit.gauntlet.scoring import metrics as gauntlet_metrics
+from limit.spec import slug
+
+TAG_COLUMNS = ("model", "kind", "base_model", "dataset")
+HEADLINE = ("chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES))
+
+
+def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """{name, tags, metrics, curves} per model whose scores are ready; `curves` are per-epoch histories."""
+    rows = []
+    for model in data["models"]:
+        if model.get("status", "ready") != "ready":
+            continue
+        metrics = gauntlet_metrics(model)
+        metrics["chosen_epoch"] = float(model["epoch"] or 0)
+        tokens = 0 if model["kind"] == "baseline" else model.get("train_tokens")
+        if tokens is not None:
+            metrics["train.tokens"] = float(tokens)
+        metrics |= win_rates(model["name"], data["pairs"])
+        rows.append(
+            {"name": model["name"], "tags": tags(data["study"], model), "metrics": metrics, "curves": curves(model)}
+        )
+    return rows
+
+
+def tags(study: str, model: dict) -> dict[str, str]:
+    return {
+        "limit.kind": "summary",
+        "limit.study": study,
+        "limit.run": model["name"],
+        "limit.model": model["base"],
+        "limit.dataset": model.get("dataset") or "none (base model)",
+        "limit.role": model["kind"],
+    }
+
+
+def win_rates(name: str, pairs: list[dict]) -> dict[str, float]:
+    """This model's win rate in each judged pair it is in, from its side (B's is 1 - A's: ties are excluded)."""
+    out = {}
+    for pair in pairs:
+        rate, ci = pair.get("win_rate_a"), pair.get("ci95") or [None, None]
+        if name not in (pair["a"], pair["b"]) or rate is None:
+            continue
+        if name == pair["b"]:
+            rate, ci = 1 - rate, [None if c is None else 1 - c for c in reversed(ci)]
+        key = f"win_rate.{slug(pair['prompts'])}.vs.{slug(pair['b'] if name == pair['a'] else pair['a'])}"
+        out[key] = rate
+        out |= {f"{key}.{side}": v for side, v in zip(("ci95_low", "ci95_high"), ci, strict=True) if v is not None}
+    return out
+
+
+def curves(model: dict) -> dict[str, list[tuple[int, float]]]:
+    out: dict[str, list[tuple[int, float]]] = {}
+    for entry in model.get("epochs", []):
+        values = {"gauntlet.average": entry.get("average")}
+        values |= {f"gauntlet.{c}": v for c, v in (entry.get("categories") or {}).items()}
+        for key, value in values.items():
+            if value is not None:
+                out.setdefault(f"per_epoch.{key}", []).append((entry["epoch"], value))
+    return out
+
+
+def columns(rows: list[dict]) -> list[str]:
+    """The paper's columns first, then win rates, then the benchmarks."""
+    keys = {k for row in rows for k in row["metrics"]}
+    rates = sorted(k for k in keys if k.startswith("win_rate."))
+    rest = sorted(keys - set(HEADLINE) - set(rates))
+    return [*TAG_COLUMNS, *(k for k in HEADLINE if k in keys), *rates, *rest]
+
+
+def write_csv(rows: list[dict], path: Path) -> None:
+    header = columns(rows)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=header)
+        writer.writeheader()
+        for row in rows:
+            t = row["tags"]
+            names = {"model": row["name"], "kind": t["limit.role"], "base_model": t["limit.model"]}
+            counts = {k: int(row["metrics"][k]) for k in ("chosen_epoch", "train.tokens") if k in row["metrics"]}
+            writer.writerow({**names, "dataset": t["limit.dataset"], **row["metrics"], **counts})

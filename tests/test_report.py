@@ -1,0 +1,169 @@
+"""The report from stored outputs at the paper's scale: data, Markdown, figure, the MLflow summary runs (one per
+model, the same keys for all, the chosen epoch's numbers) and their replay when the report step is reused."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from pathlib import Path
+
+import mlflow
+import pytest
+from synthetic import store_study
+
+from limit import tracking
+from limit.cli import main as cli
+from limit.gauntlet.benchmarks import CATEGORIES, suite
+from limit.plan import build_plan
+from limit.runner import run_step
+from limit.spec import load_study, slug
+from limit.store import Store
+
+PAPER_COLUMNS = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
+
+
+@pytest.fixture
+def full_study(limit_env: Path):
+    """The `full` plan with every step's outputs stored (made up, seeded), nothing run."""
+    plan = build_plan(load_study("full"))
+    store = Store.open()
+    choices = store_study(plan, store)
+    return plan, store, choices
+
+
+def test_summary_runs_are_one_row_per_model_with_the_chosen_epochs_numbers(full_study, monkeypatch):
+    plan, store, choices = full_study
+    parent = tracking.start_parent("full")
+    monkeypatch.setenv("LIMIT_PARENT_RUN_ID", parent)
+    monkeypatch.setenv("LIMIT_STUDY", "full")
+    run_step("report", plan.steps["report"].input.model_dump_json())
+
+    table = mlflow.search_runs(
+        experiment_names=["limit-full"],
+        filter_string=f"tags.`limit.kind` = 'summary' and tags.`mlflow.parentRunId` = '{parent}'",
+    )
+    assert sorted(table["tags.limit.run"]) == sorted(m.name for m in plan.steps["report"].input.models)
+    assert not table[[f"metrics.{c}" for c in PAPER_COLUMNS]].isna().any().any()  # no NaN in the paper's table
+    rows = {row["tags.limit.run"]: row for _, row in table.iterrows()}
+    for name, choice in choices.items():
+        chosen = next(e for e in choice["epochs"] if e["epoch"] == choice["epoch"])
+        last = choice["epochs"][-1]
+        assert rows[name]["metrics.chosen_epoch"] == choice["epoch"] != last["epoch"]
+        assert rows[name]["metrics.gauntlet.average"] == pytest.approx(chosen["average"])
+        assert rows[name]["metrics.gauntlet.average"] != pytest.approx(last["average"])
+        for category, value in chosen["categories"].items():
+            assert rows[name][f"metrics.gauntlet.{category}"] == pytest.approx(value)
+        assert rows[name]["metrics.train.tokens"] > 0
+    for base in ("mpt-7b", "mpt-30b"):  # the base models: same keys, epoch 0, no finetuning tokens
+        scores = json.loads(store.read_text(plan.steps[f"gauntlet-{base}"].ref, "scores.json"))
+        assert rows[base]["metrics.gauntlet.average"] == pytest.approx(scores["average"])
+        assert (rows[base]["metrics.chosen_epoch"], rows[base]["metrics.train.tokens"]) == (0, 0)
+        assert rows[base]["tags.limit.dataset"] == "none (base model)"
+    benchmarks = [f"metrics.gauntlet.{b.name}" for b in suite("v0")]
+    assert not table[benchmarks].isna().any().any()
+    # a judged pair from both sides: A's rate and B's complement, each with its 95% bounds
+    key = f"win_rate.lima-test.vs.{slug('mpt-7b-instruct-v1')}"
+    a = rows["mpt-7b-lima"]
+    assert a[f"metrics.{key}.ci95_low"] < a[f"metrics.{key}"] < a[f"metrics.{key}.ci95_high"]
+    b = rows["mpt-7b-instruct-v1"]["metrics.win_rate.lima-test.vs.mpt-7b-lima"]
+    assert b == pytest.approx(1 - a[f"metrics.{key}"])
+
+    client = mlflow.MlflowClient()
+    lima = rows["mpt-7b-lima"]["run_id"]
+    curve = client.get_metric_history(lima, "per_epoch.gauntlet.average")
+    assert [m.step for m in sorted(curve, key=lambda m: m.step)] == [
+        e["epoch"] for e in choices["mpt-7b-lima"]["epochs"]
+    ]
+    parent_run = client.get_run(parent)
+    assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(parent)}
+    assert any(k.startswith("win_rate.") for k in parent_run.data.metrics)
+
+
+def test_a_reused_report_gives_the_next_execution_the_same_summary_runs(full_study, monkeypatch):
+    plan, store, _ = full_study
+    first = tracking.start_parent("full")
+    monkeypatch.setenv("LIMIT_PARENT_RUN_ID", first)
+    monkeypatch.setenv("LIMIT_STUDY", "full")
+    report = plan.steps["report"]
+    run_step("report", report.input.model_dump_json())
+    monkeypatch.delenv("LIMIT_PARENT_RUN_ID")
+
+    second = tracking.start_parent("full")
+    saved = tracking.load_record(store.read_text(report.ref, tracking.RECORD))
+    tracking.log_reused(second, "full", "report", report.key, report.input.tags, store.manifest(report.ref), saved,
+                        lambda: store.fetch(report.ref))  # fmt: skip
+
+    def summaries(parent: str) -> dict:
+        found = mlflow.search_runs(
+            experiment_names=["limit-full"],
+            filter_string=f"tags.`limit.kind` = 'summary' and tags.`mlflow.parentRunId` = '{parent}'",
+            output_format="list",
+        )
+        return {r.data.tags["limit.run"]: r for r in found}
+
+    before, after = summaries(first), summaries(second)
+    assert set(before) == set(after) and len(after) == 10
+    for name, run in after.items():
+        assert run.data.metrics == before[name].data.metrics
+        assert run.data.tags["limit.reused_from"] == before[name].info.run_id
+    client = mlflow.MlflowClient()
+    assert client.get_run(second).data.metrics == client.get_run(first).data.metrics
+    assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(second)}
+    (step_run,) = mlflow.search_runs(
+        experiment_names=["limit-full"],
+        filter_string=f"tags.`limit.kind` = 'report' and tags.`mlflow.parentRunId` = '{second}'",
+        output_format="list",
+    )
+    assert step_run.data.tags["limit.reused"] == "true" and step_run.data.metrics["models"] == 10
+
+
+def test_limit_report_renders_a_half_finished_study_and_export_writes_the_table(limit_env, tmp_path):
+    plan = build_plan(load_study("full"))
+    store = Store.open()
+    skip = ("select-mpt-30b-lima", "judge-mpt-30b-lima-vs-mpt-30b-instruct-v3-lima-test")
+    store_study(plan, store, skip=skip, incomplete="mpt-30b")
+
+    assert cli(["report", "full"]) == 0
+    folder = limit_env / "full"
+    markdown = (folder / "report.md").read_text()
+    assert "| mpt-30b-lima (pending) |" in markdown
+    assert "| mpt-30b (base) | - | - | - | n/a |" in markdown  # incomplete: n/a, never 0
+    assert "(+0." in markdown or "(-0." in markdown  # deltas to the base model
+    for heading in ("## Appendix: every benchmark", "## Sample judgments", "## Provenance"):
+        assert heading in markdown
+    assert markdown.count("; the judge preferred") == 2 * 11  # two samples per finished pair
+    assert plan.steps["report"].input.pairs[0].judge in markdown  # step keys in the provenance
+    data = json.loads((folder / "report.json").read_text())
+    assert data["provenance"]["limit_version"] and len(data["provenance"]["steps"]) > 40
+    assert (folder / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not list((limit_env / "artifacts").glob("report/*")), "nothing was computed or stored"
+
+    out = tmp_path / "table.csv"
+    assert cli(["export", "full", "--csv", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 9 and {r["model"] for r in rows} == {m.name for m in plan.steps["report"].input.models} - {
+        "mpt-30b-lima"
+    }
+    header = list(rows[0])
+    assert header[:4] == ["model", "kind", "base_model", "dataset"] and header[4:6] == PAPER_COLUMNS[:2]
+    base_30b = next(r for r in rows if r["model"] == "mpt-30b")
+    assert base_30b["gauntlet.average"] == "" and base_30b["gauntlet.reading_comprehension"] == ""
+    assert math.isclose(
+        float(base_30b["gauntlet.world_knowledge"]), data["models"][-1]["categories"]["world_knowledge"]
+    )
+
+
+def test_the_figure_reads_at_the_papers_scale(limit_env):
+    """10 models, 12 pairs: a row of panels per base model; this test writes the PNG a human looks at."""
+    from PIL import Image
+
+    plan = build_plan(load_study("full"))
+    store_study(plan, Store.open(), incomplete="mpt-30b")
+    assert cli(["report", "full"]) == 0
+    with Image.open(limit_env / "full" / "report.png") as image:
+        width, height = image.size
+    assert 1600 <= width <= 2600 and 800 <= height <= 1200  # two rows of panels, not one crowded panel
+    if os.environ.get("LIMIT_KEEP_FIGURE"):
+        Path(os.environ["LIMIT_KEEP_FIGURE"]).write_bytes((limit_env / "full" / "report.png").read_bytes())

@@ -1,0 +1,61 @@
+"""`limit status`: where a half-finished study stands, read from the artifact store alone (a folder or S3)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from limit.cli import main as cli
+from limit.plan import build_plan
+from limit.spec import load_study
+from limit.store import Store
+
+
+def partial(store: Store, ref: str, files: list[str], sub: str) -> None:
+    """Files a running step has made durable (locally: in its .partial folder; on S3: uploaded)."""
+    out = store.begin(ref)
+    for name in files:
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text("{}")
+    store.persist(ref, out, sub)
+    store.wait()
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_status_of_a_half_finished_study(limit_env, where, request, monkeypatch, capsys):
+    if where == "s3":
+        monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{request.getfixturevalue('s3_env')}/artifacts")
+    plan = build_plan(load_study("tiny"))
+    store = Store.open()
+    steps = plan.steps
+    for step in plan.by_kind("prepare"):
+        out = store.begin(step.ref)
+        store.commit(step.ref, out, {"kind": "prepare", "summary": {}})
+    now = time.time()
+    lima, mix, base = steps["finetune-tiny-lima"], steps["finetune-tiny-mix"], steps["gauntlet-tiny-mpt"]
+    partial(store, lima.ref, ["epoch-1/config.json", "epoch-1/model.safetensors"], "epoch-1")
+    train = {"what": "train", "epoch": 1.5, "epochs": 2, "step": 9, "steps": 12, "loss": 6.5, "eta_s": 20}
+    running = {"state": "running", "host": "node-1", "pid": 41, "started": now - 60, "heartbeat": now - 5}
+    store.write_attempt(lima.ref, running | {"progress": train})
+    store.write_attempt(mix.ref, running | {"state": "failed", "ended": now - 30, "tail": ["ValueError: boom"]})
+    partial(store, base.ref, ["details/tiny_arc.json", "details/tiny_copa.json"], "details")
+    store.write_attempt(base.ref, running | {"heartbeat": now - 3600})
+
+    assert cli(["status", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert f"{len(steps)} steps: 4 done, 1 running, 10 pending, 2 failed" in out
+    lines = {
+        line.split()[1]: line
+        for line in out.splitlines()[1:]
+        if line.split()[0] in ("done", "running", "pending", "failed", "lost")
+    }
+    assert lines["prepare-lima"].split()[0] == "done"
+    assert (
+        lines["finetune-tiny-lima"].split()[0] == "running" and "[epochs 1/2 finished]" in lines["finetune-tiny-lima"]
+    )
+    assert "epoch 1.50/2, step 9/12, loss 6.5000" in out and "node-1 pid 41" in out
+    assert lines["finetune-tiny-mix"].split()[0] == "failed" and "| ValueError: boom" in out
+    assert lines["gauntlet-tiny-mpt"].split()[0] == "lost" and "[benchmarks 2/6 finished]" in lines["gauntlet-tiny-mpt"]
+    assert "no heartbeat for 1:00:00" in out
+    assert lines["report"].split()[0] == "pending"

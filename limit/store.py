@@ -23,8 +23,9 @@ from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
@@ -138,11 +139,24 @@ class S3Store(Store):
         bucket_prefix = root.removeprefix("s3://")
         self.bucket, _, self.prefix = bucket_prefix.partition("/")
         self.prefix = self.prefix.strip("/")
+        if not self.bucket:
+            raise LimitError(f"{root}: name a bucket (s3://bucket/prefix)")
         self.s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        self._check_bucket()
         self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limit-persist")  # in order
         self._pending: list[Future] = []
         self._snapshots = count()
         self._lock = threading.Lock()
+
+    def _check_bucket(self) -> None:
+        """One request before any work: an unreachable endpoint is retryable (exit 75), a missing bucket or
+        refused credentials are not."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as e:
+            status = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            retry = isinstance(e, EndpointConnectionError | ConnectTimeoutError) or (status or 0) >= 500
+            raise (UnavailableError if retry else LimitError)(f"{self.root}: {type(e).__name__}: {e}") from None
 
     def _key(self, ref: str, name: str = "") -> str:
         return "/".join(p for p in (self.prefix, ref, name) if p)

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit import tracking
+from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
 from limit.plan import Plan, Step
 from limit.store import Store
 
@@ -29,10 +30,20 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     parent_run_id: str = ""
+    exit_codes: dict[str, int] = field(default_factory=dict)  # of the failed steps
 
     @property
     def ok(self) -> bool:
         return not (self.failed or self.skipped)
+
+    @property
+    def exit_code(self) -> int:
+        """`limit run`'s: 2 if a step failed on bad input (a retry cannot help), else 75 if one failed for a
+        retryable reason, else 1 for any other failure."""
+        if self.ok:
+            return 0
+        codes = set(self.exit_codes.values())
+        return next((code for code in (EXIT_BAD_INPUT, EXIT_UNAVAILABLE) if code in codes), 1)
 
 
 @dataclass
@@ -117,6 +128,7 @@ def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
                 else:
                     failed.add(r.step.id)
                     outcome.failed.append(r.step.id)
+                    outcome.exit_codes[r.step.id] = r.proc.returncode
                     _say(f"FAIL   {r.step.id:48} exit {r.proc.returncode}; last lines of {r.log}:")
                     for line in r.log.read_text(errors="replace").splitlines()[-8:]:
                         _say(f"         {line}")

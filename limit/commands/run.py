@@ -8,6 +8,7 @@ import os
 import time
 from pathlib import Path
 
+from limit.commands.flags import add_max_steps, positive_int
 from limit.plan import build_plan
 from limit.spec import load_study, resolve_study_path
 
@@ -18,7 +19,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
     )
-    parser.add_argument("--jobs", type=int, help="CPU slots for parallel steps (default: all cores)")
+    parser.add_argument("--jobs", type=positive_int, help="CPU slots for parallel steps (default: all cores)")
+    add_max_steps(parser)
     parser.add_argument("--timings", help="write per-step wall times as JSON to this file")
 
 
@@ -35,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
     from limit.store import Store
 
     study = load_study(args.study)
-    plan = build_plan(study, origin=str(resolve_study_path(args.study)))
+    plan = build_plan(study, origin=str(resolve_study_path(args.study)), max_steps=args.max_steps)
     store = Store.open(workdir=workdir)
     print(f"study {study.name}: {len(plan.steps)} steps; artifacts in {store.root}")
     started = time.time()
@@ -51,7 +53,7 @@ def main(args: argparse.Namespace) -> int:
     print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']} (parent run {outcome.parent_run_id})")
     if not outcome.ok:
         print(f"logs: {workdir / study.name / 'logs'}")
-        return 1
+        return outcome.exit_code
     folder = collect_report(plan, store)
     if folder is not None and "report" in outcome.reused:
         from limit.steps.report import log_on_parent

@@ -13,8 +13,9 @@ import os
 
 import requests
 
+from limit.commands.flags import add_max_steps
 from limit.commands.manifest import DEFAULT_PROFILE
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 
 TIMEOUT_S = 30
 
@@ -27,6 +28,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", action="store_true", help="create the study's WorkflowTemplate instead of running it"
     )
+    add_max_steps(parser)
 
 
 class _TimeoutSession(requests.Session):
@@ -46,8 +48,9 @@ def main(args: argparse.Namespace) -> int:
     from limit.plan import build_plan
     from limit.spec import load_study, resolve_study_path
 
-    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     profile = load_profile(args.profile)
+    origin = str(resolve_study_path(args.study))
+    plan = build_plan(load_study(args.study), origin=origin, gpu=profile.gpu, max_steps=args.max_steps)
     server = os.environ.get("ARGO_SERVER", "").strip()
     if not server:
         raise LimitError("ARGO_SERVER is not set: give the Argo server's URL, e.g. https://localhost:2746")
@@ -70,8 +73,10 @@ def main(args: argparse.Namespace) -> int:
         raise LimitError(
             f"{server}: TLS verification failed (self-signed? set ARGO_INSECURE_SKIP_VERIFY=true)"
         ) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise UnavailableError(f"cannot reach the Argo server at {server} (ARGO_SERVER): {type(e).__name__}") from None
     except requests.exceptions.RequestException as e:
-        raise LimitError(f"cannot reach the Argo server at {server} (ARGO_SERVER): {type(e).__name__}") from None
+        raise LimitError(f"the Argo server at {server} (ARGO_SERVER) failed: {type(e).__name__}") from None
     except Unauthorized:
         raise LimitError(
             f"{server} refused the token (401): set ARGO_TOKEN to a valid one (`argo auth token`)"

@@ -21,6 +21,7 @@ from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
+from limit.models import loading
 from limit.spec import GauntletSpec
 from limit.vllm_models import require_supported
 
@@ -40,14 +41,15 @@ def load_model(
     if backend == "hf":
         from lm_eval.models.huggingface import HFLM
 
-        return HFLM(
-            pretrained=location,
-            batch_size=batch_size,
-            device="cuda" if torch.cuda.is_available() else "cpu",
-            dtype="auto",
-            trust_remote_code=trust_remote_code,
-            revision=revision or "main",
-        )
+        with loading(location):
+            return HFLM(
+                pretrained=location,
+                batch_size=batch_size,
+                device="cuda" if torch.cuda.is_available() else "cpu",
+                dtype="auto",
+                trust_remote_code=trust_remote_code,
+                revision=revision or "main",
+            )
     if backend == "vllm":
         require_supported(location, "gauntlet.backend", revision)
         try:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from limit.data.prompts import Prompt
 from limit.errors import LimitError
-from limit.models import context_length
+from limit.models import context_length, load_tokenizer, loading
 from limit.spec import Generation
 from limit.vllm_models import require_supported
 
@@ -42,15 +42,14 @@ class TransformersSampler:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from limit.models import load_tokenizer
-
         self.tokenizer = load_tokenizer(location, revision)
         self.tokenizer.padding_side = "left"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(
-            location, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
-        )
+        with loading(location):
+            self.model = AutoModelForCausalLM.from_pretrained(
+                location, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
+            )
         self.model = self.model.to(self.device).eval()
         self.context = context_length(self.model.config)
 

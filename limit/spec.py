@@ -288,6 +288,13 @@ class Generation(Strict):
     max_new_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
     batch_size: int = Field(8, gt=0, le=MAX_BATCH)
     backend: Literal["hf", "vllm"] = "hf"
+    max_failure_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Largest share of a seed's responses whose sampling may fail (an error, not an answer) for "
+        "the step to complete; above it the step ends retryable (exit 75) and a rerun samples only those.",
+    )
 
     @field_validator("seeds")
     @classmethod
@@ -320,6 +327,13 @@ class JudgeSpec(Strict):
     retry_wait: float = Field(2.0, ge=0, le=3600, description="Seconds before the first retry; doubles, at most 8x.")
     local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
     bootstrap: int = Field(1000, ge=0, le=100_000)
+    max_failure_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Largest share of the judgments that may fail for the step to complete; above it the step "
+        "ends retryable (exit 75), commits nothing, and a rerun asks only for the failed judgments.",
+    )
 
     @field_validator("api_key_env")
     @classmethod

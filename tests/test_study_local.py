@@ -116,6 +116,7 @@ def test_tiny_mlflow_runs(tiny_run):
             assert "win_rate_a" in child.data.metrics
     assert any(k.startswith("win_rate.") for k in parent.data.metrics)
     assert any(k.startswith("gauntlet_average.") for k in parent.data.metrics)
+    assert any(k.startswith("failures.") for k in parent.data.metrics)  # per judged pair
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
     assert {"report.md", "report.json", "report.png"} <= artifacts
 

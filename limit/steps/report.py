@@ -35,8 +35,10 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
         if row["average"] is not None:
             summary[f"gauntlet_average.{slug(row['name'])}"] = row["average"]
     for row in pairs:
+        name = f"{slug(row['a'])}.vs.{slug(row['b'])}.{slug(row['prompts'])}"
         if row["win_rate_a"] is not None:
-            summary[f"win_rate.{slug(row['a'])}.vs.{slug(row['b'])}.{slug(row['prompts'])}"] = row["win_rate_a"]
+            summary[f"win_rate.{name}"] = row["win_rate_a"]
+        summary[f"failures.{name}"] = sum(s.get("failures", 0) for s in row.get("seeds", {}).values())
     parent = os.environ.get("LIMIT_PARENT_RUN_ID")
     if parent:
         log_on_parent(parent, ctx.out, summary)

@@ -3,6 +3,8 @@
 A step's outputs live under "<kind>/<key>/". The manifest `_manifest.json` is written last; only a
 manifest means the step is done. Work in progress is kept so a killed step can resume: locally in
 "<kind>/<key>.partial/" (renamed into place when complete); on S3 under the final prefix without a manifest.
+One execution at a time writes a step's unfinished outputs: it holds the step's `lock` (a lock file, or an
+S3 lease) from before its first write until after its manifest.
 
 On S3 a step works in a local folder and makes parts of it durable as it goes (`persist`). Persisting is a
 mirror of one subfolder, uploaded in the background from a hard-linked snapshot (so the step may go on, and
@@ -13,10 +15,12 @@ remote is complete. `commit` waits for every upload. A retried attempt downloads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import count
 from pathlib import Path
@@ -26,6 +30,7 @@ from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
 from limit.errors import LimitError, UnavailableError
+from limit.leases import FileLock, S3Lease
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
@@ -97,6 +102,19 @@ class Store:
         (Path(self.root) / ref / PRUNED).write_text(json.dumps(pruned, indent=2, sort_keys=True))
 
     # --- writing one step's outputs
+
+    @contextlib.contextmanager
+    def lock(self, ref: str, adopt: str | None = None) -> Iterator[FileLock | S3Lease]:
+        """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.leases`);
+        `adopt`: the owner token of a lock the process that relaunched this one holds."""
+        held = self._hold(ref, adopt)
+        try:
+            yield held
+        finally:
+            held.release(done=self.manifest(ref) is not None)
+
+    def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
+        return FileLock(Path(self.root) / f"{ref}.lock", ref, adopt)
 
     def begin(self, ref: str) -> Path:
         """A local folder for the step's outputs, holding whatever a killed earlier attempt left."""
@@ -212,6 +230,9 @@ class S3Store(Store):
         return cache / sub
 
     # --- writing: a local folder, mirrored up as the step goes
+
+    def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
+        return S3Lease(self.s3, self.bucket, f"{self._key(ref)}.lease", ref, adopt)
 
     def begin(self, ref: str) -> Path:
         path = self.workdir / "partial" / ref

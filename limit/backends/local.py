@@ -2,14 +2,14 @@
 
 Ready steps run in parallel while their CPU requests fit the machine; a step whose output is already
 complete in the store is reused, never redone. Killing the backend leaves partial outputs that the next
-run resumes from. Each step's output goes to runs/<study>/logs/<step>.log.
+run resumes from. Each step's output goes to runs/<study>/logs/<execution>/<step>.log, one folder per
+`limit run` (its start time and process id), so two executions never write one log.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,6 +18,8 @@ from pathlib import Path
 
 from limit import tracking
 from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
+from limit.io import write_atomic
+from limit.mlflow_store import execution_tags
 from limit.plan import Plan, Step
 from limit.store import Store
 
@@ -30,6 +32,7 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     parent_run_id: str = ""
+    logs: str = ""  # this execution's log folder
     exit_codes: dict[str, int] = field(default_factory=dict)  # of the failed steps
 
     @property
@@ -63,12 +66,19 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _start(plan: Plan, store: Store) -> Outcome:
+    """This execution: its own log folder, and its MLflow parent run (tagged with this process)."""
+    logs = store.workdir / plan.study.name / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    logs.mkdir(parents=True, exist_ok=True)
+    tags = {"limit.backend": "local", "limit.logs": str(logs), **execution_tags()}
+    return Outcome(parent_run_id=tracking.start_parent(plan.study.name, tags), logs=str(logs))
+
+
 def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
     """Run every step of `plan` that is not complete yet; return what ran, was reused or failed."""
     capacity = jobs or os.cpu_count() or 1
-    logs = store.workdir / plan.study.name / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    outcome = Outcome(parent_run_id=tracking.start_parent(plan.study.name, {"limit.backend": "local"}))
+    outcome = _start(plan, store)
+    logs = Path(outcome.logs)
     env = {
         **os.environ,
         "LIMIT_PARENT_RUN_ID": outcome.parent_run_id,
@@ -155,6 +165,6 @@ def collect_report(plan: Plan, store: Store) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     source = store.fetch(report.ref)
     for path in source.iterdir():
-        if path.is_file() and not path.name.startswith("_"):
-            shutil.copy2(path, target / path.name)
+        if path.is_file() and not path.name.startswith("_"):  # whole or absent: another run may copy it too
+            write_atomic(target / path.name, path.read_bytes())
     return target

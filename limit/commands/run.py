@@ -52,10 +52,10 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"MLflow: {os.environ['MLFLOW_TRACKING_URI']} (parent run {outcome.parent_run_id})")
     if not outcome.ok:
-        print(f"logs: {workdir / study.name / 'logs'}")
+        print(f"logs: {outcome.logs}")
         return outcome.exit_code
     folder = collect_report(plan, store)
-    if folder is not None and "report" in outcome.reused:
+    if folder is not None:  # a report this execution reused, from the start or after waiting for another
         from limit.steps.report import log_on_parent
 
         log_on_parent(outcome.parent_run_id, folder, store.manifest(plan.steps["report"].ref)["summary"])

@@ -46,8 +46,10 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
 
 
 def log_on_parent(parent_run_id: str, folder: Path, summary: dict[str, Any]) -> None:
-    """The study's parent run carries the report files and its headline numbers (comparison views)."""
+    """The study's parent run carries the report files and its headline numbers (comparison views); once."""
     client = mlflow.MlflowClient()
+    if any(a.path == "report.md" for a in client.list_artifacts(parent_run_id)):
+        return  # the execution that ran the report step logged it already
     for name in ("report.md", "report.json", "report.png"):
         if (folder / name).is_file():
             client.log_artifact(parent_run_id, str(folder / name))

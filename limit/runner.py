@@ -48,13 +48,14 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
     store = Store.open()
     if store.manifest(ref) is not None:
         return _reuse(store, kind, key, inp)
+    out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else None
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 holds the lock, tracks and commits
-        KINDS[kind].load()(inp, StepContext(ref=ref, out=Path(os.environ["LIMIT_STEP_OUT"]), store=store))
+        KINDS[kind].load()(inp, StepContext(ref=ref, out=out or store.begin(ref), store=store))
         return {}
     with store.lock(ref, adopt=os.environ.get(HANDOFF)) as lock:
         if store.manifest(ref) is not None:  # done by the execution we waited for
             return _reuse(store, kind, key, inp)
-        out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else store.begin(ref)
+        out = out or store.begin(ref)  # only now: the lock holder alone writes there
         nproc = processes(inp)
         if nproc and "LOCAL_RANK" not in os.environ:
             relaunch_under_torchrun(kind, inp, nproc, out, lock.handoff())

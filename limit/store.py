@@ -107,11 +107,12 @@ class Store:
     def lock(self, ref: str, adopt: str | None = None) -> Iterator[FileLock | S3Lease]:
         """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.leases`);
         `adopt`: the owner token of a lock the process that relaunched this one holds."""
-        held = self._hold(ref, adopt)
+        held, done = self._hold(ref, adopt), False
         try:
             yield held
+            done = self.manifest(ref) is not None
         finally:
-            held.release(done=self.manifest(ref) is not None)
+            held.release(done)
 
     def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
         return FileLock(Path(self.root) / f"{ref}.lock", ref, adopt)

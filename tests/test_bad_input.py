@@ -241,3 +241,31 @@ def test_gauntlet_convert_with_the_hub_unreachable_exits_75(tmp_path):
     assert result.returncode == 75, result.stderr[-2000:]
     assert result.stderr.strip().count("\n") == 0 and "rajpurkar/squad" in result.stderr
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").rglob("*.jsonl"))
+
+
+def one_run_study(tmp_path: Path, name: str, model: dict, dataset: dict) -> Path:
+    """A study of one finetune, no baselines or pairs: its first step (prepare) is where it fails."""
+    data = yaml.safe_load(TINY)
+    data |= {"name": name, "models": {"m": model}, "datasets": {"d": dataset}, "baselines": [], "pairs": []}
+    data["runs"] = [{"name": "r", "model": "m", "dataset": "d"}]
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_limit_run_exits_as_its_failed_step_did(tmp_path: Path):
+    """2 when a step failed on bad input (here rows without the named field), 75 when it could not reach a
+    service (here the hub, for the stats tokenizer)."""
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"question": "q", "answer": "a"}\n')
+    tiny = yaml.safe_load(TINY)["models"]["tiny-mpt"]
+    bad_rows = one_run_study(tmp_path, "bad-rows", tiny, {"source": {"jsonl": str(rows)}})
+    no_hub = one_run_study(tmp_path, "no-hub", {"hf": "limit-tests/absent"}, {"source": {"jsonl": str(rows)}})
+    env = run_env(HF_HUB_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
+    for study, code in ((bad_rows, 2), (no_hub, 75)):
+        workdir = tmp_path / study.stem
+        env["MLFLOW_TRACKING_URI"] = f"sqlite:///{workdir / 'mlflow.db'}"
+        argv = [sys.executable, "-m", "limit.cli", "run", str(study), "--workdir", str(workdir)]
+        result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
+        assert result.returncode == code, result.stdout[-3000:] + result.stderr[-2000:]
+        assert "FAIL   prepare-d" in result.stdout and not list(workdir.rglob("_manifest.json"))

@@ -37,9 +37,16 @@ COMMANDS = {  # name: (module, help)
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with a bad flag or value reported like any bad input: one line, exit code 2."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     """All subcommands are listed; only `command`'s module is imported for its own arguments."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="limit",
         description="Instruction-tuning studies: finetune, Eval Gauntlet, pairwise judge, report.",
     )
@@ -60,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args) or 0
     except UnavailableError as e:
-        print(f"limit: unavailable (worth retrying): {e}", file=sys.stderr)
+        print(f"limit: unavailable (worth retrying): {_one_line(e)}", file=sys.stderr)
         return EXIT_UNAVAILABLE
     except LimitError as e:
-        print(f"limit: error: {e}", file=sys.stderr)
+        print(f"limit: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("limit: interrupted", file=sys.stderr)
@@ -71,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `limit plan full | head`: the reader left, which is fine
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (interpreter exit flushes stdout once more)
         return 0
+
+
+def _one_line(error: Exception) -> str:
+    """An error's message on one line, whatever a library put in it."""
+    return " ".join(line.strip() for line in str(error).splitlines() if line.strip())
 
 
 if __name__ == "__main__":

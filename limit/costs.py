@@ -31,6 +31,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from limit.errors import LimitError
 from limit.spec import ModelSpec, TrainSpec
 
 GIB = 2**30
@@ -71,7 +72,10 @@ def model_shape(spec: ModelSpec) -> Shape | None:
     if spec.path is not None:
         config = Path(spec.path) / "config.json"
         if config.is_file():
-            raw = json.loads(config.read_text())
+            try:
+                raw = json.loads(config.read_bytes())
+            except ValueError as e:
+                raise LimitError(f"{config}: not a model's config.json: {e}") from None
             if {"d_model", "n_layers", "n_heads", "vocab_size"} <= raw.keys():
                 return Shape(raw["d_model"], raw["n_layers"], raw["n_heads"], raw["vocab_size"])
         return None

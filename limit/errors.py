@@ -18,8 +18,17 @@ class UnavailableError(LimitError):
 
 
 def is_transient(error: BaseException) -> bool:
-    """Network trouble (unreachable, timed out, a server error or rate limit): worth retrying."""
-    if isinstance(error, ConnectionError | TimeoutError):
-        return True
-    status = getattr(getattr(error, "response", None), "status_code", None)
-    return isinstance(status, int) and (status >= 500 or status == 429)
+    """Network trouble (unreachable, timed out, a server error or rate limit), in `error` or what caused it:
+    worth retrying."""
+    seen: set[int] = set()
+    cause: BaseException | None = error
+    while cause is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        # huggingface_hub's LocalEntryNotFoundError: the hub was unreachable (or offline) and nothing was cached
+        if isinstance(cause, ConnectionError | TimeoutError) or type(cause).__name__ == "LocalEntryNotFoundError":
+            return True
+        status = getattr(getattr(cause, "response", None), "status_code", None)
+        if isinstance(status, int) and (status >= 500 or status == 429):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

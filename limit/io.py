@@ -11,9 +11,32 @@ import os
 from collections.abc import Iterable
 from pathlib import Path
 
+from limit.errors import LimitError
+
+
+def read_text(path: Path) -> str:
+    """A text file's contents; a file that is not UTF-8 text (binary, Latin-1, ...) is a one-line error."""
+    data = Path(path).read_bytes()
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LimitError(f"{path}: not UTF-8 text (byte {e.start}: {data[e.start : e.start + 1]!r})") from None
+
+
+def check_output(path: Path, what: str, folder: bool = False) -> None:
+    """Refuse, before any work, an output path of the wrong kind: a folder where a file goes (or the
+    reverse with `folder`), or one below an existing file. `what` names the flag or field."""
+    path = Path(path)
+    if path.exists() and path.is_dir() != folder:
+        wanted, found = ("folder", "file") if folder else ("file", "folder")
+        raise LimitError(f"{what}: {path} is a {found}: name a {wanted}")
+    existing = next((p for p in path.parents if p.exists()), None)
+    if existing is not None and not existing.is_dir():
+        raise LimitError(f"{what}: {existing} is a file, not a folder")
+
 
 def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    return [json.loads(line) for line in read_text(path).splitlines() if line.strip()]
 
 
 def jsonl_text(rows: Iterable[dict], sort_keys: bool = False) -> str:

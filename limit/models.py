@@ -7,6 +7,7 @@ on the text of the packaged fixtures, and an `MptForCausalLM` with seeded random
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -14,6 +15,7 @@ import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
+from limit.errors import LimitError, UnavailableError, is_transient
 from limit.locations import FIXTURES
 from limit.spec import ModelSpec, TinyModel
 
@@ -40,10 +42,37 @@ def context_length(config) -> int | None:
     return None
 
 
+def check_location(location: str, what: str) -> str:
+    """`location` if it can be a model: a folder with a config.json, or a hub id ("name" or "org/name").
+
+    A path that names nothing, a file or a folder without config.json is refused in one line naming `what`
+    (the flag or field), before anything is loaded.
+    """
+    path = Path(location).expanduser()
+    if path.is_file():
+        raise LimitError(f"{what}: {location} is a file: give a model folder (with config.json) or a hub id")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise LimitError(f"{what}: {location}: no config.json in the folder: not a saved model")
+    if not path.exists() and (location.startswith(("/", ".", "~")) or location.count("/") > 1):
+        raise LimitError(f"{what}: {location}: no such folder")
+    return location
+
+
+@contextlib.contextmanager
+def loading(location: str) -> Iterator[None]:
+    """Loading a model or tokenizer: what transformers raises becomes one line, exit 75 if the hub was away."""
+    try:
+        yield
+    except OSError as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise (UnavailableError if is_transient(e) else LimitError)(f"{location}: cannot load: {reason}") from None
+
+
 def load_tokenizer(location: str, revision: str | None = None):
     from transformers import AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
+    with loading(location):
+        tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
     if tokenizer.pad_token is None:  # MPT's GPT-NeoX tokenizer has none
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -23,6 +23,7 @@ from pydantic import ValidationError
 
 from limit import __version__, progress, tracking
 from limit.errors import LimitError
+from limit.leases import HANDOFF, FileLock, S3Lease
 from limit.steps import KINDS, inputs, step_key
 from limit.steps.context import StepContext
 from limit.store import Store
@@ -50,32 +51,50 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         )
     ref = f"{kind}/{key}"
     store = Store.open()
-    done = store.manifest(ref)
-    if done is not None:
-        print(f"[{ref}] complete already: reusing {store.url(ref)}", file=sys.stderr)
-        _log_reused(store, ref, kind, inp, done)
-        _publish_summary(done["summary"])
-        return done["summary"]
-
-    step_fn = KINDS[kind].load()
-    out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else store.begin(ref)
-    nproc = processes(inp)
-    if nproc and "LOCAL_RANK" not in os.environ:
-        relaunch_under_torchrun(kind, inp, nproc, out)
-    if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 alone tracks and commits
-        step_fn(inp, StepContext(ref=ref, out=out, store=store))
+    if store.manifest(ref) is not None:
+        return _reuse(store, kind, key, inp)
+    out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else None
+    if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 holds the lock, tracks and commits
+        KINDS[kind].load()(inp, StepContext(ref=ref, out=out or store.begin(ref), store=store))
         return {}
+    with store.lock(ref, adopt=os.environ.get(HANDOFF)) as lock:
+        if store.manifest(ref) is not None:  # done by the execution we waited for
+            return _reuse(store, kind, key, inp)
+        out = out or store.begin(ref)  # only now: the lock holder alone writes there
+        nproc = processes(inp)
+        if nproc and "LOCAL_RANK" not in os.environ:
+            relaunch_under_torchrun(kind, inp, nproc, out, lock.handoff())
+        return _run(kind, key, inp, StepContext(ref=ref, out=out, store=store), lock)
+
+
+def _reuse(store: Store, kind: str, key: str, inp: inputs.StepInput) -> dict[str, Any]:
+    """A complete step's summary; under a study execution (LIMIT_PARENT_RUN_ID, as on Argo) a reused child
+    run carrying what the producing run held, so every execution's parent run is whole."""
+    ref = f"{kind}/{key}"
+    print(f"[{ref}] complete already: reusing {store.url(ref)}", file=sys.stderr)
+    manifest = store.manifest(ref)
+    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
+    if parent:
+        saved = tracking.load_record(store.read_text(ref, tracking.RECORD))
+        study = os.environ.get("LIMIT_STUDY", "adhoc")
+        tracking.log_reused(parent, study, kind, key, inp.tags, manifest, saved, lambda: store.fetch(ref))
+    _publish_summary(manifest["summary"])
+    return manifest["summary"]
+
+
+def _run(kind: str, key: str, inp: inputs.StepInput, ctx: StepContext, lock: FileLock | S3Lease) -> dict[str, Any]:
+    """The step function in its MLflow child run, then the manifest, written last."""
     started = time.time()
-    attempt = Attempt(store, ref)
-    with attempt, tracking.step_run(kind, key, inp.tags):
+    attempt = Attempt(ctx.store, ctx.ref)
+    with attempt, tracking.step_run(kind, key, inp.tags, output=ctx.store.url(ctx.ref)):
         try:
-            summary = step_fn(inp, StepContext(ref=ref, out=out, store=store)) or {}
+            summary = KINDS[kind].load()(inp, ctx) or {}
         except BaseException:
             with contextlib.suppress(Exception):  # what was already persisting is what a retry resumes from
-                store.wait()
+                ctx.store.wait()
             raise
         tracking.log_summary(summary)
-        (out / tracking.RECORD).write_text(json.dumps(tracking.record()))
+        (ctx.out / tracking.RECORD).write_text(json.dumps(tracking.record()))
     manifest = {
         "kind": kind,
         "key": key,
@@ -85,21 +104,12 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         "started": started,
         "seconds": round(time.time() - started, 3),
     }
-    store.commit(ref, out, manifest)
+    lock.check()
+    ctx.store.commit(ctx.ref, ctx.out, manifest)
     attempt.finish("done")
     _publish_summary(summary)
-    print(f"[{ref}] done in {manifest['seconds']:.1f}s -> {store.url(ref)}", file=sys.stderr)
+    print(f"[{ctx.ref}] done in {manifest['seconds']:.1f}s -> {ctx.store.url(ctx.ref)}", file=sys.stderr)
     return summary
-
-
-def _log_reused(store: Store, ref: str, kind: str, inp: inputs.StepInput, manifest: dict) -> None:
-    """In an execution (LIMIT_PARENT_RUN_ID, as on Argo), a reused step still gets its child run."""
-    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
-    if parent:
-        saved = tracking.load_record(store.read_text(ref, tracking.RECORD))
-        study = os.environ.get("LIMIT_STUDY", "adhoc")
-        key = ref.split("/", 1)[1]
-        tracking.log_reused(parent, study, kind, key, inp.tags, manifest, saved, lambda: store.fetch(ref))
 
 
 def processes(inp: inputs.StepInput) -> int:
@@ -112,12 +122,13 @@ def processes(inp: inputs.StepInput) -> int:
     return train.gpus if train is not None else 0
 
 
-def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: Path) -> None:
-    """Replace this process by `torchrun` running the same step once per GPU, sharing `out`."""
+def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: Path, handoff: dict[str, str]) -> None:
+    """Replace this process by `torchrun` running the same step once per GPU, sharing `out`; `handoff` is
+    what rank 0 needs to go on holding the step's lock."""
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
     argv = [*torchrun, "-m", "limit.cli", "step", kind, "--input", inp.model_dump_json()]
     print(f"[{kind}] relaunching as {nproc} processes under torchrun", file=sys.stderr, flush=True)
-    os.execve(argv[0], argv, {**os.environ, "LIMIT_STEP_OUT": str(out)})
+    os.execve(argv[0], argv, {**os.environ, **handoff, "LIMIT_STEP_OUT": str(out)})
 
 
 def _publish_summary(summary: dict[str, Any]) -> None:

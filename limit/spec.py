@@ -19,9 +19,21 @@ from limit.yaml_models import FieldError, first_error, load_model, resolve_named
 
 STUDIES_DIR = WORKFLOWS / "studies"
 
+# The bounds of what a study may ask for: beyond them a step would fail, or the plan itself would not fit.
+MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy too)
+MAX_EPOCHS = 1000
+MAX_TOKENS = 2**20  # a sequence: max_seq_len, generation budgets
+MAX_BATCH = 2**16  # rows in a batch
+MAX_ROWS = 10**9  # rows sampled from a dataset
+MAX_SEEDS = 100  # generation seeds (each a full set of responses and a judge run)
+TINY_MIN_VOCAB = 258  # the tiny tokenizer's byte alphabet (256) and its two special tokens
+
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan: an infinite lr would be written to the step's JSON input as null
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 def exactly_one(model: BaseModel, *fields: str):
@@ -38,12 +50,20 @@ def exactly_one(model: BaseModel, *fields: str):
 class TinyModel(Strict):
     """A tiny MPT built from config (seeded random init) with a BPE tokenizer trained on the fixtures."""
 
-    d_model: int = 64
-    n_layers: int = 2
-    n_heads: int = 4
-    max_seq_len: int = 512
-    vocab_size: int = 1024
-    seed: int = 0
+    d_model: int = Field(64, gt=0, le=2**16)
+    n_layers: int = Field(2, gt=0, le=1024)
+    n_heads: int = Field(4, gt=0, le=1024)
+    max_seq_len: int = Field(512, gt=0, le=MAX_TOKENS)
+    vocab_size: int = Field(
+        1024, ge=TINY_MIN_VOCAB, le=2**20, description="At least the byte alphabet and the special tokens."
+    )
+    seed: Seed = 0
+
+    @model_validator(mode="after")
+    def _heads_divide(self) -> TinyModel:
+        if self.d_model % self.n_heads:
+            raise FieldError("n_heads", f"{self.n_heads} heads do not divide d_model {self.d_model}")
+        return self
 
 
 class ModelSpec(Strict):
@@ -67,8 +87,8 @@ class ModelSpec(Strict):
 class Expect(Strict):
     """What the planner assumes of a hub dataset before `prepare` has measured it (GPU-hour estimates)."""
 
-    rows: int = Field(gt=0)
-    tokens_mean: float = Field(gt=0, description="Mean prompt + response tokens per row.")
+    rows: int = Field(gt=0, le=MAX_ROWS)
+    tokens_mean: float = Field(gt=0, le=MAX_TOKENS, description="Mean prompt + response tokens per row.")
 
 
 class Source(Strict):
@@ -107,8 +127,8 @@ class Subset(Strict):
     `<of>-<size>` (1000 -> `1k`), each the first rows of one seeded permutation (so they are nested)."""
 
     of: str
-    sample: Annotated[int, Field(gt=0)] | list[Annotated[int, Field(gt=0)]]
-    seed: int = 17
+    sample: Annotated[int, Field(gt=0, le=MAX_ROWS)] | list[Annotated[int, Field(gt=0, le=MAX_ROWS)]]
+    seed: Seed = 17
 
     @field_validator("sample")
     @classmethod
@@ -141,21 +161,24 @@ class TrainSpec(Strict):
 
     optimizer: Literal["decoupled_adamw", "decoupled_lionw"] = "decoupled_adamw"
     lr: float = Field(5e-6, gt=0)
-    betas: tuple[float, float] = (0.9, 0.99)
-    eps: float = 1e-8
+    betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
+    eps: float = Field(1e-8, ge=0)
     weight_decay: float = Field(0.0, ge=0)
-    global_batch_size: int = Field(48, gt=0)
-    micro_batch_size: int = Field(1, gt=0)
-    max_seq_len: int = Field(2048, gt=0)
-    epochs: int = Field(10, gt=0)
+    global_batch_size: int = Field(48, gt=0, le=MAX_BATCH * 64)
+    micro_batch_size: int = Field(1, gt=0, le=MAX_BATCH)
+    max_seq_len: int = Field(2048, gt=0, le=MAX_TOKENS)
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
     checkpoint_every: int = Field(
-        1, gt=0, description="Epochs between checkpoints, each scored on the gauntlet; the last one always is."
+        1,
+        gt=0,
+        le=MAX_EPOCHS,
+        description="Epochs between checkpoints, each scored on the gauntlet; the last one always is.",
     )
-    warmup_steps: int = Field(50, ge=0)
+    warmup_steps: int = Field(50, ge=0, le=10**7)
     grad_clip: float = Field(1.0, gt=0)
     precision: Literal["bf16", "fp32"] = "bf16"
-    seed: int = 17
-    gpus: int = Field(0, ge=0, description="GPUs for the finetune pod; 0 trains on CPU.")
+    seed: Seed = 17
+    gpus: int = Field(0, ge=0, le=1024, description="GPUs for the finetune pod; 0 trains on CPU.")
     zero_stage: Literal["auto", 0, 1, 2, 3] = Field(
         "auto", description="DeepSpeed ZeRO stage when gpus > 0; auto: the planner's choice (2 if it fits, else 3)."
     )
@@ -226,14 +249,17 @@ class GauntletSpec(Strict):
         description="Folder, s3:// prefix, 'fixture:NAME' or 'llm-foundry@<commit>' holding the gauntlet jsonl "
         "files; several, comma-separated, are searched in order.",
     )
-    limit: int | None = Field(None, gt=0, description="At most this many examples per benchmark (smoke runs).")
+    limit: int | None = Field(
+        None, gt=0, le=MAX_ROWS, description="At most this many examples per benchmark (smoke runs)."
+    )
     select_limit: int | None = Field(
         None,
         gt=0,
+        le=MAX_ROWS,
         description="Score intermediate checkpoints on the first N rows of every benchmark (to select an epoch), "
         "and only the chosen epoch (and baselines) on the whole suite: cheaper, with a wider selection error.",
     )
-    batch_size: int = Field(8, gt=0)
+    batch_size: int = Field(8, gt=0, le=MAX_BATCH)
     backend: Literal["hf", "packed", "vllm"] = Field(
         "packed",
         description="packed: lm-eval's HFLM scoring unpadded rows, each context once for all its continuations "
@@ -241,10 +267,13 @@ class GauntletSpec(Strict):
         "HFLM as is; vllm: lm-eval's VLLM with prefix caching.",
     )
     batch_tokens: int | None = Field(
-        None, gt=0, description="packed: tokens per forward; unset: batch_size x the model's max length."
+        None,
+        gt=0,
+        le=MAX_BATCH * 2**16,
+        description="packed: tokens per forward; unset: batch_size x the model's max length.",
     )
     attention: Literal["auto", "sdpa", "flex"] = Field("auto", description="packed: MPT's attention (see training).")
-    seed: int = 1234
+    seed: Seed = 1234
 
     @field_validator("data")
     @classmethod
@@ -270,7 +299,7 @@ class PromptSet(Strict):
     release_txt: str | None = None
     field: str = "conversations"
     templated: bool = False
-    limit: int | None = Field(None, gt=0)
+    limit: int | None = Field(None, gt=0, le=MAX_ROWS)
 
     @model_validator(mode="after")
     def _one_location(self) -> PromptSet:
@@ -278,13 +307,28 @@ class PromptSet(Strict):
 
 
 class Generation(Strict):
-    seeds: list[int] = Field(default_factory=lambda: [1, 2, 3], min_length=1)
-    temperature: float = Field(0.9, ge=0)
+    seeds: list[Seed] = Field(default_factory=lambda: [1, 2, 3], min_length=1, max_length=MAX_SEEDS)
+    temperature: float = Field(0.9, ge=0, le=100)
     top_p: float = Field(1.0, gt=0, le=1)
-    max_total_tokens: int = Field(2048, gt=0, description="Prompt plus response, as in the paper.")
-    max_new_tokens: int | None = Field(None, gt=0)
-    batch_size: int = Field(8, gt=0)
+    max_total_tokens: int = Field(2048, gt=0, le=MAX_TOKENS, description="Prompt plus response, as in the paper.")
+    max_new_tokens: int | None = Field(None, gt=0, le=MAX_TOKENS)
+    batch_size: int = Field(8, gt=0, le=MAX_BATCH)
     backend: Literal["hf", "vllm"] = "hf"
+    max_failure_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Largest share of a seed's responses whose sampling may fail (an error, not an answer) for "
+        "the step to complete; above it the step ends retryable (exit 75) and a rerun samples only those.",
+    )
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        repeated = sorted({s for s in seeds if seeds.count(s) > 1})
+        if repeated:
+            raise ValueError(f"seed {repeated[0]} is given twice")
+        return seeds
 
 
 class Pair(Strict):
@@ -304,11 +348,18 @@ class JudgeSpec(Strict):
     model: str = "gpt-4-0613"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
-    concurrency: int = Field(4, gt=0)
-    max_retries: int = Field(5, ge=0)
-    retry_wait: float = Field(2.0, ge=0, description="Seconds before the first retry; doubles, at most 8x.")
+    concurrency: int = Field(4, gt=0, le=256)
+    max_retries: int = Field(5, ge=0, le=100)
+    retry_wait: float = Field(2.0, ge=0, le=3600, description="Seconds before the first retry; doubles, at most 8x.")
     local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
-    bootstrap: int = Field(1000, ge=0)
+    bootstrap: int = Field(1000, ge=0, le=100_000)
+    max_failure_rate: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="Largest share of the judgments that may fail for the step to complete; above it the step "
+        "ends retryable (exit 75), commits nothing, and a rerun asks only for the failed judgments.",
+    )
 
     @field_validator("api_key_env")
     @classmethod
@@ -373,6 +424,7 @@ class Study(Strict):
             if not self.judge.local_model:
                 raise FieldError("judge.local_model", "backend 'local' needs local_model")
             _known(self.judge.local_model, self.models, "model", "judge.local_model")
+        self._distinct_slugs(runs)
         return self
 
     def _check_datasets(self, groups: dict[str, list[tuple[str, str]]]) -> None:
@@ -420,6 +472,27 @@ class Study(Strict):
                     )
             if i not in expanded:
                 raise FieldError(f"pairs.{i}.b", "a model cannot be judged against itself")
+
+    def _distinct_slugs(self, runs: list[RunSpec]) -> None:
+        """Names become step names through `slug`: two names one slug apart would be one step."""
+        judged = [(f"runs.{i}.name", run.run_name) for i, run in enumerate(runs)]
+        judged += [(f"baselines.{i}", name) for i, name in enumerate(self.baselines)]
+        for group in (
+            [(f"datasets.{name}", name) for name in self.datasets],
+            judged,
+            [(f"prompts.{name}", name) for name in self.prompts],
+        ):
+            seen: dict[str, tuple[str, str]] = {}
+            for field, name in group:
+                key = slug(name)
+                if not key:
+                    raise FieldError(field, f"'{name}' has no letter or digit to name its steps with")
+                if key in seen and seen[key][1] != name:
+                    other_field, other = seen[key]
+                    raise FieldError(
+                        field, f"'{name}' and '{other}' ({other_field}) both become '{key}' in step names: rename one"
+                    )
+                seen.setdefault(key, (field, name))
 
     def train_spec(self, run: RunSpec, field: str = "runs.train") -> TrainSpec:
         """Defaults, then the base model's overrides, then the run's own (`field`: where those are written).

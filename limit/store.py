@@ -3,6 +3,8 @@
 A step's outputs live under "<kind>/<key>/". The manifest `_manifest.json` is written last; only a
 manifest means the step is done. Work in progress is kept so a killed step can resume: locally in
 "<kind>/<key>.partial/" (renamed into place when complete); on S3 under the final prefix without a manifest.
+One execution at a time writes a step's unfinished outputs: it holds the step's `lock` (a lock file, or an
+S3 lease) from before its first write until after its manifest.
 
 On S3 a step works in a local folder and makes parts of it durable as it goes (`persist`). Persisting is a
 mirror of one subfolder, uploaded in the background from a hard-linked snapshot (so the step may go on, and
@@ -13,19 +15,23 @@ remote is complete. `commit` waits for every upload. A retried attempt downloads
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from itertools import count
 from pathlib import Path
 
 import boto3
 from boto3.s3.transfer import TransferConfig
+from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 from limit.io import write_json
+from limit.leases import FileLock, S3Lease
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
@@ -121,6 +127,20 @@ class Store:
 
     # --- writing one step's outputs
 
+    @contextlib.contextmanager
+    def lock(self, ref: str, adopt: str | None = None) -> Iterator[FileLock | S3Lease]:
+        """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.leases`);
+        `adopt`: the owner token of a lock the process that relaunched this one holds."""
+        held, done = self._hold(ref, adopt), False
+        try:
+            yield held
+            done = self.manifest(ref) is not None
+        finally:
+            held.release(done)
+
+    def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
+        return FileLock(Path(self.root) / f"{ref}.lock", ref, adopt)
+
     def begin(self, ref: str) -> Path:
         """A local folder for the step's outputs, holding whatever a killed earlier attempt left."""
         path = Path(self.root) / f"{ref}.partial"
@@ -162,11 +182,24 @@ class S3Store(Store):
         bucket_prefix = root.removeprefix("s3://")
         self.bucket, _, self.prefix = bucket_prefix.partition("/")
         self.prefix = self.prefix.strip("/")
+        if not self.bucket:
+            raise LimitError(f"{root}: name a bucket (s3://bucket/prefix)")
         self.s3 = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        self._check_bucket()
         self._uploads = ThreadPoolExecutor(max_workers=1, thread_name_prefix="limit-persist")  # in order
         self._pending: list[Future] = []
         self._snapshots = count()
         self._lock = threading.Lock()
+
+    def _check_bucket(self) -> None:
+        """One request before any work: an unreachable endpoint is retryable (exit 75), a missing bucket or
+        refused credentials are not."""
+        try:
+            self.s3.head_bucket(Bucket=self.bucket)
+        except (BotoCoreError, ClientError) as e:
+            status = getattr(e, "response", {}).get("ResponseMetadata", {}).get("HTTPStatusCode")
+            retry = isinstance(e, EndpointConnectionError | ConnectTimeoutError) or (status or 0) >= 500
+            raise (UnavailableError if retry else LimitError)(f"{self.root}: {type(e).__name__}: {e}") from None
 
     def _key(self, ref: str, name: str = "") -> str:
         return "/".join(p for p in (self.prefix, ref, name) if p)
@@ -242,6 +275,9 @@ class S3Store(Store):
         return cache / sub
 
     # --- writing: a local folder, mirrored up as the step goes
+
+    def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
+        return S3Lease(self.s3, self.bucket, f"{self._key(ref)}.lease", ref, adopt)
 
     def begin(self, ref: str) -> Path:
         path = self.workdir / "partial" / ref

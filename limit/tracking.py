@@ -22,6 +22,8 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param
 
+from limit.mlflow_store import artifact_root, execution_tags, mark_dead_runs_killed, open_store
+
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold
 # MLflow 3 opens a GenAI experiment on its traces overview; this kind opens on the runs table.
@@ -55,8 +57,7 @@ def experiment_id(study: str) -> str:
         return existing.experiment_id
     location = None
     if not tracking_uri().startswith(("http://", "https://", "databricks")):
-        workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs")).resolve()
-        location = (workdir / "mlflow-artifacts").as_uri()
+        location = artifact_root(_workdir())
     try:
         return client.create_experiment(experiment_name(study), artifact_location=location, tags=EXPERIMENT_KIND)
     except mlflow.exceptions.MlflowException:  # created concurrently by another step
@@ -73,12 +74,20 @@ def ui_link(study: str) -> str:
     return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{path}"
 
 
+def _workdir() -> Path:
+    return Path(os.environ.get("LIMIT_WORKDIR", "runs"))
+
+
 def start_parent(study: str, tags: dict[str, str] | None = None) -> str:
     """Create the study execution's parent run, named "<study> <YYYY-mm-dd HH:MM> <short id>", and return its
-    id (left open: children attach to it)."""
+    id (left open: children attach to it).
+
+    Runs that executions on this machine left RUNNING when they were killed are marked KILLED first."""
     mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    run = client.create_run(experiment_id(study), tags={"limit.study": study, **(tags or {})})
+    client = open_store(tracking_uri(), _workdir())
+    exp_id = experiment_id(study)
+    mark_dead_runs_killed(client, exp_id)
+    run = client.create_run(exp_id, tags={"limit.study": study, **(tags or {})})
     run_id = run.info.run_id
     client.update_run(run_id, name=f"{study} {time.strftime('%Y-%m-%d %H:%M')} {run_id[:8]}")
     return run_id
@@ -104,19 +113,28 @@ def _child_name(kind: str, tags: dict[str, str]) -> str:
 
 
 @contextlib.contextmanager
-def step_run(kind: str, key: str, tags: dict[str, str]) -> Iterator[None]:
+def step_run(kind: str, key: str, tags: dict[str, str], output: str | None = None) -> Iterator[None]:
     """The step's child run (under LIMIT_PARENT_RUN_ID when set), active while the step runs; KILLED when the
-    step is interrupted (SIGINT, or SIGTERM turned into KeyboardInterrupt by the runner)."""
+    step is interrupted (SIGINT, or SIGTERM turned into KeyboardInterrupt by the runner).
+
+    `output`: where the step writes, whose lock the caller holds: a RUNNING run of it is of a dead execution."""
     mlflow.set_tracking_uri(tracking_uri())
+    client = open_store(tracking_uri(), _workdir())
     parent = os.environ.get("LIMIT_PARENT_RUN_ID")
     study = os.environ.get("LIMIT_STUDY", "adhoc")
-    exp_id = mlflow.MlflowClient().get_run(parent).info.experiment_id if parent else experiment_id(study)
+    exp_id = client.get_run(parent).info.experiment_id if parent else experiment_id(study)
+    mark_dead_runs_killed(client, exp_id, output)
     _made.update(children=[], parent_metrics={}, parent_files=[])
+    run_tags = {
+        **_child_tags(study, kind, key, tags),
+        **execution_tags(),
+        **({"limit.output": output} if output else {}),
+    }
     with mlflow.start_run(
         experiment_id=exp_id,
         run_name=_child_name(kind, tags),
         parent_run_id=parent,
-        tags=_child_tags(study, kind, key, tags),
+        tags=run_tags,
         nested=True,
     ):
         try:

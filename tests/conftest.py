@@ -77,3 +77,15 @@ def run_env(**extra: str) -> dict[str, str]:
     env = {**os.environ, **extra}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
+
+
+@pytest.fixture(autouse=True)
+def _restore_commands_environment():
+    """CLI commands run in-process set LIMIT_* and MLFLOW_* (as flags become the steps' environment): put them
+    back after each test, so no later test's subprocess inherits another test's artifact root."""
+    prefixes = ("LIMIT_", "MLFLOW_")
+    saved = {k: v for k, v in os.environ.items() if k.startswith(prefixes)}
+    yield
+    for name in [k for k in os.environ if k.startswith(prefixes) and k not in saved]:
+        del os.environ[name]
+    os.environ.update(saved)

@@ -96,3 +96,41 @@ def test_a_seed_finished_by_a_killed_attempt_is_reused(tiny_model: str, tmp_path
     rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
     assert [r["seed"] for r in rows] == [1, 2] and rows[0]["output"] == "FROM THE EARLIER ATTEMPT"
     assert summary["responses"] == 2
+
+
+def test_failed_generations_end_the_step_retryable_and_only_they_are_sampled_again(
+    tiny_model: str, prompt_file: Path, limit_env: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The first batch raises (as an out-of-memory GPU would): 2 of 4 responses failed, over the 2% allowed, so
+    the step ends retryable with no manifest; the next attempt samples that batch only, and gets what an attempt
+    without failures would have."""
+    from limit.cli import main
+    from limit.runner import run_step
+
+    gen = {**GEN, "seeds": [1]}
+    prompts = {"jsonl": str(prompt_file), "field": "prompt"}
+    inp = json.dumps({"model": {"path": tiny_model}, "prompts": prompts, "generation": gen})
+    expected = TransformersSampler(tiny_model).sample(
+        load_prompts(PromptSet(jsonl=str(prompt_file), field="prompt")), Generation(**gen), 1
+    )
+    calls, errors = [], [RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")]
+    generate_batch = TransformersSampler._generate
+
+    def out_of_memory_once(self, *args):
+        calls.append(args)
+        if errors:
+            raise errors.pop()
+        return generate_batch(self, *args)
+
+    monkeypatch.setattr(TransformersSampler, "_generate", out_of_memory_once)
+    assert main(["step", "generate", "--input", inp]) == 75
+    assert not list((limit_env / "artifacts").rglob("_manifest.json"))
+    (partial,) = (limit_env / "artifacts" / "generate").glob("*.partial")
+    failed = [json.loads(line) for line in (partial / "seeds" / "seed-1.jsonl").read_text().splitlines()]
+    assert [r["finish_reason"] for r in failed].count("error") == 2 and "out of memory" in failed[0]["error"]
+
+    calls.clear()
+    summary = run_step("generate", inp)
+    assert len(calls) == 1 and summary["failed_generations"] == 0
+    rows = [json.loads(line) for line in (partial.with_suffix("") / "responses.jsonl").read_text().splitlines()]
+    assert [r["output"] for r in rows] == [s.output for s in expected]

@@ -18,14 +18,16 @@ from limit.store import Store
 INSTRUCTIONS = ["Name a fruit.", "Say hello.", "Count to three.", "Name a colour.", "Pick a number."]
 
 
-def completed_generate(store: Store, name: str, outputs: dict[int, list[str]]) -> str:
-    """A finished generate step in the store, as the real step leaves it."""
+def completed_generate(store: Store, name: str, outputs: dict[int, list[str | None]]) -> str:
+    """A finished generate step in the store, as the real step leaves it (None: a failed generation)."""
     ref = f"generate/{name}"
     out = store.begin(ref)
     with open(out / "responses.jsonl", "w") as f:
         for seed, texts in outputs.items():
             for i, (instruction, text) in enumerate(zip(INSTRUCTIONS, texts, strict=True)):
-                row = {"prompt_id": f"{i:04d}", "instruction": instruction, "output": text, "seed": seed}
+                row = {"prompt_id": f"{i:04d}", "instruction": instruction, "output": text or "", "seed": seed}
+                if text is None:
+                    row |= {"finish_reason": "error", "error": "RuntimeError: CUDA out of memory"}
                 f.write(json.dumps(row) + "\n")
     store.commit(ref, out, {"kind": "generate", "summary": {}})
     return ref
@@ -43,13 +45,14 @@ def judge_input(a: str, b: str, **judge) -> str:
     return json.dumps({"a": a, "b": b, "judge": {"bootstrap": 50, **judge}, "tags": {"a": "A", "b": "B"}})
 
 
+def prefers_good(instruction: str, shown_1: str, shown_2: str) -> Reply:
+    return Reply(FIRST_WINS if shown_1.startswith("GOOD") else SECOND_WINS)
+
+
 def test_openai_backend_step_result_annotations_cache_and_mlflow(refs, limit_env: Path):
     import mlflow
 
     from limit.runner import run_step
-
-    def prefers_good(instruction: str, shown_1: str, shown_2: str) -> Reply:
-        return Reply(FIRST_WINS if shown_1.startswith("GOOD") else SECOND_WINS)
 
     with JudgeServer(prefers_good) as server:
         summary = run_step("judge", judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=1))
@@ -103,3 +106,39 @@ def test_unpaired_responses_are_a_one_line_error(limit_env: Path):
     b = completed_generate(store, "b2", {2: ["y"] * 5})
     with pytest.raises(LimitError, match="no response for seed 1"):
         run_step("judge", judge_input(a, b, backend="local"))
+
+
+def test_a_judge_outage_commits_nothing_and_the_rerun_asks_only_for_the_failed_judgments(refs, limit_env: Path):
+    """A judge answering HTTP 500 (on two of the nine judgments asked): exit 75, no manifest and no result;
+    then a healthy judge, and the rerun asks for those two only."""
+    from limit.cli import main
+    from limit.runner import run_step
+
+    def down_for_colours(instruction: str, shown_1: str, shown_2: str) -> Reply:
+        if "colour" in instruction:
+            return Reply(status=500, error="The server had an error while processing your request.")
+        return prefers_good(instruction, shown_1, shown_2)
+
+    with JudgeServer(down_for_colours) as server:
+        inp = judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=0, retry_wait=0)
+        assert main(["step", "judge", "--input", inp]) == 75
+        judged = limit_env / "artifacts" / "judge"
+        assert not list(judged.rglob("_manifest.json")) and not list(judged.rglob("result.json"))
+        assert len(list(judged.glob("*.partial/cache/seed-*.json"))) == 2  # what succeeded is kept
+
+        server.policy, server.requests = prefers_good, 0  # the judge is back
+        summary = run_step("judge", inp)
+        assert server.requests == 2
+    assert (summary["wins_a"], summary["failures"]) == (9, 0)
+
+
+def test_failed_generations_are_failures_never_asked_of_the_judge(limit_env: Path):
+    from limit.runner import run_step
+
+    store = Store.open()
+    a = completed_generate(store, "a3", {1: [f"GOOD {i}" for i in range(4)] + [None]})
+    b = completed_generate(store, "b3", {1: ["plain"] * 5})
+    with JudgeServer(prefers_good) as server:
+        summary = run_step("judge", judge_input(a, b, base_url=server.base_url, max_failure_rate=0))
+        assert server.requests == 4
+    assert (summary["wins_a"], summary["failures"], summary["failed_generations"]) == (4, 1, 1)

@@ -109,3 +109,64 @@ def test_local_store_keeps_what_is_released(tmp_path):
     (out / "epoch-1" / "config.json").write_text("{}")
     store.persist(ref, out, "epoch-1", release=True)
     assert store.stored(ref, out, "epoch-1") == ["epoch-1/config.json"]
+
+
+def _one_at_a_time(first: Store, second: Store) -> None:
+    """While `first` holds a step, `second` waits; once `first` has committed, `second` finds it complete."""
+    import threading
+    import time
+
+    ref = "prepare/00000000000000000042"
+    events: list[str] = []
+    with first.lock(ref):
+        waiter = threading.Thread(target=lambda: _wait_then_note(second, ref, events))
+        waiter.start()
+        time.sleep(1.0)
+        events.append("first commits")
+        out = first.begin(ref)
+        (out / "data.jsonl").write_text("{}\n")
+        first.commit(ref, out, {"kind": "prepare", "summary": {}})
+    waiter.join(timeout=60)
+    assert events == ["first commits", "second holds it, complete: True"]
+
+
+def _wait_then_note(store: Store, ref: str, events: list[str]) -> None:
+    with store.lock(ref):
+        events.append(f"second holds it, complete: {store.manifest(ref) is not None}")
+
+
+def test_local_step_lock_is_one_execution_at_a_time(tmp_path):
+    store = Store(str(tmp_path / "artifacts"), tmp_path / "work")
+    _one_at_a_time(store, Store(str(tmp_path / "artifacts"), tmp_path / "other-work"))
+    assert not list((tmp_path / "artifacts").rglob("*.lock")), "a completed step leaves no lock file"
+
+
+def test_s3_lease_is_one_execution_at_a_time_with_a_conditional_put(tmp_path, s3_env, monkeypatch):
+    from limit.leases import S3Lease
+
+    monkeypatch.setattr(S3Lease, "poll", 0.1)
+    root = f"s3://{s3_env}/leases"
+    _one_at_a_time(Store.open(root, tmp_path / "a"), Store.open(root, tmp_path / "b"))
+    store = Store.open(root, tmp_path / "a")
+    keys = [o["Key"] for o in store.s3.list_objects_v2(Bucket=s3_env).get("Contents", [])]
+    assert not [k for k in keys if k.endswith(".lease")], "the lease is released"
+    assert "leases/prepare/00000000000000000042/_manifest.json" in keys
+
+
+def test_s3_lease_of_a_dead_execution_is_taken_over_once_expired(tmp_path, s3_env, monkeypatch):
+    import json
+    import time
+
+    from limit.leases import S3Lease
+
+    monkeypatch.setattr(S3Lease, "poll", 0.1)
+    store = Store.open(f"s3://{s3_env}/leases", tmp_path)
+    ref = "judge/00000000000000000007"
+    key = f"leases/{ref}.lease"
+    dead = {"owner": "gone-pod:1:0", "expires": time.time() - 1}
+    store.s3.put_object(Bucket=s3_env, Key=key, Body=json.dumps(dead).encode())
+    with store.lock(ref) as lease:
+        held = json.loads(store.s3.get_object(Bucket=s3_env, Key=key)["Body"].read())
+        assert held["owner"] == lease.token != dead["owner"] and held["expires"] > time.time()
+        # a second taker sees a live lease and waits: a put that is not conditional on its ETag never wins
+        assert lease._put(IfNoneMatch="*") is None

@@ -29,17 +29,21 @@ CATEGORIES = {
 }
 
 
-def limit_run(study: str, workdir: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+def limit_popen(study: str, workdir: Path, *extra: str, **env: str) -> subprocess.Popen:
     env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", **env)
     for name in ("LIMIT_ARTIFACTS", "LIMIT_PARENT_RUN_ID"):
         env.pop(name, None)
-    return subprocess.run(
-        [sys.executable, "-m", "limit.cli", "run", study, "--workdir", str(workdir), *extra],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=1500,
-    )
+    argv = [sys.executable, "-m", "limit.cli", "run", study, "--workdir", str(workdir), *extra]
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finished(proc: subprocess.Popen) -> subprocess.CompletedProcess:
+    stdout, stderr = proc.communicate(timeout=1500)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+
+
+def limit_run(study: str, workdir: Path, *extra: str, **env: str) -> subprocess.CompletedProcess:
+    return finished(limit_popen(study, workdir, *extra, **env))
 
 
 def mini_study(tmp_path: Path) -> Path:
@@ -56,11 +60,27 @@ def mini_study(tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+def tiny_runs(tmp_path_factory) -> tuple[Path, list[subprocess.CompletedProcess]]:
+    """Two `limit run tiny` at once on one fresh work folder (the MLflow store, every step, the report)."""
     workdir = tmp_path_factory.mktemp("tiny") / "runs"
-    result = limit_run("tiny", workdir)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return workdir, result
+    results = [finished(p) for p in [limit_popen("tiny", workdir), limit_popen("tiny", workdir)]]
+    for result in results:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return workdir, results
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_runs) -> tuple[Path, subprocess.CompletedProcess]:
+    workdir, results = tiny_runs
+    return workdir, results[0]
+
+
+def test_two_concurrent_runs_finish_with_the_same_report_and_their_own_logs(tiny_runs):
+    workdir, results = tiny_runs
+    reports = [r.stdout[r.stdout.index("# Study `tiny`") : r.stdout.index("\nreport: ")] for r in results]
+    assert reports[0] == reports[1] and "| tiny-lima | tiny-mix | tiny-test |" in reports[0]
+    assert len(list((workdir / "tiny" / "logs").iterdir())) == 2, "one log folder per execution"
+    assert not list((workdir / "artifacts").rglob("*.partial")) and not list((workdir / "artifacts").rglob("*.lock"))
 
 
 def test_tiny_report(tiny_run):
@@ -94,19 +114,28 @@ def study_runs(workdir: Path, study: str = "tiny") -> tuple[mlflow.MlflowClient,
     return client, client.search_runs([experiment.experiment_id], max_results=1000)
 
 
-def test_tiny_mlflow_runs(tiny_run):
-    workdir, _ = tiny_run
+def test_tiny_mlflow_runs(tiny_runs):
+    """Each of the two executions has a whole parent run (a child per step, ran or reused); each step ran once."""
+    workdir, _ = tiny_runs
     client, runs = study_runs(workdir)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
-    parent = parents[0]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    assert sum(c.data.tags["limit.kind"] == "summary" for c in children) == 3  # one per model, beside the steps
-    children = [c for c in children if c.data.tags["limit.kind"] != "summary"]
+    assert len(parents) == 2 and all(p.info.status == "FINISHED" for p in parents)
     plan = build_plan(load_study("tiny"))
-    assert sorted(c.data.tags["limit.kind"] for c in children) == sorted(s.kind for s in plan.order())
-    assert {c.data.tags["limit.key"] for c in children} == {s.key for s in plan.order()}
-    for child in children:
+    for parent in parents:
+        children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+        assert sum(c.data.tags["limit.kind"] == "summary" for c in children) == 3  # one per model, beside the steps
+        children = [c for c in children if c.data.tags["limit.kind"] != "summary"]
+        assert sorted(c.data.tags["limit.kind"] for c in children) == sorted(s.kind for s in plan.order())
+        assert {c.data.tags["limit.key"] for c in children} == {s.key for s in plan.order()}
+        assert any(k.startswith("win_rate.") for k in parent.data.metrics)
+        assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert any(k.startswith("gauntlet_average.") for k in parent.data.metrics)
+        assert any(k.startswith("failures.") for k in parent.data.metrics)  # per judged pair
+        assert re.fullmatch(rf"tiny \d{{4}}-\d\d-\d\d \d\d:\d\d {parent.info.run_id[:8]}", parent.info.run_name)
+    ran = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("limit.reused") != "true"]
+    ran = [r for r in ran if r.data.tags["limit.kind"] != "summary"]
+    assert sorted(r.data.tags["limit.key"] for r in ran) == sorted(s.key for s in plan.order())
+    for child in ran:
         tags = child.data.tags
         assert tags["limit.study"] == "tiny"
         if tags["limit.kind"] == "finetune":
@@ -117,11 +146,6 @@ def test_tiny_mlflow_runs(tiny_run):
             assert "average" in child.data.metrics
         if tags["limit.kind"] == "judge":
             assert "win_rate_a" in child.data.metrics
-    assert any(k.startswith("win_rate.") for k in parent.data.metrics)
-    assert any(k.startswith("gauntlet_average.") for k in parent.data.metrics)
-    artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"report.md", "report.json", "report.png"} <= artifacts
-    assert re.fullmatch(rf"tiny \d{{4}}-\d\d-\d\d \d\d:\d\d {parent.info.run_id[:8]}", parent.info.run_name)
 
 
 def test_tiny_summary_runs_are_the_papers_table(tiny_run):
@@ -130,6 +154,8 @@ def test_tiny_summary_runs_are_the_papers_table(tiny_run):
     report = json.loads((workdir / "tiny" / "report.json").read_text())
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     table = mlflow.search_runs(experiment_names=["limit-tiny"], filter_string="tags.`limit.kind` = 'summary'")
+    if "tags.limit.reused" in table:  # the other execution's replay of the same runs
+        table = table[table["tags.limit.reused"] != "true"]
     columns = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
     columns.append("win_rate.tiny-test.vs.tiny-mix")
     assert sorted(table["tags.limit.run"]) == ["tiny-lima", "tiny-mix", "tiny-mpt"]
@@ -156,8 +182,8 @@ def test_rerun_redoes_nothing(tiny_run):
     assert {p: p.stat().st_mtime for p in (workdir / "artifacts").rglob("_manifest.json")} == before
     _, runs = study_runs(workdir)
     parents = sorted((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
-    assert len(parents) == 2
-    reused = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[1].info.run_id]
+    assert len(parents) == 3
+    reused = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parents[-1].info.run_id]
     assert reused and all(r.data.tags.get("limit.reused") == "true" for r in reused)
     # a reused step's run holds what the run that produced it held: params, metrics, curves
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
@@ -189,11 +215,11 @@ def test_killed_run_resumes_without_redoing_completed_steps(tmp_path):
         env=env,
         start_new_session=True,
     )
-    finetune_log = workdir / "mini" / "logs" / "finetune-tiny-lima.log"
     deadline = time.time() + 600
-    while not finetune_log.exists() and time.time() < deadline and proc.poll() is None:
+    while not list(workdir.glob("mini/logs/*/finetune-tiny-lima.log")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
-    assert finetune_log.exists(), "the finetune step never started"
+    assert list(workdir.glob("mini/logs/*/finetune-tiny-lima.log")), "the finetune step never started"
     time.sleep(2)
     os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup runs in the backend or its steps
     proc.wait()
@@ -207,6 +233,10 @@ def test_killed_run_resumes_without_redoing_completed_steps(tmp_path):
     assert not any(line.startswith("run    prepare-lima") for line in result.stdout.splitlines())
     assert not list((workdir / "artifacts").rglob("*.partial"))
     assert (workdir / "mini" / "report.json").is_file()
+    _, runs = study_runs(workdir, "mini")
+    killed = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
+    assert killed.info.status == "KILLED", "the killed execution's parent run is not left RUNNING"
+    assert not [r for r in runs if r.info.status == "RUNNING"]
 
 
 def test_s3_artifact_root(tmp_path, s3_env):

@@ -1,7 +1,9 @@
 """The local backend: run a plan on this machine, each step a subprocess running exactly `Step.argv`.
 
 Ready steps run in parallel while their CPU requests fit the machine; a step whose output is already
-complete in the store is reused, never redone. Each step's output goes to runs/<study>/logs/<step>.log.
+complete in the store is reused, never redone. Each step's output goes to
+runs/<study>/logs/<execution>/<step>.log, one folder per `limit run` (its start time and process id), so two
+executions never write one log.
 
 The console gets one line per step event (reuse, run, done, FAIL, skip) and, every LIMIT_HEARTBEAT_S seconds
 (default 30), a heartbeat for each step running longer than that: the latest `progress:` line of its log in
@@ -16,7 +18,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -25,6 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit import progress, tracking
+from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
+from limit.io import write_atomic
+from limit.mlflow_store import execution_tags
 from limit.plan import Plan, Step
 from limit.store import Store
 
@@ -40,10 +44,21 @@ class Outcome:
     skipped: list[str] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     parent_run_id: str = ""
+    logs: str = ""  # this execution's log folder
+    exit_codes: dict[str, int] = field(default_factory=dict)  # of the failed steps
 
     @property
     def ok(self) -> bool:
         return not (self.failed or self.skipped)
+
+    @property
+    def exit_code(self) -> int:
+        """`limit run`'s: 2 if a step failed on bad input (a retry cannot help), else 75 if one failed for a
+        retryable reason, else 1 for any other failure."""
+        if self.ok:
+            return 0
+        codes = set(self.exit_codes.values())
+        return next((code for code in (EXIT_BAD_INPUT, EXIT_UNAVAILABLE) if code in codes), 1)
 
 
 @dataclass
@@ -67,13 +82,20 @@ def heartbeat_seconds() -> float:
     return float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))
 
 
+def _start(plan: Plan, store: Store) -> Outcome:
+    """This execution: its own log folder, and its MLflow parent run (tagged with this process)."""
+    logs = store.workdir / plan.study.name / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    logs.mkdir(parents=True, exist_ok=True)
+    tags = {"limit.backend": "local", "limit.logs": str(logs), **execution_tags()}
+    return Outcome(parent_run_id=tracking.start_parent(plan.study.name, tags), logs=str(logs))
+
+
 def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
     """Run every step of `plan` that is not complete yet; return what ran, was reused or failed."""
     capacity = jobs or os.cpu_count() or 1
-    logs = store.workdir / plan.study.name / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)  # "Creating initial MLflow database tables"
-    outcome = Outcome(parent_run_id=tracking.start_parent(plan.study.name, {"limit.backend": "local"}))
+    outcome = _start(plan, store)
+    logs = Path(outcome.logs)
     env = {
         **os.environ,
         "LIMIT_PARENT_RUN_ID": outcome.parent_run_id,
@@ -208,6 +230,7 @@ class _LocalRun:
                 continue
             self.failed.add(r.step.id)
             self.outcome.failed.append(r.step.id)
+            self.outcome.exit_codes[r.step.id] = r.proc.returncode
             tail = r.log.read_text(errors="replace").splitlines()[-8:]
             _say(f"FAIL   {r.step.id:48} exit {r.proc.returncode}; last lines of {r.log}:")
             for line in tail:
@@ -271,6 +294,6 @@ def collect_report(plan: Plan, store: Store) -> Path | None:
     target.mkdir(parents=True, exist_ok=True)
     source = store.fetch(report.ref)
     for path in source.iterdir():
-        if path.is_file() and not path.name.startswith("_"):
-            shutil.copy2(path, target / path.name)
+        if path.is_file() and not path.name.startswith("_"):  # whole or absent: another run may copy it too
+            write_atomic(target / path.name, path.read_bytes())
     return target

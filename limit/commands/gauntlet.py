@@ -11,7 +11,6 @@ category its score, null when one of its benchmarks is missing; the average, nul
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -51,16 +50,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from limit.gauntlet.evaluate import score_model
+    from limit.io import check_output, write_json
+    from limit.models import check_location
 
     spec = gauntlet_spec(args)
+    check_location(args.model, "--model")
+    check_output(Path(args.workdir), "--workdir", folder=True)
+    if args.out:
+        check_output(Path(args.out), "--out")
     log = Path(args.out).with_suffix(".log") if args.out else Path(args.workdir) / "logs" / "gauntlet.log"
     with logs.to_file(log):  # lm-eval's and transformers' logging go to the log, not the console
         scores = score_model(args.model, spec, Path(args.workdir), trust_remote_code=args.trust_remote_code)
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(scores, indent=2))
-        print(f"wrote {out}", file=sys.stderr)
+        write_json(Path(args.out), scores)
+        print(f"wrote {args.out}", file=sys.stderr)
     print(f"library log: {log}", file=sys.stderr)
     print_table(scores)
     return 0

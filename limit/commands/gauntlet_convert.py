@@ -18,10 +18,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from limit.gauntlet.convert import convert
+    from limit.gauntlet.convert import CONVERTERS, convert
+    from limit.io import check_output
 
     if args.source and len(args.names) != 1:
         raise LimitError("--source: name exactly one benchmark")
+    unknown = [name for name in args.names if name not in CONVERTERS]
+    if unknown:
+        raise LimitError(f"no converter for '{unknown[0]}' (have: {', '.join(CONVERTERS)})")
+    check_output(Path(args.out), "--out", folder=True)
     for name in args.names:
         print(f"wrote {convert(name, Path(args.out), args.source)}")
     return 0

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from limit import logs
+from limit.commands.flags import seed_int
 from limit.errors import LimitError
 
 # flag: JudgeSpec field. Flags left unset take the spec's defaults, which are declared only there.
@@ -33,7 +34,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--a", type=Path, required=True, help="Model A: responses.jsonl or [{instruction, output}]")
     parser.add_argument("--b", type=Path, required=True, help="Model B, in the same form as A.")
     parser.add_argument("--out", type=Path, required=True, help="Where to write the result JSON.")
-    parser.add_argument("--seed", type=int, default=1, help="For JSON lists: the annotator seed (left/right swaps).")
+    parser.add_argument(
+        "--seed", type=seed_int, default=1, help="For JSON lists: the annotator seed (left/right swaps)."
+    )
     parser.add_argument("--backend", choices=("openai", "local"))
     parser.add_argument("--annotator", help="alpaca-eval annotator config (default: the study default).")
     parser.add_argument("--model", help="Judge model name at the endpoint.")
@@ -48,10 +51,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.io import check_output, write_json
     from limit.judge.backends import make_judge
     from limit.judge.compare import judge_responses, pair_by_prompt, seed_totals
+    from limit.models import check_location
 
     spec = judge_spec(args)
+    check_output(args.out, "--out")
+    if args.cache:
+        check_output(args.cache, "--cache", folder=True)
+    if args.local_model:
+        check_location(args.local_model, "--local-model")
     a, b = read_side(args.a, "--a", args.seed), read_side(args.b, "--b", args.seed)
     if args.b.suffix != ".jsonl" and len(a) != len(b):
         raise LimitError(f"--b: {args.b}: {len(b)} responses, but --a has {len(a)} (they are paired by position)")
@@ -66,8 +76,7 @@ def main(args: argparse.Namespace) -> int:
             cache_for=lambda seed: cache / f"{args.out.stem}.cache-seed-{seed}.json",
         )
     report = {**seed_totals(out), "n": sum(c["n"] for c in out["seeds"].values()), **out, "annotations": annotations}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2, ensure_ascii=False))
+    write_json(args.out, report)
     print_leaderboard(out, args.a, args.b)
     print(f"wrote {args.out} (judge library log: {log})")
     return 0

@@ -6,6 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
+from limit.commands.flags import add_max_steps
+from limit.plan import MAX_STEPS
+
 DEFAULT_PROFILE = "gpu"
 
 
@@ -18,9 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", action="store_true", help="a WorkflowTemplate (resubmit from the Argo UI) instead"
     )
+    add_max_steps(parser)
 
 
-def render(study: str, profile: str, template: bool = False) -> str:
+def render(study: str, profile: str, template: bool = False, max_steps: int = MAX_STEPS) -> str:
     """The manifest `limit manifest` writes and `limit submit` sends."""
     from limit.backends.argo import build_workflow
     from limit.backends.profile import load_profile
@@ -28,12 +32,13 @@ def render(study: str, profile: str, template: bool = False) -> str:
     from limit.spec import load_study, resolve_study_path
 
     cluster = load_profile(profile)
-    plan = build_plan(load_study(study), origin=str(resolve_study_path(study)), gpu=cluster.gpu)
+    origin = str(resolve_study_path(study))
+    plan = build_plan(load_study(study), origin=origin, gpu=cluster.gpu, max_steps=max_steps)
     return build_workflow(plan, cluster, template=template).to_yaml()
 
 
 def main(args: argparse.Namespace) -> int:
-    text = render(args.study, args.profile, template=args.template)
+    text = render(args.study, args.profile, template=args.template, max_steps=args.max_steps)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import argparse
 import json
 import shlex
 
+from limit.commands.flags import add_max_steps
 from limit.plan import Plan, build_plan
 from limit.spec import load_study, resolve_study_path
 
@@ -23,13 +24,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", default="gpu", help="cluster profile whose GPUs the estimates are checked against (default gpu)"
     )
+    add_max_steps(parser)
 
 
 def main(args: argparse.Namespace) -> int:
     from limit.backends.profile import load_profile
 
     gpu = load_profile(args.profile).gpu
-    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)), gpu=gpu)
+    origin = str(resolve_study_path(args.study))
+    plan = build_plan(load_study(args.study), origin=origin, gpu=gpu, max_steps=args.max_steps)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from limit.commands.flags import add_max_steps, positive_int
 from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.spec import load_study, resolve_study_path
@@ -24,7 +25,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
     )
-    parser.add_argument("--jobs", type=int, help="CPU slots for parallel steps (default: all cores)")
+    parser.add_argument("--jobs", type=positive_int, help="CPU slots for parallel steps (default: all cores)")
+    add_max_steps(parser)
     parser.add_argument("--timings", help="write per-step wall times as JSON to this file")
 
 
@@ -45,7 +47,7 @@ def main(args: argparse.Namespace) -> int:
 
     origin = str(resolve_study_path(args.study))
     study = load_study(args.study)
-    plan = build_plan(study, origin=origin)
+    plan = build_plan(study, origin=origin, max_steps=args.max_steps)
     store = Store.open(workdir=workdir)
     print_summary(plan, "default")
     problems = preflight(plan, store, origin)
@@ -69,8 +71,8 @@ def main(args: argparse.Namespace) -> int:
     )
     print(f"MLflow parent run {outcome.parent_run_id}: {tracking.ui_link(study.name)}")
     if not outcome.ok:
-        print(f"logs: {workdir / study.name / 'logs'}")
-        return 1
+        print(f"logs: {outcome.logs}")
+        return outcome.exit_code
     folder = collect_report(plan, store)
     if folder is not None:
         from limit.report.markdown import gauntlet_section, judge_section

@@ -14,8 +14,9 @@ import os
 
 import requests
 
+from limit.commands.flags import add_max_steps
 from limit.commands.manifest import DEFAULT_PROFILE
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 
 TIMEOUT_S = 30
 
@@ -28,6 +29,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--template", action="store_true", help="create the study's WorkflowTemplate instead of running it"
     )
+    add_max_steps(parser)
 
 
 class _TimeoutSession(requests.Session):
@@ -49,7 +51,8 @@ def main(args: argparse.Namespace) -> int:
     from limit.spec import load_study, resolve_study_path
 
     profile = load_profile(args.profile)  # the plan is sized for the profile's GPUs, as `limit manifest` does
-    plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)), gpu=profile.gpu)
+    origin = str(resolve_study_path(args.study))
+    plan = build_plan(load_study(args.study), origin=origin, gpu=profile.gpu, max_steps=args.max_steps)
     print_summary(plan, args.profile)
     server = os.environ.get("ARGO_SERVER", "").strip()
     if not server:
@@ -73,8 +76,10 @@ def main(args: argparse.Namespace) -> int:
         raise LimitError(
             f"{server}: TLS verification failed (self-signed? set ARGO_INSECURE_SKIP_VERIFY=true)"
         ) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise UnavailableError(f"cannot reach the Argo server at {server} (ARGO_SERVER): {type(e).__name__}") from None
     except requests.exceptions.RequestException as e:
-        raise LimitError(f"cannot reach the Argo server at {server} (ARGO_SERVER): {type(e).__name__}") from None
+        raise LimitError(f"the Argo server at {server} (ARGO_SERVER) failed: {type(e).__name__}") from None
     except Unauthorized:
         raise LimitError(
             f"{server} refused the token (401): set ARGO_TOKEN to a valid one (`argo auth token`)"

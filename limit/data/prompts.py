@@ -14,6 +14,7 @@ from pathlib import Path
 
 from limit.data.template import PREAMBLE, apply_template
 from limit.errors import LimitError
+from limit.io import read_text
 from limit.locations import local_path
 from limit.spec import PromptSet, Source
 
@@ -64,7 +65,7 @@ def _read(location: str, field: str) -> str:
     path = local_path(location)
     if not path.is_file():
         raise LimitError(f"prompts.{field}: file not found: {location}")
-    return path.read_text()
+    return read_text(path)
 
 
 def _records(spec: PromptSet, cache_dir: Path | None) -> tuple[list[dict], str]:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError, is_transient
 from limit.gauntlet.benchmarks import V0
 from limit.io import write_jsonl
 
@@ -85,7 +85,12 @@ def _load(conv: Converter, source: str | None) -> Iterable[dict]:
 
     if source is None:
         for split in conv.splits:
-            yield from datasets.load_dataset(conv.hub_id, conv.config, split=split)
+            try:
+                table = datasets.load_dataset(conv.hub_id, conv.config, split=split)
+            except Exception as e:
+                error = UnavailableError if is_transient(e) else LimitError
+                raise error(f"{conv.hub_id} ({split}): cannot load: {type(e).__name__}: {str(e).strip()}") from None
+            yield from table
         return
     path = Path(source)
     if not path.is_file():

@@ -53,7 +53,7 @@ def _cache_dir(workdir: Path, *parts: str) -> Path:
 
 def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]:
     import boto3
-    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError
+    from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 
     bucket, _, prefix = location.removeprefix("s3://").partition("/")
     prefix = prefix.strip("/")
@@ -70,11 +70,11 @@ def _fetch_s3(location: str, files: list[str], workdir: Path) -> dict[str, Path]
                 raise LimitError(
                     f"gauntlet.data: s3://{bucket}/{key}: no S3 credentials (AWS_ACCESS_KEY_ID ...)"
                 ) from None
-            except EndpointConnectionError as e:
-                raise UnavailableError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
             except ClientError as e:
                 if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                     continue
+                raise UnavailableError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
+            except BotoCoreError as e:  # the endpoint could not be reached
                 raise UnavailableError(f"gauntlet.data: s3://{bucket}/{key}: {e}") from None
             write_atomic(target, body)
         found[name] = target

@@ -21,6 +21,7 @@ from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
+from limit.models import loading
 from limit.spec import GauntletSpec
 from limit.vllm_models import require_supported
 
@@ -55,9 +56,10 @@ def load_model(
             "trust_remote_code": trust_remote_code,
             "revision": revision or "main",
         }
-        if backend == "hf":
-            return HFLM(**args)
-        return PackedLM(**args, batch_tokens=batch_tokens, attention=attention)
+        with loading(location):
+            if backend == "hf":
+                return HFLM(**args)
+            return PackedLM(**args, batch_tokens=batch_tokens, attention=attention)
     if backend == "vllm":
         require_supported(location, "gauntlet.backend", revision)
         try:

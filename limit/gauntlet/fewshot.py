@@ -15,6 +15,7 @@ import random
 from pathlib import Path
 
 from limit.errors import LimitError
+from limit.io import read_text
 
 EXAMPLE_DELIMITER = "\n"
 
@@ -22,7 +23,7 @@ EXAMPLE_DELIMITER = "\n"
 def read_rows(path: Path, required: tuple[str, ...] = ()) -> list[dict]:
     """A gauntlet jsonl file, each string field stripped (composer's `strip_data`)."""
     rows = []
-    for n, line in enumerate(path.read_text().splitlines(), start=1):
+    for n, line in enumerate(read_text(path).splitlines(), start=1):
         if not line.strip():
             continue
         try:

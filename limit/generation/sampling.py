@@ -3,7 +3,13 @@
 Every prompt gets max_new_tokens = min(spec max_new_tokens, max_total_tokens - prompt tokens), as in the
 paper (prompt plus response at most 2048 tokens); sampling stops at EOS. Plain temperature / top-p
 sampling: top-k is switched off (transformers would otherwise apply its default of 50).
-Determinism: for a seed, the same backend, batch size and prompts give the same responses.
+Determinism: for a seed, the same backend, batch size and prompts give the same responses; each batch
+(transformers) or request (vLLM) has its own seed, so sampling again only the ones that failed gives what
+an attempt without failures would have.
+
+A *failed* generation is one the backend raised on (out of memory, an engine error): its prompts get
+finish_reason "error" and the error, never an output. An empty answer, one cut at the token budget and a
+prompt too long for any answer are answers: sampling them again with the same seed would give them again.
 """
 
 from __future__ import annotations
@@ -14,7 +20,7 @@ from dataclasses import dataclass
 
 from limit.data.prompts import Prompt
 from limit.errors import LimitError
-from limit.models import context_length
+from limit.models import context_length, load_tokenizer, loading
 from limit.spec import Generation
 from limit.vllm_models import require_supported
 
@@ -24,7 +30,12 @@ class Sample:
     output: str
     prompt_tokens: int
     output_tokens: int
-    finish_reason: str  # "eos", "length", or "prompt_too_long"
+    finish_reason: str  # "eos", "length", "prompt_too_long", or "error" (the backend failed: see `error`)
+    error: str | None = None
+
+
+def failed(prompt_tokens: int, error: Exception) -> Sample:
+    return Sample("", prompt_tokens, 0, "error", f"{type(error).__name__}: {str(error).strip()[:500]}")
 
 
 def token_budget(prompt_tokens: int, gen: Generation, context: int | None = None) -> int:
@@ -43,22 +54,27 @@ class TransformersSampler:
         import torch
         from transformers import AutoModelForCausalLM
 
-        from limit.models import load_tokenizer
-
         self.tokenizer = load_tokenizer(location, revision)
         self.tokenizer.padding_side = "left"
         self.device = "cuda" if torch.cuda.is_available() else "cpu"
         dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(
-            location, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
-        )
+        with loading(location):
+            self.model = AutoModelForCausalLM.from_pretrained(
+                location, revision=revision, trust_remote_code=trust_remote_code, dtype=dtype
+            )
         self.model = self.model.to(self.device).eval()
         self.context = context_length(self.model.config)
 
     def sample(
-        self, prompts: list[Prompt], gen: Generation, seed: int, on_batch: Callable[[int], None] | None = None
-    ) -> list[Sample]:
-        """`on_batch(done)`: called after each batch with the number of prompts answered so far."""
+        self,
+        prompts: list[Prompt],
+        gen: Generation,
+        seed: int,
+        only: set[int] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Sample | None]:
+        """One sample per prompt; with `only`, just the batches holding those prompts (None for the others).
+        `on_batch(done)`: called after each batch with the number of prompts answered so far."""
         import torch
         from tqdm import tqdm
 
@@ -72,22 +88,17 @@ class TransformersSampler:
         # batches of similar lengths waste less padding; the order is fixed, so runs stay reproducible
         order = sorted((i for i in range(len(prompts)) if results[i] is None), key=lambda i: (len(encoded[i]), i))
         batches = [order[k : k + gen.batch_size] for k in range(0, len(order), gen.batch_size)]
-
-        sampling = gen.temperature > 0
-        torch.manual_seed(seed)
-        for batch in tqdm(batches, desc=f"generate seed {seed}", disable=None, file=sys.stderr):
+        todo = [(k, b) for k, b in enumerate(batches) if only is None or only.intersection(b)]
+        for number, batch in tqdm(todo, desc=f"generate seed {seed}", disable=None, file=sys.stderr):
+            torch.manual_seed(seed * 1_000_003 + number)
             inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(self.device)
-            with torch.no_grad():
-                generated = self.model.generate(
-                    **inputs,
-                    do_sample=sampling,
-                    temperature=gen.temperature if sampling else None,
-                    top_p=gen.top_p if sampling else None,
-                    top_k=0 if sampling else None,
-                    max_new_tokens=max(budgets[i] for i in batch),
-                    eos_token_id=tokenizer.eos_token_id,
-                    pad_token_id=tokenizer.pad_token_id,
-                )
+            try:
+                generated = self._generate(inputs, gen, max(budgets[i] for i in batch))
+            except Exception as e:  # the batch failed, not the step: a retry samples it again
+                print(f"generate: seed {seed}: a batch failed: {type(e).__name__}: {e}", file=sys.stderr)
+                for i in batch:
+                    results[i] = failed(len(encoded[i]), e)
+                continue
             new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
             for i, tokens in zip(batch, new_tokens, strict=True):
                 tokens = tokens[: budgets[i]]  # the batch ran to its longest budget; this prompt stops at its own
@@ -99,7 +110,23 @@ class TransformersSampler:
                 results[i] = Sample(text, len(encoded[i]), len(tokens), finish)
             if on_batch:
                 on_batch(sum(r is not None for r in results))
-        return results
+        return [r if only is None or i in only else None for i, r in enumerate(results)]
+
+    def _generate(self, inputs, gen: Generation, max_new_tokens: int):
+        import torch
+
+        sampling = gen.temperature > 0
+        with torch.no_grad():
+            return self.model.generate(
+                **inputs,
+                do_sample=sampling,
+                temperature=gen.temperature if sampling else None,
+                top_p=gen.top_p if sampling else None,
+                top_k=0 if sampling else None,
+                max_new_tokens=max_new_tokens,
+                eos_token_id=self.tokenizer.eos_token_id,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
 
 
 class VLLMSampler:
@@ -116,14 +143,19 @@ class VLLMSampler:
         self.context = self.llm.llm_engine.model_config.max_model_len
 
     def sample(
-        self, prompts: list[Prompt], gen: Generation, seed: int, on_batch: Callable[[int], None] | None = None
-    ) -> list[Sample]:
-        """One vLLM call for all prompts: `on_batch(done)` is called once, at the end."""
+        self,
+        prompts: list[Prompt],
+        gen: Generation,
+        seed: int,
+        only: set[int] | None = None,
+        on_batch: Callable[[int], None] | None = None,
+    ) -> list[Sample | None]:
+        """One vLLM call for the prompts asked (all, or `only`): `on_batch(done)` is called once, at the end."""
         from vllm import SamplingParams
 
         encoded = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in prompts]
         budgets = [token_budget(len(ids), gen, self.context) for ids in encoded]
-        todo = [i for i, b in enumerate(budgets) if b > 0]
+        todo = [i for i, b in enumerate(budgets) if b > 0 and (only is None or i in only)]
         params = [
             SamplingParams(
                 n=1,
@@ -135,15 +167,22 @@ class VLLMSampler:
             )
             for i in todo
         ]
-        outputs = self.llm.generate([{"prompt_token_ids": encoded[i]} for i in todo], params)
-        results = [Sample("", len(ids), 0, "prompt_too_long") for ids in encoded]
+        results: list[Sample | None] = [Sample("", len(ids), 0, "prompt_too_long") for ids in encoded]
+        try:
+            outputs = self.llm.generate([{"prompt_token_ids": encoded[i]} for i in todo], params)
+        except Exception as e:  # the engine failed this call: every request of it is a failed generation
+            outputs = [None] * len(todo)
+            error = e
         for i, out in zip(todo, outputs, strict=True):
+            if out is None:
+                results[i] = failed(len(encoded[i]), error)
+                continue
             completion = out.outputs[0]
             finish = "eos" if completion.finish_reason == "stop" else "length"
             results[i] = Sample(completion.text, len(encoded[i]), len(completion.token_ids), finish)
         if on_batch:
             on_batch(len(results))
-        return results
+        return [r if only is None or i in only else None for i, r in enumerate(results)]
 
 
 def make_sampler(

@@ -3,6 +3,11 @@
 Shared by the judge step and `limit judge-pair`, so both pair, count, average and price exactly alike.
 Responses are rows {prompt_id, instruction, output, seed} (generate's `responses.jsonl`); seed s of A is
 judged against seed s of B, prompt by prompt, never matched on instruction text.
+
+Only a trustworthy result is returned: when the judge failed on more than `judge.max_failure_rate` of the
+judgments, judging ends retryable (exit 75) with nothing written but the caches of what succeeded, so the
+next attempt asks only for the failed ones. A pair whose response failed to generate is not asked at all: it
+counts as a failure (never a loss), one the generate step already accepted.
 """
 
 from __future__ import annotations
@@ -13,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from limit import progress
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 from limit.io import read_jsonl
 from limit.judge.backends import judge_name
-from limit.judge.types import Judge, Pair
+from limit.judge.types import Judge, Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B, Judgment, summarize
 from limit.spec import JudgeSpec
 
@@ -27,6 +32,14 @@ RESPONSE_FIELDS = ("prompt_id", "instruction", "output", "seed")
 class PairedPrompt:
     prompt_id: str
     pair: Pair
+    failed_generation: str | None = None  # why a side has no response to judge
+
+
+def _failed_generation(a: dict, b: dict) -> str | None:
+    for side, row in (("a", a), ("b", b)):
+        if row.get("finish_reason") == "error":
+            return f"generation failed ({side}): {row.get('error')}"
+    return None
 
 
 def read_responses(path: Path, which: str) -> list[dict]:
@@ -58,9 +71,8 @@ def pair_by_prompt(a: list[dict], b: list[dict], names: tuple[str, str] = ("judg
             raise LimitError(f"{names[1]}: no response for seed {key[0]}, prompt_id {key[1]}")
         if other["instruction"] != row["instruction"]:
             raise LimitError(f"{names[1]}: seed {key[0]}, prompt_id {key[1]}: answers another instruction than a")
-        per_seed.setdefault(key[0], []).append(
-            PairedPrompt(key[1], (row["instruction"], row["output"], other["output"]))
-        )
+        pair = (row["instruction"], row["output"], other["output"])
+        per_seed.setdefault(key[0], []).append(PairedPrompt(key[1], pair, _failed_generation(row, other)))
     if len(seen) != len(b_index):
         extra = sorted(set(b_index) - seen)[0]
         raise LimitError(f"{names[0]}: no response for seed {extra[0]}, prompt_id {extra[1]}")
@@ -74,9 +86,24 @@ def judge_responses(
     cache_for: Callable[[str], Path],
     after_seed: Callable[[str], None] | None = None,
 ) -> tuple[dict, list[dict]]:
-    """`result.json` and one annotation row per judged pair."""
+    """`result.json` and one annotation row per judged pair; UnavailableError when too many judgments failed."""
     judgments, annotations, tokens = judge_seeds(judge, per_seed, cache_for, after_seed)
-    return result(judgments, tokens, judge.cost_per_token(), spec.bootstrap, judge_name(spec)), annotations
+    check_failures(annotations, spec.max_failure_rate)
+    out = result(judgments, tokens, judge.cost_per_token(), spec.bootstrap, judge_name(spec))
+    out["failed_generations"] = sum(p.failed_generation is not None for ps in per_seed.values() for p in ps)
+    return out, annotations
+
+
+def check_failures(annotations: Sequence[dict], max_rate: float) -> None:
+    """Refuse a result in which the judge failed on more than `max_rate` of the judgments it was asked for."""
+    asked = [a for a in annotations if not a["failed_generation"]]
+    failed = [a for a in asked if a["preference"] is None]
+    if len(failed) > max_rate * len(asked):
+        raise UnavailableError(
+            f"judge: {len(failed)} of {len(asked)} judgments failed, more than judge.max_failure_rate "
+            f"({max_rate:g}); first: {failed[0]['error']}; the {len(asked) - len(failed)} that succeeded are "
+            "cached: a rerun asks only for the failed ones"
+        )
 
 
 def judge_seeds(
@@ -93,7 +120,9 @@ def judge_seeds(
     annotations: list[dict] = []
     tokens = 0.0
     for seed, paired in per_seed.items():
-        outcomes = judge.judge([p.pair for p in paired], seed=int(seed), cache=cache_for(seed))
+        asked = [p for p in paired if p.failed_generation is None]
+        answers = iter(judge.judge([p.pair for p in asked], seed=int(seed), cache=cache_for(seed)))
+        outcomes = [Outcome(None, error=p.failed_generation) if p.failed_generation else next(answers) for p in paired]
         judgments[seed] = []
         for p, outcome in zip(paired, outcomes, strict=True):
             instruction, out_a, out_b = p.pair
@@ -111,6 +140,7 @@ def judge_seeds(
                     "judge_tokens": outcome.tokens,
                     "raw": outcome.raw,
                     "error": outcome.error,
+                    "failed_generation": p.failed_generation is not None,
                 }
             )
         failed = sum(j.preference is None for j in judgments[seed])

@@ -72,11 +72,12 @@ class LocalJudge:
             import torch
             from transformers import AutoModelForCausalLM
 
-            from limit.models import load_tokenizer
+            from limit.models import load_tokenizer, loading
 
             tokenizer = load_tokenizer(self.location)
             tokenizer.model_max_length = int(1e9)  # we cut prompts to the model's context ourselves
-            model = AutoModelForCausalLM.from_pretrained(self.location, dtype=torch.float32).eval()
+            with loading(self.location):
+                model = AutoModelForCausalLM.from_pretrained(self.location, dtype=torch.float32).eval()
             self._loaded = (tokenizer, model)
         return self._loaded
 

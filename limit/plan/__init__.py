@@ -6,7 +6,7 @@
 - `checks.py`: what is refused before any step runs, beyond the spec's own validation.
 """
 
-from limit.plan.build import build_plan
+from limit.plan.build import MAX_STEPS, build_plan
 from limit.plan.dag import FinetuneCost, Plan, Step
 
-__all__ = ["FinetuneCost", "Plan", "Step", "build_plan"]
+__all__ = ["MAX_STEPS", "FinetuneCost", "Plan", "Step", "build_plan"]

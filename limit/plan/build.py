@@ -5,6 +5,7 @@ responses from both models and judges them; a report reads it all."""
 from __future__ import annotations
 
 from limit.costs import Gpu
+from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_tree_sha256
 from limit.plan.checks import check_gauntlet_data, check_subset_size
 from limit.plan.dag import Plan, Step
@@ -26,9 +27,17 @@ from limit.steps.inputs import (
     SubsetOf,
 )
 
+MAX_STEPS = 10_000  # a larger plan is refused unless asked for (`--max-steps`): it is most likely a typo
 
-def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> Plan:
+
+def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None, max_steps: int = MAX_STEPS) -> Plan:
     """`origin` names the spec file in error messages; `gpu` is the cluster's GPU (default: an 80 GB H100)."""
+    steps = step_count(study)
+    if steps > max_steps:
+        raise LimitError(
+            f"{origin}: the study plans up to {steps:,} steps, more than {max_steps:,} (runs x checkpoints: "
+            f"training epochs / checkpoint_every): check them, or pass --max-steps {steps} if that is meant"
+        )
     check_gauntlet_data(study, origin)
     planner = Planner(study, origin, gpu or Gpu())
     for index in range(len(study.runs)):
@@ -39,6 +48,15 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None) -> P
         planner.pair(pair)
     planner.report()
     return planner.plan
+
+
+def step_count(study: Study) -> int:
+    """At most how many steps `build_plan` makes of a study, counted without making them."""
+    per_run = 2 + bool(study.gauntlet.select_limit)  # finetune, select (and the chosen epoch's gauntlet)
+    scored = sum(len(study.train_spec(run).checkpoint_epochs()) for run in study.runs)
+    generates = {(name, pair.prompts) for pair in study.pairs for name in (pair.a, pair.b)}
+    others = len(study.baselines) + len(generates) + len(study.pairs) + 1  # + the report
+    return len(study.datasets) + per_run * len(study.runs) + scored + others
 
 
 class Planner:

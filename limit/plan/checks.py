@@ -14,7 +14,7 @@ def check_subset_size(study: Study, name: str, origin: str) -> None:
     if source is None or source.jsonl is None:
         return  # hub sources are checked by the prepare step, which knows the row count
     path = local_path(source.jsonl)
-    rows = sum(1 for line in path.read_text().splitlines() if line.strip()) if path.is_file() else None
+    rows = sum(1 for line in path.read_bytes().splitlines() if line.strip()) if path.is_file() else None
     if rows is not None and subset.sample > rows:
         raise LimitError(
             f"{origin}: datasets.{name}.subset.sample: {subset.sample} rows asked of '{subset.of}', "

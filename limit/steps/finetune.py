@@ -31,7 +31,7 @@ from limit.costs import GIB, Memory, PeakMemory, Shape, finetune_memory
 from limit.cpu import configure_torch_threads
 from limit.errors import LimitError
 from limit.io import read_jsonl
-from limit.models import load_tokenizer, model_location, tokenizer_location
+from limit.models import load_tokenizer, loading, model_location, tokenizer_location
 from limit.mpt.attention import install as install_attention
 from limit.spec import TrainSpec
 from limit.steps.context import StepContext
@@ -131,13 +131,15 @@ def load_model(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
     import torch
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        model_location(inp.model, ctx.workdir),
-        revision=inp.model.revision,
-        trust_remote_code=inp.model.trust_remote_code,
-        # DeepSpeed's bf16 mode keeps the fp32 master weights in its optimizer, so the module loads as it runs.
-        dtype=torch.bfloat16 if train.gpus and train.precision == "bf16" else torch.float32,
-    )
+    location = model_location(inp.model, ctx.workdir)
+    with loading(location):
+        model = AutoModelForCausalLM.from_pretrained(
+            location,
+            revision=inp.model.revision,
+            trust_remote_code=inp.model.trust_remote_code,
+            # DeepSpeed's bf16 mode keeps the fp32 master weights in its optimizer: the module loads as it runs.
+            dtype=torch.bfloat16 if train.gpus and train.precision == "bf16" else torch.float32,
+        )
     if isinstance(model, MptForCausalLM):
         install_attention(model, train.attention)
     elif train.packing:

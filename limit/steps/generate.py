@@ -3,21 +3,27 @@
 For each seed of `generation.seeds`, one sampled response per prompt. Each seed is written atomically to
 `seeds/seed-N.jsonl` and persisted, so a killed step resumes at the next seed. `responses.jsonl` holds them
 all: {prompt_id, instruction, prompt, output, seed, model, checkpoint, prompt_tokens, output_tokens,
-finish_reason}.
+finish_reason, error}.
+A failed generation (see `limit.generation.sampling`) is kept as a row with finish_reason "error"; more of
+them than `generation.max_failure_rate` allows and the step ends retryable (exit 75) without completing,
+and the next attempt samples only those again.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from pathlib import Path
 
 from limit import progress
 from limit.cpu import configure_torch_threads
-from limit.data.prompts import load_prompts
-from limit.errors import LimitError
+from limit.data.prompts import Prompt, load_prompts
+from limit.errors import LimitError, UnavailableError
 from limit.generation.sampling import make_sampler
 from limit.io import read_jsonl, write_jsonl
 from limit.models import model_location
+from limit.spec import Generation
 from limit.steps.context import StepContext
 from limit.steps.inputs import GenerateInput
 
@@ -28,46 +34,24 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
     gen = inp.generation
     if gen.backend == "hf":
         configure_torch_threads()
-    sampler = None  # loaded only if a seed is left to sample
     print(f"generate: {len(prompts)} prompts x {len(gen.seeds)} seeds from {model_name}", file=sys.stderr)
 
     ctx.restore("seeds")  # seeds an earlier attempt finished
     seeds_dir = ctx.out / "seeds"
     seeds_dir.mkdir(parents=True, exist_ok=True)
+    base = inp.model  # a hub base model may pin a revision; a finetuned checkpoint is a folder
+    revision, trust = (base.revision, base.trust_remote_code) if base else (None, False)
+    load_sampler = functools.cache(lambda: make_sampler(gen.backend, location, revision, trust))  # if needed
+
     rows: list[dict] = []
     for done, seed in enumerate(gen.seeds):
         where = {"seed": seed, "seeds_done": done, "seeds": len(gen.seeds), "prompts": len(prompts)}
         path = seeds_dir / f"seed-{seed}.jsonl"
-        if path.is_file():
-            print(f"generate: seed {seed} done by an earlier attempt, reusing it", file=sys.stderr)
-        else:
-            base = inp.model  # a hub base model may pin a revision; a finetuned checkpoint is a folder
-            revision, trust = (base.revision, base.trust_remote_code) if base else (None, False)
-            sampler = sampler or make_sampler(gen.backend, location, revision, trust)
-            progress.emit("generate", **where, prompts_done=0)
-            samples = sampler.sample(
-                prompts, gen, seed, lambda n, where=where: progress.emit("generate", **where, prompts_done=n)
-            )
-            seed_rows = [
-                {
-                    "prompt_id": p.prompt_id,
-                    "instruction": p.instruction,
-                    "prompt": p.prompt,
-                    "output": s.output,
-                    "seed": seed,
-                    "model": model_name,
-                    "checkpoint": checkpoint,
-                    "prompt_tokens": s.prompt_tokens,
-                    "output_tokens": s.output_tokens,
-                    "finish_reason": s.finish_reason,
-                }
-                for p, s in zip(prompts, samples, strict=True)
-            ]
-            write_jsonl(seed_rows, path)
+        described = {"seed": seed, "model": model_name, "checkpoint": checkpoint}
+        if _sample_seed(path, prompts, gen, described, load_sampler, where):
             ctx.persist("seeds")
-            mean = sum(r["output_tokens"] for r in seed_rows) / len(seed_rows)
-            print(f"generate: seed {seed}: {len(seed_rows)} responses, {mean:.1f} tokens on average", file=sys.stderr)
         rows += read_jsonl(path)
+    _check_failures(rows, gen.max_failure_rate)
 
     write_jsonl(rows, ctx.out / "responses.jsonl")
     finish = [r["finish_reason"] for r in rows]
@@ -80,7 +64,50 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
         "stopped_at_eos": finish.count("eos"),
         "stopped_at_length": finish.count("length"),
         "prompts_too_long": finish.count("prompt_too_long"),
+        "failed_generations": finish.count("error"),
     }
+
+
+def _sample_seed(
+    path: Path, prompts: list[Prompt], gen: Generation, described: dict, load_sampler, where: dict
+) -> bool:
+    """Write `path`, one row per prompt, sampling what an earlier attempt did not leave (all of it, or the
+    prompts that failed); False when there was nothing left to sample. `where`: the progress line's fields."""
+    seed = described["seed"]
+    earlier = read_jsonl(path) if path.is_file() else None
+    if earlier is not None and len(earlier) != len(prompts):
+        earlier = None
+    redo = None if earlier is None else {i for i, r in enumerate(earlier) if r["finish_reason"] == "error"}
+    if redo == set():
+        print(f"generate: seed {seed} done by an earlier attempt, reusing it", file=sys.stderr)
+        return False
+    if redo:
+        print(f"generate: seed {seed}: sampling again the {len(redo)} that failed", file=sys.stderr)
+    progress.emit("generate", **where, prompts_done=0)
+    on_batch = lambda n: progress.emit("generate", **where, prompts_done=n)  # noqa: E731
+    samples = load_sampler().sample(prompts, gen, seed, only=redo, on_batch=on_batch)
+    seed_rows = [
+        earlier[i]
+        if s is None
+        else {"prompt_id": p.prompt_id, "instruction": p.instruction, "prompt": p.prompt}
+        | {"output": s.output, **described, "prompt_tokens": s.prompt_tokens, "output_tokens": s.output_tokens}
+        | {"finish_reason": s.finish_reason, "error": s.error}
+        for i, (p, s) in enumerate(zip(prompts, samples, strict=True))
+    ]
+    write_jsonl(seed_rows, path)
+    mean = sum(r["output_tokens"] for r in seed_rows) / len(seed_rows)
+    print(f"generate: seed {seed}: {len(seed_rows)} responses, {mean:.1f} tokens on average", file=sys.stderr)
+    return True
+
+
+def _check_failures(rows: list[dict], max_rate: float) -> None:
+    """A step whose failed generations are more than `max_rate` of its responses does not complete."""
+    errors = [r for r in rows if r["finish_reason"] == "error"]
+    if len(errors) > max_rate * len(rows):
+        raise UnavailableError(
+            f"generate: {len(errors)} of {len(rows)} generations failed, more than generation.max_failure_rate "
+            f"({max_rate:g}); first: {errors[0]['error']}; the rest is kept: a rerun samples only those"
+        )
 
 
 def _model(inp: GenerateInput, ctx: StepContext) -> tuple[str, str, str | None]:

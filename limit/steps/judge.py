@@ -4,6 +4,8 @@ Responses are paired by prompt id within a seed (never by instruction text). Eac
 own annotator seed, so alpaca-eval's left/right swaps differ between seeds; the openai backend keeps one
 cache file per seed under `cache/`, persisted after each seed so a retried step does not pay twice.
 Writes `result.json` (see `limit.judge.compare.result`) and `annotations.jsonl` (one row per judged pair).
+More failed judgments than `judge.max_failure_rate` allows end the step retryable (exit 75) before either is
+written: the caches keep what succeeded, so the next attempt asks only for the failures.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ def judge(inp: JudgeInput, ctx: StepContext) -> dict:
     for seed, counts in out["seeds"].items():
         if counts["win_rate_a"] is not None:
             mlflow.log_metric("win_rate_a_per_seed", counts["win_rate_a"], step=int(seed))
+        mlflow.log_metric("failures_per_seed", counts["failures"], step=int(seed))
     ci = out["ci95"] or [None, None]
     return {
         "win_rate_a": out["win_rate_a"],
@@ -49,6 +52,7 @@ def judge(inp: JudgeInput, ctx: StepContext) -> dict:
         "ci95_high": ci[1],
         "lc_win_rate_a": out["lc_win_rate_a"],
         **seed_totals(out),
+        "failed_generations": out["failed_generations"],
         "judge_tokens": out["cost"]["tokens"],
         "judge_dollars": out["cost"]["dollars"],
     }

@@ -37,12 +37,14 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
 
 
 def headline_metrics(data: dict[str, Any]) -> dict[str, float]:
-    """On the parent run: each model's gauntlet average and each pair's win rate of A."""
+    """On the parent run: each model's gauntlet average, each pair's win rate of A and its judge failures."""
     out = {}
     for row in data["models"]:
         if row["average"] is not None:
             out[f"gauntlet_average.{slug(row['name'])}"] = row["average"]
     for row in data["pairs"]:
+        name = f"{slug(row['a'])}.vs.{slug(row['b'])}.{slug(row['prompts'])}"
         if row.get("win_rate_a") is not None:
-            out[f"win_rate.{slug(row['a'])}.vs.{slug(row['b'])}.{slug(row['prompts'])}"] = row["win_rate_a"]
+            out[f"win_rate.{name}"] = row["win_rate_a"]
+        out[f"failures.{name}"] = sum(s.get("failures", 0) for s in row.get("seeds", {}).values())
     return out

@@ -20,6 +20,16 @@ V vocabulary, w bytes per activation element: 2 in bf16, 4 in fp32):
 
 Disk (`finetune_disk`): the hub weights, two training states, slack.
 
+Inference on a GPU (bf16, w = 2; no gradients, so one layer's transients at a time):
+- gauntlet (`scoring_memory`), one forward of T tokens: weights P w; activations 10 T d w (qkv, the MLP's 4d,
+  residual); attention per head: flex 8 T, sdpa 16 per query-key pair of a document (T x the model's max
+  length at most), eager (`hf`: padded rows of the max length) 12 per pair; logits over the positions read:
+  every position for `hf` (log-softmax in fp32), for `packed` only those predicting a continuation token,
+  planned as half the row (continuations are a word to a sentence; the rest is shared context).
+- generation (`generation_memory`), a batch of b rows of up to N tokens (prompt and response): weights; the
+  KV cache 2 L d w b N; the prefill's eager attention 12 H b N^2 (one layer); activations 10 b N d w. Logits
+  are the last position's only (transformers' `logits_to_keep`).
+
 GPU-hours: (6 P + 6 L d l) x real tokens x epochs / (MFU x peak FLOP/s), l the mean row length (attention
 within documents). Recomputation under checkpointing is not counted, as MFU does not count it.
 """
@@ -47,6 +57,7 @@ class Shape:
     n_layers: int
     n_heads: int
     vocab_size: int
+    max_seq_len: int = 2048
 
     @property
     def params(self) -> int:
@@ -60,15 +71,16 @@ class Shape:
 
 # The hub models' config.json (d_model, n_layers, n_heads, vocab_size): hubs are not reachable at plan time.
 KNOWN_SHAPES = {
-    "mosaicml/mpt-7b": Shape(4096, 32, 32, 50432),
-    "mosaicml/mpt-30b": Shape(7168, 48, 64, 50432),
+    "mosaicml/mpt-7b": Shape(4096, 32, 32, 50432, 2048),
+    "mosaicml/mpt-30b": Shape(7168, 48, 64, 50432, 8192),
 }
 
 
 def model_shape(spec: ModelSpec) -> Shape | None:
     """The shape of a base model, or None when it cannot be known without the hub."""
     if spec.tiny is not None:
-        return Shape(spec.tiny.d_model, spec.tiny.n_layers, spec.tiny.n_heads, spec.tiny.vocab_size)
+        tiny = spec.tiny
+        return Shape(tiny.d_model, tiny.n_layers, tiny.n_heads, tiny.vocab_size, tiny.max_seq_len)
     if spec.path is not None:
         config = Path(spec.path) / "config.json"
         if config.is_file():
@@ -77,7 +89,8 @@ def model_shape(spec: ModelSpec) -> Shape | None:
             except ValueError as e:
                 raise LimitError(f"{config}: not a model's config.json: {e}") from None
             if {"d_model", "n_layers", "n_heads", "vocab_size"} <= raw.keys():
-                return Shape(raw["d_model"], raw["n_layers"], raw["n_heads"], raw["vocab_size"])
+                length = raw.get("max_seq_len", 2048)
+                return Shape(raw["d_model"], raw["n_layers"], raw["n_heads"], raw["vocab_size"], length)
         return None
     return KNOWN_SHAPES.get(spec.hf)
 
@@ -194,6 +207,41 @@ def choose_zero_stage(shape: Shape, train: TrainSpec, gpu: Gpu) -> int:
 def finetune_flops(shape: Shape, tokens: float, mean_row: float) -> float:
     """Training FLOPs of one pass over `tokens` real tokens in rows of `mean_row` tokens on average."""
     return tokens * (6 * shape.params + 6 * shape.n_layers * shape.d_model * mean_row)
+
+
+def scoring_memory(shape: Shape, backend: str, batch_size: int, batch_tokens: int | None, attention: str) -> Memory:
+    """Peak GPU memory of one gauntlet forward: `packed` rows of `batch_tokens` (default batch_size x the max
+    length), or `hf`'s padded batches of `batch_size` rows."""
+    w, length = 2, shape.max_seq_len
+    if backend == "packed":
+        tokens = batch_tokens or batch_size * length
+        per_pair = 0 if attention in ("auto", "flex") else 16
+        attention_bytes = shape.n_heads * (8 * tokens if not per_pair else per_pair * tokens * length)
+        read = tokens / 2
+    else:
+        tokens = batch_size * length
+        attention_bytes, read = 12 * shape.n_heads * tokens * length, tokens
+    terms = {
+        "weights": shape.params * w,
+        "activations": 10 * tokens * shape.d_model * w,
+        "attention": attention_bytes,
+        "logits": read * shape.vocab_size * (w + 8),
+        "runtime": GPU_RUNTIME,
+    }
+    return Memory(terms)
+
+
+def generation_memory(shape: Shape, batch_size: int, total_tokens: int) -> Memory:
+    """Peak GPU memory of transformers' `generate` on `batch_size` rows of up to `total_tokens` tokens."""
+    w, rows, n = 2, batch_size, min(total_tokens, shape.max_seq_len)
+    terms = {
+        "weights": shape.params * w,
+        "kv cache": 2 * shape.n_layers * shape.d_model * w * rows * n,
+        "prefill attention": 12 * shape.n_heads * rows * n * n,
+        "activations": 10 * rows * n * shape.d_model * w,
+        "runtime": GPU_RUNTIME,
+    }
+    return Memory(terms)
 
 
 def gpu_hours(flops: float, gpu: Gpu) -> float:

@@ -9,10 +9,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from conftest import REPO, run_env
 
-from limit.costs import KNOWN_SHAPES, Gpu, finetune_memory
+from limit.costs import KNOWN_SHAPES, Gpu, finetune_memory, generation_memory, scoring_memory
+from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.quantities import parse_quantity
 from limit.runner import run_step
@@ -108,3 +110,46 @@ def test_a_study_disk_under_the_estimate_is_refused(tmp_path: Path):
     result = limit_cli("plan", str(tmp_path / "small-disk.yaml"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1
     assert "resources.finetune.disk: 300Gi is less than the ~799 GiB that runs.0 (mpt-30b-instruct-v3)" in result.stderr
+
+
+def test_gauntlet_and_generate_batches_are_sized_to_one_gpu():
+    """30B: packed rows of as many 8192-token documents as fit, and a smaller generation batch; 7B as asked."""
+    plan = build_plan(load_study("full"))
+    shape, gpu = KNOWN_SHAPES["mosaicml/mpt-30b"], Gpu()
+    small, large = plan.steps["gauntlet-mpt-7b"].input.gauntlet, plan.steps["gauntlet-mpt-30b"].input.gauntlet
+    assert small.batch_tokens is None and large.batch_tokens % 8192 == 0
+    assert scoring_memory(shape, "packed", 1, large.batch_tokens, "auto").gib <= gpu.memory_gib
+    assert scoring_memory(shape, "packed", 1, large.batch_tokens + 8192, "auto").gib > gpu.memory_gib
+    gen = plan.steps["generate-mpt-30b-lima-lima-test"].input.generation
+    assert 1 <= gen.batch_size < 16 == plan.steps["generate-mpt-7b-lima-lima-test"].input.generation.batch_size
+    assert (
+        generation_memory(shape, gen.batch_size, 2048).gib
+        <= gpu.memory_gib
+        < generation_memory(shape, gen.batch_size + 1, 2048).gib
+    )
+    # hf (padded rows, eager) keeps its scores with fewer rows per batch; one 8192-token row of 30B is refused
+    study = load_study("paper-7b")
+    study = study.model_copy(update={"gauntlet": study.gauntlet.model_copy(update={"backend": "hf"})})
+    sized = build_plan(study, gpu=Gpu(memory_gib=40)).steps["gauntlet-mpt-7b"].input.gauntlet.batch_size
+    assert 1 <= sized < study.gauntlet.batch_size
+    full = load_study("full")
+    with pytest.raises(LimitError, match=r"gauntlet-mpt-30b-.*: gauntlet.batch_size: scoring needs ~"):
+        build_plan(full.model_copy(update={"gauntlet": full.gauntlet.model_copy(update={"backend": "hf"})}))
+
+
+def test_gauntlet_and_generation_that_cannot_fit_are_refused_in_one_line(tmp_path: Path):
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "full.yaml").read_text())
+    spec["gauntlet"]["batch_tokens"] = 16 * 8192
+    (tmp_path / "rows.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = limit_cli("plan", str(tmp_path / "rows.yaml"))
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "gauntlet-mpt-30b-" in line and "gauntlet.batch_tokens: scoring needs ~" in line and "80 GiB GPU" in line
+
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "full.yaml").read_text())
+    spec["generation"]["max_total_tokens"] = 8192
+    (tmp_path / "long.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = limit_cli("plan", str(tmp_path / "long.yaml"))
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "generate-mpt-30b-" in line and "generation.max_total_tokens: one row of 8192 tokens needs ~" in line

@@ -9,7 +9,7 @@ from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_tree_sha256
 from limit.plan.checks import check_gauntlet_data, check_subset_size
 from limit.plan.dag import Plan, Step
-from limit.plan.sizing import finetune_resources, plan_finetune
+from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
 from limit.spec import ModelSpec, Pair, Resources, Study, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
@@ -71,6 +71,9 @@ class Planner:
         self.judged: dict[str, tuple[Step | None, ModelSpec | None]] = {}
         self.report_models: list[ReportModel] = []
         self.report_pairs: list[ReportPair] = []
+
+    def on_gpu(self, kind: str) -> bool:
+        return self.study.resources.get(kind, KINDS[kind].resources).gpus > 0
 
     def add(self, step_id: str, kind: str, inp: StepInput, deps=(), resources: Resources | None = None) -> Step:
         resources = resources or self.study.resources.get(kind, KINDS[kind].resources)
@@ -141,6 +144,8 @@ class Planner:
         """One model on the whole gauntlet: `where` is a base `model` or a `selection`; with a `finetune` and
         its `epoch`, a checkpoint to select among (on the first `select_limit` rows of each benchmark)."""
         spec = self.study.gauntlet
+        if self.on_gpu("gauntlet"):
+            spec = plan_gauntlet(spec, self.study.models[tags["model"]], self.plan.gpu, f"{self.origin}: {step_id}")
         if "epoch" in where and spec.select_limit:
             spec = spec.model_copy(update={"limit": spec.select_limit})
         inp = GauntletInput(gauntlet=spec, data_sha256=self.gauntlet_data_sha, tags=tags, **where)
@@ -169,8 +174,13 @@ class Planner:
             generation=self.study.generation,
             tags={"run": model_name, "prompts": prompts},
         )
+        step_id = f"generate-{slug(model_name)}-{slug(prompts)}"
+        if self.on_gpu("generate"):
+            model = base or self.study.models[selected.input.tags["model"]]
+            gen = plan_generation(inp.generation, model, self.plan.gpu, f"{self.origin}: {step_id}")
+            inp = inp.model_copy(update={"generation": gen})
         deps = [selected.id] if selected else []
-        return self.add(f"generate-{slug(model_name)}-{slug(prompts)}", "generate", inp, deps)
+        return self.add(step_id, "generate", inp, deps)
 
     def pair(self, pair: Pair) -> Step:
         """Both models' responses to the pair's prompts, judged against each other."""

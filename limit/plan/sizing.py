@@ -1,4 +1,5 @@
-"""The memory and cost planner's part in a plan: each finetune's ZeRO stage, estimates, refusal and disk."""
+"""The memory and cost planner's part in a plan: each finetune's ZeRO stage, estimates, refusal and disk; the
+batches of gauntlet and generate steps on a GPU."""
 
 from __future__ import annotations
 
@@ -9,13 +10,15 @@ from limit.costs import (
     finetune_disk,
     finetune_flops,
     finetune_memory,
+    generation_memory,
     gpu_hours,
     model_shape,
+    scoring_memory,
 )
 from limit.errors import LimitError
 from limit.plan.dag import FinetuneCost
 from limit.quantities import gibibytes, parse_quantity
-from limit.spec import Resources, RunSpec, Study, TrainSpec
+from limit.spec import GauntletSpec, Generation, ModelSpec, Resources, RunSpec, Study, TrainSpec
 from limit.steps import KINDS
 
 
@@ -94,3 +97,55 @@ def finetune_resources(study: Study, index: int, train: TrainSpec, cost: Finetun
             "size each finetune from the estimate"
         )
     return res
+
+
+def plan_gauntlet(spec: GauntletSpec, model: ModelSpec, gpu: Gpu, where: str) -> GauntletSpec:
+    """The gauntlet as asked where it fits one GPU. Otherwise `packed` without `batch_tokens` gets rows of
+    as many max-length documents as fit, `hf` a smaller batch_size (neither changes a score); an explicit
+    `batch_tokens` that does not fit, or one document that does not, is refused."""
+    shape = model_shape(model)
+    if shape is None or spec.backend == "vllm":
+        return spec
+
+    def gib(batch_size: int, batch_tokens: int | None) -> float:
+        return scoring_memory(shape, spec.backend, batch_size, batch_tokens, spec.attention).gib
+
+    if gib(spec.batch_size, spec.batch_tokens) <= gpu.memory_gib:
+        return spec
+    length, packed = shape.max_seq_len, spec.backend == "packed"
+    explicit = packed and spec.batch_tokens is not None
+    if packed:
+        rows = max((n for n in range(1, spec.batch_size) if gib(1, n * length) <= gpu.memory_gib), default=0)
+        update, asked = {"batch_tokens": rows * length}, (1, spec.batch_tokens or length)
+    else:
+        rows = max((n for n in range(1, spec.batch_size) if gib(n, None) <= gpu.memory_gib), default=0)
+        update, asked = {"batch_size": rows}, (1, None)
+    if explicit or not rows:
+        memory = scoring_memory(shape, spec.backend, *asked, spec.attention)
+        raise LimitError(
+            f"{where}: gauntlet.{'batch_tokens' if packed else 'batch_size'}: scoring needs ~{memory.gib:.0f} GiB "
+            f"({memory.describe()}), over the {gpu.memory_gib:g} GiB GPU (profile gpu_memory_gib): use backend "
+            "packed with attention flex, or lower gauntlet.batch_tokens"
+        )
+    return spec.model_copy(update=update)
+
+
+def plan_generation(gen: Generation, model: ModelSpec, gpu: Gpu, where: str) -> Generation:
+    """Generation as asked where its batch fits one GPU, else the largest batch_size that does (vLLM sizes
+    its own); refused with one line when one row does not fit."""
+    shape = model_shape(model)
+    if shape is None or gen.backend == "vllm":
+        return gen
+    if generation_memory(shape, gen.batch_size, gen.max_total_tokens).gib <= gpu.memory_gib:
+        return gen
+    fits = [
+        n for n in range(1, gen.batch_size) if generation_memory(shape, n, gen.max_total_tokens).gib <= gpu.memory_gib
+    ]
+    if not fits:
+        memory = generation_memory(shape, 1, gen.max_total_tokens)
+        raise LimitError(
+            f"{where}: generation.max_total_tokens: one row of {gen.max_total_tokens} tokens needs "
+            f"~{memory.gib:.0f} GiB ({memory.describe()}), over the {gpu.memory_gib:g} GiB GPU (profile "
+            "gpu_memory_gib): lower generation.max_total_tokens, or use backend vllm"
+        )
+    return gen.model_copy(update={"batch_size": max(fits)})

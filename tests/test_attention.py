@@ -245,3 +245,16 @@ def test_flex_builds_one_block_mask_per_forward(reference, docs, monkeypatch):
     monkeypatch.setattr(flex_attention, "create_block_mask", lambda *a, **k: built.append(1) or real(*a, **k))
     forward(patched(reference, "flex"), **packed(docs))
     assert len(built) == 1  # for both layers
+
+
+def test_the_shared_causal_bias_cache_stays_bounded(monkeypatch):
+    from limit.mpt import attention
+
+    monkeypatch.setattr(attention, "_CAUSAL_BIASES", {})
+    monkeypatch.setattr(attention, "CAUSAL_BIAS_CACHE_BYTES", 4 * 256 * 256 * 4)  # 4 heads x 256^2 float32
+    slopes = attention.alibi_slopes(4)
+    small = attention.causal_bias(200, slopes, torch.float32, "cpu")
+    large = attention.causal_bias(300, slopes, torch.float32, "cpu")  # built, used, not kept
+    assert small.shape == (1, 4, 200, 200) and large.shape == (1, 4, 300, 300)
+    assert [b.shape[-1] for b in attention._CAUSAL_BIASES.values()] == [256]
+    assert torch.equal(large[:, :, :200, :200], small)

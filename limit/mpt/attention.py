@@ -149,6 +149,7 @@ class Layout:
 
 
 _CAUSAL_BIASES: dict[tuple, torch.Tensor] = {}
+CAUSAL_BIAS_CACHE_BYTES = 256 * 2**20  # longer documents build their own bias: a cached one is never freed
 
 
 def causal_bias(length: int, slopes: torch.Tensor, dtype: torch.dtype, device) -> torch.Tensor:
@@ -162,7 +163,9 @@ def causal_bias(length: int, slopes: torch.Tensor, dtype: torch.dtype, device) -
     if built is None or built.shape[-1] < length:
         size = -(-length // 128) * 128
         pos = torch.arange(size, device=device)[None]
-        built = _CAUSAL_BIASES[key] = Layout(torch.ones_like(pos), pos, size).bias(slopes, dtype)
+        built = Layout(torch.ones_like(pos), pos, size).bias(slopes, dtype)
+        if built.numel() * built.element_size() <= CAUSAL_BIAS_CACHE_BYTES:
+            _CAUSAL_BIASES[key] = built
     return built[:, :, :length, :length]
 
 

@@ -82,7 +82,7 @@ def test_finetune_killed_after_an_epoch_resumes_and_finishes(limit_env: Path, ti
     assert summary["train_tokens"] > 0 and summary["tokens_per_second"] > 0
     out = limit_env / "artifacts" / finetune.ref
     assert json.loads((out / MANIFEST).read_text())["summary"] == summary
-    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "epoch-1", "epoch-2", "train_log.json"]
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST, "_tracking.json", "epoch-1", "epoch-2", "train_log.json"]
     for epoch in (1, 2):
         model = AutoModelForCausalLM.from_pretrained(out / f"epoch-{epoch}")
         tokenizer = AutoTokenizer.from_pretrained(out / f"epoch-{epoch}")
@@ -156,7 +156,8 @@ def test_killed_finetune_resumes_on_another_pod_from_s3(limit_env: Path, s3_env:
     s3 = boto3.client("s3")
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket=s3_env, Prefix=f"artifacts/{finetune.ref}/")
     names = {obj["Key"].split("/", 3)[3] for page in pages for obj in page.get("Contents", [])}
-    assert {n.split("/")[0] for n in names} == {MANIFEST, "epoch-1", "epoch-2", "train_log.json"}  # resume/ gone
+    # resume/ is gone
+    assert {n.split("/")[0] for n in names} == {MANIFEST, "_tracking.json", "epoch-1", "epoch-2", "train_log.json"}
     assert "epoch-2/model.safetensors" in names
 
 

@@ -68,7 +68,7 @@ def argo_server(monkeypatch: pytest.MonkeyPatch):
 
 def one_line_error(capsys: pytest.CaptureFixture) -> str:
     err = capsys.readouterr().err.strip()
-    assert err.startswith("limit: error: ") and "\n" not in err, err
+    assert err.startswith(("limit: error: ", "limit: unavailable (worth retrying): ")) and "\n" not in err, err
     return err
 
 
@@ -108,7 +108,7 @@ def test_unreachable_server_fails_cleanly(monkeypatch, capsys) -> None:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("ARGO_SERVER", f"http://127.0.0.1:{port}")
-    assert limit_main(["submit", "tiny", "--profile", "kind"]) != 0
+    assert limit_main(["submit", "tiny", "--profile", "kind"]) == 75  # retryable
     assert "cannot reach the Argo server" in one_line_error(capsys)
 
 

@@ -27,6 +27,7 @@ SPEC_FLAGS = {
     "max_retries": "max_retries",
     "retry_wait": "retry_wait",
     "bootstrap": "bootstrap",
+    "max_failure_rate": "max_failure_rate",
 }
 
 
@@ -48,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--local-model", help="For --backend local: a model folder or hub id.")
     parser.add_argument("--cache", type=Path, help="Folder for the alpaca-eval caches (default: beside --out).")
     parser.add_argument("--bootstrap", type=int, help="Bootstrap resamples for the 95%% CI.")
+    parser.add_argument(
+        "--max-failure-rate", type=float, help="Largest share of failed judgments that still writes OUT (0.02)."
+    )
 
 
 def main(args: argparse.Namespace) -> int:

@@ -621,8 +621,11 @@ def concrete_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]])
 
 
 def dataset_rows(datasets: dict[str, DatasetSpec], name: str) -> int | None:
-    """How many rows a concrete dataset has where the spec alone says (a subset; a mix of such), else None."""
+    """How many rows a concrete dataset has as the spec says (a subset's sample, a source's `expect`, a mix's
+    sum), else None; `prepare` measures the real count."""
     ds = datasets[name]
+    if ds.source:
+        return ds.source.expect.rows if ds.source.expect else None
     if ds.subset:
         return ds.subset.sample if isinstance(ds.subset.sample, int) else None
     if ds.mix:

@@ -270,6 +270,7 @@ def draw_size_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
             drawn += 1
     ax.axhline(50, color="black", linewidth=0.8, linestyle="--")
     _size_axis(ax, [g["rows"] for groups in curves(data, base).values() for g in groups])
+    ax.set_ylim(0, 100)
     ax.set_title(f"Win rate vs size on {prompts}", fontsize=10)
     ax.set_ylabel("% (mean ± sd over seeds)", fontsize=8)
     if drawn:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from limit.locations import WORKFLOWS, Location, parse_locations
 from limit.quantities import parse_quantity
@@ -407,6 +407,8 @@ class Study(Strict):
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     pairs: list[Pair] = Field(default_factory=list)
     resources: dict[str, Resources] = Field(default_factory=dict, description="Per step kind.")
+    # Set by `expand`, never written in a spec: each expanded run's origin (size series, replicate group, seed).
+    _origins: dict[str, RunOrigin] = PrivateAttr(default_factory=dict)
 
     @model_validator(mode="after")
     def _references(self) -> Study:
@@ -514,6 +516,10 @@ class Study(Strict):
                 raise FieldError(f"{where}.{loc}" if loc != "(top level)" else where, msg) from None
         return spec
 
+    def origin(self, run: RunSpec) -> RunOrigin:
+        """What `expand` recorded of the run (a study never expanded: the run is its own group)."""
+        return self._origins.get(run.run_name) or RunOrigin(run.run_name, None, None)
+
     def run(self, name: str) -> RunSpec:
         return next(r for r in self.runs if r.run_name == name)
 
@@ -588,9 +594,16 @@ def concrete_datasets(datasets: dict[str, DatasetSpec]) -> dict[str, DatasetSpec
     return out
 
 
-def concrete_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]) -> list[tuple[int, RunSpec]]:
-    """(index in the spec, run) of every run a size sweep or a seed list expands into."""
-    out = []
+class RunOrigin(NamedTuple):
+    """Where an expanded run came from: what the report groups and plots it by."""
+
+    group: str  # its name without the seed suffix: the replicates of one setting share it
+    series: str | None  # in a size sweep, the run as written (one size curve); else None
+    seed: int | None  # its training seed when `seeds` made it a replicate
+
+
+def _expanded_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]):
+    """(index in the spec, run, origin) of every run a size sweep or a seed list expands into."""
     for i, run in enumerate(runs):
         sizes = groups.get(run.dataset) or [(run.dataset, None)]
         for dataset, label in sizes:
@@ -598,8 +611,27 @@ def concrete_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]])
             for seed in run.seeds or [None]:
                 train = run.train if seed is None else {**run.train, "seed": seed}
                 concrete = f"{name}-s{seed}" if seed is not None else name
-                out.append((i, RunSpec(model=run.model, dataset=dataset, name=concrete, train=train)))
-    return out
+                origin = RunOrigin(name, run.run_name if label else None, seed)
+                yield i, RunSpec(model=run.model, dataset=dataset, name=concrete, train=train), origin
+
+
+def concrete_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]) -> list[tuple[int, RunSpec]]:
+    """(index in the spec, run) of every run a size sweep or a seed list expands into."""
+    return [(i, run) for i, run, _ in _expanded_runs(runs, groups)]
+
+
+def dataset_rows(datasets: dict[str, DatasetSpec], name: str) -> int | None:
+    """How many rows a concrete dataset has as the spec says (a subset's sample, a source's `expect`, a mix's
+    sum), else None; `prepare` measures the real count."""
+    ds = datasets[name]
+    if ds.source:
+        return ds.source.expect.rows if ds.source.expect else None
+    if ds.subset:
+        return ds.subset.sample if isinstance(ds.subset.sample, int) else None
+    if ds.mix:
+        sizes = [dataset_rows(datasets, member) for member in ds.mix]
+        return None if None in sizes else sum(sizes)
+    return None
 
 
 def replicate_groups(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]) -> dict[str, list[str]]:
@@ -638,7 +670,9 @@ def expand(study: Study) -> Study:
     runs = [run for _, run in concrete_runs(study.runs, groups)]
     judged = [run.run_name for run in runs] + study.baselines
     pairs = [pair for _, pair in concrete_pairs(study.pairs, judged, replicate_groups(study.runs, groups))]
-    return study.model_copy(update={"datasets": concrete_datasets(study.datasets), "runs": runs, "pairs": pairs})
+    expanded = study.model_copy(update={"datasets": concrete_datasets(study.datasets), "runs": runs, "pairs": pairs})
+    expanded._origins = {run.run_name: origin for _, run, origin in _expanded_runs(study.runs, groups)}
+    return expanded
 
 
 # ---------------------------------------------------------------- loading

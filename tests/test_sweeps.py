@@ -3,14 +3,19 @@ between studies, and one-line errors naming the field as written."""
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
+import mlflow
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, run_env
 
 from limit.cli import main as limit_main
 from limit.data.datasets import subset
+from limit.gauntlet.benchmarks import CATEGORY_TITLES
 from limit.io import read_jsonl
 from limit.locations import FIXTURES
 from limit.plan import build_plan
@@ -99,3 +104,89 @@ def test_sweep_mistakes_are_one_line_naming_the_field(tmp_path: Path, capsys, ed
     assert limit_main(["plan", path]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and f"{path}:" in err and field in err and message in err
+
+
+def test_another_sweep_study_reuses_every_step_it_shares(tmp_path: Path):
+    """A study of another name that adds a size and a seed plans every step of sweep-tiny (the report aside)
+    with the same key: an execution of it reuses all of them."""
+    spec = sweep_tiny()
+    spec["name"] = "sweep-tiny-wider"
+    spec["datasets"]["instruct-v1-sizes"]["subset"]["sample"] = [8, 16, 24, 32]
+    spec["runs"][0]["seeds"] = [17, 18, 19]
+    wider = {step.id: step.key for step in build_plan(load_study(write(tmp_path, spec))).order()}
+    shared = [step for step in build_plan(load_study("sweep-tiny")).order() if step.kind != "report"]
+    assert len(shared) > 30 and all(wider.get(step.id) == step.key for step in shared)
+    assert len(wider) > len(shared) + 10
+
+
+def test_the_report_knows_each_runs_size_replicate_group_and_seed():
+    models = {m.name: m for m in build_plan(load_study("sweep-tiny")).steps["report"].input.models}
+    assert (models["tiny-v1-16-s18"].rows, models["tiny-v1-16-s18"].group) == (16, "tiny-v1-16")
+    assert (models["tiny-v1-16-s18"].series, models["tiny-v1-16-s18"].seed) == ("tiny-v1", 18)
+    assert (models["tiny-mpt"].group, models["tiny-mpt"].seed) == (None, None)
+    plain = {m.name: m for m in build_plan(load_study("tiny")).steps["report"].input.models}
+    assert plain["tiny-lima"].series is None and plain["tiny-lima"].seed is None
+
+
+@pytest.fixture(scope="module")
+def sweep_run(tmp_path_factory) -> Path:
+    """`limit run sweep-tiny` once on a fresh work folder: 3 sizes x 2 seeds, each judged against the base."""
+    workdir = tmp_path_factory.mktemp("sweep") / "runs"
+    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
+    for name in ("LIMIT_ARTIFACTS", "LIMIT_PARENT_RUN_ID"):
+        env.pop(name, None)
+    argv = [sys.executable, "-m", "limit.cli", "run", "sweep-tiny", "--workdir", str(workdir)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=1800)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return workdir
+
+
+@pytest.mark.slow
+def test_sweep_tiny_reports_curves_replicates_and_paired_intervals(sweep_run: Path):
+    report = json.loads((sweep_run / "sweep-tiny" / "report.json").read_text())
+    groups = {g["group"]: g for g in report["replicates"]}
+    assert set(groups) == {"tiny-v1-8", "tiny-v1-16", "tiny-v1-24"}
+    for size, group in zip((8, 16, 24), groups.values(), strict=True):
+        assert (group["rows"], group["series"], group["seeds"]) == (size, "tiny-v1", [17, 18])
+        assert group["chosen_epochs"] == [2, 2] and group["average"]["n"] == 2
+        assert group["average"]["std"] is not None and set(group["categories"]) == set(CATEGORY_TITLES)
+        (rate,) = group["win_rates"]
+        assert (rate["opponent"], rate["side"], rate["n"]) == ("tiny-mpt", "a", 2)
+    gauntlet = report["comparisons"]["gauntlet"]
+    assert [c["why"] for c in gauntlet].count("base model") == 6 and [c["why"] for c in gauntlet].count(
+        "next size"
+    ) == 4
+    for entry in gauntlet:
+        low, high = entry["ci95"]
+        assert low <= entry["difference"] <= high and entry["distinguishable"] == (low > 0 or high < 0)
+    rates = report["comparisons"]["win_rate"]
+    assert [c["why"] for c in rates].count("even match") == 6 and [c["why"] for c in rates].count("next size") == 4
+    assert all(c["ci95"] is not None for c in rates)
+    markdown = (sweep_run / "sweep-tiny" / "report.md").read_text()
+    for heading in ("## Epoch selection", "## Replicates", "## Paired comparisons"):
+        assert heading in markdown
+    assert "| tiny-v1-8-s17 | 2 |" in markdown and "only one epoch scored" in markdown
+    assert (sweep_run / "sweep-tiny" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_sweep_tiny_replicate_groups_and_comparisons_are_in_mlflow(sweep_run: Path):
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{sweep_run / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("limit-sweep-tiny")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    groups = {r.data.tags["limit.run"]: r.data for r in runs if r.data.tags.get("limit.kind") == "replicates"}
+    assert set(groups) == {"tiny-v1-8", "tiny-v1-16", "tiny-v1-24"}
+    for group in groups.values():
+        assert {"gauntlet.average", "gauntlet.average.std", "replicates", "train.rows"} <= set(group.metrics)
+        assert group.metrics["chosen_epoch.s17"] == 2 and group.tags["limit.series"] == "tiny-v1"
+    summary = next(
+        r.data
+        for r in runs
+        if r.data.tags.get("limit.run") == "tiny-v1-16-s17" and r.info.run_name.startswith("summary")
+    )
+    assert summary.metrics["train.rows"] == 16 and summary.metrics["train.seed"] == 17
+    for key in ("compare.gauntlet_average.tiny-mpt", "compare.gauntlet_average.tiny-v1-8-s17"):
+        assert {f"{key}.{k}" for k in ("difference", "ci95_low", "ci95_high", "distinguishable")} <= set(
+            summary.metrics
+        )
+    assert "compare.win_rate.tiny-v1-8-s17.tiny-test.difference" in summary.metrics

@@ -28,7 +28,7 @@ from limit.backends.profile import Profile, Toleration
 from limit.errors import LimitError
 from limit.plan import Plan, Step
 from limit.spec import ModelSpec, Study
-from limit.steps import step_argv
+from limit.steps import common_base, step_argv
 
 ENTRYPOINT = "study"
 PARENT_TASK = "mlflow-parent"
@@ -106,7 +106,7 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
         )
         templates = {}
         for name, group in template_groups(plan, profile).items():
-            template, shared = step_template(name, group, plan, profile), shared_fields(group)
+            template, shared = step_template(name, group, plan, profile), shared_base(group)
             templates |= {step.id: (template, shared) for step in group}
 
         with DAG(name=ENTRYPOINT, parallelism=profile.parallelism):
@@ -178,12 +178,11 @@ def template_groups(plan: Plan, profile: Profile) -> dict[str, list[Step]]:
     return named
 
 
-def shared_fields(steps: list[Step]) -> frozenset[str]:
-    """Top-level input fields with one value across a template's steps (they go into the template once)."""
-    dumps = [step.input.model_dump(mode="json") for step in steps]
-    if len(dumps) < 2:
-        return frozenset()
-    return frozenset(k for k, v in dumps[0].items() if all(d.get(k) == v for d in dumps[1:]))
+def shared_base(steps: list[Step]) -> dict:
+    """Input fields (at any depth) with one value across a template's steps: they go into the template once."""
+    if len(steps) < 2:
+        return {}
+    return common_base([step.input.model_dump(mode="json") for step in steps])
 
 
 def step_template(name: str, steps: list[Step], plan: Plan, profile: Profile) -> Container:
@@ -195,7 +194,7 @@ def step_template(name: str, steps: list[Step], plan: Plan, profile: Profile) ->
     volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk), *_scratch_volumes()]
     if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
-    argv = step_argv(first.kind, first.input, shared_fields(steps))
+    argv = step_argv(first.kind, first.input, shared_base(steps))
     argv[argv.index("--key") + 1] = "{{inputs.parameters.key}}"
     argv[argv.index("--input") + 1] = "{{inputs.parameters.input}}"
     return Container(

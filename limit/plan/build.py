@@ -10,7 +10,7 @@ from limit.locations import local_file_sha256, local_tree_sha256
 from limit.plan.checks import check_gauntlet_data, check_subset_size
 from limit.plan.dag import Plan, Step
 from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
-from limit.spec import ModelSpec, Pair, Resources, Study, slug
+from limit.spec import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
     EpochScore,
@@ -128,17 +128,24 @@ class Planner:
         full = None
         if self.study.gauntlet.select_limit:
             full = self.gauntlet(f"gauntlet-{slug(name)}-chosen", [chosen.id], tags, selection=chosen.ref)
-        self.report_models.append(
-            ReportModel(
-                name=name,
-                kind="run",
-                model=run.model,
-                dataset=run.dataset,
-                selection=chosen.ref,
-                gauntlet=full.ref if full else None,
-            )
-        )
+        self.report_models.append(self.report_model(run, chosen, full))
         return chosen
+
+    def report_model(self, run: RunSpec, chosen: Step, full: Step | None) -> ReportModel:
+        """What the report needs of a run: where its scores are, and its size, replicate group and seed."""
+        origin = self.study.origin(run)
+        return ReportModel(
+            name=run.run_name,
+            kind="run",
+            model=run.model,
+            dataset=run.dataset,
+            selection=chosen.ref,
+            gauntlet=full.ref if full else None,
+            rows=dataset_rows(self.study.datasets, run.dataset),
+            group=origin.group,
+            series=origin.series,
+            seed=origin.seed,
+        )
 
     def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:
         """One model on the whole gauntlet: `where` is a base `model` or a `selection`; with a `finetune` and

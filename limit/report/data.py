@@ -16,6 +16,7 @@ from typing import Any
 
 from limit import __version__
 from limit.errors import LimitError
+from limit.report import sweeps
 from limit.store import Store
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
@@ -40,6 +41,11 @@ def assemble(
         "study": study,
         "models": rows,
         "pairs": pair_rows,
+        "replicates": sweeps.replicate_groups(rows, pair_rows),
+        "comparisons": {
+            "gauntlet": sweeps.gauntlet_comparisons(rows, reader.rows),
+            "win_rate": sweeps.win_rate_comparisons(rows, pair_rows, reader.outcomes),
+        },
         "provenance": {
             "limit_version": __version__,
             "git_commit": git_commit(),
@@ -54,6 +60,8 @@ class _Reader:
 
     def __init__(self, store: Store, partial: bool):
         self.store, self.partial = store, partial
+        self._rows: dict[str, dict | None] = {}
+        self._outcomes: dict[str, list[dict] | None] = {}
 
     def manifest(self, ref: str) -> dict | None:
         manifest = self.store.manifest(ref)
@@ -72,6 +80,28 @@ class _Reader:
     def text(self, ref: str, name: str) -> str | None:
         return self.store.read_text(ref, name) if self.manifest(ref) is not None else None
 
+    def rows(self, model: dict) -> dict[str, dict[int, float]] | None:
+        """Per benchmark, each row's correctness (1/0) where the model's scores came from; None when a
+        benchmark has no details (a step that kept scores only)."""
+        ref = model.get("scored_by")
+        if ref and ref not in self._rows:
+            found = {name: self.text(ref, f"details/{name}.json") for name in model.get("benchmarks", {})}
+            self._rows[ref] = None if None in found.values() else {
+                name: {d["row"]: float(d["correct"]) for d in json.loads(text)["details"]}
+                for name, text in found.items()
+            }  # fmt: skip
+        return self._rows.get(ref) if ref else None
+
+    def outcomes(self, pair: dict) -> list[dict] | None:
+        """Who the judge preferred, per sampling seed and prompt, in a judged pair."""
+        ref = pair.get("judge")
+        if ref and ref not in self._outcomes:
+            text = self.text(ref, "annotations.jsonl")
+            rows = [json.loads(line) for line in (text or "").splitlines() if line.strip()]
+            keys = ("seed", "prompt_id", "winner")
+            self._outcomes[ref] = [{k: r.get(k) for k in keys} for r in rows] or None
+        return self._outcomes.get(ref) if ref else None
+
 
 def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
     base = model["model"] if model["kind"] == "run" else model["name"]
@@ -81,6 +111,10 @@ def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
         "base": base,
         "model": model["model"],
         "dataset": model.get("dataset"),
+        "rows": model.get("rows"),
+        "group": model.get("group"),
+        "series": model.get("series"),
+        "seed": model.get("seed"),
         "epoch": None,
         "epochs": [],
         "train_tokens": None,
@@ -95,6 +129,7 @@ def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
 
 
 def _scores_row(scores: dict | None, steps: list[str]) -> dict | None:
+    """`steps[-1]` is the gauntlet step the scores come from."""
     if scores is None:
         return None
     benchmarks = {
@@ -106,6 +141,8 @@ def _scores_row(scores: dict | None, steps: list[str]) -> dict | None:
         "categories": scores["categories"],
         "benchmarks": benchmarks,
         "complete": scores["average"] is not None,
+        "suite": scores.get("suite"),
+        "scored_by": steps[-1],
         "steps": steps,
     }
 
@@ -119,15 +156,23 @@ def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
         return None
     epochs = reader.manifest(selection)["input"]["epochs"]
     chosen_ref = model.get("gauntlet") or next(e["gauntlet"] for e in epochs if e["epoch"] == choice["epoch"])
-    found = _scores_row(reader.json(chosen_ref, "scores.json"), [selection, chosen_ref, choice["finetune"]])
+    found = _scores_row(reader.json(chosen_ref, "scores.json"), [selection, choice["finetune"], chosen_ref])
     if found is None:
         return None
+    finetune = reader.manifest(choice["finetune"])
     return found | {
         "epoch": choice["epoch"],
         "epochs": [{k: e[k] for k in ("epoch", "average", "categories")} for e in choice["epochs"]],
-        "train_tokens": _tokens_at(reader.manifest(choice["finetune"]), choice["epoch"]),
+        "train_tokens": _tokens_at(finetune, choice["epoch"]),
+        "rows": _prepared_rows(finetune, reader) or model.get("rows"),
         "selection": choice.get("selection"),
     }
+
+
+def _prepared_rows(finetune: dict | None, reader: _Reader) -> int | None:
+    """The rows of the dataset the finetune trained on, as its prepare step counted them."""
+    data = (finetune or {}).get("input", {}).get("data")
+    return ((reader.manifest(data) or {}).get("summary") or {}).get("rows") if data else None
 
 
 def _tokens_at(finetune: dict | None, epoch: int) -> int | None:
@@ -141,6 +186,7 @@ def _tokens_at(finetune: dict | None, epoch: int) -> int | None:
 
 def pair_row(pair: dict, reader: _Reader, base_of: dict[str, str]) -> dict[str, Any]:
     row = {"a": pair["a"], "b": pair["b"], "prompts": pair["prompts"], "base": base_of.get(pair["a"])}
+    row["judge"] = pair["judge"]
     result = reader.json(pair["judge"], "result.json")
     if result is None:
         return row | {"status": "pending", "win_rate_a": None}

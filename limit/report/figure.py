@@ -2,7 +2,11 @@
 
 A row is the columns that PANELS give for it: the gauntlet (average and categories, value labels, the base
 model as a dashed reference line, n/a where a category is incomplete), the average per epoch, and one win-rate
-panel per prompt set. A new panel is a function in PANELS returning its columns.
+panel per prompt set, for the finetunes outside size sweeps; then, for size sweeps, the size curves (the
+gauntlet average and each category against training rows, log x, one line per series with the replicate
+spread as a band, the base model dashed) and the win rate against size per prompt set. A sweep is drawn per
+series, never per model, so it stays readable at any number of sizes and seeds. A new panel is a function in
+PANELS returning its columns.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:b
 GROUPS = ("average", *CATEGORY_TITLES)  # the bars' x groups: Av first
 GROUP_TITLES = ("Av", *CATEGORY_TITLES.values())
 INCH_PER_UNIT, ROW_HEIGHT = 3.0, 4.6
+SWEEP_ROW_HEIGHT = 6.2  # a size-curve column stacks two rows of small panels
 
 Column = tuple[float, Callable[..., None], Any]  # (width in units, draw(ax, data, base, arg), arg)
 
@@ -35,7 +40,14 @@ def short(name: str, base: str) -> str:
 
 
 def finetunes(data: dict, base: str) -> list[dict]:
-    return [m for m in data["models"] if m["base"] == base and m["kind"] == "run"]
+    """The base model's finetunes outside size sweeps (a sweep has its own panels)."""
+    return [m for m in data["models"] if m["base"] == base and m["kind"] == "run" and not m.get("series")]
+
+
+def single(data: dict) -> bool:
+    """Whether any finetune is outside a size sweep (or there is none at all)."""
+    runs = [m for m in data["models"] if m["kind"] == "run"]
+    return not runs or any(not m.get("series") for m in runs)
 
 
 def base_model(data: dict, base: str) -> dict | None:
@@ -49,7 +61,7 @@ def value_of(row: dict | None, group: str) -> float | None:
 
 
 def gauntlet_columns(data: dict) -> list[Column]:
-    return [(2.6, draw_gauntlet, None)]
+    return [(2.6, draw_gauntlet, None)] if single(data) else []
 
 
 def draw_gauntlet(ax: Axes, data: dict, base: str, _) -> None:
@@ -104,7 +116,8 @@ def _pad_y(ax: Axes) -> None:
 
 
 def epoch_columns(data: dict) -> list[Column]:
-    return [(1.25, draw_epochs, None)] if any(m.get("epochs") for m in data["models"]) else []
+    scored = any(m.get("epochs") for m in data["models"] if not m.get("series"))
+    return [(1.25, draw_epochs, None)] if scored else []
 
 
 def draw_epochs(ax: Axes, data: dict, base: str, _) -> None:
@@ -129,12 +142,17 @@ def draw_epochs(ax: Axes, data: dict, base: str, _) -> None:
 
 
 def winrate_columns(data: dict) -> list[Column]:
-    prompt_sets = list(dict.fromkeys(p["prompts"] for p in data["pairs"]))
+    prompt_sets = list(dict.fromkeys(p["prompts"] for p in data["pairs"] if not swept(data, p)))
     return [(1.4, draw_winrates, prompts) for prompts in prompt_sets]
 
 
+def swept(data: dict, pair: dict) -> bool:
+    """A pair whose A is part of a size sweep: the win rate against size shows it."""
+    return any(m["name"] == pair["a"] and m.get("series") for m in data["models"])
+
+
 def draw_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
-    pairs = [p for p in data["pairs"] if p.get("base") == base and p["prompts"] == prompts]
+    pairs = [p for p in data["pairs"] if p.get("base") == base and p["prompts"] == prompts and not swept(data, p)]
     ax.set_title(f"Win rate of A on {prompts}", fontsize=10)
     if not pairs:
         ax.text(0.5, 0.5, "no pairs", ha="center", va="center", transform=ax.transAxes, color="0.5")
@@ -159,14 +177,121 @@ def draw_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
     ax.tick_params(axis="x", labelsize=8)
 
 
-PANELS: list[Callable[[dict], list[Column]]] = [gauntlet_columns, epoch_columns, winrate_columns]
+def curves(data: dict, base: str) -> dict[str, list[dict]]:
+    """The replicate groups of each size series of the base model, smallest first."""
+    found: dict[str, list[dict]] = {}
+    for group in data.get("replicates") or []:
+        if group.get("series") and group["base"] == base and group.get("rows") is not None:
+            found.setdefault(group["series"], []).append(group)
+    return {series: sorted(groups, key=lambda g: g["rows"]) for series, groups in found.items()}
+
+
+def size_columns(data: dict) -> list[Column]:
+    if not any(g.get("series") for g in data.get("replicates") or []):
+        return []
+    return [(4.2, draw_size_curves, None)]
+
+
+def draw_size_curves(ax: Axes, data: dict, base: str, _) -> None:
+    """The column's area as a 2 x 3 grid of small panels: the average first, then each category."""
+    fig, grid = ax.get_figure(), ax.get_subplotspec().subgridspec(2, 3)
+    ax.remove()
+    for i, group in enumerate(GROUPS):
+        draw_size_curve(fig.add_subplot(grid[i // 3, i % 3]), data, base, group)
+
+
+def band(ax: Axes, xs: list[int], stats: list[dict | None], color: str, label: str | None) -> None:
+    """The mean over seeds as a line, mean ± standard deviation as a band."""
+    points = [(x, s) for x, s in zip(xs, stats, strict=True) if s and s.get("mean") is not None]
+    if not points:
+        return
+    x = [p for p, _ in points]
+    mean = [s["mean"] for _, s in points]
+    std = [s.get("std") or 0.0 for _, s in points]
+    ax.fill_between(x, [m - d for m, d in zip(mean, std, strict=True)], [m + d for m, d in zip(mean, std, strict=True)],
+                    color=color, alpha=0.2, linewidth=0)  # fmt: skip
+    ax.plot(x, mean, marker="o", markersize=3.5, color=color, label=label)
+
+
+def draw_size_curve(ax: Axes, data: dict, base: str, group: str) -> None:
+    by_series = curves(data, base)
+    for i, (series, groups) in enumerate(by_series.items()):
+        color = COLORS[i % len(COLORS)]
+        stats = [g["average"] if group == "average" else g["categories"].get(group) for g in groups]
+        band(ax, [g["rows"] for g in groups], stats, color, f"{short(series, base)} (mean ± sd over seeds)")
+        for g in groups:  # each seed's own value, faint
+            seeds = [m for m in data["models"] if m["name"] in g["models"]]
+            values = [value_of(m, group) for m in seeds]
+            ax.scatter([g["rows"]] * len(values), values, s=8, color=color, alpha=0.45, linewidths=0)
+    reference = value_of(base_model(data, base), group)
+    if reference is not None:
+        ax.axhline(reference, color="black", linestyle="--", linewidth=1.1, label=f"{base} (base model)")
+    _size_axis(ax, [g["rows"] for groups in by_series.values() for g in groups])
+    title = "Av" if group == "average" else CATEGORY_TITLES[group]
+    ax.set_title(f"{base}: {title} vs training rows" if group == "average" else title, fontsize=9)
+    if group == "average":
+        ax.set_ylabel("rescaled accuracy", fontsize=8)
+        ax.legend(loc="best", fontsize=6.5, framealpha=0.7)
+    if not by_series:
+        ax.text(0.5, 0.5, "no sweep", ha="center", va="center", transform=ax.transAxes, color="0.5")
+
+
+def _size_axis(ax: Axes, sizes: list[int]) -> None:
+    ax.set_xscale("log")
+    ticks = []
+    for size in sorted(set(sizes)):  # a size within 30% of the last labelled one would overprint it
+        if not ticks or size > 1.3 * ticks[-1]:
+            ticks.append(size)
+    if ticks:
+        ax.set_xticks(ticks, [f"{t / 1000:g}k" if t >= 1000 else str(t) for t in ticks], fontsize=7.5)
+        ax.minorticks_off()
+        ax.set_xlim(min(sizes) / 1.25, max(sizes) * 1.25)
+    ax.set_xlabel("training rows (log)", fontsize=8)
+    ax.tick_params(axis="y", labelsize=7.5)
+
+
+def size_winrate_columns(data: dict) -> list[Column]:
+    prompt_sets = list(dict.fromkeys(p["prompts"] for p in data["pairs"] if swept(data, p)))
+    return [(1.4, draw_size_winrates, prompts) for prompts in prompt_sets]
+
+
+def draw_size_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
+    """Per series and opponent (a model, or another series size by size): the mean win rate against size."""
+    drawn = 0
+    for i, (series, groups) in enumerate(curves(data, base).items()):
+        lines: dict[str, list[tuple[int, dict]]] = {}
+        for g in groups:
+            for rate in (r for r in g["win_rates"] if r["prompts"] == prompts and r.get("side") == "a"):
+                lines.setdefault(rate.get("opponent_series") or rate["opponent"], []).append((g["rows"], rate))
+        for j, (opponent, points) in enumerate(lines.items()):
+            color = COLORS[(i + j) % len(COLORS)]
+            scaled = [{"mean": 100 * r["mean"], "std": 100 * (r.get("std") or 0)} for _, r in points]
+            band(ax, [x for x, _ in points], scaled, color, f"{short(series, base)} vs {short(opponent, base)}")
+            drawn += 1
+    ax.axhline(50, color="black", linewidth=0.8, linestyle="--")
+    _size_axis(ax, [g["rows"] for groups in curves(data, base).values() for g in groups])
+    ax.set_ylim(0, 100)
+    ax.set_title(f"Win rate vs size on {prompts}", fontsize=10)
+    ax.set_ylabel("% (mean ± sd over seeds)", fontsize=8)
+    if drawn:
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, frameon=False)
+
+
+PANELS: list[Callable[[dict], list[Column]]] = [
+    gauntlet_columns,
+    epoch_columns,
+    winrate_columns,
+    size_columns,
+    size_winrate_columns,
+]
 
 
 def plot(data: dict[str, Any], path: Path) -> None:
     bases = list(dict.fromkeys(m["base"] for m in data["models"]))
     columns = [column for panel in PANELS for column in panel(data)]
     widths = [width for width, _, _ in columns]
-    fig = Figure(figsize=(INCH_PER_UNIT * sum(widths), ROW_HEIGHT * len(bases) + 0.6), layout="constrained")
+    height = SWEEP_ROW_HEIGHT if any(draw is draw_size_curves for _, draw, _ in columns) else ROW_HEIGHT
+    fig = Figure(figsize=(INCH_PER_UNIT * sum(widths), height * len(bases) + 0.6), layout="constrained")
     grid = fig.add_gridspec(len(bases), len(columns), width_ratios=widths)
     for r, base in enumerate(bases):
         for c, (_, draw, arg) in enumerate(columns):

@@ -76,6 +76,92 @@ def gauntlet_section(data: dict) -> list[str]:
     return lines
 
 
+def selection_section(data: dict) -> list[str]:
+    """How sure each epoch choice is (issue 9): the chosen average's standard error over the scored rows and
+    whether it beats the runner-up epoch beyond noise (a paired difference on the same rows, 95%)."""
+    chosen = [r for r in data["models"] if r.get("selection") is not None]
+    if not chosen:
+        return []
+    lines = ["## Epoch selection", "", "Standard error of the chosen epoch's average over the benchmark rows it"]
+    lines += ["was selected on; the runner-up is the next best epoch, compared on the same rows.", ""]
+    lines += ["| Model | Epoch | Av | SE | Runner-up | Difference | SE of difference | Distinguishable |"]
+    lines.append("|---|---|---|---|---|---|---|---|")
+    for row in chosen:
+        sel = row["selection"]
+        if sel.get("runner_up") is None:
+            rest = "only one epoch scored | - | - | -"
+        else:
+            rest = (
+                f"epoch {sel['runner_up']} | {fmt(sel.get('difference'))} | "
+                f"{fmt(sel.get('difference_standard_error'))} | {yes_no(sel.get('distinguishable'))}"
+            )
+        lines.append(
+            f"| {row['name']} | {row['epoch']} | {fmt(row['average'])} | {fmt(sel.get('standard_error'))} | {rest} |"
+        )
+    return lines
+
+
+def yes_no(value: bool | None) -> str:
+    return "n/a" if value is None else ("yes" if value else "no")
+
+
+def mean_std(stat: dict | None, scale: float = 1.0, digits: int = 3) -> str:
+    """`0.172 ± 0.004` (the mean and standard deviation over seeds), or the mean alone from one seed."""
+    if not stat or stat.get("mean") is None:
+        return "n/a"
+    mean = f"{scale * stat['mean']:.{digits}f}"
+    return mean if stat.get("std") is None else f"{mean} ± {scale * stat['std']:.{digits}f}"
+
+
+def replicates_section(data: dict) -> list[str]:
+    groups = data.get("replicates") or []
+    if not groups:
+        return []
+    lines = ["## Replicates", "", "Mean ± standard deviation over training seeds (n: seeds with scores); the epoch"]
+    lines += ["each seed's selection chose; win rates from the group's own side, in %."]
+    header = ["Group", "Rows", "Seeds", "Chosen epochs", "n", "Av", *CATEGORIES.values(), "Win rates"]
+    lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for g in groups:
+        seeds = ", ".join("-" if s is None else str(s) for s in g["seeds"])
+        epochs = ", ".join("-" if e is None else str(e) for e in g["chosen_epochs"])
+        cats = [mean_std(g["categories"].get(c)) for c in CATEGORIES]
+        rates = "; ".join(f"vs {w['opponent']} on {w['prompts']}: {mean_std(w, 100, 1)}" for w in g["win_rates"])
+        lines.append(
+            f"| {g['group']} | {g['rows'] if g['rows'] is not None else 'n/a'} | {seeds} | {epochs} | "
+            f"{g['average']['n']} | {mean_std(g['average'])} | " + " | ".join(cats) + f" | {rates or '-'} |"
+        )
+    return lines
+
+
+def interval_cells(entry: dict, scale: float = 1.0, digits: int = 3) -> str:
+    """Difference | 95% CI | distinguishable from zero."""
+    diff, ci = entry.get("difference"), entry.get("ci95")
+    shown = "n/a" if diff is None else f"{scale * diff:+.{digits}f}"
+    bounds = "n/a" if ci is None else f"[{scale * ci[0]:+.{digits}f}, {scale * ci[1]:+.{digits}f}]"
+    return f"{shown} | {bounds} | {yes_no(entry.get('distinguishable'))}"
+
+
+def comparisons_section(data: dict) -> list[str]:
+    found = data.get("comparisons") or {}
+    gauntlet, rates = found.get("gauntlet") or [], found.get("win_rate") or []
+    if not gauntlet and not rates:
+        return []
+    lines = ["## Paired comparisons", "", "Differences with 95% bootstrap intervals (seeded); distinguishable: the"]
+    lines += ["interval excludes zero. Gauntlet: A's average minus B's, resampling benchmark rows paired by row."]
+    if gauntlet:
+        lines += ["", "| A | B | Compared as | Av difference | 95% CI | Distinguishable |", "|---|---|---|---|---|---|"]
+        lines += [f"| {e['a']} | {e['b']} | {e['why']} | {interval_cells(e)} |" for e in gauntlet]
+    if rates:
+        lines += ["", "Win rates (percentage points), resampling prompts and sampling seeds: a pair's win rate of A"]
+        lines += ["minus 50 (even match), or one size's win rate minus the next smaller size's against the same B."]
+        lines += ["", "| A | B | Prompts | Compared as | Difference | 95% CI | Distinguishable |"]
+        lines.append("|---|---|---|---|---|---|---|")
+        for e in rates:
+            against = f"{e['b']} (both vs {e['opponent']})" if e.get("opponent") else e["b"]
+            lines.append(f"| {e['a']} | {against} | {e['prompts']} | {e['why']} | {interval_cells(e, 100, 1)} |")
+    return lines
+
+
 def _lengths(lengths: dict | None) -> str:
     """Mean response length in characters, as AlpacaEval measures it."""
     if not lengths:
@@ -174,7 +260,10 @@ def provenance_section(data: dict) -> list[str]:
 
 SECTIONS: list[Callable[[dict], list[str]]] = [
     gauntlet_section,
+    selection_section,
+    replicates_section,
     judge_section,
+    comparisons_section,
     samples_section,
     benchmarks_section,
     provenance_section,

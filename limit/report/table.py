@@ -3,7 +3,13 @@
 Every model, finetuned or base, gets the same keys: `gauntlet.average`, `gauntlet.<category>`,
 `gauntlet.<benchmark>` (at the chosen epoch), `chosen_epoch` and `train.tokens` (0 for a base model: it was
 not finetuned), and for each judged pair it is in, `win_rate.<prompts>.vs.<opponent>` with `.ci95_low` and
-`.ci95_high`, from its own side. A value that is not known (an incomplete category) is left out, never 0.
+`.ci95_high`, from its own side. A run in a sweep or a replicate adds `train.rows` and `train.seed`; each
+comparison the report made with the model as A adds `compare.<what>.<B>.difference`, `.ci95_low`,
+`.ci95_high` and `.distinguishable` (1 or 0). A value that is not known (an incomplete category) is left out,
+never 0.
+
+`replicate_rows`: one more row per replicate group (kind `replicates`), with the same keys holding the mean
+over seeds, each with a `.std` beside it, `replicates` (seeds with scores) and `chosen_epoch.s<seed>`.
 """
 
 from __future__ import annotations
@@ -32,6 +38,8 @@ def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         if tokens is not None:
             metrics["train.tokens"] = float(tokens)
         metrics |= win_rates(model["name"], data["pairs"])
+        metrics |= {k: float(model[f]) for k, f in (("train.rows", "rows"), ("train.seed", "seed")) if model.get(f)}
+        metrics |= comparison_metrics(model["name"], data.get("comparisons") or {})
         rows.append(
             {"name": model["name"], "tags": tags(data["study"], model), "metrics": metrics, "curves": curves(model)}
         )
@@ -39,7 +47,7 @@ def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def tags(study: str, model: dict) -> dict[str, str]:
-    return {
+    out = {
         "limit.kind": "summary",
         "limit.study": study,
         "limit.run": model["name"],
@@ -47,6 +55,60 @@ def tags(study: str, model: dict) -> dict[str, str]:
         "limit.dataset": model.get("dataset") or "none (base model)",
         "limit.role": model["kind"],
     }
+    return out | {f"limit.{k}": model[k] for k in ("group", "series") if model.get(k)}
+
+
+COMPARED = {  # (comparisons kind, why) -> the metric name of that comparison
+    ("gauntlet", "base model"): "gauntlet_average",
+    ("gauntlet", "next size"): "gauntlet_average",
+    ("win_rate", "even match"): "win_rate_minus_half",
+    ("win_rate", "next size"): "win_rate",
+}
+
+
+def comparison_metrics(name: str, comparisons: dict[str, list[dict]]) -> dict[str, float]:
+    """Each comparison with `name` as A: `compare.<what>.<B>[.<prompts>].difference` and its interval."""
+    out = {}
+    for kind, entries in comparisons.items():
+        for entry in entries:
+            if entry["a"] != name or entry.get("difference") is None:
+                continue
+            key = f"compare.{COMPARED[kind, entry['why']]}.{slug(entry['b'])}"
+            key += f".{slug(entry['prompts'])}" if entry.get("prompts") else ""
+            out[f"{key}.difference"] = float(entry["difference"])
+            if entry.get("ci95"):
+                out |= {f"{key}.ci95_low": entry["ci95"][0], f"{key}.ci95_high": entry["ci95"][1]}
+                out[f"{key}.distinguishable"] = float(bool(entry["distinguishable"]))
+    return out
+
+
+def replicate_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """{name, tags, metrics, curves} per replicate group with scores: the mean and spread over its seeds."""
+    rows = []
+    for group in data.get("replicates") or []:
+        if not group["average"]["n"] and not any(s["n"] for s in group["categories"].values()):
+            continue
+        stats = {"gauntlet.average": group["average"]}
+        stats |= {f"gauntlet.{k}": v for k, v in (group["categories"] | group["benchmarks"]).items()}
+        stats |= {f"win_rate.{slug(w['prompts'])}.vs.{slug(w['opponent'])}": w for w in group["win_rates"]}
+        metrics = {"replicates": float(len(group["models"]))}
+        for key, stat in stats.items():
+            if stat.get("mean") is not None:
+                metrics[key] = stat["mean"]
+            if stat.get("std") is not None:
+                metrics[f"{key}.std"] = stat["std"]
+        epochs = zip(group["seeds"], group["chosen_epochs"], strict=True)
+        metrics |= {f"chosen_epoch.s{seed}": float(epoch) for seed, epoch in epochs if epoch}
+        if group.get("rows"):
+            metrics["train.rows"] = float(group["rows"])
+        rows.append({"name": group["group"], "tags": group_tags(data["study"], group), "metrics": metrics})
+    return rows
+
+
+def group_tags(study: str, group: dict) -> dict[str, str]:
+    out = {"limit.kind": "replicates", "limit.study": study, "limit.run": group["group"], "limit.model": group["base"]}
+    out["limit.dataset"] = group.get("dataset") or "none"
+    return out | ({"limit.series": group["series"]} if group.get("series") else {})
 
 
 def win_rates(name: str, pairs: list[dict]) -> dict[str, float]:

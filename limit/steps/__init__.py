@@ -55,28 +55,62 @@ def step_key(kind: str, inp: inputs.StepInput) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def step_argv(kind: str, inp: inputs.StepInput, shared: frozenset[str] = frozenset()) -> list[str]:
+def step_argv(kind: str, inp: inputs.StepInput, base: dict | None = None) -> list[str]:
     """The command line that runs one step, locally and in a pod alike.
 
     The input is written in full (every hyperparameter visible, no reliance on the pod's defaults) and the
-    key rides along, so a pod whose code would file the output under another key refuses to run. `shared`
-    names top-level input fields that go to `--input-base` instead: the Argo backend writes them once in a
-    template that many steps use, and each task carries only the rest (the pod merges the two).
+    key rides along, so a pod whose code would file the output under another key refuses to run. `base`
+    (see `common_base`) holds input fields, at any depth, that go to `--input-base` instead: the Argo backend
+    writes them once in a template that many steps use, and each task carries only the rest (the pod merges
+    the two back into this input).
     """
     argv = ["limit", "step", kind, "--key", step_key(kind, inp)]
-    if not shared:
+    if not base:
         return [*argv, "--input", inp.model_dump_json()]
-    data = inp.model_dump(mode="json")
-    own = {k: v for k, v in data.items() if k not in shared}
-    base = {k: v for k, v in data.items() if k in shared}
+    own = _beyond(inp.model_dump(mode="json"), base)
     return [*argv, "--input", compact_json(own), "--input-base", compact_json(base)]
 
 
+def common_base(dumps: list[dict]) -> dict:
+    """The fields every input has with one value; of an object field that differs, its common fields."""
+    first, rest = dumps[0], dumps[1:]
+    base = {}
+    for name, value in first.items():
+        others = [d.get(name, _ABSENT) for d in rest]
+        if all(other == value for other in others):
+            base[name] = value
+        elif isinstance(value, dict) and all(isinstance(other, dict) for other in others):
+            inner = common_base([value, *others])
+            if inner:
+                base[name] = inner
+    return base
+
+
+_ABSENT = object()
+
+
+def _beyond(data: dict, base: dict) -> dict:
+    """What `data` holds that `base` (common to it and others) does not: whole fields, or their differences."""
+    return {
+        name: value if name not in base else _beyond(value, base[name])
+        for name, value in data.items()
+        if name not in base or base[name] != value
+    }
+
+
+def _merge(base: dict, own: dict) -> dict:
+    merged = dict(base)
+    for name, value in own.items():
+        both_objects = isinstance(value, dict) and isinstance(merged.get(name), dict)
+        merged[name] = _merge(merged[name], value) if both_objects else value
+    return merged
+
+
 def merged_input(raw: str, base: str | None) -> str:
-    """The input JSON a step runs with: `--input-base`'s fields, then `--input`'s."""
+    """The input JSON a step runs with: `--input-base`'s fields with `--input`'s merged in, object by object."""
     if not base:
         return raw
-    return compact_json({**json.loads(base), **json.loads(raw)})
+    return compact_json(_merge(json.loads(base), json.loads(raw)))
 
 
 def compact_json(value) -> str:

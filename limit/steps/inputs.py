@@ -90,6 +90,10 @@ class ReportModel(Strict):
     dataset: str | None = None
     selection: Ref | None = None
     gauntlet: Ref | None = None
+    rows: int | None = None  # training rows, where the spec fixes them (a subset, a mix of subsets)
+    group: str | None = None  # replicate group: runs that differ only in their training seed share it
+    series: str | None = None  # size sweep: the runs of one size curve share it
+    seed: int | None = None  # training seed of a replicate
 
 
 class ReportPair(Strict):

@@ -4,7 +4,8 @@ execution's comparison view in MLflow.
 Reads each run's choice and chosen-epoch scores, each baseline's scores and each pair's result (limit/report
 assembles, renders and tabulates; `limit report` renders the same without a study execution). In MLflow: one
 `summary` run per model (finetuned and base) beside the step runs, every one with the same metric keys
-(limit/report/table.py), and the files and headline numbers on the parent run.
+(limit/report/table.py), one `replicates` run per replicate group (the mean and spread over seeds), and the
+files and headline numbers on the parent run.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 from limit import report as rendering
 from limit import tracking
-from limit.report.table import summary_rows
+from limit.report.table import replicate_rows, summary_rows
 from limit.spec import slug
 from limit.steps.context import StepContext
 from limit.steps.inputs import ReportInput
@@ -31,6 +32,8 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
     rendering.write(data, ctx.out)
     for row in summary_rows(data):
         tracking.log_child(f"summary {row['name']}", row["tags"], row["metrics"], row["curves"])
+    for row in replicate_rows(data):
+        tracking.log_child(f"replicates {row['name']}", row["tags"], row["metrics"], {})
     headline = headline_metrics(data)
     tracking.log_on_parent(headline, ctx.out, rendering.FILES)
     return {"models": len(data["models"]), "pairs": len(data["pairs"]), **headline}

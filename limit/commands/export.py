@@ -7,14 +7,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from limit.commands.flags import add_study_and_store
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
+    add_study_and_store(parser)
     parser.add_argument("--csv", type=Path, required=True, help="where to write the table")
-    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
-    parser.add_argument(
-        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
-    )
 
 
 def main(args: argparse.Namespace) -> int:

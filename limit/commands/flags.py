@@ -34,3 +34,12 @@ def add_max_steps(parser: argparse.ArgumentParser) -> None:
         default=MAX_STEPS,
         help="refuse a plan of more steps than this (default %(default)s)",
     )
+
+
+def add_study_and_store(parser: argparse.ArgumentParser) -> None:
+    """The study, and where its work folder and artifacts are (as `limit run` was given them)."""
+    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
+    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
+    parser.add_argument(
+        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
+    )

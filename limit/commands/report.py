@@ -11,13 +11,11 @@ import argparse
 import os
 from pathlib import Path
 
+from limit.commands.flags import add_study_and_store
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
-    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
-    parser.add_argument(
-        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
-    )
+    add_study_and_store(parser)
     parser.add_argument("--out", type=Path, help="folder for the files (default <workdir>/<study>/)")
 
 

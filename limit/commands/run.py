@@ -13,18 +13,14 @@ import sys
 import time
 from pathlib import Path
 
-from limit.commands.flags import add_max_steps, positive_int
+from limit.commands.flags import add_max_steps, add_study_and_store, positive_int
 from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.spec import load_study, resolve_study_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
-    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
-    parser.add_argument(
-        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
-    )
+    add_study_and_store(parser)
     parser.add_argument("--jobs", type=positive_int, help="CPU slots for parallel steps (default: all cores)")
     add_max_steps(parser)
     parser.add_argument("--timings", help="write per-step wall times as JSON to this file")

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit import progress
+from limit.commands.flags import add_study_and_store
 from limit.plan import Plan, Step
 from limit.store import Store
 
@@ -25,11 +26,7 @@ FAILED = ("failed", "killed", "lost")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("study", help="a study name (see `limit studies`) or a YAML path")
-    parser.add_argument("--workdir", help="working root (default ./runs, or LIMIT_WORKDIR)")
-    parser.add_argument(
-        "--artifacts", help="artifact root: a folder or s3://bucket/prefix (default <workdir>/artifacts)"
-    )
+    add_study_and_store(parser)
     parser.add_argument(
         "--watch", nargs="?", type=float, const=10.0, metavar="SECONDS", help="redraw every SECONDS (default 10)"
     )

@@ -7,9 +7,8 @@ import numpy as np
 import pytest
 
 from limit.gauntlet.benchmarks import suite
-from limit.gauntlet.scoring import aggregate, rescale
+from limit.gauntlet.scoring import aggregate, average_weights, rescale
 from limit.report.stats import (
-    average_weights,
     gauntlet_difference,
     interval,
     outcome_matrix,

@@ -76,24 +76,39 @@ def aggregate(benchmarks: Sequence[Benchmark], results: dict[str, dict]) -> dict
     return {"categories": categories, "average": average, "complete": complete, "missing": missing}
 
 
+def average_weights(benchmarks: Sequence[Benchmark]) -> dict[str, float] | None:
+    """Each benchmark's weight in the gauntlet average, per unit of accuracy: rescaling by 1 / (1 - random
+    baseline), then its category's equal-weight mean, then the mean of the categories. None when a category
+    has no benchmark (the average is not defined)."""
+    weights = {}
+    for category in CATEGORIES:
+        wanted = [b for b in benchmarks if b.category == category]
+        if not wanted:
+            return None
+        for bench in wanted:
+            weights[bench.name] = 1 / ((1 - bench.random_baseline) * len(wanted) * len(CATEGORIES))
+    return weights
+
+
 def average_variance(benchmarks: Sequence[Benchmark], rows: dict[str, Sequence[float]]) -> float | None:
     """Variance of the gauntlet average implied by per-row values (1/0 correctness, or paired differences).
 
-    Rows are taken as independent draws: a benchmark's mean has variance s^2 / n, rescaling divides it by
-    (1 - random baseline)^2, and the category and study means divide by their counts squared. Macro-averaged
-    benchmarks are treated as one pool of rows (a slight approximation). None if a benchmark has no rows.
+    Rows are taken as independent draws: a benchmark's mean has variance s^2 / n, weighted as in the average
+    (`average_weights`). Macro-averaged benchmarks are treated as one pool of rows (a slight approximation).
+    None if a benchmark has fewer than two rows, or a category none.
     """
+    weights = average_weights(benchmarks)
+    if weights is None:
+        return None
     total = 0.0
-    for category in CATEGORIES:
-        wanted = [b for b in benchmarks if b.category == category]
-        for bench in wanted:
-            values = rows.get(bench.name) or []
-            if len(values) < 2:
-                return None
-            mean = sum(values) / len(values)
-            sample_var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-            total += sample_var / len(values) / (1 - bench.random_baseline) ** 2 / len(wanted) ** 2
-    return total / len(CATEGORIES) ** 2
+    for name, weight in weights.items():
+        values = rows.get(name) or []
+        if len(values) < 2:
+            return None
+        mean = sum(values) / len(values)
+        sample_var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+        total += weight**2 * sample_var / len(values)
+    return total
 
 
 def metrics(scores: dict) -> dict[str, float]:

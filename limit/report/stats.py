@@ -19,7 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from limit.gauntlet.benchmarks import CATEGORIES, Benchmark
+from limit.gauntlet.benchmarks import Benchmark
+from limit.gauntlet.scoring import average_weights
 
 RESAMPLES = 1000
 SEED = 0
@@ -47,20 +48,6 @@ def interval(draws: np.ndarray, level: float = LEVEL) -> list[float] | None:
 def verdict(difference: float, ci: list[float] | None) -> dict:
     """A difference, its interval and whether the interval excludes zero."""
     return {"difference": difference, "ci95": ci, "distinguishable": ci is not None and (ci[0] > 0 or ci[1] < 0)}
-
-
-def average_weights(benchmarks: Sequence[Benchmark]) -> dict[str, float] | None:
-    """Each benchmark's weight in the gauntlet average, per unit of accuracy: rescaling by 1 / (1 - random
-    baseline), then its category's equal-weight mean, then the mean of the categories. None when a category
-    has no benchmark (the average is not defined)."""
-    weights = {}
-    for category in CATEGORIES:
-        wanted = [b for b in benchmarks if b.category == category]
-        if not wanted:
-            return None
-        for bench in wanted:
-            weights[bench.name] = 1 / ((1 - bench.random_baseline) * len(wanted) * len(CATEGORIES))
-    return weights
 
 
 def paired_rows(rows_a: Mapping[int, float], rows_b: Mapping[int, float]) -> np.ndarray:

@@ -29,12 +29,19 @@ CATEGORIES = {
 }
 
 
-def limit_popen(study: str, workdir: Path, *extra: str, **env: str) -> subprocess.Popen:
+def limit_popen(study: str, workdir: Path, *extra: str, popen: dict | None = None, **env: str) -> subprocess.Popen:
+    """`limit run` in the background; `popen`: more Popen arguments (stderr into stdout, a session of its own)."""
+    argv = [sys.executable, "-m", "limit.cli", "run", study, "--workdir", str(workdir), *extra]
+    pipes = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **(popen or {})}
+    return subprocess.Popen(argv, text=True, env=work_env(workdir, **env), **pipes)
+
+
+def work_env(workdir: Path, **env: str) -> dict[str, str]:
+    """A command's environment for one work folder: its MLflow store, no inherited artifact root or parent run."""
     env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", **env)
     for name in ("LIMIT_ARTIFACTS", "LIMIT_PARENT_RUN_ID"):
         env.pop(name, None)
-    argv = [sys.executable, "-m", "limit.cli", "run", study, "--workdir", str(workdir), *extra]
-    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    return env
 
 
 def finished(proc: subprocess.Popen) -> subprocess.CompletedProcess:
@@ -205,16 +212,7 @@ def test_rerun_redoes_nothing(tiny_run):
 def test_killed_run_resumes_without_redoing_completed_steps(tmp_path):
     study = mini_study(tmp_path)
     workdir = tmp_path / "runs"
-    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}")
-    env.pop("LIMIT_ARTIFACTS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "limit.cli", "run", str(study), "--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
+    proc = limit_popen(str(study), workdir, popen={"stderr": subprocess.STDOUT, "start_new_session": True})
     deadline = time.time() + 600
     while not list(workdir.glob("mini/logs/*/finetune-tiny-lima.log")) and time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
@@ -262,15 +260,7 @@ def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tm
 
     study = mini_study(tmp_path)
     workdir = tmp_path / "runs"
-    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{workdir / 'mlflow.db'}", LIMIT_HEARTBEAT_S="2")
-    env.pop("LIMIT_ARTIFACTS", None)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "limit.cli", "run", str(study), "--workdir", str(workdir)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
+    proc = limit_popen(str(study), workdir, popen={"stderr": subprocess.STDOUT}, LIMIT_HEARTBEAT_S="2")
 
     def finetune_logged_progress() -> bool:
         logs = list((workdir / "mini" / "logs").glob("*/finetune-tiny-lima.log"))  # in the execution's folder
@@ -296,10 +286,8 @@ def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tm
     finetune = next(r for r in runs if r.data.tags.get("limit.kind") == "finetune")
     assert finetune.info.status == "KILLED"
 
-    status = subprocess.run(
-        [sys.executable, "-m", "limit.cli", "status", str(study), "--workdir", str(workdir)],
-        capture_output=True, text=True, env=env, timeout=300,
-    )  # fmt: skip
+    argv = [sys.executable, "-m", "limit.cli", "status", str(study), "--workdir", str(workdir)]
+    status = subprocess.run(argv, capture_output=True, text=True, env=work_env(workdir), timeout=300)
     assert re.search(r"killed +finetune-tiny-lima", status.stdout), status.stdout
 
     result = limit_run(str(study), workdir)

@@ -3,6 +3,7 @@ between studies, and one-line errors naming the field as written."""
 
 from __future__ import annotations
 
+import csv
 import json
 import subprocess
 import sys
@@ -167,6 +168,22 @@ def test_sweep_tiny_reports_curves_replicates_and_paired_intervals(sweep_run: Pa
         assert heading in markdown
     assert "| tiny-v1-8-s17 | 2 |" in markdown and "only one epoch scored" in markdown
     assert (sweep_run / "sweep-tiny" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.slow
+def test_sweep_tiny_export_has_a_row_per_model_and_per_replicate_group(sweep_run: Path):
+    out = sweep_run / "table.csv"
+    argv = [sys.executable, "-m", "limit.cli", "export", "sweep-tiny", "--workdir", str(sweep_run), "--csv", str(out)]
+    env = run_env(MLFLOW_TRACKING_URI=f"sqlite:///{sweep_run / 'mlflow.db'}")
+    env.pop("LIMIT_ARTIFACTS", None)
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0 and "7 models, 3 replicate groups" in done.stdout, done.stdout + done.stderr
+    rows = {row["model"]: row for row in csv.DictReader(out.open())}
+    assert rows["tiny-v1-16"]["kind"] == "replicates" and rows["tiny-v1-16-s17"]["kind"] == "run"
+    assert rows["tiny-v1-16"]["chosen_epoch.s18"] == "2" and rows["tiny-v1-16"]["train.rows"] == "16"
+    report = json.loads((sweep_run / "sweep-tiny" / "report.json").read_text())
+    group = next(g for g in report["replicates"] if g["group"] == "tiny-v1-16")
+    assert float(rows["tiny-v1-16"]["gauntlet.average.std"]) == pytest.approx(group["average"]["std"])
 
 
 @pytest.mark.slow

@@ -1,6 +1,7 @@
 """`limit export STUDY --csv FILE`: the one-row-per-model table (what each model's MLflow summary run holds:
 gauntlet average, categories and benchmarks at the chosen epoch, chosen epoch, training tokens, win rates
-with their 95% bounds) from stored outputs, computing nothing."""
+with their 95% bounds), then one row per replicate group (means, `.std` beside each, each seed's epoch), from
+stored outputs, computing nothing."""
 
 from __future__ import annotations
 
@@ -17,12 +18,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from limit.commands.report import pending, stored_report
-    from limit.report.table import summary_rows, write_csv
+    from limit.report.table import replicate_rows, summary_rows, write_csv
 
     _, data, _ = stored_report(args)
-    rows = summary_rows(data)
-    write_csv(rows, args.csv)
+    models, groups = summary_rows(data), replicate_rows(data)
+    write_csv(models + groups, args.csv)
     waiting = pending(data)
     note = f"; not complete yet: {', '.join(waiting)}" if waiting else ""
-    print(f"wrote {args.csv}: {len(rows)} models{note}")
+    replicated = f", {len(groups)} replicate groups" if groups else ""
+    print(f"wrote {args.csv}: {len(models)} models{replicated}{note}")
     return 0

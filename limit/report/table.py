@@ -24,6 +24,7 @@ from limit.spec import slug
 
 TAG_COLUMNS = ("model", "kind", "base_model", "dataset")
 HEADLINE = ("chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES))
+INTEGERS = ("chosen_epoch", "train.tokens", "train.rows", "train.seed", "replicates")  # written without ".0"
 
 
 def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -153,6 +154,7 @@ def write_csv(rows: list[dict], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             t = row["tags"]
-            names = {"model": row["name"], "kind": t["limit.role"], "base_model": t["limit.model"]}
-            counts = {k: int(row["metrics"][k]) for k in ("chosen_epoch", "train.tokens") if k in row["metrics"]}
+            kind = t.get("limit.role") or t["limit.kind"]  # a model's role, or "replicates" for a group
+            names = {"model": row["name"], "kind": kind, "base_model": t["limit.model"]}
+            counts = {k: int(v) for k, v in row["metrics"].items() if k in INTEGERS or k.startswith("chosen_epoch.")}
             writer.writerow({**names, "dataset": t["limit.dataset"], **row["metrics"], **counts})

@@ -124,8 +124,8 @@ def plan_gauntlet(spec: GauntletSpec, model: ModelSpec, gpu: Gpu, where: str) ->
         memory = scoring_memory(shape, spec.backend, *asked, spec.attention)
         raise LimitError(
             f"{where}: gauntlet.{'batch_tokens' if packed else 'batch_size'}: scoring needs ~{memory.gib:.0f} GiB "
-            f"({memory.describe()}), over the {gpu.memory_gib:g} GiB GPU (profile gpu_memory_gib): use backend "
-            "packed with attention flex, or lower gauntlet.batch_tokens"
+            f"({memory.describe()}), over the {gpu.memory_gib:g} GiB GPU (profile gpu_memory_gib): "
+            + ("lower gauntlet.batch_tokens, or use attention flex" if packed else "use backend packed")
         )
     return spec.model_copy(update=update)
 

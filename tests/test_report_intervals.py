@@ -135,3 +135,11 @@ def test_replicate_spread():
     assert spread([0.1, 0.3, None]) == {"mean": pytest.approx(0.2), "std": pytest.approx(0.1414214), "n": 2}
     assert spread([0.5]) == {"mean": 0.5, "std": None, "n": 1}
     assert spread([]) == {"mean": None, "std": None, "n": 0}
+
+
+def test_the_gauntlet_interval_follows_its_seed():
+    rows_a = {b.name: dict(enumerate([1.0, 0.0, 1.0, 1.0, 0.0, 1.0])) for b in TINY}
+    rows_b = {b.name: dict(enumerate([0.0, 0.0, 1.0, 0.0, 1.0, 0.0])) for b in TINY}
+    first = gauntlet_difference(TINY, rows_a, rows_b, reported=0.1, seed=1)
+    assert first == gauntlet_difference(TINY, rows_a, rows_b, reported=0.1, seed=1)
+    assert first["ci95"] != gauntlet_difference(TINY, rows_a, rows_b, reported=0.1, seed=2)["ci95"]

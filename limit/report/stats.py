@@ -86,7 +86,8 @@ def gauntlet_difference(
     weights = average_weights(benchmarks)
     if weights is None:
         return None
-    found = average_difference_draws(weights, {n: paired_rows(rows_a.get(n, {}), rows_b.get(n, {})) for n in weights})
+    diffs = {n: paired_rows(rows_a.get(n, {}), rows_b.get(n, {})) for n in weights}
+    found = average_difference_draws(weights, diffs, seed=seed)
     if found is None:
         return None
     pooled, draws = found

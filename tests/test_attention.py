@@ -19,9 +19,10 @@ LENGTHS = (7, 23, 13)
 
 @pytest.fixture(scope="module", params=[4, 6], ids=["4-heads", "6-heads"])
 def reference(request) -> MptForCausalLM:
-    """transformers' own MPT, untouched (6 heads: ALiBi slopes of a head count that is not a power of two)."""
+    """transformers' own MPT, untouched (6 heads: ALiBi slopes of a head count that is not a power of two).
+    Heads of 16 dimensions: the smallest compiled flex takes on CUDA, so the CUDA tests run these models too."""
     torch.manual_seed(0)
-    config = MptConfig(d_model=48, n_heads=request.param, n_layers=2, max_seq_len=64, vocab_size=97)
+    config = MptConfig(d_model=16 * request.param, n_heads=request.param, n_layers=2, max_seq_len=64, vocab_size=97)
     return MptForCausalLM(config).eval()
 
 
@@ -168,6 +169,63 @@ def test_auto_is_flex_on_cuda_and_sdpa_elsewhere():
     assert resolve("auto", "cuda") == "flex" and resolve("auto", "cpu") == "sdpa"
     with pytest.raises(LimitError, match="unknown implementation 'flash'"):
         resolve("flash", "cpu")
+
+
+def test_heads_under_16_dimensions_never_reach_compiled_flex():
+    """inductor refuses flex for head dimensions under 16: auto takes sdpa there, an explicit flex is refused."""
+    assert resolve("auto", "cuda", head_dim=12) == "sdpa" and resolve("auto", "cuda", head_dim=16) == "flex"
+    with pytest.raises(LimitError, match="at least 16, this model's is 8"):
+        resolve("flex", "cuda", head_dim=8)
+    assert resolve("flex", "cpu", head_dim=8) == "flex"  # uncompiled there: any size
+
+
+def test_inference_keeps_no_layers_input(reference, docs):
+    """Without output_hidden_states, a layer's input is freed once the next layer has it (the packed gauntlet's
+    rows are sized for one layer's transients)."""
+    import weakref
+
+    model = patched(reference, "sdpa")
+    first_input: list[weakref.ref] = []
+    alive_in_last: list[bool] = []
+    model.transformer.blocks[0].register_forward_pre_hook(lambda m, args: first_input.append(weakref.ref(args[0])))
+    model.transformer.blocks[-1].register_forward_pre_hook(
+        lambda m, args: alive_in_last.append(first_input[-1]() is not None)
+    )
+    forward(model, **packed(docs))
+    assert alive_in_last == [False]
+    with torch.no_grad():
+        states = model(**packed(docs), output_hidden_states=True).hidden_states
+    assert len(states) == len(model.transformer.blocks) + 1 and alive_in_last == [False, True]
+
+
+def test_slopes_stay_fp32_on_their_device_and_are_built_once(reference):
+    model = patched(reference, "sdpa").to(torch.bfloat16)
+    attn = model.transformer.blocks[0].attn
+    slopes = attn.slopes_on(torch.device("cpu"))
+    assert slopes.dtype == torch.float32 and attn.slopes_on(torch.device("cpu")) is slopes
+    assert torch.equal(slopes, alibi_slopes(attn.n_heads))
+
+
+def test_compiled_flex_does_not_recompile_per_packed_length(reference, monkeypatch):
+    """Every packed step has a new length; padded to flex's block size and with one set of layout tensors per
+    forward, rows of five lengths share the graphs compiled for the first (dynamo's own compile counter,
+    compiling on CPU for the test), and give sdpa's logits."""
+    from torch._dynamo.testing import CompileCounter
+
+    from limit.mpt import attention
+
+    counter = CompileCounter()
+    monkeypatch.setattr(attention, "COMPILED_DEVICES", {"cpu", "cuda"})
+    monkeypatch.setattr(attention, "COMPILE_BACKEND", counter)
+    monkeypatch.setattr(attention, "_compiled", {})
+    torch._dynamo.reset()
+    flex, sdpa = patched(reference, "flex"), patched(reference, "sdpa")
+    generator = torch.Generator().manual_seed(4)
+    for lengths in [(7, 23, 13), (50, 90), (130, 40), (200, 100, 20), (5,)]:
+        batch = packed([torch.randint(0, 97, (n,), generator=generator) for n in lengths])
+        assert (forward(flex, **batch) - forward(sdpa, **batch)).abs().max() < TOLERANCE
+    assert counter.frame_count == 2  # create_block_mask and flex_attention, once each
+    torch._dynamo.reset()
 
 
 def test_install_refuses_other_architectures():

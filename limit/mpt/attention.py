@@ -16,10 +16,16 @@ by a constant per query, and softmax ignores that.
   document by document, so the cost is the sum over documents, never the square of the packed row.
 - `flex`: FlexAttention with an ALiBi `score_mod` and a `BlockMask` from the layout: memory linear in the row,
   fully masked blocks skipped. Compiled on CUDA; forward only on CPU (torch has no CPU backward for it).
+  Compiled flex needs a head dimension of at least 16 (inductor refuses smaller ones), and rows are padded
+  to a multiple of its block size so that packed rows of every length share one compiled graph.
+
+The transformers versions this runs on name the KV cache `past_key_values` (up to 5.23) or `cache` (5.24 on):
+the forwards below accept either and return it under the name the installed version's output class has.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -32,14 +38,22 @@ from transformers.models.mpt.modeling_mpt import MptAttention, MptForCausalLM, M
 from limit.errors import LimitError
 
 IMPLEMENTATIONS = ("auto", "flex", "sdpa", "eager")
+FLEX_MIN_HEAD_DIM = 16  # inductor's flex template: "embedding dimension ... must be at least 16"
+FLEX_BLOCK = 128  # flex's default sparse block size: rows are padded to a multiple of it
 
 
-def resolve(implementation: str, device: torch.device | str) -> str:
-    """`auto` is flex where it trains (CUDA) and sdpa elsewhere."""
+def resolve(implementation: str, device: torch.device | str, head_dim: int = FLEX_MIN_HEAD_DIM) -> str:
+    """`auto` is flex where it trains (CUDA, heads of at least 16 dimensions) and sdpa elsewhere."""
     if implementation not in IMPLEMENTATIONS:
         raise LimitError(f"attention: unknown implementation '{implementation}' (known: {', '.join(IMPLEMENTATIONS)})")
+    cuda = torch.device(device).type == "cuda"
     if implementation == "auto":
-        return "flex" if torch.device(device).type == "cuda" else "sdpa"
+        return "flex" if cuda and head_dim >= FLEX_MIN_HEAD_DIM else "sdpa"
+    if implementation == "flex" and cuda and head_dim < FLEX_MIN_HEAD_DIM:
+        raise LimitError(
+            f"attention: flex compiles on CUDA for head dimensions of at least {FLEX_MIN_HEAD_DIM}, this model's "
+            f"is {head_dim} (d_model / n_heads): use attention sdpa or auto"
+        )
     return implementation
 
 
@@ -189,17 +203,53 @@ def sdpa(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch
     return torch.cat([torch.cat(pieces, dim=2) for pieces in rows])
 
 
-_compiled_flex = None
+COMPILED_DEVICES = {"cuda"}  # flex is compiled there; elsewhere it runs torch's reference (forward only on CPU)
+COMPILE_BACKEND = "inductor"
+_compiled: dict[str, object] = {}
+
+
+def compiled(name: str, fn):
+    """`fn` compiled once for every shape (dynamic): a packed row of a new length reuses the graph."""
+    if name not in _compiled:
+        _compiled[name] = torch.compile(fn, dynamic=True, backend=COMPILE_BACKEND)
+    return _compiled[name]
+
+
+def _round_up(n: int, multiple: int) -> int:
+    return -(-n // multiple) * multiple
+
+
+def _pad(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - t.shape[dim]
+    if not missing:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t, t.new_zeros(shape)], dim=dim)
+
+
+def _padded_layout(layout: Layout, queries: int) -> tuple[int, int, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Padded lengths and the padded layout tensors, once per layout: every layer's `score_mod` and `mask_mod`
+    then close over the same tensors, as the compiled graph's guards on them expect. At least two blocks: a
+    length of one block would be specialised apart from all the others."""
+    key = ("flex", queries)
+    if key not in layout._biases:
+        padded_q = max(_round_up(queries, FLEX_BLOCK), 2 * FLEX_BLOCK)
+        padded_k = _round_up(padded_q + layout.cached, FLEX_BLOCK)
+        branch = None if layout.branch is None else _pad(layout.branch, padded_k, 1)
+        layout._biases[key] = (padded_q, padded_k, _pad(layout.doc, padded_k, 1), _pad(layout.pos, padded_k, 1), branch)
+    return layout._biases[key]
 
 
 def flex(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch.Tensor:
+    """Queries and keys padded to a multiple of FLEX_BLOCK (padding is document 0, which no real query sees):
+    the compiled kernels and block masks then meet a bounded set of shapes whatever the packed row's length."""
     from torch.nn.attention.flex_attention import create_block_mask, flex_attention
 
-    global _compiled_flex
     if dropout:
         raise LimitError("attention: flex has no attention dropout (attn_pdrop); use sdpa")
-    doc, pos, branch, offset = layout.doc, layout.pos, layout.branch, layout.cached
-    slopes = slopes.to(q.device)
+    offset, queries = layout.cached, q.shape[2]
+    padded_q, padded_k, doc, pos, branch = _padded_layout(layout, queries)
 
     def score_mod(score, b, h, q_idx, kv_idx):
         return score + slopes[h] * (pos[b, kv_idx] - pos[b, q_idx + offset])
@@ -210,19 +260,28 @@ def flex(q, k, v, layout: Layout, slopes, scale: float, dropout: float) -> torch
             ok = ok & ((branch[b, kv_idx] == 0) | (branch[b, kv_idx] == branch[b, q_idx + offset]))
         return ok
 
-    cuda = q.device.type == "cuda"
-    batch, queries, keys = q.shape[0], q.shape[2], k.shape[2]
-    key = ("block_mask", batch, queries, keys, str(q.device))
+    compile_here = q.device.type in COMPILED_DEVICES
+    key = ("block_mask", q.shape[0], padded_q, padded_k, str(q.device))
     if key not in layout._biases:  # every layer of a forward attends through the same mask: build it once
-        layout._biases[key] = create_block_mask(mask_mod, batch, None, queries, keys, q.device, _compile=cuda)
-    block_mask = layout._biases[key]
-    if cuda and _compiled_flex is None:
-        _compiled_flex = torch.compile(flex_attention, dynamic=True)
-    attend = _compiled_flex if cuda else flex_attention
-    return attend(q, k, v, score_mod=score_mod, block_mask=block_mask, scale=scale)
+        build = compiled("create_block_mask", create_block_mask) if compile_here else create_block_mask
+        layout._biases[key] = build(mask_mod, q.shape[0], None, padded_q, padded_k, q.device)
+    attend = compiled("flex_attention", flex_attention) if compile_here else flex_attention
+    q, k, v = _pad(q, padded_q, 2), _pad(k, padded_k, 2), _pad(v, padded_k, 2)
+    out = attend(q, k, v, score_mod=score_mod, block_mask=layout._biases[key], scale=scale)
+    return out[:, :, :queries]
 
 
 KERNELS = {"sdpa": sdpa, "flex": flex}
+
+
+def _cache_of(cache, kwargs: dict):
+    """The KV cache under either name transformers has given it (`past_key_values` before 5.24)."""
+    return cache if cache is not None else kwargs.get("past_key_values")
+
+
+# The installed transformers' name for the cache in MPT's output (`cache` from 5.24, `past_key_values` before).
+_OUTPUT_FIELDS = BaseModelOutputWithPastAndCrossAttentions.__dataclass_fields__
+_OUTPUT_CACHE = "cache" if "cache" in _OUTPUT_FIELDS else "past_key_values"
 
 
 class DocumentAttention(MptAttention):
@@ -232,7 +291,8 @@ class DocumentAttention(MptAttention):
 
     def forward(self, hidden_states, position_bias=None, cache=None, attention_mask=None, **kwargs):
         layout: Layout = attention_mask
-        implementation = resolve(self.implementation, hidden_states.device)
+        cache = _cache_of(cache, kwargs)
+        implementation = self.kernel(hidden_states.device, layout)
         if implementation == "eager":
             return self._eager(hidden_states, layout, cache)
         batch, length = hidden_states.shape[:2]
@@ -243,8 +303,16 @@ class DocumentAttention(MptAttention):
         if cache is not None:
             k, v = cache.update(k, v, self.layer_idx)
         dropout = self.attn_dropout_p if self.training else 0.0
-        out = KERNELS[implementation](q, k, v, layout, self.slopes, self.softmax_scale, dropout)
+        slopes = self.slopes_on(hidden_states.device)
+        out = KERNELS[implementation](q, k, v, layout, slopes, self.softmax_scale, dropout)
         return self.out_proj(out.transpose(1, 2).reshape(batch, length, -1)), None
+
+    def kernel(self, device: torch.device, layout: Layout) -> str:
+        """`auto` decodes (a cached layout) with sdpa: a one-token query gains nothing from a block mask."""
+        resolved = resolve(self.implementation, device, self.head_dim)
+        if self.implementation == "auto" and layout.cached:
+            return "sdpa"
+        return resolved
 
     def _eager(self, hidden_states, layout: Layout, cache):
         if not layout.contiguous:
@@ -252,11 +320,19 @@ class DocumentAttention(MptAttention):
         keys = layout.doc.shape[1]
         alibi = build_mpt_alibi_tensor(self.n_heads, keys, device=hidden_states.device)
         masked = ~layout.visible()[:, None]
-        return super().forward(hidden_states, position_bias=alibi, cache=cache, attention_mask=masked)
+        return super().forward(hidden_states, position_bias=alibi, attention_mask=masked, **{_ATTENTION_CACHE: cache})
 
-    @property
-    def slopes(self) -> torch.Tensor:
-        return alibi_slopes(self.n_heads, self.alibi_bias_max)
+    def slopes_on(self, device: torch.device) -> torch.Tensor:
+        """fp32 ALiBi slopes kept on each device they are used on: no host-to-device copy per layer and step
+        (and not a buffer, which a bf16 cast of the model would round)."""
+        by_device = self.__dict__.setdefault("_slopes", {})
+        if device not in by_device:
+            by_device[device] = alibi_slopes(self.n_heads, self.alibi_bias_max).to(device)
+        return by_device[device]
+
+
+# The installed transformers' keyword for the cache in MptAttention.forward.
+_ATTENTION_CACHE = "cache" if "cache" in inspect.signature(MptAttention.forward).parameters else "past_key_values"
 
 
 class DocumentMptModel(MptModel):
@@ -275,6 +351,7 @@ class DocumentMptModel(MptModel):
         **kwargs,
     ):
         hidden = self.wte(input_ids) if inputs_embeds is None else inputs_embeds
+        cache = _cache_of(cache, kwargs)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if self.gradient_checkpointing and self.training:
             use_cache = False
@@ -287,13 +364,16 @@ class DocumentMptModel(MptModel):
         layout = attention_mask
         if not isinstance(layout, Layout):
             layout = Layout.from_mask(attention_mask, batch, queries, keys, hidden.device)
-        states = []
+        states = [] if output_hidden_states else None  # inference keeps no layer's input unless asked
         for block in self.blocks:
-            states.append(hidden)
+            if states is not None:
+                states.append(hidden)
             hidden = block(hidden, position_bias=None, attention_mask=layout, layer_past=cache, use_cache=use_cache)[0]
         hidden = self.norm_f(hidden)
-        all_states = (*states, hidden) if output_hidden_states else None
-        out = BaseModelOutputWithPastAndCrossAttentions(last_hidden_state=hidden, cache=cache, hidden_states=all_states)
+        all_states = (*states, hidden) if states is not None else None
+        out = BaseModelOutputWithPastAndCrossAttentions(
+            last_hidden_state=hidden, hidden_states=all_states, **{_OUTPUT_CACHE: cache}
+        )
         return out if return_dict is not False else out.to_tuple()
 
 

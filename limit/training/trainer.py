@@ -53,7 +53,7 @@ def training_arguments(train: TrainSpec, output_dir: Path, run_name: str):
         bf16=train.precision == "bf16",
         seed=train.seed,
         data_seed=train.seed,
-        activation_checkpointing=train.gradient_checkpointing,
+        **checkpointing_arguments(train.gradient_checkpointing),
         deepspeed=deepspeed_config(train) if train.gpus > 0 else None,
         use_cpu=train.gpus == 0,
         save_strategy="epoch",
@@ -68,6 +68,24 @@ def training_arguments(train: TrainSpec, output_dir: Path, run_name: str):
         dataloader_num_workers=0,
         ddp_timeout=3 * 3600,  # writing a 30B checkpoint (hundreds of GB) keeps every rank in one collective
     )
+
+
+def checkpointing_arguments(enabled: bool) -> dict:
+    """Reentrant activation checkpointing, under the name the installed transformers takes
+    (`activation_checkpointing` from 5.23, `gradient_checkpointing` before).
+
+    Reentrant, not transformers' non-reentrant default: ZeRO-3 gathers partitioned parameters again during
+    the recompute, which the non-reentrant checkpoint's saved-tensor checks have refused (transformers#47254),
+    and compiled flex under the non-reentrant one has fallen back to its dense backward (pytorch#147879).
+    """
+    from dataclasses import fields
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in fields(TrainingArguments)}
+    name = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    kwargs = {"use_reentrant": True} if enabled else None
+    return {name: enabled, f"{name}_kwargs": kwargs}
 
 
 def deepspeed_config(train: TrainSpec) -> dict:

@@ -248,12 +248,21 @@ def gpu_hours(flops: float, gpu: Gpu) -> float:
     return flops / (gpu.mfu * gpu.peak_tflops * 1e12) / 3600
 
 
-class PeakMemory:
-    """The measured counterpart of an estimate: peak bytes above a baseline taken at `start`.
+PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense, SXM where it varies
 
-    On CUDA, torch's allocator peak on the current device. On CPU, the process's peak resident set (Linux's
-    VmHWM, reset at `start` through /proc/self/clear_refs so that earlier peaks, such as loading the model, do
-    not count) above its resident set at `start`.
+
+def card_peak_tflops(name: str) -> float | None:
+    """The dense bf16 peak of a card by its name (torch.cuda.get_device_name), None when unknown."""
+    return next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
+
+
+class PeakMemory:
+    """The measured counterpart of an estimate, counting the same terms: `start` before the model loads.
+
+    On CUDA, torch's allocator peak since `start` (model state, activations, logits, attention, buffers) plus
+    what the device holds outside the allocator (CUDA context, NCCL: the planner's runtime term), read when the
+    peak is. On CPU, the process's peak resident set (Linux's VmHWM, reset at `start` through
+    /proc/self/clear_refs so that earlier peaks do not count) above its resident set at `start`.
     """
 
     def __init__(self, device: str):
@@ -275,7 +284,9 @@ class PeakMemory:
         if self.device == "cuda":
             import torch
 
-            return (torch.cuda.max_memory_allocated() - self.baseline) / GIB
+            free, total = torch.cuda.mem_get_info()
+            outside_allocator = max(0.0, total - free - torch.cuda.memory_reserved())
+            return (torch.cuda.max_memory_allocated() - self.baseline + outside_allocator) / GIB
         return max(0.0, _status_bytes("VmHWM") - self.baseline) / GIB
 
 

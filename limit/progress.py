@@ -76,6 +76,14 @@ def describe(record: dict) -> str:
             parts.append(f"{record['tokens_per_second']:,.0f} tokens/s")
         parts.append(f"ETA {duration(record.get('eta_s'))}")
         return ", ".join(parts)
+    if what == "probe":
+        planned_eta = f" (planned {duration(record['planned_eta_s'])})" if record.get("planned_eta_s") else ""
+        mfu = f", MFU {record['mfu']:.1%}" if record.get("mfu") is not None else ""
+        return (
+            f"largest micro-batch {record['tokens']:,} tokens: {record['peak_gib']:.2f} GiB measured (planned "
+            f"{record['planned_gib']:.2f}) of {record['capacity_gib']:.2f}; {record['tokens_per_second']:,.0f} "
+            f"tokens/s{mfu}, ETA {duration(record.get('eta_s'))}{planned_eta}"
+        )
     if what == "gauntlet":
         return f"benchmark {record.get('done', 0)}/{record.get('total', '?')} done ({record.get('benchmark', '')})"
     if what == "generate":

@@ -183,7 +183,7 @@ class Attempt:
             self._write()
 
     def _progress(self, fields: dict) -> None:
-        self.record["progress"] = fields
+        self.record["probe" if fields.get("what") == "probe" else "progress"] = fields
 
     def _beat(self) -> None:
         while not self._stop.wait(self.HEARTBEAT_S):

@@ -282,3 +282,46 @@ def test_full_scores_every_second_epoch():
     gauntlets = [s for s in plan.by_kind("gauntlet") if s.input.finetune == plan.steps["finetune-mpt-7b-lima"].ref]
     assert sorted(s.input.epoch for s in gauntlets) == [2, 4, 6, 8, 10]
     assert len(plan.by_kind("gauntlet")) == 8 * 5 + 2
+
+
+def test_the_worst_case_probe_records_its_numbers_and_leaves_the_losses_as_without_it(
+    limit_env: Path, tiny_steps, monkeypatch
+):
+    """The largest micro-batch goes forward and backward before the first step (zero gradients, RNG restored):
+    its peak, tokens/s and ETA are in the summary and MLflow, and training's per-step losses are unchanged."""
+    from limit.training.probe import WorstCaseProbe
+
+    prepare, finetune = tiny_steps
+    run(prepare)
+    summary = run(finetune)
+    assert summary["probe_tokens"] > 0 and summary["probe_tokens_per_second"] > 0 and summary["probe_eta_s"] > 0
+    assert 0 < summary["probe_peak_gib"] < summary["probe_capacity_gib"]
+    assert summary["probe_planned_gib"] == summary["memory_estimate_gib"]
+    [logged] = finetune_runs()
+    assert logged.data.metrics["probe_peak_gib"] == summary["probe_peak_gib"]
+
+    monkeypatch.setenv("LIMIT_ARTIFACTS", str(limit_env / "unprobed"))
+    monkeypatch.setattr(WorstCaseProbe, "on_train_begin", lambda self, args, state, control, **kwargs: control)
+    run(prepare)
+    run(finetune)
+    probed = logged_losses(limit_env / "artifacts" / finetune.ref)
+    assert len(probed) == 2 * STEPS_PER_EPOCH and probed == logged_losses(limit_env / "unprobed" / finetune.ref)
+
+
+def test_a_finetune_that_cannot_fit_is_refused_in_one_line_before_its_first_step(limit_env: Path, tiny_steps):
+    import subprocess
+    import sys
+
+    from conftest import run_env
+
+    prepare, finetune = tiny_steps
+    run(prepare)
+    argv = [sys.executable, "-m", "limit.cli", "step", "finetune", "--input", finetune.input.model_dump_json()]
+    result = subprocess.run(argv, capture_output=True, text=True, env=run_env(LIMIT_DEVICE_MEMORY_GIB="0.001"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    last = result.stderr.strip().splitlines()[-1]
+    assert "the largest micro-batch" in last and "over its 0.00 GiB" in last and "training.micro_batch_size" in last
+    assert "Traceback" not in result.stderr
+    partial = limit_env / "artifacts" / f"{finetune.ref}.partial"
+    assert not (limit_env / "artifacts" / finetune.ref).exists()
+    assert not list(partial.glob("resume/checkpoint-*")) and '"loss"' not in result.stderr

@@ -77,6 +77,8 @@ def state_of(step: Step, store: Store, now: float) -> StepState:
             record = attempt.get("progress")
             words = progress.describe(record) if record else "started, no progress line yet"
             detail.append(f"{words} ({_where(attempt)}, up {progress.duration(now - attempt.get('started', now))})")
+            if attempt.get("probe"):
+                detail.append(progress.describe(attempt["probe"]))
     elif state in ("failed", "killed"):
         detail.append(f"{state} {progress.duration(now - attempt.get('ended', now))} ago on {_where(attempt)}")
         detail += [f"| {line}" for line in attempt.get("tail", [])]

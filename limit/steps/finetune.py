@@ -21,13 +21,24 @@ import json
 import os
 import shutil
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
 from transformers import MptForCausalLM, TrainerCallback
 
 from limit import progress
-from limit.costs import GIB, Memory, PeakMemory, Shape, finetune_memory
+from limit.costs import (
+    GIB,
+    Gpu,
+    Memory,
+    PeakMemory,
+    Shape,
+    card_peak_tflops,
+    finetune_flops,
+    finetune_memory,
+    gpu_hours,
+)
 from limit.cpu import configure_torch_threads
 from limit.errors import LimitError
 from limit.io import read_jsonl
@@ -38,6 +49,7 @@ from limit.steps.context import StepContext
 from limit.steps.inputs import FinetuneInput
 from limit.training.examples import encode_example
 from limit.training.optimizers import optimizer_cls_and_kwargs
+from limit.training.probe import WorstCaseProbe, worst_batch
 from limit.training.trainer import (
     CheckpointEvery,
     checkpoint_state,
@@ -68,13 +80,17 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
 
     # TrainingArguments before the model: with ZeRO-3 it makes from_pretrained shard the weights as they load.
     args = training_arguments(train, ctx.out / RESUME, run_name=inp.tags.get("run", "finetune"))
+    peak = PeakMemory(device)
+    peak.start()  # before the model: measured and planned peaks count the same terms
     model = load_model(inp, ctx, train)
     estimate = check_memory(model, train, examples, device)
     if args.process_index == 0:
         mlflow.log_params({f"train.{k}": v for k, v in train.model_dump().items()})
         mlflow.log_params({"train.rows": len(rows), "train.examples": len(examples)})
 
-    trainer = make_trainer(model, args, train, tokenizer, examples, ctx)
+    batch = worst_batch(examples, train.micro_batch_size, collator(train, tokenizer))
+    probe = WorstCaseProbe(train, batch, estimate, peak, plan_facts(model, train, examples, device, inp))
+    trainer = make_trainer(model, args, train, tokenizer, examples, ctx, probe)
     with args.main_process_first(local=True):  # every rank reads the restored state from this pod's disk
         if args.process_index == 0:
             restore_checkpoint(ctx)
@@ -84,14 +100,14 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
         export_epoch(checkpoint, ctx, overwrite=False)  # the attempt may have died before exporting it
         print(f"finetune: resuming from {checkpoint.name} (epoch {round(resumed['epoch'])})", flush=True)
 
-    peak = PeakMemory(device)
-    peak.start()
     started = time.time()
     result = trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     if args.process_index != 0:
         return {}
     summary = summarize(trainer, result, resumed, time.time() - started, len(examples))
     summary |= {"memory_estimate_gib": round(estimate.gib, 4), "memory_peak_gib": round(peak.peak_gib(), 4)}
+    if probe.measurement is not None:
+        summary |= {f"probe_{k}": v for k, v in asdict(probe.measurement).items() if v is not None}
     missing = [n for n in train.checkpoint_epochs() if not exported(ctx, n)]
     if missing:
         raise LimitError(f"finetune: training ended without checkpoints for epochs {missing}")
@@ -166,19 +182,38 @@ def check_memory(model, train: TrainSpec, examples: list[dict], device: str) -> 
     return estimate
 
 
-def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict], ctx: StepContext):
+def plan_facts(model, train: TrainSpec, examples: list[dict], device: str, inp: FinetuneInput) -> dict:
+    """What the probe compares its measurement with: the data's real tokens, the model FLOPs per token, the
+    card's peak and the planner's wall-clock time (at its assumed MFU on the default GPU)."""
+    import torch
+
+    config = model.config
+    shape = Shape(config.d_model, config.n_layers, config.n_heads, config.vocab_size)
+    tokens = sum(len(e["input_ids"]) for e in examples)
+    flops_per_token = finetune_flops(shape, 1, tokens / len(examples))
+    facts = {"run": inp.tags.get("run", ""), "tokens": tokens, "flops_per_token": flops_per_token}
+    if device == "cuda":
+        facts["peak_tflops"] = card_peak_tflops(torch.cuda.get_device_name())
+        hours = gpu_hours(finetune_flops(shape, tokens * train.epochs, tokens / len(examples)), Gpu())
+        facts["eta_s"] = round(hours * 3600 / train.gpus, 1)
+    return facts
+
+
+def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict], ctx: StepContext, probe):
     import datasets
     from transformers import Trainer
 
-    return Trainer(
+    trainer = Trainer(
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(examples),
         data_collator=collator(train, tokenizer),
         processing_class=tokenizer,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(train),
-        callbacks=[CheckpointEvery(train), EpochExport(ctx), TrainProgress()],
+        callbacks=[probe, CheckpointEvery(train), EpochExport(ctx), TrainProgress()],
     )
+    probe.trainer = trainer
+    return trainer
 
 
 def summarize(trainer, result, resumed: dict | None, seconds: float, examples: int) -> dict:

@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STUDY  ?= tiny
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install lock run test lint format bench bench-gauntlet bench-train manifest submit image e2e e2e-local golden clean
+.PHONY: install lock run test lint format bench bench-gauntlet bench-train check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,14 @@ bench-gauntlet: install
 # Packed vs dynamic padding vs padding to max_seq_len, same rows and steps (~6 min on 2 cores).
 bench-train: install
 	$(BIN)/python benchmarks/train.py --out runs/bench/train.json
+
+# On a GPU node before a long study (7 minutes on an H100/H200; docs/benchmarks.md says what each stage measures).
+check-gpu: install
+	$(BIN)/limit check-gpu --out runs/check-gpu/check-gpu.json
+
+# Wheels for a bare GPU machine that has torch and transformers only (the lent H200's list by default).
+check-gpu-wheels: install
+	$(BIN)/python images/gpu_wheels.py --have images/gpu-node-packages.txt --out .whl
 
 manifest: install
 	$(BIN)/limit manifest $(STUDY) --profile $(PROFILE) --out runs/manifests/$(STUDY).yaml

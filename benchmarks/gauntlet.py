@@ -24,6 +24,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from limit.gauntlet.agreement import compare, timed_run
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
@@ -84,45 +85,6 @@ def lm_eval_single_call(lm, benches, files, limit: int | None, seed: int) -> dic
         "examples_per_s": round(examples / seconds, 2),
         "tasks": per_task,
     }
-
-
-def timed_run(lm, model: str, benches, files, limit: int | None, seed: int, details: Path) -> tuple[dict, dict]:
-    """run_gauntlet with `lm`, and its per-row details by benchmark (kept through the resume folder).
-
-    The scores also get `loglikelihood_seconds`: the time inside lm.loglikelihood (tokenizing and scoring the
-    requests), the part a backend changes; the rest (task building, few-shot prompts, metrics) is shared.
-    """
-    details.mkdir(parents=True)
-    inner, spent = lm.loglikelihood, [0.0]
-
-    def clocked(*args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return inner(*args, **kwargs)
-        finally:
-            spent[0] += time.perf_counter() - started
-
-    lm.loglikelihood = clocked
-    try:
-        scores = run_gauntlet(model, benches, files, limit=limit, seed=seed, lm=lm, resume_dir=details)
-    finally:
-        del lm.loglikelihood
-    scores["loglikelihood_seconds"] = round(spent[0], 3)
-    return scores, {b: json.loads((details / f"{b}.json").read_text())["details"] for b in scores["benchmarks"]}
-
-
-def compare(ours: dict[str, list[dict]], theirs: dict[str, list[dict]]) -> dict:
-    """Rows whose prediction (or, language modelling, greedy correctness) differs, and the largest loglik gap."""
-    mismatches, gap = {}, 0.0
-    for name, reference in theirs.items():
-        differ = 0
-        for mine, ref in zip(ours[name], reference, strict=True):
-            differ += mine.get("prediction", mine["correct"]) != ref.get("prediction", ref["correct"])
-            pairs = zip(mine.get("logliks", [mine.get("loglik")]), ref.get("logliks", [ref.get("loglik")]), strict=True)
-            gap = max([gap, *(abs(a - b) for a, b in pairs)])
-        if differ:
-            mismatches[name] = differ
-    return {"prediction_mismatches": sum(mismatches.values()), "mismatched": mismatches, "max_loglik_diff": gap}
 
 
 def rate(scores: dict) -> dict:

@@ -34,6 +34,7 @@ COMMANDS = {  # name: (module, help)
     "manifest": ("limit.commands.manifest", "Write a study's Argo Workflow YAML (no cluster needed)."),
     "submit": ("limit.commands.submit", "Submit a study to Argo Workflows and print its UI link."),
     "parent-run": ("limit.commands.parent_run", "Start or end a study's MLflow parent run (on Argo)."),
+    "check-gpu": ("limit.commands.check_gpu", "Check a GPU node before a long study: exactness, recipe, speed."),
 }
 
 

@@ -48,6 +48,7 @@ LAYERS = [
     ("steps", ["limit.steps"]),
     ("plan", ["limit.plan"]),
     ("runner", ["limit.runner"]),
+    ("checks", ["limit.gpucheck"]),  # limit check-gpu's stages: they plan and run steps as a user would
     ("backends", ["limit.backends"]),
     ("commands", ["limit.commands", "limit.cli"]),
 ]

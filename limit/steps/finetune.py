@@ -229,6 +229,7 @@ def summarize(trainer, result, resumed: dict | None, seconds: float, examples: i
         "train_examples": examples,
         "train_tokens": int(state.num_input_tokens_seen),
         "tokens_per_second": round(tokens_now / seconds, 2) if tokens_now else 0.0,
+        "train_seconds": round(seconds, 3),
         "resumed_from_step": resumed["global_step"] if resumed else 0,
     }
 

@@ -269,6 +269,15 @@ class PeakMemory:
         self.device = device
         self.baseline = 0.0
 
+    @classmethod
+    def from_here(cls) -> PeakMemory:
+        """Started now, on the GPU where one is visible (as the inference steps place their model)."""
+        import torch
+
+        peak = cls("cuda" if torch.cuda.is_available() else "cpu")
+        peak.start()
+        return peak
+
     def start(self) -> None:
         if self.device == "cuda":
             import torch

@@ -299,6 +299,10 @@ def test_the_worst_case_probe_records_its_numbers_and_leaves_the_losses_as_witho
     assert summary["probe_planned_gib"] == summary["memory_estimate_gib"]
     [logged] = finetune_runs()
     assert logged.data.metrics["probe_peak_gib"] == summary["probe_peak_gib"]
+    from limit.store import Store
+
+    attempt = Store.open().attempt(finetune.ref)  # what `limit status` shows while the finetune runs
+    assert attempt["probe"]["peak_gib"] == summary["probe_peak_gib"] and attempt["progress"]["what"] == "train"
 
     monkeypatch.setenv("LIMIT_ARTIFACTS", str(limit_env / "unprobed"))
     monkeypatch.setattr(WorstCaseProbe, "on_train_begin", lambda self, args, state, control, **kwargs: control)

@@ -182,3 +182,16 @@ def test_hflm_paths_stay_hflms_on_the_same_weights(models):
     request = [Instance("loglikelihood_rolling", doc={}, arguments=(text,), idx=0)]
     ours, theirs = packed.loglikelihood_rolling(request, disable_tqdm=True), hf.loglikelihood_rolling(request, True)
     assert abs(ours[0] - theirs[0]) < TOLERANCE + 1e-6 * abs(theirs[0])  # float32 resolution of a long sum
+
+
+def test_a_row_that_runs_out_of_memory_is_refused_in_one_line(models, tmp_path, monkeypatch):
+    import torch
+
+    def out_of_memory(*args, **kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 30.00 GiB")
+
+    _, packed = models
+    monkeypatch.setattr(packed, "_score", out_of_memory)
+    bench, files = case_files("multiple_choice_shared_context", tmp_path)
+    with pytest.raises(LimitError, match=r"a packed row of \d+ tokens runs out of memory .* gauntlet.batch_tokens"):
+        run(packed, bench, files)

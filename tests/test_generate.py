@@ -134,3 +134,41 @@ def test_failed_generations_end_the_step_retryable_and_only_they_are_sampled_aga
     assert len(calls) == 1 and summary["failed_generations"] == 0
     rows = [json.loads(line) for line in (partial.with_suffix("") / "responses.jsonl").read_text().splitlines()]
     assert [r["output"] for r in rows] == [s.output for s in expected]
+
+
+def test_the_largest_batch_runs_first_and_the_responses_do_not_depend_on_the_order(
+    tiny_model: str, prompt_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """Each batch has its own seed, so running the largest first (to fail fast where it cannot fit) gives the
+    responses of the shortest-first order: sampling each batch alone (`only`) gives them too."""
+    prompts = load_prompts(PromptSet(jsonl=str(prompt_file), field="prompt"))[:3]
+    gen = Generation(**{**GEN, "batch_size": 1})
+    sampler = TransformersSampler(tiny_model)
+    shapes = []
+    generate_batch = TransformersSampler._generate
+
+    def spy(self, inputs, gen, max_new_tokens):
+        shapes.append(inputs["input_ids"].shape[1] + max_new_tokens)
+        return generate_batch(self, inputs, gen, max_new_tokens)
+
+    monkeypatch.setattr(TransformersSampler, "_generate", spy)
+    together = sampler.sample(prompts, gen, 1)
+    assert shapes == sorted(shapes, reverse=True) and len(set(shapes)) > 1
+    alone = [sampler.sample(prompts, gen, 1, only={i})[i] for i in range(len(prompts))]
+    assert [s.output for s in together] == [s.output for s in alone]
+
+
+def test_a_largest_batch_that_runs_out_of_memory_is_refused_in_one_line(
+    tiny_model: str, prompt_file: Path, monkeypatch: pytest.MonkeyPatch
+):
+    import torch
+
+    from limit.errors import LimitError
+
+    def out_of_memory(self, *args):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(TransformersSampler, "_generate", out_of_memory)
+    prompts = load_prompts(PromptSet(jsonl=str(prompt_file), field="prompt"))[:3]
+    with pytest.raises(LimitError, match=r"the largest batch \(2 prompts .* lower generation.batch_size"):
+        TransformersSampler(tiny_model).sample(prompts, Generation(**GEN), 1)

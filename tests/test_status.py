@@ -37,7 +37,9 @@ def test_status_of_a_half_finished_study(limit_env, where, request, monkeypatch,
     partial(store, lima.ref, ["epoch-1/config.json", "epoch-1/model.safetensors"], "epoch-1")
     train = {"what": "train", "epoch": 1.5, "epochs": 2, "step": 9, "steps": 12, "loss": 6.5, "eta_s": 20}
     running = {"state": "running", "host": "node-1", "pid": 41, "started": now - 60, "heartbeat": now - 5}
-    store.write_attempt(lima.ref, running | {"progress": train})
+    probe = {"what": "probe", "tokens": 1024, "peak_gib": 61.2, "planned_gib": 58.9, "capacity_gib": 80.0}
+    probe |= {"tokens_per_second": 41000.0, "eta_s": 7865, "planned_eta_s": 7080, "mfu": 0.38}
+    store.write_attempt(lima.ref, running | {"progress": train, "probe": probe})
     store.write_attempt(mix.ref, running | {"state": "failed", "ended": now - 30, "tail": ["ValueError: boom"]})
     partial(store, base.ref, ["details/tiny_arc.json", "details/tiny_copa.json"], "details")
     store.write_attempt(base.ref, running | {"heartbeat": now - 3600})
@@ -55,6 +57,9 @@ def test_status_of_a_half_finished_study(limit_env, where, request, monkeypatch,
         lines["finetune-tiny-lima"].split()[0] == "running" and "[epochs 1/2 finished]" in lines["finetune-tiny-lima"]
     )
     assert "epoch 1.50/2, step 9/12, loss 6.5000" in out and "node-1 pid 41" in out
+    assert (
+        "61.20 GiB measured (planned 58.90) of 80.00; 41,000 tokens/s, MFU 38.0%, ETA 2:11:05 (planned 1:58:00)" in out
+    )
     assert lines["finetune-tiny-mix"].split()[0] == "failed" and "| ValueError: boom" in out
     assert lines["gauntlet-tiny-mpt"].split()[0] == "lost" and "[benchmarks 2/6 finished]" in lines["gauntlet-tiny-mpt"]
     assert "no heartbeat for 1:00:00" in out

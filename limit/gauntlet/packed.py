@@ -178,7 +178,13 @@ class PackedLM(HFLM):
         for members in pack([doc.size for doc in documents], self.batch_tokens):
             row = build_row(documents, members)
             mine = [i for d in members for i in waiting[d]]
-            scores = self._score(row, [row.reads[places[i]] for i in mine], [requests[i][2] for i in mine])
+            try:
+                scores = self._score(row, [row.reads[places[i]] for i in mine], [requests[i][2] for i in mine])
+            except torch.OutOfMemoryError as e:  # rows come longest first: the first that cannot fit is refused
+                raise LimitError(
+                    f"gauntlet: a packed row of {len(row.ids)} tokens runs out of memory on this device: lower "
+                    f"gauntlet.batch_tokens (now {self.batch_tokens}) or gauntlet.batch_size ({e})"
+                ) from None
             for i, answer in zip(mine, scores, strict=True):
                 results[i] = answer
                 if requests[i][0] is not None:

@@ -38,6 +38,13 @@ def failed(prompt_tokens: int, error: Exception) -> Sample:
     return Sample("", prompt_tokens, 0, "error", f"{type(error).__name__}: {str(error).strip()[:500]}")
 
 
+def too_big(prompts: int, tokens: int, error: Exception) -> LimitError:
+    return LimitError(
+        f"generate: the largest batch ({prompts} prompts of up to {tokens} tokens with their responses) runs "
+        f"out of memory on this device: lower generation.batch_size ({error})"
+    )
+
+
 def token_budget(prompt_tokens: int, gen: Generation, context: int | None = None) -> int:
     """New tokens allowed after a prompt of this length (0 when the prompt fills the window already)."""
     total = min(gen.max_total_tokens, context) if context else gen.max_total_tokens
@@ -89,12 +96,17 @@ class TransformersSampler:
         order = sorted((i for i in range(len(prompts)) if results[i] is None), key=lambda i: (len(encoded[i]), i))
         batches = [order[k : k + gen.batch_size] for k in range(0, len(order), gen.batch_size)]
         todo = [(k, b) for k, b in enumerate(batches) if only is None or only.intersection(b)]
+        # The largest batch first (each has its own seed: the order changes no response), so that one that
+        # cannot fit on the device fails in the step's first minute, not after all the smaller ones.
+        todo.sort(key=lambda kb: -len(kb[1]) * max(len(encoded[i]) + budgets[i] for i in kb[1]))
         for number, batch in tqdm(todo, desc=f"generate seed {seed}", disable=None, file=sys.stderr):
             torch.manual_seed(seed * 1_000_003 + number)
             inputs = tokenizer.pad({"input_ids": [encoded[i] for i in batch]}, return_tensors="pt").to(self.device)
             try:
                 generated = self._generate(inputs, gen, max(budgets[i] for i in batch))
             except Exception as e:  # the batch failed, not the step: a retry samples it again
+                if isinstance(e, torch.OutOfMemoryError) and batch is todo[0][1]:  # the largest: none can fit
+                    raise too_big(len(batch), max(len(encoded[i]) + budgets[i] for i in batch), e) from None
                 print(f"generate: seed {seed}: a batch failed: {type(e).__name__}: {e}", file=sys.stderr)
                 for i in batch:
                     results[i] = failed(len(encoded[i]), e)

@@ -11,6 +11,7 @@ import json
 import mlflow
 
 from limit import progress
+from limit.costs import PeakMemory
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.evaluate import score_model
@@ -33,6 +34,7 @@ def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool, str | None]
 
 
 def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
+    peak = PeakMemory.from_here()  # before the model loads: the same terms as the planner's estimate
     location, trust_remote_code, revision = _model(inp, ctx)
     ctx.restore("details")  # benchmarks an earlier attempt finished
     scores = score_model(
@@ -53,6 +55,7 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
         mlflow.set_tag("gauntlet.missing", ",".join(scores["missing"])[:250])
 
     summary: dict = {"complete": scores["complete"], "examples": scores["examples"]}
+    summary["memory_peak_gib"] = round(peak.peak_gib(), 4)
     summary |= {k: v for k, v in metrics(scores).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
     return summary
 

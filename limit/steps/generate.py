@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from limit import progress
+from limit.costs import PeakMemory
 from limit.cpu import configure_torch_threads
 from limit.data.prompts import Prompt, load_prompts
 from limit.errors import LimitError, UnavailableError
@@ -29,6 +30,7 @@ from limit.steps.inputs import GenerateInput
 
 
 def generate(inp: GenerateInput, ctx: StepContext) -> dict:
+    peak = PeakMemory.from_here()  # before the model loads: the same terms as the planner's estimate
     location, model_name, checkpoint = _model(inp, ctx)
     prompts = load_prompts(inp.prompts, cache_dir=ctx.workdir / "hf-datasets")
     gen = inp.generation
@@ -65,6 +67,7 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
         "stopped_at_length": finish.count("length"),
         "prompts_too_long": finish.count("prompt_too_long"),
         "failed_generations": finish.count("error"),
+        "memory_peak_gib": round(peak.peak_gib(), 4),
     }
 
 

@@ -68,7 +68,8 @@ class WorstCaseProbe(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.measurement = m = self.measure(args)  # a resumed attempt measures too: it may be on another node
-        if state.is_world_process_zero:
+        if args.process_index == 0:  # (Trainer sets state.is_world_process_zero after on_train_begin)
+            progress.emit("probe", **asdict(m))
             words = progress.describe({"what": "probe", **asdict(m)})
             print(f"finetune: {words}", flush=True)
             if m.planned_eta_s and m.eta_s and m.eta_s > 2 * m.planned_eta_s:

@@ -98,8 +98,10 @@ class WorstCaseProbe(TrainerCallback):
 
     def _pass(self, model, batch: dict) -> None:
         loss = model(**batch).loss * 0.0  # the backward's full work and memory, zero gradients
-        backward = getattr(model, "backward", None)  # a DeepSpeed engine accumulates through its own
-        (backward(loss) if backward is not None else loss.backward())
+        if hasattr(model, "backward"):  # a DeepSpeed engine: its ZeRO hooks and buffers, as in training
+            model.backward(loss)
+        else:
+            loss.backward()
         if self.peak.device == "cuda":
             torch.cuda.synchronize()
 

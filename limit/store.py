@@ -62,6 +62,7 @@ class Store:
     def __init__(self, root: str, workdir: Path | None = None):
         self.root = root
         self.workdir = workdir or default_workdir()
+        self.held: dict[str, FileLock | S3Lease] = {}  # ref -> what this execution holds it with (`lock`)
 
     @staticmethod
     def open(root: str | None = None, workdir: Path | None = None) -> Store:
@@ -132,11 +133,22 @@ class Store:
         """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.leases`);
         `adopt`: the owner token of a lock the process that relaunched this one holds."""
         held, done = self._hold(ref, adopt), False
+        self.held[ref] = held
         try:
             yield held
             done = self.manifest(ref) is not None
         finally:
+            self.held.pop(ref, None)
             held.release(done)
+
+    def _check_held(self, ref: str) -> None:
+        """Raise (exit 75) if this execution held `ref` and has lost it: nothing more of ours may land there."""
+        if ref in self.held:
+            self.held[ref].check()
+
+    def _confirm_held(self, ref: str) -> None:
+        if ref in self.held:
+            self.held[ref].confirm()
 
     def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
         return FileLock(Path(self.root) / f"{ref}.lock", ref, adopt)
@@ -167,6 +179,7 @@ class Store:
 
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
         """Write the manifest (with the list of output files) last: the step is complete."""
+        self._confirm_held(ref)
         manifest = manifest | {"files": sorted(local_files(out))}
         (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
         final = Path(self.root) / ref
@@ -307,12 +320,14 @@ class S3Store(Store):
             remote = self._objects(ref, sub)
             names = local_files(snapshot)
             for name in names:
+                self._check_held(ref)
                 key, stat = self._key(ref, f"{sub}/{name}"), (snapshot / name).stat()
                 entry = remote.get(key)
                 if entry and entry["Size"] == stat.st_size and entry["LastModified"].timestamp() >= stat.st_mtime:
                     continue
                 self.s3.upload_file(str(snapshot / name), self.bucket, key, Config=TRANSFER)
             wanted = {self._key(ref, f"{sub}/{name}") for name in names}
+            self._check_held(ref)  # a lost lease: these may be the new holder's files
             self._delete([key for key in remote if key not in wanted])
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
@@ -343,7 +358,12 @@ class S3Store(Store):
                 self.s3.upload_file(str(out / name), self.bucket, key, Config=TRANSFER)
         files = sorted({key[len(base) :] for key in self._objects(ref)} - {MANIFEST, PRUNED})
         body = json.dumps(manifest | {"files": files}, indent=2, sort_keys=True).encode()
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, MANIFEST), Body=body)
+        self._confirm_held(ref)  # a lease lost by now: another execution may be writing; it commits, not us
+        try:  # the first manifest wins: a twin that committed first is identical by construction
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, MANIFEST), Body=body, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") not in (409, 412):
+                raise
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -170,3 +170,83 @@ def test_s3_lease_of_a_dead_execution_is_taken_over_once_expired(tmp_path, s3_en
         assert held["owner"] == lease.token != dead["owner"] and held["expires"] > time.time()
         # a second taker sees a live lease and waits: a put that is not conditional on its ETag never wins
         assert lease._put(IfNoneMatch="*") is None
+
+
+class _Outage:
+    """Puts to one key fail as an unreachable endpoint makes them fail, through botocore's own `before-send`
+    hook on the store's real client (the request never leaves): `failures` left, or forever."""
+
+    def __init__(self, store: Store, key: str, failures: float):
+        self.key, self.failures = key, failures
+        store.s3.meta.events.register("before-send.s3.PutObject", self._send)
+
+    def _send(self, request, **kwargs):
+        from botocore.exceptions import EndpointConnectionError
+
+        if self.failures > 0 and request.url.split("?")[0].endswith(self.key):
+            self.failures -= 1
+            raise EndpointConnectionError(endpoint_url=request.url)
+        return None
+
+
+def _fast_leases(monkeypatch, seconds: float) -> None:
+    from limit.leases import S3Lease
+
+    monkeypatch.setattr(S3Lease, "seconds", seconds)
+    monkeypatch.setattr(S3Lease, "poll", 0.1)
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")  # botocore's own retries would hide a single failure
+
+
+def test_s3_lease_renewal_that_fails_once_and_recovers_keeps_the_lease(tmp_path, s3_env, monkeypatch):
+    import json
+    import time
+
+    _fast_leases(monkeypatch, 3.0)  # renewed every 0.6 s
+    store = Store.open(f"s3://{s3_env}/leases", tmp_path)
+    ref = "judge/00000000000000000008"
+    outage = _Outage(store, f"leases/{ref}.lease", failures=0)
+    with store.lock(ref) as lease:
+        outage.failures = 1
+        time.sleep(2.0)  # a failed renewal, then two that succeed
+        assert outage.failures == 0 and not lease.lost
+        lease.check()
+        body = store.s3.get_object(Bucket=s3_env, Key=f"leases/{ref}.lease")["Body"].read()
+        assert json.loads(body)["expires"] > time.time() + 2.0, "renewed after the failure"
+        out = store.begin(ref)
+        (out / "x.json").write_text("{}")
+        store.commit(ref, out, {"kind": "judge", "summary": {}})
+    held = store.s3.list_objects_v2(Bucket=s3_env, Prefix=f"leases/{ref}").get("Contents", [])
+    assert [o["Key"] for o in held] == [f"leases/{ref}/_manifest.json", f"leases/{ref}/x.json"]
+    assert json.loads(store.read_text(ref, "x.json")) == {}
+
+
+def test_s3_lease_renewal_failing_past_expiry_loses_it_and_the_taker_commits_once(tmp_path, s3_env, monkeypatch):
+    import threading
+
+    from limit.errors import UnavailableError
+
+    _fast_leases(monkeypatch, 1.0)
+    root, ref = f"s3://{s3_env}/leases", "judge/00000000000000000009"
+    first, taker = Store.open(root, tmp_path / "a"), Store.open(root, tmp_path / "b")
+    outage = _Outage(first, f"leases/{ref}.lease", failures=0)
+    outcome: list[str] = []
+
+    def take_over() -> None:
+        with taker.lock(ref):
+            out = taker.begin(ref)
+            (out / "who.txt").write_text("taker")
+            taker.commit(ref, out, {"kind": "judge", "summary": {"by": "taker"}})
+            outcome.append("taker committed")
+
+    with first.lock(ref) as lease:
+        outage.failures = float("inf")  # from now on the first holder cannot reach its lease
+        out = first.begin(ref)
+        (out / "who.txt").write_text("first")
+        thread = threading.Thread(target=take_over)
+        thread.start()
+        thread.join(timeout=30)
+        assert lease.lost, "renewals failed past the expiry: the lease is lost"
+        with pytest.raises(UnavailableError, match="lease"):
+            first.commit(ref, out, {"kind": "judge", "summary": {"by": "first"}})
+    assert outcome == ["taker committed"]
+    assert first.manifest(ref)["summary"] == {"by": "taker"} and first.read_text(ref, "who.txt") == "taker"

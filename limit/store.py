@@ -129,6 +129,12 @@ class Store:
             if why:
                 self.reject(ref, name, why)
 
+    def check(self, ref: str) -> None:
+        """Read every file of a completed step and refuse (marking it not done) one that is not as listed."""
+        manifest = self.manifest(ref)
+        if manifest is not None:
+            self.verify(ref, manifest, Path(self.root) / ref)
+
     def _refetch(self, ref: str, folder: Path, name: str) -> bool:
         """Replace a local copy of one file from the store (True), where `folder` is a copy."""
         return False
@@ -300,6 +306,21 @@ class S3Store(Store):
         self._delete([self._key(ref, MANIFEST)])
         self._delete([k for k in self._objects(ref) if not k.endswith(f"/{REJECTED}")])
         shutil.rmtree(self.workdir / "cache" / ref, ignore_errors=True)
+
+    def check(self, ref: str) -> None:
+        """Stream every object of a completed step through sha256 (the objects, not their metadata)."""
+        manifest = self.manifest(ref)
+        if manifest is None:
+            return
+        objects = self._objects(ref)
+        for name, entry in listed(manifest, skip=tuple(self.pruned(ref))).items():
+            obj = objects.get(self._key(ref, name))
+            if obj is None or obj["Size"] != entry.get("size"):
+                found = "missing" if obj is None else f"{obj['Size']} bytes"
+                self.reject(ref, name, f"{found}, the manifest says {entry.get('size')} bytes")
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(ref, name))["Body"]
+            if entry.get("sha256") and hashlib.file_digest(body, "sha256").hexdigest() != entry["sha256"]:
+                self.reject(ref, name, "sha256 differs from the manifest's (same size: its bytes were changed)")
 
     def _refetch(self, ref: str, folder: Path, name: str) -> bool:
         """A cached copy that does not match may be the cache's fault: download that file once more."""

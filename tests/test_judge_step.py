@@ -29,7 +29,8 @@ def completed_generate(store: Store, name: str, outputs: dict[int, list[str | No
                 if text is None:
                     row |= {"finish_reason": "error", "error": "RuntimeError: CUDA out of memory"}
                 f.write(json.dumps(row) + "\n")
-    store.commit(ref, out, {"kind": "generate", "summary": {}})
+    prompts = len(next(iter(outputs.values())))
+    store.commit(ref, out, {"kind": "generate", "summary": {"prompts": prompts, "seeds": len(outputs)}})
     return ref
 
 
@@ -142,3 +143,22 @@ def test_failed_generations_are_failures_never_asked_of_the_judge(limit_env: Pat
         summary = run_step("judge", judge_input(a, b, base_url=server.base_url, max_failure_rate=0))
         assert server.requests == 4
     assert (summary["wins_a"], summary["failures"], summary["failed_generations"]) == (4, 1, 1)
+
+
+def test_responses_short_of_one_per_prompt_and_seed_are_refused(limit_env: Path):
+    """A responses.jsonl that lost its last rows (after its manifest was written) is never judged on fewer
+    pairs: the judge checks the pair count against the generate step's prompts and seeds."""
+    from limit.runner import run_step
+
+    store = Store.open()
+    a = completed_generate(store, "a3", {1: ["x"] * 5, 2: ["x"] * 5})
+    b = completed_generate(store, "b3", {1: ["y"] * 5, 2: ["y"] * 5})
+    manifest_path = Path(store.root) / a / "_manifest.json"
+    for path in (Path(store.root) / a / "responses.jsonl", Path(store.root) / b / "responses.jsonl"):
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:-3]))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {}  # as an older manifest, which lists no sizes: only the shape check can tell
+    manifest_path.write_text(json.dumps(manifest))
+    (Path(store.root) / b / "_manifest.json").write_text(json.dumps(manifest | {"key": "b3"}))
+    with pytest.raises(LimitError, match=r"judge: a .*seed 2: 2; expected one response per prompt and seed \(5 x 2\)"):
+        run_step("judge", judge_input(a, b, backend="local"))

@@ -293,3 +293,45 @@ def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tm
     result = limit_run(str(study), workdir)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (workdir / "mini" / "report.json").is_file()
+
+
+def test_s3_unreachable_mid_run_stops_every_step_exits_75_and_marks_the_parent_failed(tmp_path, monkeypatch):
+    """Not a signal but an error inside `limit run` itself: its store's endpoint goes away while steps run."""
+    import boto3
+    import psutil
+    from conftest import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)  # this test's own endpoint, to stop
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    creds = {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}
+    for name, value in creds.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="gone")
+    study, workdir = mini_study(tmp_path), tmp_path / "runs"
+    proc = limit_popen(
+        str(study),
+        workdir,
+        "--artifacts",
+        "s3://gone/x",
+        popen={"stderr": subprocess.STDOUT},
+        AWS_ENDPOINT_URL=endpoint,
+        **creds,
+    )
+    deadline = time.time() + 300
+    while not list((workdir / "mini" / "logs").glob("*/*.log")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    steps = psutil.Process(proc.pid).children(recursive=True)
+    server.stop()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out
+    assert "Traceback" not in out.split("logs:")[0].split("last lines of")[0], out
+    assert "limit: unavailable (worth retrying): limit run stopped: EndpointConnectionError" in out, out
+    _, alive = psutil.wait_procs(steps, timeout=10)
+    assert not alive, f"step processes left running: {alive}"
+    _, runs = study_runs(workdir, "mini")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"

@@ -162,3 +162,25 @@ def test_responses_short_of_one_per_prompt_and_seed_are_refused(limit_env: Path)
     (Path(store.root) / b / "_manifest.json").write_text(json.dumps(manifest | {"key": "b3"}))
     with pytest.raises(LimitError, match=r"judge: a .*seed 2: 2; expected one response per prompt and seed \(5 x 2\)"):
         run_step("judge", judge_input(a, b, backend="local"))
+
+
+def test_a_torn_judge_cache_is_asked_again_not_a_crash(refs, limit_env: Path):
+    """A kill while alpaca-eval wrote its cache left half a JSON file in `.partial`: the retry re-asks what it
+    held (and caches are now written whole)."""
+    from limit.cli import main
+    from limit.runner import run_step
+
+    def down_for_colours(instruction: str, shown_1: str, shown_2: str) -> Reply:
+        if "colour" in instruction:
+            return Reply(status=500, error="The server had an error while processing your request.")
+        return prefers_good(instruction, shown_1, shown_2)
+
+    with JudgeServer(down_for_colours) as server:
+        inp = judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=0, retry_wait=0)
+        assert main(["step", "judge", "--input", inp]) == 75
+        (cache,) = [p for p in (limit_env / "artifacts" / "judge").glob("*.partial/cache/seed-1.json")]
+        cache.write_text(cache.read_text()[: len(cache.read_text()) // 2])
+        server.policy = prefers_good
+        summary = run_step("judge", inp)
+    assert (summary["wins_a"], summary["failures"]) == (9, 0)
+    assert not list((limit_env / "artifacts" / "judge").rglob(".seed-*.tmp-*")), "no staging file is left"

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -175,8 +176,20 @@ def _pairwise_annotator_class():
             if self.df_annotations is None:  # no cache file yet: with failures not stored, 0.6.6 queries None
                 self.df_annotations = self._empty_annotations()
 
+        def save(self, path=None) -> None:
+            """alpaca-eval writes its cache in place: a kill mid-write left a torn file; write it whole."""
+            target = Path(path or self.caching_path)
+            staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            super().save(staging)
+            if staging.exists():
+                os.replace(staging, target)
+
         def load_(self, path=None) -> None:
-            super().load_(path)
+            try:
+                super().load_(path)
+            except ValueError:  # a cache torn before writes were whole: what it held is asked again
+                print(f"judge: {path or self.caching_path}: unreadable cache, asking again", file=sys.stderr)
+                self.df_annotations = None
             # pandas reads cached 1/2 preferences back as int64; alpaca-eval then writes 1.5 (identical outputs)
             # into that column, which pandas 3 refuses
             if self.df_annotations is not None and self.annotation_key in self.df_annotations:

@@ -72,7 +72,8 @@ def test_keep_selected_deletes_the_other_epochs_weights(limit_env, where, reques
     for epoch in (1, 2, 3):
         (out / f"epoch-{epoch}").mkdir()
         (out / f"epoch-{epoch}" / "model.safetensors").write_bytes(b"w" * 10)
-    store.commit(finetune, out, {"kind": "finetune", "summary": {}})
+    planned = {"pruned_by": "00000000000000000001"}  # as the planner writes it for keep: selected
+    store.commit(finetune, out, {"kind": "finetune", "input": planned, "summary": {}})
     refs = {e: _completed_gauntlet(store, f"keep-{where}-e{e}", a) for e, a in {1: 0.1, 2: 0.3, 3: 0.2}.items()}
     epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
 
@@ -132,3 +133,42 @@ def test_selection_states_its_error_and_whether_the_runner_up_is_distinguishable
     diff = sum(term.values()) / 25  # the paired differences [0, 0, 1, 0] have s^2 = 1/4 too
     assert selection["runner_up"] == 1 and selection["difference_standard_error"] == pytest.approx(diff**0.5)
     assert selection["distinguishable"] == (selection["difference"] > 1.96 * diff**0.5)
+
+
+def test_keep_selected_never_prunes_a_finetune_planned_with_keep_all(limit_env):
+    """Another study (keep: all) shares such a finetune and may score any of its epochs."""
+    store = Store.open()
+    finetune = "finetune/0123456789abcdef0124"
+    out = store.begin(finetune)
+    for epoch in (1, 2):
+        (out / f"epoch-{epoch}").mkdir()
+        (out / f"epoch-{epoch}" / "model.safetensors").write_bytes(b"w" * 10)
+    store.commit(finetune, out, {"kind": "finetune", "input": {}, "summary": {}})
+    refs = {e: _completed_gauntlet(store, f"keep-all-e{e}", a) for e, a in {1: 0.1, 2: 0.3}.items()}
+    epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
+    run_step("select", SelectInput(finetune=finetune, epochs=epochs, keep="selected").model_dump_json())
+    assert (store.fetch(finetune, "epoch-1") / "model.safetensors").read_bytes() == b"w" * 10
+
+
+def test_keep_selected_is_in_the_finetune_key_with_how_its_epochs_are_chosen(tmp_path):
+    """Two studies share a keep: selected finetune only when they score and choose its epochs alike, so none
+    needs an epoch the other deleted; keep: all leaves the finetune's key as it was."""
+    import yaml
+
+    from limit.plan import build_plan
+    from limit.spec import STUDIES_DIR, load_study
+
+    def finetune_ref(data: dict) -> str:
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return next(s for s in build_plan(load_study(str(path))).order() if s.kind == "finetune").ref
+
+    base = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
+    keep_all = finetune_ref(base)
+    assert keep_all == next(s for s in build_plan(load_study("tiny")).order() if s.kind == "finetune").ref
+    training = {**base["training"], "defaults": {**base["training"]["defaults"], "keep": "selected"}}
+    selected = {**base, "name": "tiny-selected", "training": training}
+    assert finetune_ref(selected) != keep_all
+    assert finetune_ref({**selected, "name": "another-name"}) == finetune_ref(selected)
+    fewer_rows = {**selected, "name": "tiny-limit5", "gauntlet": {**base["gauntlet"], "limit": 5}}
+    assert finetune_ref(fewer_rows) not in (keep_all, finetune_ref(selected))

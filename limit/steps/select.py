@@ -103,11 +103,21 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
 
     log_epochs(scores_by_epoch, best["epoch"])
     if inp.keep == "selected":
-        others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != best["epoch"]]
-        ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {best['epoch']}")
-        print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
+        _prune_others(inp, ctx, epochs, best["epoch"])
     print(f"select: epoch {best['epoch']} (average {best['average']:.4f})", file=sys.stderr)
     return {"chosen_epoch": best["epoch"], "gauntlet.average": best["average"], "ties": len(tied)}
+
+
+def _prune_others(inp: SelectInput, ctx: StepContext, epochs: list[dict], chosen: int) -> None:
+    """Delete the unchosen epochs' weights, only of a finetune planned for this choice (`pruned_by`): a
+    finetune planned with keep: all is shared by plans that score its epochs otherwise."""
+    finetune = ctx.store.manifest(inp.finetune) or {}
+    if not (finetune.get("input") or {}).get("pruned_by"):
+        print(f"select: {inp.finetune} was not planned with keep: selected: every epoch stays", file=sys.stderr)
+        return
+    others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != chosen]
+    ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {chosen}")
+    print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
 
 
 def log_epochs(scores_by_epoch: dict[int, dict], chosen: int) -> None:

@@ -6,10 +6,12 @@ The spec says *what* to study; `limit.plan` turns it into steps.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -339,7 +341,7 @@ class Pair(Strict):
 
 # The platform's own credentials (artifact store, hub, MLflow, Argo): a spec chooses the judge's base_url, so
 # naming one of these as the judge key would send it to a server of the spec author's choosing.
-PLATFORM_CREDENTIALS = ("AWS_*", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MLFLOW_TRACKING_*", "ARGO_TOKEN")
+PLATFORM_CREDENTIALS = ("AWS_*", "HF_*", "HUGGING_FACE_*", "MLFLOW_*", "ARGO_*", "MINIO_*")
 
 
 class JudgeSpec(Strict):
@@ -364,13 +366,38 @@ class JudgeSpec(Strict):
     @field_validator("api_key_env")
     @classmethod
     def _judge_key_only(cls, name: str) -> str:
-        allowed = fnmatchcase(name, "*_API_KEY") or fnmatchcase(name, "*_TOKEN")
-        if not allowed or any(fnmatchcase(name.upper(), p) for p in PLATFORM_CREDENTIALS):
+        # *_API_KEY only: *_TOKEN admitted GITHUB_TOKEN and the like, which the spec's base_url would receive
+        allowed = re.fullmatch(r"[A-Z][A-Z0-9_]*_API_KEY", name) is not None
+        if not allowed or any(fnmatchcase(name, p) for p in PLATFORM_CREDENTIALS):
             raise ValueError(
-                f"'{name}' is not a judge key: name a variable matching *_API_KEY or *_TOKEN "
-                f"other than the platform's credentials ({', '.join(PLATFORM_CREDENTIALS)})"
+                f"'{name}' is not a judge key: name an upper-case variable matching *_API_KEY other than the "
+                f"platform's credentials ({', '.join(PLATFORM_CREDENTIALS)})"
             )
         return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{url}' is not an http(s) URL with a host (e.g. https://judge.example/v1)")
+        return url
+
+    def plain_http_host(self) -> str | None:
+        """The host the judge's key would reach unencrypted (http to a host other than loopback), if any."""
+        parts = urlsplit(self.base_url or "")
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            return parts.hostname
+        return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Resources(Strict):

@@ -172,3 +172,25 @@ def test_keep_selected_is_in_the_finetune_key_with_how_its_epochs_are_chosen(tmp
     assert finetune_ref({**selected, "name": "another-name"}) == finetune_ref(selected)
     fewer_rows = {**selected, "name": "tiny-limit5", "gauntlet": {**base["gauntlet"], "limit": 5}}
     assert finetune_ref(fewer_rows) not in (keep_all, finetune_ref(selected))
+
+
+def test_select_refuses_scores_that_leave_out_a_benchmark_the_gauntlet_was_asked_for(limit_env):
+    """scores.json must account for every benchmark of its step's suite: scored, or missing for want of data."""
+    from limit.gauntlet.benchmarks import suite
+    from limit.gauntlet.scoring import aggregate, benchmark_result
+
+    store = Store.open()
+    benchmarks = suite("tiny")
+    refs = {}
+    for epoch, kept in ((1, benchmarks), (2, benchmarks[1:])):  # epoch 2's file lost its first benchmark
+        ref = f"gauntlet/short-e{epoch}"
+        out = store.begin(ref)
+        results = {b.name: benchmark_result(b, [True, False], None) for b in benchmarks}
+        scores = aggregate(benchmarks, results) | {"benchmarks": {b.name: results[b.name] for b in kept}}
+        (out / "scores.json").write_text(json.dumps(scores))
+        store.commit(ref, out, {"kind": "gauntlet", "input": {"gauntlet": {"suite": "tiny"}}, "summary": {}})
+        refs[epoch] = ref
+    epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
+    inp = SelectInput(finetune="finetune/abd", epochs=epochs).model_dump_json()
+    with pytest.raises(LimitError, match=rf"short-e2/scores.json: no score for {benchmarks[0].name} \(its gauntlet"):
+        run_step("select", inp)

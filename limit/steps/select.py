@@ -20,7 +20,7 @@ import mlflow
 
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
-from limit.gauntlet.scoring import average_variance, metrics
+from limit.gauntlet.scoring import average_variance, check_scored, metrics
 from limit.steps.context import StepContext
 from limit.steps.inputs import SelectInput
 
@@ -73,8 +73,17 @@ def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[dict], best
 
 
 def suite_of(ctx: StepContext, gauntlet: str) -> list[Benchmark]:
+    return suite(scores_of(ctx, gauntlet).get("suite", "v0"))
+
+
+def scores_of(ctx: StepContext, gauntlet: str) -> dict:
+    """A gauntlet step's scores, refused unless they account for every benchmark it was asked for."""
     scores = json.loads((ctx.fetch(gauntlet) / "scores.json").read_text())
-    return suite(scores.get("suite", "v0"))
+    spec = ((ctx.store.manifest(gauntlet) or {}).get("input") or {}).get("gauntlet")
+    if spec:
+        asked = suite(spec.get("suite", "v0"), spec.get("tasks"))
+        check_scored(scores, asked, f"{ctx.store.url(gauntlet)}/scores.json")
+    return scores
 
 
 def select(inp: SelectInput, ctx: StepContext) -> dict:
@@ -82,7 +91,7 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
         raise LimitError("step select --input: epochs: empty")
     epochs, scores_by_epoch = [], {}
     for entry in sorted(inp.epochs, key=lambda e: e.epoch):
-        scores = json.loads((ctx.fetch(entry.gauntlet) / "scores.json").read_text())
+        scores = scores_of(ctx, entry.gauntlet)
         scores_by_epoch[entry.epoch] = scores
         epochs.append({"epoch": entry.epoch, "average": scores["average"], "categories": scores["categories"]})
 

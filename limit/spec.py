@@ -24,6 +24,8 @@ STUDIES_DIR = WORKFLOWS / "studies"
 # The bounds of what a study may ask for: beyond them a step would fail, or the plan itself would not fit.
 MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy too)
 MAX_EPOCHS = 1000
+MAX_CPU = 4096  # cores of one pod: more is a typo, never a node
+TINY_MAX_PARAMS = 1e9  # a tiny model is built in memory from its config
 MAX_TOKENS = 2**20  # a sequence: max_seq_len, generation budgets
 MAX_BATCH = 2**16  # rows in a batch
 MAX_ROWS = 10**9  # rows sampled from a dataset
@@ -65,6 +67,11 @@ class TinyModel(Strict):
     def _heads_divide(self) -> TinyModel:
         if self.d_model % self.n_heads:
             raise FieldError("n_heads", f"{self.n_heads} heads do not divide d_model {self.d_model}")
+        params = 12 * self.n_layers * self.d_model**2 + self.vocab_size * self.d_model
+        if params > TINY_MAX_PARAMS:  # built in memory on the planning machine's terms: it would die allocating
+            raise FieldError(
+                "d_model", f"~{params:.1e} parameters is not tiny (at most {TINY_MAX_PARAMS:.0e}): use hf: or path:"
+            )
         return self
 
 
@@ -169,7 +176,7 @@ class TrainSpec(Strict):
     global_batch_size: int = Field(48, gt=0, le=MAX_BATCH * 64)
     micro_batch_size: int = Field(1, gt=0, le=MAX_BATCH)
     max_seq_len: int = Field(2048, gt=0, le=MAX_TOKENS)
-    epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS, strict=True)  # strict: YAML's `true` is not 1 epoch
     checkpoint_every: int = Field(
         1,
         gt=0,
@@ -403,9 +410,9 @@ def _loopback(host: str) -> bool:
 class Resources(Strict):
     """What one step's pod asks the cluster for (the local backend uses `cpu` for its slots)."""
 
-    cpu: float = Field(1, gt=0)
+    cpu: float = Field(1, gt=0, le=MAX_CPU)
     memory: str = "4Gi"
-    gpus: int = Field(0, ge=0)
+    gpus: int = Field(0, ge=0, le=1024)
     shm: str | None = Field(None, description="Memory-backed /dev/shm (NCCL, dataloader workers).")
     disk: str | None = Field(
         None, description="Ephemeral storage for the work folder (checkpoints, caches); finetunes: the planner's."

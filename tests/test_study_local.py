@@ -87,6 +87,9 @@ def test_two_concurrent_runs_finish_with_the_same_report_and_their_own_logs(tiny
     reports = [r.stdout[r.stdout.index("## Eval Gauntlet") : r.stdout.index("\nreport: ")] for r in results]
     assert reports[0] == reports[1] and "| tiny-lima | tiny-mix |" in reports[0]
     assert len(list((workdir / "tiny" / "logs").iterdir())) == 2, "one log folder per execution"
+    # each step ran in one execution; the other waited for it and says it reused it, not that it ran it
+    ran = [int(re.search(r"\n(\d+) steps ran", r.stdout).group(1)) for r in results]
+    assert sum(ran) == len(build_plan(load_study("tiny")).steps), ran
     assert not list((workdir / "artifacts").rglob("*.partial")) and not list((workdir / "artifacts").rglob("*.lock"))
 
 

@@ -244,10 +244,13 @@ class _LocalRun:
             self.running.remove(r)
             seconds = time.time() - r.started
             self.outcome.seconds[r.step.id] = round(seconds, 2)
-            if r.proc.returncode == 0 and self.store.manifest(r.step.ref) is not None:
+            manifest = self.store.manifest(r.step.ref) if r.proc.returncode == 0 else None
+            if manifest is not None:
                 self.done.add(r.step.id)
-                self.outcome.ran.append(r.step.id)
-                _say(f"done   {r.step.id:48} {seconds:7.1f}s")
+                # made before this process started: another execution ran it, this one waited and reused it
+                waited = manifest.get("started", r.started) < r.started
+                (self.outcome.reused if waited else self.outcome.ran).append(r.step.id)
+                _say(f"{'reuse' if waited else 'done':6} {r.step.id:48} {seconds:7.1f}s")
                 continue
             self.failed.add(r.step.id)
             self.outcome.failed.append(r.step.id)

@@ -304,3 +304,29 @@ def test_a_workdir_that_would_break_the_sqlite_uri_is_one_line(tmp_path, capsys,
     code, err = run_cli(capsys, "run", "tiny", "--workdir", workdir)
     assert code == 2 and "--workdir: " in err and "sqlite URI" in err, err
     assert not workdir.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"path": "{empty}"}, "models.tiny-mpt.path: {empty}: no config.json in the folder"),
+        ({"path": "{typeless}"}, "models.tiny-mpt.path: {typeless}/config.json: no model_type"),
+        ({"path": "{missing}"}, "models.tiny-mpt.path: {missing}: no such folder"),
+        ({"hf": "../models/mpt"}, "models.tiny-mpt.hf: '../models/mpt' is not a hub id"),
+        ({"hf": "/abs/mpt"}, "models.tiny-mpt.hf: '/abs/mpt' is not a hub id"),
+        ({"hf": "org/../../x"}, "is not a hub id"),
+    ],
+    ids=["empty folder", "config without model_type", "no such folder", "hf: ../", "hf: absolute", "hf: org/.."],
+)
+def test_a_model_no_step_could_load_is_refused_at_plan_time(tmp_path, capsys, model, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "typeless").mkdir()
+    (tmp_path / "typeless" / "config.json").write_text('{"d_model": 64}')
+    names = {"{empty}": tmp_path / "empty", "{typeless}": tmp_path / "typeless", "{missing}": tmp_path / "nope"}
+    model = {k: str(names.get(v, v)) for k, v in model.items()}
+    for placeholder, value in names.items():
+        message = message.replace(placeholder, str(value))
+    path = tmp_path / "study.yaml"
+    path.write_text(edited(lambda d: d["models"].update({"tiny-mpt": model})))
+    code, err = run_cli(capsys, "plan", path)
+    assert code == 2 and message in err, err

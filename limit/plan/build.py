@@ -10,7 +10,7 @@ import json
 from limit.costs import Gpu
 from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_tree_sha256
-from limit.plan.checks import check_gauntlet_data, check_subset_size
+from limit.plan.checks import check_gauntlet_data, check_models, check_subset_size
 from limit.plan.dag import Plan, Step
 from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
 from limit.spec import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
@@ -42,6 +42,7 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None, max_
             f"training epochs / checkpoint_every): check them, or pass --max-steps {steps} if that is meant"
         )
     check_gauntlet_data(study, origin)
+    check_models(study, origin)
     planner = Planner(study, origin, gpu or Gpu())
     for index in range(len(study.runs)):
         planner.run(index)

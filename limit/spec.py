@@ -24,6 +24,7 @@ STUDIES_DIR = WORKFLOWS / "studies"
 # The bounds of what a study may ask for: beyond them a step would fail, or the plan itself would not fit.
 MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy too)
 MAX_EPOCHS = 1000
+MAX_NAME = 60  # a run, baseline, dataset or prompt set name
 MAX_CPU = 4096  # cores of one pod: more is a typo, never a node
 TINY_MAX_PARAMS = 1e9  # a tiny model is built in memory from its config
 MAX_TOKENS = 2**20  # a sequence: max_seq_len, generation budgets
@@ -427,7 +428,8 @@ class Resources(Strict):
 
 
 class Study(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    # 50: the Argo workflow is generated as "limit-<name>-", at most 63 characters
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=50)
     description: str = ""
     models: dict[str, ModelSpec]
     datasets: dict[str, DatasetSpec]
@@ -523,6 +525,8 @@ class Study(Strict):
                 key = slug(name)
                 if not key:
                     raise FieldError(field, f"'{name}' has no letter or digit to name its steps with")
+                if len(key) > MAX_NAME:  # three of them name a judge step, its log file (255 bytes at most)
+                    raise FieldError(field, f"'{name[:24]}...' is {len(key)} characters: at most {MAX_NAME}")
                 if key in seen and seen[key][1] != name:
                     other_field, other = seen[key]
                     raise FieldError(

@@ -184,3 +184,19 @@ def test_a_torn_judge_cache_is_asked_again_not_a_crash(refs, limit_env: Path):
         summary = run_step("judge", inp)
     assert (summary["wins_a"], summary["failures"]) == (9, 0)
     assert not list((limit_env / "artifacts" / "judge").rglob(".seed-*.tmp-*")), "no staging file is left"
+
+
+@pytest.mark.parametrize("answer", [
+    "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 1}]",
+    "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 2}]",
+], ids=["both first", "neither first"])  # fmt: skip
+def test_an_answer_ranking_both_outputs_alike_is_a_failure_never_a_win(refs, limit_env: Path, answer: str):
+    from limit.runner import run_step
+
+    def confused_on_colours(instruction: str, shown_1: str, shown_2: str) -> Reply:
+        return Reply(answer) if "colour" in instruction else prefers_good(instruction, shown_1, shown_2)
+
+    with JudgeServer(confused_on_colours) as server:
+        inp = judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=0, max_failure_rate=0.5)
+        summary = run_step("judge", inp)
+    assert (summary["wins_a"], summary["failures"]) == (7, 2), summary  # the colour prompt, in both seeds

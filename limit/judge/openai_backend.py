@@ -29,6 +29,7 @@ from pathlib import Path
 
 from limit import progress
 from limit.errors import LimitError
+from limit.judge.ranking import ranks_both
 from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import normalize_preference
 from limit.spec import JudgeSpec
@@ -133,6 +134,8 @@ class OpenAIJudge:
             for i in pending:
                 row = found.get(tuple(str(x) for x in pairs[i]))
                 pref = normalize_preference(row.get("preference")) if row else None
+                if pref is not None and not ranks_both(row.get("preference_raw_completion")):
+                    pref, last_error = None, "the judge's answer does not rank the outputs 1 and 2"
                 if pref is None:  # unparseable answer (or none): not cached, asked again
                     still.append(i)
                     continue

@@ -247,8 +247,8 @@ class _LocalRun:
             manifest = self.store.manifest(r.step.ref) if r.proc.returncode == 0 else None
             if manifest is not None:
                 self.done.add(r.step.id)
-                # made before this process started: another execution ran it, this one waited and reused it
-                waited = manifest.get("started", r.started) < r.started
+                # made by another execution, which this one waited for: reused, not ran
+                waited = manifest.get("parent_run") not in (None, self.outcome.parent_run_id)
                 (self.outcome.reused if waited else self.outcome.ran).append(r.step.id)
                 _say(f"{'reuse' if waited else 'done':6} {r.step.id:48} {seconds:7.1f}s")
                 continue

@@ -19,6 +19,7 @@ COMMANDS = {  # name: (module, help)
     "step": ("limit.commands.step", "Run one plan step: what each pod runs (`limit plan` prints the argv)."),
     "studies": ("limit.commands.studies", "List the shipped studies."),
     "status": ("limit.commands.status", "Where a study stands, from the artifact store: each step's state."),
+    "verify": ("limit.commands.verify", "Read every completed step's files; check their sizes and sha256."),
     "report": ("limit.commands.report", "Render a study's report from stored outputs, computing nothing."),
     "export": ("limit.commands.export", "Write the one-row-per-model table of a study as CSV."),
     "gauntlet": ("limit.commands.gauntlet", "Score one model on the Eval Gauntlet, outside any study."),

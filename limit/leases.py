@@ -5,6 +5,8 @@ when its process dies, however it dies. On S3, a lease object "<prefix>/<kind>/<
 an expiry: created only if absent (a conditional put, `If-None-Match: *`), renewed in the background and taken
 over, once expired, only by the one conditional write (`If-Match` on its ETag) that wins. A second execution
 waits for the holder, then finds the step complete (and reuses it) or resumes what the holder left.
+A renewal that fails (any error) is retried; once the lease has expired unrenewed it is lost, whatever the
+error: the holder may persist nothing more, and its commit, which renews first, refuses (exit 75).
 
 A torchrun relaunch replaces the process that holds the lock: `handoff` keeps a lock file open across the
 exec; an S3 lease is adopted by rank 0 of the relaunched step, which knows its owner token.
@@ -23,7 +25,7 @@ import time
 import uuid
 from pathlib import Path
 
-from botocore.exceptions import ClientError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from limit.errors import UnavailableError
 
@@ -65,6 +67,9 @@ class FileLock:
     def check(self) -> None:
         """A lock file cannot be lost while its holder lives."""
 
+    def confirm(self) -> None:
+        """Nothing to renew: the kernel holds the lock for us."""
+
     def release(self, done: bool) -> None:
         """Unlock; `done`: the step is complete, and whoever waits on this file will find its manifest."""
         if self.fd is None:
@@ -85,23 +90,27 @@ class S3Lease:
         self.s3, self.bucket, self.key, self.ref = s3, bucket, key, ref
         self.token = adopt or owner_token()
         self.lost = False
+        self.expires = 0.0  # the expiry of the lease object this execution last wrote
+        self._renewing = threading.Lock()  # the renewer and `confirm` must not race on one ETag
         self._stop = threading.Event()
         self.etag = self._acquire()
         self._renewer = threading.Thread(target=self._renew, name="limit-lease", daemon=True)
         self._renewer.start()
 
-    def _body(self) -> bytes:
-        return json.dumps({"owner": self.token, "expires": time.time() + self.seconds}).encode()
-
     def _put(self, **condition) -> str | None:
         """The new ETag, or None when the condition failed (someone else wrote first)."""
+        # the expiry counts from before the request: a slow reply must not make us believe in a longer lease
+        expires = time.time() + self.seconds
+        body = json.dumps({"owner": self.token, "expires": expires}).encode()
         try:
-            return self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(), **condition)["ETag"]
+            etag = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=body, **condition)["ETag"]
         except ClientError as e:
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
             if status in (409, 412):  # 409: a concurrent conditional write is in progress
                 return None
             raise
+        self.expires = expires
+        return etag
 
     def _current(self) -> tuple[str, dict] | None:
         try:
@@ -131,20 +140,52 @@ class S3Lease:
             time.sleep(self.poll)
 
     def _renew(self) -> None:
+        """Renew until released; a failed renewal is retried at the next tick, and once the lease has expired
+        unrenewed, another execution may hold it: lost, whatever the error was."""
         while not self._stop.wait(self.seconds / 5):
+            try:
+                if self.renew():
+                    continue
+            except (BotoCoreError, ClientError) as e:
+                if time.time() < self.expires:
+                    print(f"[{self.ref}] renewing the lease failed ({type(e).__name__}): retrying", file=sys.stderr)
+                    continue
+            self._lose()
+            return
+
+    def renew(self) -> bool:
+        """Extend the lease now; False: another execution has written it since (taken over). Raises what S3
+        raised when it could not tell."""
+        with self._renewing:
             etag = self._put(IfMatch=self.etag)
             if etag is None:
-                self.lost = True
-                print(f"[{self.ref}] lost the lease on this step to another execution", file=sys.stderr)
-                return
+                return False
             self.etag = etag
+            return True
+
+    def _lose(self) -> None:
+        self.lost = True
+        print(f"[{self.ref}] lost the lease on this step: another execution may hold it", file=sys.stderr)
 
     def handoff(self) -> dict[str, str]:
         return {HANDOFF: self.token}
 
     def check(self) -> None:
-        if self.lost:
-            raise UnavailableError(f"{self.ref}: the lease expired and another execution took the step over")
+        """Raise unless this execution still holds the lease (also when the renewer has not yet noticed)."""
+        if self.lost or time.time() >= self.expires:
+            raise UnavailableError(f"{self.ref}: the lease expired and another execution may hold the step")
+
+    def confirm(self) -> None:
+        """Renew synchronously and raise unless that succeeded: what a commit does just before its manifest,
+        so no execution commits on a lease it no longer holds."""
+        self.check()
+        try:
+            held = self.renew()
+        except (BotoCoreError, ClientError) as e:
+            raise UnavailableError(f"{self.ref}: could not renew the lease before committing: {e}") from None
+        if not held:
+            self._lose()
+        self.check()
 
     def release(self, done: bool) -> None:
         self._stop.set()

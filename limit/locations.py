@@ -18,13 +18,24 @@ WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"  # YAML only: s
 def local_path(location: str) -> Path:
     """`fixture:tiny/lima.jsonl` -> the packaged file; anything else is a path (relative to the cwd)."""
     if location.startswith("fixture:"):
-        return FIXTURES / location.removeprefix("fixture:")
+        return fixture(location.removeprefix("fixture:"))
     return Path(location).expanduser()
+
+
+def fixture(name: str) -> Path:
+    """A packaged fixture; a name that climbs out of the fixtures folder (`..`, absolute) is refused."""
+    path = (FIXTURES / name).resolve()
+    if not path.is_relative_to(FIXTURES):
+        raise LimitError(f"fixture:{name}: not inside the packaged fixtures (no '..' or absolute paths)")
+    return path
 
 
 def local_file_sha256(location: str, field: str) -> str:
     """Content hash of a local input file; `field` names the spec field in the error if it is missing."""
-    path = local_path(location)
+    try:
+        path = local_path(location)
+    except LimitError as e:
+        raise LimitError(f"{field}: {e}") from None
     if not path.is_file():
         raise LimitError(f"{field}: file not found: {location}")
     return hashlib.sha256(path.read_bytes()).hexdigest()
@@ -78,6 +89,10 @@ def parse_locations(text: str) -> list[Location]:
                 raise ValueError(f"'{part}': give the full 40-hex-digit llm-foundry commit{hint}")
             parsed.append(Location("llm-foundry", match.group(1)))
         elif part.startswith("fixture:"):
+            try:
+                fixture(part.removeprefix("fixture:"))
+            except LimitError as e:
+                raise ValueError(str(e)) from None
             parsed.append(Location("fixture", part.removeprefix("fixture:")))
         else:
             parsed.append(Location("folder", part))

@@ -103,6 +103,7 @@ def _run(kind: str, key: str, inp: inputs.StepInput, ctx: StepContext, lock: Fil
         "summary": summary,
         "started": started,
         "seconds": round(time.time() - started, 3),
+        "parent_run": os.environ.get("LIMIT_PARENT_RUN_ID"),  # the study execution that made it
     }
     lock.check()
     ctx.store.commit(ctx.ref, ctx.out, manifest)

@@ -6,10 +6,12 @@ The spec says *what* to study; `limit.plan` turns it into steps.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
@@ -22,6 +24,9 @@ STUDIES_DIR = WORKFLOWS / "studies"
 # The bounds of what a study may ask for: beyond them a step would fail, or the plan itself would not fit.
 MAX_SEED = 2**32 - 1  # numpy's seeds (transformers' set_seed seeds numpy too)
 MAX_EPOCHS = 1000
+MAX_NAME = 60  # a run, baseline, dataset or prompt set name
+MAX_CPU = 4096  # cores of one pod: more is a typo, never a node
+TINY_MAX_PARAMS = 1e9  # a tiny model is built in memory from its config
 MAX_TOKENS = 2**20  # a sequence: max_seq_len, generation budgets
 MAX_BATCH = 2**16  # rows in a batch
 MAX_ROWS = 10**9  # rows sampled from a dataset
@@ -63,6 +68,11 @@ class TinyModel(Strict):
     def _heads_divide(self) -> TinyModel:
         if self.d_model % self.n_heads:
             raise FieldError("n_heads", f"{self.n_heads} heads do not divide d_model {self.d_model}")
+        params = 12 * self.n_layers * self.d_model**2 + self.vocab_size * self.d_model
+        if params > TINY_MAX_PARAMS:  # built in memory on the planning machine's terms: it would die allocating
+            raise FieldError(
+                "d_model", f"~{params:.1e} parameters is not tiny (at most {TINY_MAX_PARAMS:.0e}): use hf: or path:"
+            )
         return self
 
 
@@ -167,7 +177,7 @@ class TrainSpec(Strict):
     global_batch_size: int = Field(48, gt=0, le=MAX_BATCH * 64)
     micro_batch_size: int = Field(1, gt=0, le=MAX_BATCH)
     max_seq_len: int = Field(2048, gt=0, le=MAX_TOKENS)
-    epochs: int = Field(10, gt=0, le=MAX_EPOCHS)
+    epochs: int = Field(10, gt=0, le=MAX_EPOCHS, strict=True)  # strict: YAML's `true` is not 1 epoch
     checkpoint_every: int = Field(
         1,
         gt=0,
@@ -339,7 +349,7 @@ class Pair(Strict):
 
 # The platform's own credentials (artifact store, hub, MLflow, Argo): a spec chooses the judge's base_url, so
 # naming one of these as the judge key would send it to a server of the spec author's choosing.
-PLATFORM_CREDENTIALS = ("AWS_*", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MLFLOW_TRACKING_*", "ARGO_TOKEN")
+PLATFORM_CREDENTIALS = ("AWS_*", "HF_*", "HUGGING_FACE_*", "MLFLOW_*", "ARGO_*", "MINIO_*")
 
 
 class JudgeSpec(Strict):
@@ -364,21 +374,46 @@ class JudgeSpec(Strict):
     @field_validator("api_key_env")
     @classmethod
     def _judge_key_only(cls, name: str) -> str:
-        allowed = fnmatchcase(name, "*_API_KEY") or fnmatchcase(name, "*_TOKEN")
-        if not allowed or any(fnmatchcase(name.upper(), p) for p in PLATFORM_CREDENTIALS):
+        # *_API_KEY only: *_TOKEN admitted GITHUB_TOKEN and the like, which the spec's base_url would receive
+        allowed = re.fullmatch(r"[A-Z][A-Z0-9_]*_API_KEY", name) is not None
+        if not allowed or any(fnmatchcase(name, p) for p in PLATFORM_CREDENTIALS):
             raise ValueError(
-                f"'{name}' is not a judge key: name a variable matching *_API_KEY or *_TOKEN "
-                f"other than the platform's credentials ({', '.join(PLATFORM_CREDENTIALS)})"
+                f"'{name}' is not a judge key: name an upper-case variable matching *_API_KEY other than the "
+                f"platform's credentials ({', '.join(PLATFORM_CREDENTIALS)})"
             )
         return name
+
+    @field_validator("base_url")
+    @classmethod
+    def _http_url(cls, url: str | None) -> str | None:
+        if url is None:
+            return None
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"'{url}' is not an http(s) URL with a host (e.g. https://judge.example/v1)")
+        return url
+
+    def plain_http_host(self) -> str | None:
+        """The host the judge's key would reach unencrypted (http to a host other than loopback), if any."""
+        parts = urlsplit(self.base_url or "")
+        if parts.scheme == "http" and not _loopback(parts.hostname or ""):
+            return parts.hostname
+        return None
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class Resources(Strict):
     """What one step's pod asks the cluster for (the local backend uses `cpu` for its slots)."""
 
-    cpu: float = Field(1, gt=0)
+    cpu: float = Field(1, gt=0, le=MAX_CPU)
     memory: str = "4Gi"
-    gpus: int = Field(0, ge=0)
+    gpus: int = Field(0, ge=0, le=1024)
     shm: str | None = Field(None, description="Memory-backed /dev/shm (NCCL, dataloader workers).")
     disk: str | None = Field(
         None, description="Ephemeral storage for the work folder (checkpoints, caches); finetunes: the planner's."
@@ -393,7 +428,8 @@ class Resources(Strict):
 
 
 class Study(Strict):
-    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    # 50: the Argo workflow is generated as "limit-<name>-", at most 63 characters
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", max_length=50)
     description: str = ""
     models: dict[str, ModelSpec]
     datasets: dict[str, DatasetSpec]
@@ -489,6 +525,8 @@ class Study(Strict):
                 key = slug(name)
                 if not key:
                     raise FieldError(field, f"'{name}' has no letter or digit to name its steps with")
+                if len(key) > MAX_NAME:  # three of them name a judge step, its log file (255 bytes at most)
+                    raise FieldError(field, f"'{name[:24]}...' is {len(key)} characters: at most {MAX_NAME}")
                 if key in seen and seen[key][1] != name:
                     other_field, other = seen[key]
                     raise FieldError(

@@ -16,9 +16,11 @@ remote is complete. `commit` waits for every upload. A retried attempt downloads
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
+import sys
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -29,12 +31,14 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
+from limit.digests import digest, fsync_folder, fsync_path, fsync_tree, listed, mismatch
 from limit.errors import LimitError, UnavailableError
-from limit.io import write_json
+from limit.io import write_atomic, write_json
 from limit.leases import FileLock, S3Lease
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
+REJECTED = "_rejected.json"  # the manifest of a step whose files no longer matched it (not done: redone)
 ATTEMPTS = "_attempts"  # <root>/_attempts/<kind>/<key>.json: the latest attempt of a step (`limit status`)
 # Multipart, concurrent uploads and downloads: a 30B checkpoint is hundreds of GB in a few large files.
 TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64 * 2**20, max_concurrency=8)
@@ -62,6 +66,8 @@ class Store:
     def __init__(self, root: str, workdir: Path | None = None):
         self.root = root
         self.workdir = workdir or default_workdir()
+        self.held: dict[str, FileLock | S3Lease] = {}  # ref -> what this execution holds it with (`lock`)
+        self._torn: set[str] = set()  # refs whose unreadable manifest was reported
 
     @staticmethod
     def open(root: str | None = None, workdir: Path | None = None) -> Store:
@@ -75,19 +81,74 @@ class Store:
 
     def manifest(self, ref: str) -> dict | None:
         path = Path(self.root) / ref / MANIFEST
-        return json.loads(path.read_text()) if path.is_file() else None
+        return self._parse_manifest(ref, path.read_bytes()) if path.is_file() else None
+
+    def _parse_manifest(self, ref: str, body: bytes) -> dict | None:
+        """The manifest, or None (not done) when it is torn: empty or not a JSON object (said once)."""
+        try:
+            manifest = json.loads(body)
+        except ValueError:
+            manifest = None
+        if isinstance(manifest, dict):
+            return manifest
+        if ref not in self._torn:
+            self._torn.add(ref)
+            print(f"{self.url(ref)}/{MANIFEST}: unreadable (a torn write): the step is not done", file=sys.stderr)
+        return None
 
     def read_text(self, ref: str, name: str) -> str | None:
-        """One small file of a completed step's outputs, or None when it has none."""
+        """One small file of a completed step's outputs (checked against its manifest), or None."""
         path = Path(self.root) / ref / name
-        return path.read_text() if path.is_file() else None
+        return self._checked_text(ref, name, path.read_bytes()) if path.is_file() else None
+
+    def _checked_text(self, ref: str, name: str, body: bytes) -> str:
+        entry = listed(self.manifest(ref) or {}).get(name)
+        if entry:
+            found = {"size": len(body), "sha256": hashlib.sha256(body).hexdigest()}
+            if found["size"] != entry.get("size"):
+                self.reject(ref, name, f"{found['size']} bytes, the manifest says {entry.get('size')}")
+            if entry.get("sha256") and found["sha256"] != entry["sha256"]:
+                self.reject(ref, name, "sha256 differs from the manifest's (same size: its bytes were changed)")
+        return body.decode()
 
     def fetch(self, ref: str, sub: str = "") -> Path:
-        """Local path of a completed step's outputs (or one subfolder of them)."""
-        if self.manifest(ref) is None:
+        """Local path of a completed step's outputs (or one subfolder of them), checked against the manifest."""
+        manifest = self.manifest(ref)
+        if manifest is None:
             raise LimitError(f"{self.url(ref)}: upstream step is not complete (no {MANIFEST})")
         self._check_not_pruned(ref, sub)
+        self.verify(ref, manifest, Path(self.root) / ref, sub)
         return Path(self.root) / ref / sub
+
+    def verify(self, ref: str, manifest: dict, folder: Path, sub: str = "", hashed: bool = True) -> None:
+        """Refuse (and mark not done) a step whose file under `folder/sub` is not the one its manifest lists."""
+        for name, entry in listed(manifest, sub, skip=tuple(self.pruned(ref))).items():
+            why = mismatch(folder / name, entry, hashed)
+            if why and self._refetch(ref, folder, name):
+                why = mismatch(folder / name, entry, hashed)
+            if why:
+                self.reject(ref, name, why)
+
+    def check(self, ref: str) -> None:
+        """Read every file of a completed step and refuse (marking it not done) one that is not as listed."""
+        manifest = self.manifest(ref)
+        if manifest is not None:
+            self.verify(ref, manifest, Path(self.root) / ref)
+
+    def _refetch(self, ref: str, folder: Path, name: str) -> bool:
+        """Replace a local copy of one file from the store (True), where `folder` is a copy."""
+        return False
+
+    def reject(self, ref: str, name: str, why: str) -> None:
+        """The step's output `name` is not what its manifest says: the step is no longer done (a rerun redoes
+        it), and this one-line error says which file."""
+        self._unmark(ref)
+        raise LimitError(f"{self.url(ref)}/{name}: {why}: the step is marked not done; run again to redo it")
+
+    def _unmark(self, ref: str) -> None:
+        manifest = Path(self.root) / ref / MANIFEST
+        with contextlib.suppress(FileNotFoundError):  # kept beside the files; the next commit replaces both
+            manifest.replace(manifest.with_name(REJECTED))
 
     def pruned(self, ref: str) -> dict[str, str]:
         """Subfolders of a completed step that were deleted, and why."""
@@ -132,11 +193,22 @@ class Store:
         """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.leases`);
         `adopt`: the owner token of a lock the process that relaunched this one holds."""
         held, done = self._hold(ref, adopt), False
+        self.held[ref] = held
         try:
             yield held
             done = self.manifest(ref) is not None
         finally:
+            self.held.pop(ref, None)
             held.release(done)
+
+    def _check_held(self, ref: str) -> None:
+        """Raise (exit 75) if this execution held `ref` and has lost it: nothing more of ours may land there."""
+        if ref in self.held:
+            self.held[ref].check()
+
+    def _confirm_held(self, ref: str) -> None:
+        if ref in self.held:
+            self.held[ref].confirm()
 
     def _hold(self, ref: str, adopt: str | None) -> FileLock | S3Lease:
         return FileLock(Path(self.root) / f"{ref}.lock", ref, adopt)
@@ -166,14 +238,22 @@ class Store:
         shutil.rmtree(out / sub, ignore_errors=True)
 
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
-        """Write the manifest (with the list of output files) last: the step is complete."""
-        manifest = manifest | {"files": sorted(local_files(out))}
-        (out / MANIFEST).write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        """Write the manifest (each output file's size and sha256) last, once the files are on disk: the step
+        is complete. A folder already there without a manifest (torn, rejected) is replaced."""
+        self._confirm_held(ref)
+        files = {name: digest(out / name) for name in local_files(out) if name != MANIFEST}
+        fsync_tree(out)
+        write_atomic(out / MANIFEST, json.dumps(manifest | {"files": files}, indent=2, sort_keys=True))
+        fsync_path(out / MANIFEST)
+        fsync_folder(out)
         final = Path(self.root) / ref
-        if final.exists():  # a concurrent twin finished first; identical by construction
-            shutil.rmtree(out)
-            return
+        if final.exists():
+            if (final / MANIFEST).is_file() and self.manifest(ref) is not None:  # a concurrent twin finished
+                shutil.rmtree(out)  # first; identical by construction
+                return
+            shutil.rmtree(final)
         out.rename(final)
+        fsync_folder(final.parent)
 
 
 class S3Store(Store):
@@ -190,6 +270,7 @@ class S3Store(Store):
         self._pending: list[Future] = []
         self._snapshots = count()
         self._lock = threading.Lock()
+        self._digests: dict[str, tuple[int, int, dict]] = {}  # key -> (size, mtime_ns, digest) as uploaded
 
     def _check_bucket(self) -> None:
         """One request before any work: an unreachable endpoint is retryable (exit 75), a missing bucket or
@@ -215,7 +296,38 @@ class S3Store(Store):
             body = self.s3.get_object(Bucket=self.bucket, Key=self._key(ref, MANIFEST))["Body"].read()
         except self.s3.exceptions.NoSuchKey:
             return None
-        return json.loads(body)
+        return self._parse_manifest(ref, body)
+
+    def _unmark(self, ref: str) -> None:
+        """Not done, and nothing of it trusted by a retry's resume: the manifest moves aside, the files go."""
+        body = self._get(self._key(ref, MANIFEST))
+        if body is not None:
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, REJECTED), Body=body)
+        self._delete([self._key(ref, MANIFEST)])
+        self._delete([k for k in self._objects(ref) if not k.endswith(f"/{REJECTED}")])
+        shutil.rmtree(self.workdir / "cache" / ref, ignore_errors=True)
+
+    def check(self, ref: str) -> None:
+        """Stream every object of a completed step through sha256 (the objects, not their metadata)."""
+        manifest = self.manifest(ref)
+        if manifest is None:
+            return
+        objects = self._objects(ref)
+        for name, entry in listed(manifest, skip=tuple(self.pruned(ref))).items():
+            obj = objects.get(self._key(ref, name))
+            if obj is None or obj["Size"] != entry.get("size"):
+                found = "missing" if obj is None else f"{obj['Size']} bytes"
+                self.reject(ref, name, f"{found}, the manifest says {entry.get('size')} bytes")
+            body = self.s3.get_object(Bucket=self.bucket, Key=self._key(ref, name))["Body"]
+            if entry.get("sha256") and hashlib.file_digest(body, "sha256").hexdigest() != entry["sha256"]:
+                self.reject(ref, name, "sha256 differs from the manifest's (same size: its bytes were changed)")
+
+    def _refetch(self, ref: str, folder: Path, name: str) -> bool:
+        """A cached copy that does not match may be the cache's fault: download that file once more."""
+        (folder / name).unlink(missing_ok=True)
+        with contextlib.suppress(ClientError):
+            self.s3.download_file(self.bucket, self._key(ref, name), str(folder / name), Config=TRANSFER)
+        return True
 
     def _download(self, ref: str, dest: Path, sub: str = "") -> None:
         base = self._key(ref) + "/"
@@ -238,7 +350,7 @@ class S3Store(Store):
 
     def read_text(self, ref: str, name: str) -> str | None:
         body = self._get(self._key(ref, name))
-        return body.decode() if body is not None else None
+        return self._checked_text(ref, name, body) if body is not None else None
 
     def partial_files(self, ref: str) -> list[str]:
         base = self._key(ref) + "/"
@@ -268,10 +380,13 @@ class S3Store(Store):
         self._check_not_pruned(ref, sub)
         cache = self.workdir / "cache" / ref
         done = cache / (f".fetched-{sub.replace('/', '_')}" if sub else ".fetched")
-        if not done.is_file():
-            self._download(ref, cache, sub)
-            (cache / MANIFEST).write_text(json.dumps(manifest))
-            done.touch()
+        if done.is_file():
+            self.verify(ref, manifest, cache, sub, hashed=False)  # hashed once, when downloaded
+            return cache / sub
+        self._download(ref, cache, sub)
+        self.verify(ref, manifest, cache, sub)
+        (cache / MANIFEST).write_text(json.dumps(manifest))
+        done.touch()
         return cache / sub
 
     # --- writing: a local folder, mirrored up as the step goes
@@ -307,12 +422,14 @@ class S3Store(Store):
             remote = self._objects(ref, sub)
             names = local_files(snapshot)
             for name in names:
+                self._check_held(ref)
                 key, stat = self._key(ref, f"{sub}/{name}"), (snapshot / name).stat()
                 entry = remote.get(key)
                 if entry and entry["Size"] == stat.st_size and entry["LastModified"].timestamp() >= stat.st_mtime:
                     continue
-                self.s3.upload_file(str(snapshot / name), self.bucket, key, Config=TRANSFER)
+                self._upload(snapshot / name, key)
             wanted = {self._key(ref, f"{sub}/{name}") for name in names}
+            self._check_held(ref)  # a lost lease: these may be the new holder's files
             self._delete([key for key in remote if key not in wanted])
         finally:
             shutil.rmtree(snapshot, ignore_errors=True)
@@ -333,17 +450,49 @@ class S3Store(Store):
             batch = [{"Key": k} for k in keys[start : start + 1000]]
             self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True})
 
+    def _upload(self, path: Path, key: str) -> None:
+        """Upload one file with its sha256 as metadata (hashed here, once: a retry reads it back)."""
+        stat = path.stat()
+        found = digest(path)
+        self.s3.upload_file(
+            str(path), self.bucket, key, Config=TRANSFER, ExtraArgs={"Metadata": {"sha256": found["sha256"]}}
+        )
+        self._digests[key] = (stat.st_size, stat.st_mtime_ns, found)
+
+    def _local_digest(self, path: Path, key: str) -> dict:
+        stat = path.stat()
+        size, mtime, found = self._digests.get(key, (-1, -1, {}))
+        return found if (size, mtime) == (stat.st_size, stat.st_mtime_ns) else digest(path)
+
+    def _remote_digest(self, key: str, size: int) -> dict:
+        """The digest of an object this execution did not upload (an earlier attempt did)."""
+        if key in self._digests and self._digests[key][0] == size:
+            return self._digests[key][2]
+        sha = self.s3.head_object(Bucket=self.bucket, Key=key).get("Metadata", {}).get("sha256")
+        if not sha:  # uploaded without one (an older version): read it once
+            body = self.s3.get_object(Bucket=self.bucket, Key=key)["Body"]
+            sha = hashlib.file_digest(body, "sha256").hexdigest()
+        return {"size": size, "sha256": sha}
+
     def commit(self, ref: str, out: Path, manifest: dict) -> None:
         self.wait()
         remote = self._objects(ref)
         base = self._key(ref) + "/"
         for name in local_files(out):
-            key = base + name
-            if key not in remote or remote[key]["Size"] != (out / name).stat().st_size:
-                self.s3.upload_file(str(out / name), self.bucket, key, Config=TRANSFER)
-        files = sorted({key[len(base) :] for key in self._objects(ref)} - {MANIFEST, PRUNED})
+            key, local = base + name, self._local_digest(out / name, base + name)
+            if key not in remote or self._remote_digest(key, remote[key]["Size"]) != local:
+                self._check_held(ref)  # a lost lease: the object may be the new holder's
+                self._upload(out / name, key)
+        stored = {key[len(base) :]: obj["Size"] for key, obj in self._objects(ref).items()}
+        names = sorted(set(stored) - {MANIFEST, PRUNED, REJECTED})
+        files = {name: self._remote_digest(base + name, stored[name]) for name in names}
         body = json.dumps(manifest | {"files": files}, indent=2, sort_keys=True).encode()
-        self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, MANIFEST), Body=body)
+        self._confirm_held(ref)  # a lease lost by now: another execution may be writing; it commits, not us
+        try:  # the first manifest wins: a twin that committed first is identical by construction
+            self.s3.put_object(Bucket=self.bucket, Key=self._key(ref, MANIFEST), Body=body, IfNoneMatch="*")
+        except ClientError as e:
+            if e.response.get("ResponseMetadata", {}).get("HTTPStatusCode") not in (409, 412):
+                raise
         shutil.rmtree(out, ignore_errors=True)
 
 

@@ -17,6 +17,7 @@ LAYERS = [
             "limit",
             "limit.errors",
             "limit.io",
+            "limit.digests",
             "limit.quantities",
             "limit.cpu",
             "limit.locations",

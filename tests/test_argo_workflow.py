@@ -19,7 +19,7 @@ from limit.backends.profile import load_profile
 from limit.cli import main as limit_main
 from limit.commands.manifest import render
 from limit.plan import build_plan
-from limit.spec import list_studies, load_study
+from limit.spec import STUDIES_DIR, list_studies, load_study
 from limit.steps import merged_input
 
 STUDIES = list_studies()
@@ -256,6 +256,21 @@ def test_api_judge_needs_a_key_secret(capsys: pytest.CaptureFixture) -> None:
     assert limit_main(["manifest", "full", "--profile", "kind"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "judge_api_key" in err
+
+
+def test_plain_http_to_a_judge_host_needs_the_profile_to_name_it(tmp_path, capsys: pytest.CaptureFixture) -> None:
+    """The judge's key would travel unencrypted: https, or a host the profile lists (an in-cluster server)."""
+    data = yaml.safe_load((STUDIES_DIR / "full.yaml").read_text())
+    data["judge"]["base_url"] = "http://judge.example:8000/v1"
+    study = tmp_path / "full-http.yaml"
+    study.write_text(yaml.safe_dump(data, sort_keys=False))
+    out = tmp_path / "wf.yaml"
+    assert limit_main(["manifest", str(study), "--profile", "gpu", "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "judge.base_url: plain http to judge.example" in err and not out.exists()
+    profile = tmp_path / "gpu-http.yaml"
+    profile.write_text(yaml.safe_dump({**load_profile("gpu").model_dump(), "judge_http_hosts": ["judge.example"]}))
+    assert limit_main(["manifest", str(study), "--profile", str(profile), "--out", str(out)]) == 0
 
 
 def test_workflow_settings_from_profile() -> None:

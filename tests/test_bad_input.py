@@ -94,6 +94,28 @@ SPEC_CASES = [
         "prompts.__",
         "no letter or digit",
     ),
+    ("judge key a GitHub token", edited(lambda d: d["judge"].update(api_key_env="GITHUB_TOKEN")),
+     "judge.api_key_env", "'GITHUB_TOKEN' is not a judge key"),
+    ("judge key MLflow's", edited(lambda d: d["judge"].update(api_key_env="MLFLOW_TRACKING_API_KEY")),
+     "judge.api_key_env", "is not a judge key"),
+    ("base_url not a URL", edited(lambda d: d["judge"].update(base_url="not a url")), "judge.base_url",
+     "'not a url' is not an http(s) URL with a host"),
+    ("base_url a file URL", edited(lambda d: d["judge"].update(base_url="file:///etc/passwd")), "judge.base_url",
+     "is not an http(s) URL with a host"),
+    ("base_url without a host", edited(lambda d: d["judge"].update(base_url="https:///v1")), "judge.base_url",
+     "is not an http(s) URL with a host"),
+    ("study name of 58 characters", edited(lambda d: d.update(name="s" * 58)), "name", "at most 50 characters"),
+    ("run name of 300 characters", edited(lambda d: (d["runs"][0].update(name="r" * 300),
+     d["pairs"][0].update(a="r" * 300))), "runs.0.name", "is 300 characters: at most 60"),
+    ("epochs: true", TINY.replace("epochs: 2", "epochs: true"), "training.defaults.epochs", "valid integer"),
+    ("cpu: 1e300", edited(lambda d: d["resources"]["finetune"].update(cpu=1e300)), "resources.finetune.cpu",
+     "less than or equal to 4096"),
+    ("tiny model of 65536 x 1024 layers", edited(tiny_model(d_model=65536, n_layers=1024)),
+     "models.tiny-mpt.tiny.d_model", "parameters is not tiny"),
+    ("gauntlet fixture climbing out", edited(lambda d: d["gauntlet"].update(data="fixture:../../..")),
+     "gauntlet.data", "not inside the packaged fixtures"),
+    ("prompts fixture climbing out", edited(lambda d: d["prompts"]["tiny-test"].update(jsonl="fixture:../cli.py")),
+     None, "prompts.tiny-test.jsonl: fixture:../cli.py: not inside the packaged fixtures"),
     ("alias bomb", TINY + BOMB, None, "aliases expand it by"),
     ("recursive alias", TINY + "x: &x [1, *x]\n", None, "refers to its own anchor"),
 ]  # fmt: skip
@@ -186,6 +208,12 @@ CLI_CASES = [
     ("run --jobs 0", ["run", "tiny", "--jobs", "0"], 2, "argument --jobs: 0 is not in"),
     ("plan --max-steps x", ["plan", "tiny", "--max-steps", "x"], 2, "'x' is not an integer"),
     ("unknown flag", ["plan", "tiny", "--nope"], 2, "unrecognized arguments: --nope"),
+    ("report --out a file", ["report", "tiny", "--out", "{a-file}"], 2, "--out: ", "is a file"),
+    ("report, a mistyped --workdir", ["report", "tiny", "--workdir", "{missing}"], 2,
+     "none of its steps is complete in"),
+    ("export --csv a folder", ["export", "tiny", "--csv", "{a-folder}"], 2, "--csv: ", "is a folder"),
+    ("manifest --out a folder", ["manifest", "tiny", "--out", "{a-folder}"], 2, "--out: ", "is a folder"),
+    ("run --timings a folder", ["run", "tiny", "--timings", "{a-folder}"], 2, "--timings: ", "is a folder"),
     ("gauntlet-convert --out a file", ["gauntlet-convert", "--out", "{a-file}"], 2, "--out: "),
     ("gauntlet-convert, unknown benchmark", ["gauntlet-convert", "nope", "--out", "{o}"], 2, "no converter for"),
 ]  # fmt: skip
@@ -270,3 +298,38 @@ def test_limit_run_exits_as_its_failed_step_did(tmp_path: Path):
         result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=600)
         assert result.returncode == code, result.stdout[-3000:] + result.stderr[-2000:]
         assert "FAIL   prepare-d" in result.stdout and not list(workdir.rglob("_manifest.json"))
+
+
+@pytest.mark.parametrize("char", ["?", "%", "#"])
+def test_a_workdir_that_would_break_the_sqlite_uri_is_one_line(tmp_path, capsys, monkeypatch, char):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workdir = tmp_path / f"runs{char}x"
+    code, err = run_cli(capsys, "run", "tiny", "--workdir", workdir)
+    assert code == 2 and "--workdir: " in err and "sqlite URI" in err, err
+    assert not workdir.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize(
+    ("model", "message"),
+    [
+        ({"path": "{empty}"}, "models.tiny-mpt.path: {empty}: no config.json in the folder"),
+        ({"path": "{typeless}"}, "models.tiny-mpt.path: {typeless}/config.json: no model_type"),
+        ({"path": "{missing}"}, "models.tiny-mpt.path: {missing}: no such folder"),
+        ({"hf": "../models/mpt"}, "models.tiny-mpt.hf: '../models/mpt' is not a hub id"),
+        ({"hf": "/abs/mpt"}, "models.tiny-mpt.hf: '/abs/mpt' is not a hub id"),
+        ({"hf": "org/../../x"}, "is not a hub id"),
+    ],
+    ids=["empty folder", "config without model_type", "no such folder", "hf: ../", "hf: absolute", "hf: org/.."],
+)
+def test_a_model_no_step_could_load_is_refused_at_plan_time(tmp_path, capsys, model, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "typeless").mkdir()
+    (tmp_path / "typeless" / "config.json").write_text('{"d_model": 64}')
+    names = {"{empty}": tmp_path / "empty", "{typeless}": tmp_path / "typeless", "{missing}": tmp_path / "nope"}
+    model = {k: str(names.get(v, v)) for k, v in model.items()}
+    for placeholder, value in names.items():
+        message = message.replace(placeholder, str(value))
+    path = tmp_path / "study.yaml"
+    path.write_text(edited(lambda d: d["models"].update({"tiny-mpt": model})))
+    code, err = run_cli(capsys, "plan", path)
+    assert code == 2 and message in err, err

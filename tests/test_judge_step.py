@@ -29,7 +29,8 @@ def completed_generate(store: Store, name: str, outputs: dict[int, list[str | No
                 if text is None:
                     row |= {"finish_reason": "error", "error": "RuntimeError: CUDA out of memory"}
                 f.write(json.dumps(row) + "\n")
-    store.commit(ref, out, {"kind": "generate", "summary": {}})
+    prompts = len(next(iter(outputs.values())))
+    store.commit(ref, out, {"kind": "generate", "summary": {"prompts": prompts, "seeds": len(outputs)}})
     return ref
 
 
@@ -142,3 +143,60 @@ def test_failed_generations_are_failures_never_asked_of_the_judge(limit_env: Pat
         summary = run_step("judge", judge_input(a, b, base_url=server.base_url, max_failure_rate=0))
         assert server.requests == 4
     assert (summary["wins_a"], summary["failures"], summary["failed_generations"]) == (4, 1, 1)
+
+
+def test_responses_short_of_one_per_prompt_and_seed_are_refused(limit_env: Path):
+    """A responses.jsonl that lost its last rows (after its manifest was written) is never judged on fewer
+    pairs: the judge checks the pair count against the generate step's prompts and seeds."""
+    from limit.runner import run_step
+
+    store = Store.open()
+    a = completed_generate(store, "a3", {1: ["x"] * 5, 2: ["x"] * 5})
+    b = completed_generate(store, "b3", {1: ["y"] * 5, 2: ["y"] * 5})
+    manifest_path = Path(store.root) / a / "_manifest.json"
+    for path in (Path(store.root) / a / "responses.jsonl", Path(store.root) / b / "responses.jsonl"):
+        path.write_text("".join(path.read_text().splitlines(keepends=True)[:-3]))
+    manifest = json.loads(manifest_path.read_text())
+    manifest["files"] = {}  # as an older manifest, which lists no sizes: only the shape check can tell
+    manifest_path.write_text(json.dumps(manifest))
+    (Path(store.root) / b / "_manifest.json").write_text(json.dumps(manifest | {"key": "b3"}))
+    with pytest.raises(LimitError, match=r"judge: a .*seed 2: 2; expected one response per prompt and seed \(5 x 2\)"):
+        run_step("judge", judge_input(a, b, backend="local"))
+
+
+def test_a_torn_judge_cache_is_asked_again_not_a_crash(refs, limit_env: Path):
+    """A kill while alpaca-eval wrote its cache left half a JSON file in `.partial`: the retry re-asks what it
+    held (and caches are now written whole)."""
+    from limit.cli import main
+    from limit.runner import run_step
+
+    def down_for_colours(instruction: str, shown_1: str, shown_2: str) -> Reply:
+        if "colour" in instruction:
+            return Reply(status=500, error="The server had an error while processing your request.")
+        return prefers_good(instruction, shown_1, shown_2)
+
+    with JudgeServer(down_for_colours) as server:
+        inp = judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=0, retry_wait=0)
+        assert main(["step", "judge", "--input", inp]) == 75
+        (cache,) = [p for p in (limit_env / "artifacts" / "judge").glob("*.partial/cache/seed-1.json")]
+        cache.write_text(cache.read_text()[: len(cache.read_text()) // 2])
+        server.policy = prefers_good
+        summary = run_step("judge", inp)
+    assert (summary["wins_a"], summary["failures"]) == (9, 0)
+    assert not list((limit_env / "artifacts" / "judge").rglob(".seed-*.tmp-*")), "no staging file is left"
+
+
+@pytest.mark.parametrize("answer", [
+    "[{'model': 'model_1', 'rank': 1}, {'model': 'model_2', 'rank': 1}]",
+    "[{'model': 'model_1', 'rank': 2}, {'model': 'model_2', 'rank': 2}]",
+], ids=["both first", "neither first"])  # fmt: skip
+def test_an_answer_ranking_both_outputs_alike_is_a_failure_never_a_win(refs, limit_env: Path, answer: str):
+    from limit.runner import run_step
+
+    def confused_on_colours(instruction: str, shown_1: str, shown_2: str) -> Reply:
+        return Reply(answer) if "colour" in instruction else prefers_good(instruction, shown_1, shown_2)
+
+    with JudgeServer(confused_on_colours) as server:
+        inp = judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=0, max_failure_rate=0.5)
+        summary = run_step("judge", inp)
+    assert (summary["wins_a"], summary["failures"]) == (7, 2), summary  # the colour prompt, in both seeds

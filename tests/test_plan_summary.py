@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import boto3
+import pytest
 import yaml
 from conftest import run_env
 
@@ -74,3 +75,18 @@ def test_preflight_names_each_missing_prerequisite_and_starts_nothing(tmp_path, 
     assert errors[3] == "limit: error: pre-flight: 3 problem(s) above; no step was started"
     assert "judge: gpt-4-0613" in done.stdout  # the plan's totals come first
     assert not (workdir / "artifacts").exists() and not (workdir / "mlflow.db").exists()
+
+
+@pytest.mark.parametrize(
+    ("base_url", "problem"),
+    [("http://judge.example/v1", True), ("https://judge.example/v1", False), ("http://127.0.0.1:8000/v1", False),
+     ("http://localhost:8000/v1", False), ("http://[::1]:8000/v1", False)],
+)  # fmt: skip
+def test_preflight_refuses_plain_http_to_a_judge_off_this_machine(tmp_path, base_url, problem):
+    from limit.plan.preflight import judge_transport
+
+    spec = study(tmp_path, judge={"backend": "openai", "base_url": base_url, "bootstrap": 10})
+    plan = build_plan(load_study(str(spec)))
+    found = judge_transport(plan.order(), tmp_path, str(spec))
+    assert found == ([f"{spec}: judge.base_url: plain http to judge.example would send the judge's key "
+                      "unencrypted: use https (or a loopback address)"] if problem else [])  # fmt: skip

@@ -167,3 +167,20 @@ def test_the_figure_reads_at_the_papers_scale(limit_env):
     assert 1600 <= width <= 2600 and 800 <= height <= 1200  # two rows of panels, not one crowded panel
     if os.environ.get("LIMIT_KEEP_FIGURE"):
         Path(os.environ["LIMIT_KEEP_FIGURE"]).write_bytes((limit_env / "full" / "report.png").read_bytes())
+
+
+def test_an_edited_scores_json_never_reaches_the_report(limit_env, capsys):
+    """The issue's case: a stored scores.json edited to 0.999 after its step completed. `limit report` refuses
+    it in one line naming the file, and the step is no longer done (the next run redoes it)."""
+    plan = build_plan(load_study("full"))
+    store = Store.open()
+    store_study(plan, store)
+    baseline = next(s for s in plan.order() if s.kind == "gauntlet" and s.input.model is not None)
+    path = limit_env / "artifacts" / baseline.ref / "scores.json"
+    scores = json.loads(path.read_text())
+    path.write_text(json.dumps(scores | {"average": 0.999}))
+    assert cli(["report", "full"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"{baseline.ref}/scores.json: " in err and "marked not done" in err, err
+    assert store.manifest(baseline.ref) is None
+    assert not (limit_env / "full" / "report.md").exists()

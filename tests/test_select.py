@@ -72,7 +72,8 @@ def test_keep_selected_deletes_the_other_epochs_weights(limit_env, where, reques
     for epoch in (1, 2, 3):
         (out / f"epoch-{epoch}").mkdir()
         (out / f"epoch-{epoch}" / "model.safetensors").write_bytes(b"w" * 10)
-    store.commit(finetune, out, {"kind": "finetune", "summary": {}})
+    planned = {"pruned_by": "00000000000000000001"}  # as the planner writes it for keep: selected
+    store.commit(finetune, out, {"kind": "finetune", "input": planned, "summary": {}})
     refs = {e: _completed_gauntlet(store, f"keep-{where}-e{e}", a) for e, a in {1: 0.1, 2: 0.3, 3: 0.2}.items()}
     epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
 
@@ -132,3 +133,64 @@ def test_selection_states_its_error_and_whether_the_runner_up_is_distinguishable
     diff = sum(term.values()) / 25  # the paired differences [0, 0, 1, 0] have s^2 = 1/4 too
     assert selection["runner_up"] == 1 and selection["difference_standard_error"] == pytest.approx(diff**0.5)
     assert selection["distinguishable"] == (selection["difference"] > 1.96 * diff**0.5)
+
+
+def test_keep_selected_never_prunes_a_finetune_planned_with_keep_all(limit_env):
+    """Another study (keep: all) shares such a finetune and may score any of its epochs."""
+    store = Store.open()
+    finetune = "finetune/0123456789abcdef0124"
+    out = store.begin(finetune)
+    for epoch in (1, 2):
+        (out / f"epoch-{epoch}").mkdir()
+        (out / f"epoch-{epoch}" / "model.safetensors").write_bytes(b"w" * 10)
+    store.commit(finetune, out, {"kind": "finetune", "input": {}, "summary": {}})
+    refs = {e: _completed_gauntlet(store, f"keep-all-e{e}", a) for e, a in {1: 0.1, 2: 0.3}.items()}
+    epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
+    run_step("select", SelectInput(finetune=finetune, epochs=epochs, keep="selected").model_dump_json())
+    assert (store.fetch(finetune, "epoch-1") / "model.safetensors").read_bytes() == b"w" * 10
+
+
+def test_keep_selected_is_in_the_finetune_key_with_how_its_epochs_are_chosen(tmp_path):
+    """Two studies share a keep: selected finetune only when they score and choose its epochs alike, so none
+    needs an epoch the other deleted; keep: all leaves the finetune's key as it was."""
+    import yaml
+
+    from limit.plan import build_plan
+    from limit.spec import STUDIES_DIR, load_study
+
+    def finetune_ref(data: dict) -> str:
+        path = tmp_path / f"{data['name']}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        return next(s for s in build_plan(load_study(str(path))).order() if s.kind == "finetune").ref
+
+    base = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
+    keep_all = finetune_ref(base)
+    assert keep_all == next(s for s in build_plan(load_study("tiny")).order() if s.kind == "finetune").ref
+    training = {**base["training"], "defaults": {**base["training"]["defaults"], "keep": "selected"}}
+    selected = {**base, "name": "tiny-selected", "training": training}
+    assert finetune_ref(selected) != keep_all
+    assert finetune_ref({**selected, "name": "another-name"}) == finetune_ref(selected)
+    fewer_rows = {**selected, "name": "tiny-limit5", "gauntlet": {**base["gauntlet"], "limit": 5}}
+    assert finetune_ref(fewer_rows) not in (keep_all, finetune_ref(selected))
+
+
+def test_select_refuses_scores_that_leave_out_a_benchmark_the_gauntlet_was_asked_for(limit_env):
+    """scores.json must account for every benchmark of its step's suite: scored, or missing for want of data."""
+    from limit.gauntlet.benchmarks import suite
+    from limit.gauntlet.scoring import aggregate, benchmark_result
+
+    store = Store.open()
+    benchmarks = suite("tiny")
+    refs = {}
+    for epoch, kept in ((1, benchmarks), (2, benchmarks[1:])):  # epoch 2's file lost its first benchmark
+        ref = f"gauntlet/short-e{epoch}"
+        out = store.begin(ref)
+        results = {b.name: benchmark_result(b, [True, False], None) for b in benchmarks}
+        scores = aggregate(benchmarks, results) | {"benchmarks": {b.name: results[b.name] for b in kept}}
+        (out / "scores.json").write_text(json.dumps(scores))
+        store.commit(ref, out, {"kind": "gauntlet", "input": {"gauntlet": {"suite": "tiny"}}, "summary": {}})
+        refs[epoch] = ref
+    epochs = [EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()]
+    inp = SelectInput(finetune="finetune/abd", epochs=epochs).model_dump_json()
+    with pytest.raises(LimitError, match=rf"short-e2/scores.json: no score for {benchmarks[0].name} \(its gauntlet"):
+        run_step("select", inp)

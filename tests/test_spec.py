@@ -144,7 +144,8 @@ def test_cli_lists_subcommands_and_studies():
 @pytest.mark.parametrize(
     "name",
     ["AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "MLFLOW_TRACKING_TOKEN",
-     "MLFLOW_TRACKING_PASSWORD", "ARGO_TOKEN", "aws_api_key", "PATH", "OPENAI_BASE_URL", "SECRET"],
+     "MLFLOW_TRACKING_PASSWORD", "ARGO_TOKEN", "aws_api_key", "PATH", "OPENAI_BASE_URL", "SECRET", "GITHUB_TOKEN",
+     "VLLM_TOKEN", "AWS_API_KEY", "MLFLOW_API_KEY", "MINIO_API_KEY", "openai_api_key"],
 )  # fmt: skip
 def test_judge_key_env_refuses_the_platforms_credentials(tmp_path, name: str) -> None:
     """The spec picks base_url: a judge key naming the S3, hub or MLflow credential would be sent there."""
@@ -154,7 +155,7 @@ def test_judge_key_env_refuses_the_platforms_credentials(tmp_path, name: str) ->
     assert f"{path}:{_line_of(path, 'api_key_env')}: judge.api_key_env: '{name}' is not a judge key" in result.stderr
 
 
-@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "TOGETHER_API_KEY", "VLLM_TOKEN", "MY_JUDGE_TOKEN"])
+@pytest.mark.parametrize("name", ["OPENAI_API_KEY", "TOGETHER_API_KEY", "VLLM_API_KEY", "MY_JUDGE_API_KEY"])
 def test_judge_key_env_accepts_api_keys_and_tokens(tmp_path, name: str) -> None:
     path = _broken(tmp_path, lambda d: d["judge"].update(api_key_env=name))
     assert load_study(str(path)).judge.api_key_env == name

@@ -64,3 +64,46 @@ def test_status_of_a_half_finished_study(limit_env, where, request, monkeypatch,
     assert lines["gauntlet-tiny-mpt"].split()[0] == "lost" and "[benchmarks 2/6 finished]" in lines["gauntlet-tiny-mpt"]
     assert "no heartbeat for 1:00:00" in out
     assert lines["report"].split()[0] == "pending"
+
+
+@pytest.mark.parametrize("where", ["local", "s3"])
+def test_verify_reads_every_file_and_marks_a_changed_step_not_done(limit_env, where, request, monkeypatch, capsys):
+    if where == "s3":
+        monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{request.getfixturevalue('s3_env')}/artifacts")
+    plan = build_plan(load_study("tiny"))
+    store = Store.open()
+    prepares = plan.by_kind("prepare")
+    for step in prepares:
+        out = store.begin(step.ref)
+        (out / "data.jsonl").write_text('{"prompt": "p", "response": "r"}\n')
+        store.commit(step.ref, out, {"kind": "prepare", "summary": {}})
+    assert cli(["verify", "tiny"]) == 0
+    assert f"{len(prepares)} completed steps read, 0 did not match" in capsys.readouterr().out
+
+    changed = prepares[0].ref
+    body = b'{"prompt": "p", "response": "R"}\n'  # same size, one byte changed
+    if where == "s3":
+        store.s3.put_object(Bucket=store.bucket, Key=store._key(changed, "data.jsonl"), Body=body)
+    else:
+        (limit_env / "artifacts" / changed / "data.jsonl").write_bytes(body)
+    assert cli(["verify", "tiny"]) == 1
+    captured = capsys.readouterr()
+    assert f"{len(prepares)} completed steps read, 1 did not match" in captured.out
+    assert captured.err.strip().splitlines() == [
+        f"{store.url(changed)}/data.jsonl: sha256 differs from the manifest's (same size: its bytes were changed): "
+        "the step is marked not done; run again to redo it"
+    ]
+    assert store.manifest(changed) is None
+
+
+def test_an_empty_manifest_is_one_line_and_the_step_not_done(limit_env, capsys):
+    plan = build_plan(load_study("tiny"))
+    store = Store.open()
+    step = plan.by_kind("prepare")[0]
+    out = store.begin(step.ref)
+    store.commit(step.ref, out, {"kind": "prepare", "summary": {}})
+    (limit_env / "artifacts" / step.ref / "_manifest.json").write_text("")
+    assert cli(["status", "tiny"]) == 0
+    captured = capsys.readouterr()
+    assert f"  pending  {step.id}" in captured.out
+    assert captured.err.count("_manifest.json: unreadable (a torn write): the step is not done") == 1

@@ -87,6 +87,9 @@ def test_two_concurrent_runs_finish_with_the_same_report_and_their_own_logs(tiny
     reports = [r.stdout[r.stdout.index("## Eval Gauntlet") : r.stdout.index("\nreport: ")] for r in results]
     assert reports[0] == reports[1] and "| tiny-lima | tiny-mix |" in reports[0]
     assert len(list((workdir / "tiny" / "logs").iterdir())) == 2, "one log folder per execution"
+    # each step ran in one execution; the other waited for it and says it reused it, not that it ran it
+    ran = [int(re.search(r"\n(\d+) steps ran", r.stdout).group(1)) for r in results]
+    assert sum(ran) == len(build_plan(load_study("tiny")).steps), ran
     assert not list((workdir / "artifacts").rglob("*.partial")) and not list((workdir / "artifacts").rglob("*.lock"))
 
 
@@ -199,8 +202,8 @@ def test_rerun_redoes_nothing(tiny_run):
     assert len(finetunes) == 2
     for run in finetunes:
         original = by_id[run.data.tags["limit.reused_from"]]
-        # the two concurrent first executions share the work: either may have made the finetune
-        assert original.data.tags["mlflow.parentRunId"] in {p.info.run_id for p in parents[:2]}
+        # made by one of the two concurrent executions (whichever took the step's lock first)
+        assert original.data.tags["mlflow.parentRunId"] in (parents[0].info.run_id, parents[1].info.run_id)
         assert run.data.params == original.data.params and "train.lr" in run.data.params
         assert run.data.metrics == original.data.metrics
         history = [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "loss")]
@@ -294,3 +297,45 @@ def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tm
     result = limit_run(str(study), workdir)
     assert result.returncode == 0, result.stdout[-3000:]
     assert (workdir / "mini" / "report.json").is_file()
+
+
+def test_s3_unreachable_mid_run_stops_every_step_exits_75_and_marks_the_parent_failed(tmp_path, monkeypatch):
+    """Not a signal but an error inside `limit run` itself: its store's endpoint goes away while steps run."""
+    import boto3
+    import psutil
+    from conftest import free_port
+    from moto.server import ThreadedMotoServer
+
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)  # this test's own endpoint, to stop
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    creds = {"AWS_ACCESS_KEY_ID": "t", "AWS_SECRET_ACCESS_KEY": "t", "AWS_DEFAULT_REGION": "us-east-1"}
+    for name, value in creds.items():
+        monkeypatch.setenv(name, value)
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket="gone")
+    study, workdir = mini_study(tmp_path), tmp_path / "runs"
+    proc = limit_popen(
+        str(study),
+        workdir,
+        "--artifacts",
+        "s3://gone/x",
+        popen={"stderr": subprocess.STDOUT},
+        AWS_ENDPOINT_URL=endpoint,
+        **creds,
+    )
+    deadline = time.time() + 300
+    while not list((workdir / "mini" / "logs").glob("*/*.log")) and time.time() < deadline:
+        assert proc.poll() is None, proc.stdout.read()
+        time.sleep(0.1)
+    steps = psutil.Process(proc.pid).children(recursive=True)
+    server.stop()
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 75, out
+    assert "Traceback" not in out.split("logs:")[0].split("last lines of")[0], out
+    assert "limit: unavailable (worth retrying): limit run stopped: EndpointConnectionError" in out, out
+    _, alive = psutil.wait_procs(steps, timeout=10)
+    assert not alive, f"step processes left running: {alive}"
+    _, runs = study_runs(workdir, "mini")
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED"

@@ -135,6 +135,12 @@ def check_submittable(plan: Plan, profile: Profile) -> None:
             f"profile '{profile.name}': judge_api_key: study {study} judges through an API "
             f"({plan.study.judge.model}); name the Secret that holds its key"
         )
+    host = plan.study.judge.plain_http_host() if judged_by_api else None
+    if host and host not in profile.judge_http_hosts:
+        raise LimitError(
+            f"study {study}: judge.base_url: plain http to {host} would send the judge's key unencrypted: use "
+            f"https, or list {host} in profile '{profile.name}' judge_http_hosts (an in-cluster server)"
+        )
     local = local_inputs(plan.study)
     if local:
         field, location = local[0]

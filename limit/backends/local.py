@@ -9,7 +9,8 @@ The console gets one line per step event (reuse, run, done, FAIL, skip) and, eve
 (default 30), a heartbeat for each step running longer than that: the latest `progress:` line of its log in
 words (limit/progress.py). SIGTERM or SIGINT stops every step's process group (SIGTERM, then SIGKILL after
 STOP_GRACE_S), ends the parent run KILLED and re-raises KeyboardInterrupt; partial outputs stay, and the
-next run resumes from them.
+next run resumes from them. An unexpected error in this process (the store unreachable mid-run) stops the
+steps alike and ends the parent run FAILED, never FINISHED: exit 75 when the cause is network trouble.
 """
 
 from __future__ import annotations
@@ -25,8 +26,11 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from botocore.exceptions import ConnectionError as BotoConnectionError
+from botocore.exceptions import HTTPClientError
+
 from limit import progress, tracking
-from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
+from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, LimitError, UnavailableError, is_transient
 from limit.io import write_atomic
 from limit.mlflow_store import execution_tags
 from limit.plan import Plan, Step
@@ -118,6 +122,14 @@ def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
         status = "KILLED"
         run.stop_all()
         raise
+    except Exception as e:
+        status = "FAILED"
+        run.stop_all()
+        _say(f"stopped: every step process ended; MLflow parent run {outcome.parent_run_id} FAILED")
+        translated = _as_limit_error(e)
+        if translated is e:
+            raise
+        raise translated from e
     finally:
         if status != "KILLED" and (outcome.failed or outcome.skipped):
             status = "FAILED"
@@ -125,6 +137,15 @@ def run_plan(plan: Plan, store: Store, jobs: int | None = None) -> Outcome:
         if status == "KILLED":
             _say(f"stopped: every step process ended; MLflow parent run {outcome.parent_run_id} KILLED")
     return outcome
+
+
+def _as_limit_error(error: Exception) -> Exception:
+    """Network trouble (S3 or MLflow unreachable) is retryable, exit 75; anything else stays what it is."""
+    if isinstance(error, LimitError):
+        return error
+    if isinstance(error, BotoConnectionError | HTTPClientError) or is_transient(error):
+        return UnavailableError(f"limit run stopped: {type(error).__name__}: {error}")
+    return error
 
 
 @contextlib.contextmanager
@@ -223,10 +244,13 @@ class _LocalRun:
             self.running.remove(r)
             seconds = time.time() - r.started
             self.outcome.seconds[r.step.id] = round(seconds, 2)
-            if r.proc.returncode == 0 and self.store.manifest(r.step.ref) is not None:
+            manifest = self.store.manifest(r.step.ref) if r.proc.returncode == 0 else None
+            if manifest is not None:
                 self.done.add(r.step.id)
-                self.outcome.ran.append(r.step.id)
-                _say(f"done   {r.step.id:48} {seconds:7.1f}s")
+                # made by another execution, which this one waited for: reused, not ran
+                waited = manifest.get("parent_run") not in (None, self.outcome.parent_run_id)
+                (self.outcome.reused if waited else self.outcome.ran).append(r.step.id)
+                _say(f"{'reuse' if waited else 'done':6} {r.step.id:48} {seconds:7.1f}s")
                 continue
             self.failed.add(r.step.id)
             self.outcome.failed.append(r.step.id)

@@ -95,6 +95,9 @@ class Profile(Strict):
     s3_region: str = "us-east-1"
     s3_credentials: S3Credentials = Field(default_factory=S3Credentials)
     judge_api_key: SecretKey | None = Field(None, description="Secret with the judge's API key (openai judge).")
+    judge_http_hosts: list[str] = Field(
+        default_factory=list, description="Judge hosts reached over plain http (in-cluster servers); else https."
+    )
     hf_token: SecretKey | None = Field(None, description="Secret with a Hugging Face token (gated models).")
     mlflow_uri: str = Field(description="MLFLOW_TRACKING_URI as seen from pods.")
     mlflow_credentials: MlflowCredentials | None = Field(None, description="When MLflow has basic auth on.")

@@ -38,6 +38,10 @@ def render(study: str, profile: str, template: bool = False, max_steps: int = MA
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.io import check_output
+
+    if args.out:
+        check_output(Path(args.out), "--out")
     text = render(args.study, args.profile, template=args.template, max_steps=args.max_steps)
     if args.out:
         out = Path(args.out)

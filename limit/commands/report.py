@@ -42,12 +42,19 @@ def pending(data: dict) -> list[str]:
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.errors import LimitError
+    from limit.io import check_output
     from limit.report import FILES, write
 
+    if args.out:
+        check_output(args.out, "--out", folder=True)
     study, data, workdir = stored_report(args)
+    waiting = pending(data)
+    if len(waiting) == len(data["models"]) + len(data["pairs"]):  # a mistyped --workdir or --artifacts
+        where = args.artifacts or os.environ.get("LIMIT_ARTIFACTS") or workdir / "artifacts"
+        raise LimitError(f"study {study}: none of its steps is complete in {where}: check --workdir and --artifacts")
     out = args.out or workdir / study
     write(data, out)
-    waiting = pending(data)
     if waiting:
         print(f"not complete yet (shown as pending): {', '.join(waiting)}")
     print(f"report: {', '.join(str(out / name) for name in FILES)}")

@@ -27,12 +27,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.io import check_output
+
+    if args.timings:
+        check_output(Path(args.timings), "--timings")
     # Flags become the environment that steps (subprocesses) read, exactly as pods get it.
     if args.workdir:
         os.environ["LIMIT_WORKDIR"] = args.workdir
     if args.artifacts:
         os.environ["LIMIT_ARTIFACTS"] = args.artifacts
     workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs"))
+    if "MLFLOW_TRACKING_URI" not in os.environ and set("?%#") & set(str(workdir.resolve())):
+        raise LimitError(f"--workdir: {workdir}: '?', '%' and '#' would break MLflow's sqlite URI there")
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
 
     from limit import tracking

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 
+from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES, Benchmark
 
 
@@ -119,3 +120,14 @@ def metrics(scores: dict) -> dict[str, float]:
     values |= {f"gauntlet.{c}": v for c, v in (scores.get("categories") or {}).items()}
     values |= {f"gauntlet.{name}": r["score"] for name, r in (scores.get("benchmarks") or {}).items()}
     return {k: float(v) for k, v in values.items() if v is not None}
+
+
+def check_scored(scores: dict, benchmarks: Sequence[Benchmark], where: str) -> None:
+    """Refuse gauntlet scores that do not account for every benchmark their step was asked for: each one is
+    scored or listed as missing (no data), and no other is there."""
+    asked = {b.name for b in benchmarks}
+    scored, missing = set(scores.get("benchmarks") or {}), set(scores.get("missing") or [])
+    unaccounted, extra = sorted(asked - scored - missing), sorted(scored - asked)
+    if unaccounted or extra:
+        what = f"no score for {', '.join(unaccounted)}" if unaccounted else f"scores {', '.join(extra)}, not asked"
+        raise LimitError(f"{where}: {what} (its gauntlet asked for {len(asked)} benchmarks)")

@@ -55,6 +55,21 @@ def read_responses(path: Path, which: str) -> list[dict]:
     return rows
 
 
+def check_complete(rows: list[dict], summary: dict, which: str) -> None:
+    """Refuse responses that are not one per prompt and seed of the generate step that wrote them (its
+    `summary`: how many prompts and seeds it sampled): a short file would be judged on fewer pairs."""
+    prompts, seeds = summary.get("prompts"), summary.get("seeds")
+    if not isinstance(prompts, int) or not isinstance(seeds, int):
+        raise LimitError(f"{which}: its generate step's summary does not say how many prompts and seeds it has")
+    per_seed: dict[str, set[str]] = {}
+    for row in rows:
+        per_seed.setdefault(str(row["seed"]), set()).add(str(row["prompt_id"]))
+    short = next((seed for seed, ids in per_seed.items() if len(ids) != prompts), None)
+    if len(per_seed) != seeds or short is not None or len(rows) != prompts * seeds:
+        found = f"seed {short}: {len(per_seed[short])}" if short else f"{len(per_seed)} seeds, {len(rows)} rows"
+        raise LimitError(f"{which}: {found}; expected one response per prompt and seed ({prompts} x {seeds})")
+
+
 def pair_by_prompt(a: list[dict], b: list[dict], names: tuple[str, str] = ("judge: a", "judge: b")) -> dict:
     """Seed s of A with seed s of B, prompt by prompt (A's order): {seed: [PairedPrompt]}. Both must cover the
     same seeds and prompts; `names` say which side is which in errors."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 
 from limit import progress
 from limit.errors import LimitError
+from limit.judge.ranking import ranks_both
 from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import normalize_preference
 from limit.spec import JudgeSpec
@@ -132,6 +134,8 @@ class OpenAIJudge:
             for i in pending:
                 row = found.get(tuple(str(x) for x in pairs[i]))
                 pref = normalize_preference(row.get("preference")) if row else None
+                if pref is not None and not ranks_both(row.get("preference_raw_completion")):
+                    pref, last_error = None, "the judge's answer does not rank the outputs 1 and 2"
                 if pref is None:  # unparseable answer (or none): not cached, asked again
                     still.append(i)
                     continue
@@ -175,8 +179,20 @@ def _pairwise_annotator_class():
             if self.df_annotations is None:  # no cache file yet: with failures not stored, 0.6.6 queries None
                 self.df_annotations = self._empty_annotations()
 
+        def save(self, path=None) -> None:
+            """alpaca-eval writes its cache in place: a kill mid-write left a torn file; write it whole."""
+            target = Path(path or self.caching_path)
+            staging = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+            super().save(staging)
+            if staging.exists():
+                os.replace(staging, target)
+
         def load_(self, path=None) -> None:
-            super().load_(path)
+            try:
+                super().load_(path)
+            except ValueError:  # a cache torn before writes were whole: what it held is asked again
+                print(f"judge: {path or self.caching_path}: unreadable cache, asking again", file=sys.stderr)
+                self.df_annotations = None
             # pandas reads cached 1/2 preferences back as int64; alpaca-eval then writes 1.5 (identical outputs)
             # into that column, which pandas 3 refuses
             if self.df_annotations is not None and self.annotation_key in self.df_annotations:

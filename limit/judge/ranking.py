@@ -3,6 +3,8 @@ the two answers it allows, how a pair is laid out in it, and alpaca-eval's seede
 
 from __future__ import annotations
 
+import ast
+import math
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -42,6 +44,19 @@ def user_message_pattern(annotator: str = "alpaca_eval_gpt4_0613") -> re.Pattern
     if tuple(pieces[1::2]) != PLACEHOLDERS:
         raise ValueError(f"annotator {annotator}: unexpected placeholders {pieces[1::2]}")
     return re.compile("".join(re.escape(p) if i % 2 == 0 else "(.*)" for i, p in enumerate(pieces)), re.DOTALL)
+
+
+def ranks_both(raw) -> bool:
+    """Whether a judge's answer ranks the two outputs 1 and 2. alpaca-eval's parser reads model_1's rank
+    alone, so an answer ranking both 1 (or neither) would count as a win for output 1. An answer that is not
+    a ranking list is alpaca-eval's to refuse (and a tie it settled itself has none)."""
+    if not isinstance(raw, str) or (isinstance(raw, float) and math.isnan(raw)):
+        return True
+    try:
+        ranks = {c["model"]: c["rank"] for c in ast.literal_eval(raw.strip())}
+    except (ValueError, SyntaxError, TypeError, KeyError, MemoryError, RecursionError):
+        return True
+    return sorted((ranks.get("model_1"), ranks.get("model_2")), key=str) == [1, 2]
 
 
 def is_switched(instruction: str, seed: int) -> bool:

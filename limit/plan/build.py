@@ -4,10 +4,13 @@ responses from both models and judges them; a report reads it all."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 from limit.costs import Gpu
 from limit.errors import LimitError
 from limit.locations import local_file_sha256, local_tree_sha256
-from limit.plan.checks import check_gauntlet_data, check_subset_size
+from limit.plan.checks import check_gauntlet_data, check_models, check_subset_size
 from limit.plan.dag import Plan, Step
 from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
 from limit.spec import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
@@ -39,6 +42,7 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None, max_
             f"training epochs / checkpoint_every): check them, or pass --max-steps {steps} if that is meant"
         )
     check_gauntlet_data(study, origin)
+    check_models(study, origin)
     planner = Planner(study, origin, gpu or Gpu())
     for index in range(len(study.runs)):
         planner.run(index)
@@ -105,6 +109,8 @@ class Planner:
         train, cost = plan_finetune(self.study, index, self.plan.gpu, self.origin)
         data = self.prepare(run.dataset)
         inp = FinetuneInput(model=self.study.models[run.model], data=data.ref, train=train, tags=tags)
+        if train.keep == "selected":
+            inp = inp.model_copy(update={"pruned_by": self.selection_hash(name, tags, train.checkpoint_epochs())})
         resources = finetune_resources(self.study, index, train, cost, self.origin)
         finetune = self.add(f"finetune-{slug(name)}", "finetune", inp, [data.id], resources)
         self.plan.costs[finetune.id] = cost
@@ -147,16 +153,26 @@ class Planner:
             seed=origin.seed,
         )
 
+    def selection_hash(self, name: str, tags: dict[str, str], epochs: list[int]) -> str:
+        """What decides which epochs `select` keeps: the gauntlet inputs of the epochs, less the finetune."""
+        probes = [
+            self.gauntlet_input(f"gauntlet-{slug(name)}-e{epoch}", tags, finetune=None, epoch=epoch) for epoch in epochs
+        ]
+        blob = json.dumps([p.model_dump(mode="json", exclude={"tags", "finetune"}) for p in probes], sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
     def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:
         """One model on the whole gauntlet: `where` is a base `model` or a `selection`; with a `finetune` and
         its `epoch`, a checkpoint to select among (on the first `select_limit` rows of each benchmark)."""
+        return self.add(step_id, "gauntlet", self.gauntlet_input(step_id, tags, **where), deps)
+
+    def gauntlet_input(self, step_id: str, tags: dict[str, str], **where) -> GauntletInput:
         spec = self.study.gauntlet
         if self.on_gpu("gauntlet"):
             spec = plan_gauntlet(spec, self.study.models[tags["model"]], self.plan.gpu, f"{self.origin}: {step_id}")
         if "epoch" in where and spec.select_limit:
             spec = spec.model_copy(update={"limit": spec.select_limit})
-        inp = GauntletInput(gauntlet=spec, data_sha256=self.gauntlet_data_sha, tags=tags, **where)
-        return self.add(step_id, "gauntlet", inp, deps)
+        return GauntletInput(gauntlet=spec, data_sha256=self.gauntlet_data_sha, tags=tags, **where)
 
     def baseline(self, name: str) -> Step:
         """A base model as it is: scored on the gauntlet, and judged where a pair names it."""

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 from limit.errors import LimitError
 from limit.locations import local_path
-from limit.spec import Study
+from limit.spec import ModelSpec, Study
 
 
 def check_subset_size(study: Study, name: str, origin: str) -> None:
@@ -45,3 +48,33 @@ def check_gauntlet_data(study: Study, origin: str) -> None:
             f"{spec.data} ({', '.join(missing)}): no epoch could get a complete average; add them "
             "(limit gauntlet-convert) or use llm-foundry@be467aee1744566e46e9b993c1ff23ab01fe5c55"
         )
+
+
+def check_models(study: Study, origin: str) -> None:
+    """Fail at plan time on a model no step could load: a `path:` that is not a saved model (no folder, no
+    config.json, no model_type in it), or an `hf:` id that is a path (`../`, absolute) rather than org/name."""
+    for name, spec in study.models.items():
+        check_model(spec, f"{origin}: models.{name}")
+
+
+def check_model(spec: ModelSpec, where: str) -> None:
+    if spec.hf is not None:
+        parts = spec.hf.split("/")
+        if spec.hf.startswith(("/", "~")) or ".." in parts or "." in parts or len(parts) > 2 or "" in parts:
+            raise LimitError(f"{where}.hf: '{spec.hf}' is not a hub id (name or org/name): a folder goes in path:")
+    if spec.path is not None:
+        _check_saved_model(Path(spec.path).expanduser(), f"{where}.path")
+
+
+def _check_saved_model(folder: Path, where: str) -> None:
+    config = folder / "config.json"
+    if not folder.is_dir():
+        raise LimitError(f"{where}: {folder}: no such folder")
+    if not config.is_file():
+        raise LimitError(f"{where}: {folder}: no config.json in the folder: not a saved model")
+    try:
+        model_type = json.loads(config.read_text()).get("model_type")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        raise LimitError(f"{where}: {config}: not a JSON object") from None
+    if not model_type:
+        raise LimitError(f"{where}: {config}: no model_type: transformers cannot tell which model it is")

@@ -19,7 +19,7 @@ def preflight(plan: Plan, store: Store, origin: str) -> list[str]:
     """One line per problem; an unreachable service still ends the run at once (UnavailableError, exit 75)."""
     pending = [step for step in plan.order() if store.manifest(step.ref) is None]
     problems = []
-    for check in (judge_key, gauntlet_data, gpus):
+    for check in (judge_key, judge_transport, gauntlet_data, gpus):
         try:
             problems += check(pending, store.workdir, origin)
         except UnavailableError:
@@ -37,6 +37,18 @@ def judge_key(pending: list[Step], workdir: Path, origin: str) -> list[str]:
         f"{origin}: judge.api_key_env: {name} is not set; {len(api)} judge step(s) would call "
         f"{api[0].input.judge.model} at OpenAI (export it, or point judge.base_url at another server)"
         for name in sorted(missing)
+    ]
+
+
+def judge_transport(pending: list[Step], workdir: Path, origin: str) -> list[str]:
+    """The judge's key goes over https, or plain http to this machine only."""
+    hosts = {
+        s.input.judge.plain_http_host() for s in pending if s.kind == "judge" and s.input.judge.backend == "openai"
+    }
+    return [
+        f"{origin}: judge.base_url: plain http to {host} would send the judge's key unencrypted: use https "
+        "(or a loopback address)"
+        for host in sorted(h for h in hosts if h)
     ]
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 from limit import __version__
 from limit.errors import LimitError
+from limit.gauntlet.benchmarks import suite
+from limit.gauntlet.scoring import check_scored
 from limit.report import sweeps
 from limit.store import Store
 
@@ -77,6 +79,15 @@ class _Reader:
             raise LimitError(f"{self.store.url(ref)}/{name}: missing from a completed step")
         return json.loads(text)
 
+    def scores(self, ref: str) -> Any:
+        """A gauntlet step's scores.json, refused unless it accounts for every benchmark the step was asked."""
+        scores = self.json(ref, "scores.json")
+        spec = ((self.manifest(ref) or {}).get("input") or {}).get("gauntlet")
+        if scores is not None and spec:
+            benchmarks = suite(spec.get("suite", "v0"), spec.get("tasks"))
+            check_scored(scores, benchmarks, f"{self.store.url(ref)}/scores.json")
+        return scores
+
     def text(self, ref: str, name: str) -> str | None:
         return self.store.read_text(ref, name) if self.manifest(ref) is not None else None
 
@@ -122,7 +133,7 @@ def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
     if model.get("selection"):
         found = _chosen_epoch(model, reader)
     else:
-        found = _scores_row(reader.json(model["gauntlet"], "scores.json"), [model["gauntlet"]])
+        found = _scores_row(reader.scores(model["gauntlet"]), [model["gauntlet"]])
     if found is None:
         return row | {"status": "pending", "average": None, "categories": {}, "benchmarks": {}, "complete": False}
     return row | found | {"status": "ready"}
@@ -156,7 +167,7 @@ def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
         return None
     epochs = reader.manifest(selection)["input"]["epochs"]
     chosen_ref = model.get("gauntlet") or next(e["gauntlet"] for e in epochs if e["epoch"] == choice["epoch"])
-    found = _scores_row(reader.json(chosen_ref, "scores.json"), [selection, choice["finetune"], chosen_ref])
+    found = _scores_row(reader.scores(chosen_ref), [selection, choice["finetune"], chosen_ref])
     if found is None:
         return None
     finetune = reader.manifest(choice["finetune"])

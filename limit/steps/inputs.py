@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_serializer
 
 from limit.spec import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
 
@@ -41,6 +41,19 @@ class FinetuneInput(StepInput):
     model: ModelSpec
     data: Ref
     train: TrainSpec
+    pruned_by: str | None = Field(
+        None,
+        description="training.keep: selected: the hash of how its epochs are scored and chosen (their gauntlet "
+        "inputs). Only a plan that chooses alike shares the finetune, so no plan needs an epoch another pruned.",
+    )
+
+    @model_serializer(mode="wrap")
+    def _unset_pruned_by_is_absent(self, handler):
+        """keep: all (the default) leaves the input, and so the key, as before this field existed."""
+        data = handler(self)
+        if data.get("pruned_by") is None:
+            data.pop("pruned_by", None)
+        return data
 
 
 class GauntletInput(StepInput):

@@ -16,7 +16,7 @@ import mlflow
 
 from limit.io import write_jsonl
 from limit.judge.backends import make_judge
-from limit.judge.compare import judge_responses, pair_by_prompt, read_responses, seed_totals
+from limit.judge.compare import check_complete, judge_responses, pair_by_prompt, read_responses, seed_totals
 from limit.models import model_location
 from limit.steps.context import StepContext
 from limit.steps.inputs import JudgeInput
@@ -25,6 +25,8 @@ from limit.steps.inputs import JudgeInput
 def judge(inp: JudgeInput, ctx: StepContext) -> dict:
     a = read_responses(ctx.fetch(inp.a) / "responses.jsonl", "judge: a")
     b = read_responses(ctx.fetch(inp.b) / "responses.jsonl", "judge: b")
+    for rows, ref, which in ((a, inp.a, "judge: a"), (b, inp.b, "judge: b")):
+        check_complete(rows, (ctx.store.manifest(ref) or {}).get("summary") or {}, f"{which} ({ref})")
     per_seed = pair_by_prompt(a, b)
     local_model = model_location(inp.judge_model, ctx.workdir) if inp.judge_model else None
 

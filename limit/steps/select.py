@@ -20,7 +20,7 @@ import mlflow
 
 from limit.errors import LimitError
 from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
-from limit.gauntlet.scoring import average_variance, metrics
+from limit.gauntlet.scoring import average_variance, check_scored, metrics
 from limit.steps.context import StepContext
 from limit.steps.inputs import SelectInput
 
@@ -73,8 +73,17 @@ def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[dict], best
 
 
 def suite_of(ctx: StepContext, gauntlet: str) -> list[Benchmark]:
+    return suite(scores_of(ctx, gauntlet).get("suite", "v0"))
+
+
+def scores_of(ctx: StepContext, gauntlet: str) -> dict:
+    """A gauntlet step's scores, refused unless they account for every benchmark it was asked for."""
     scores = json.loads((ctx.fetch(gauntlet) / "scores.json").read_text())
-    return suite(scores.get("suite", "v0"))
+    spec = ((ctx.store.manifest(gauntlet) or {}).get("input") or {}).get("gauntlet")
+    if spec:
+        asked = suite(spec.get("suite", "v0"), spec.get("tasks"))
+        check_scored(scores, asked, f"{ctx.store.url(gauntlet)}/scores.json")
+    return scores
 
 
 def select(inp: SelectInput, ctx: StepContext) -> dict:
@@ -82,7 +91,7 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
         raise LimitError("step select --input: epochs: empty")
     epochs, scores_by_epoch = [], {}
     for entry in sorted(inp.epochs, key=lambda e: e.epoch):
-        scores = json.loads((ctx.fetch(entry.gauntlet) / "scores.json").read_text())
+        scores = scores_of(ctx, entry.gauntlet)
         scores_by_epoch[entry.epoch] = scores
         epochs.append({"epoch": entry.epoch, "average": scores["average"], "categories": scores["categories"]})
 
@@ -103,11 +112,21 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
 
     log_epochs(scores_by_epoch, best["epoch"])
     if inp.keep == "selected":
-        others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != best["epoch"]]
-        ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {best['epoch']}")
-        print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
+        _prune_others(inp, ctx, epochs, best["epoch"])
     print(f"select: epoch {best['epoch']} (average {best['average']:.4f})", file=sys.stderr)
     return {"chosen_epoch": best["epoch"], "gauntlet.average": best["average"], "ties": len(tied)}
+
+
+def _prune_others(inp: SelectInput, ctx: StepContext, epochs: list[dict], chosen: int) -> None:
+    """Delete the unchosen epochs' weights, only of a finetune planned for this choice (`pruned_by`): a
+    finetune planned with keep: all is shared by plans that score its epochs otherwise."""
+    finetune = ctx.store.manifest(inp.finetune) or {}
+    if not (finetune.get("input") or {}).get("pruned_by"):
+        print(f"select: {inp.finetune} was not planned with keep: selected: every epoch stays", file=sys.stderr)
+        return
+    others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != chosen]
+    ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {chosen}")
+    print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
 
 
 def log_epochs(scores_by_epoch: dict[int, dict], chosen: int) -> None:

@@ -168,8 +168,7 @@ def run_gauntlet(
             continue
         saved = resume_dir / f"{bench.name}.json" if resume_dir else None
         if saved is not None and saved.is_file():
-            results[bench.name] = json.loads(saved.read_text())["result"]
-            print(f"gauntlet: {bench.name}: reusing {saved}", file=sys.stderr)
+            results[bench.name] = _reuse(saved, bench.name)
             continue
         if lm is None:
             lm = load_model(
@@ -179,16 +178,10 @@ def run_gauntlet(
         result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
         result["seconds"] = round(time.time() - t0, 3)
         results[bench.name] = result
-        print(
-            f"gauntlet: {bench.name}: accuracy {result['accuracy']:.4f} score {result['score']:+.4f} "
-            f"(n={result['n']}, {result['seconds']:.1f}s)",
-            file=sys.stderr,
-        )
+        score = f"accuracy {result['accuracy']:.4f} score {result['score']:+.4f}"
+        print(f"gauntlet: {bench.name}: {score} (n={result['n']}, {result['seconds']:.1f}s)", file=sys.stderr)
         if saved is not None:
-            saved.parent.mkdir(parents=True, exist_ok=True)
-            partial = saved.with_suffix(".partial")
-            partial.write_text(json.dumps({"result": result, "details": details}))
-            partial.replace(saved)
+            _keep(saved, result, details)
         if on_benchmark:
             on_benchmark(bench.name, len(results), len(benchmarks) - len(missing))
     summary = scoring.aggregate(benchmarks, results)
@@ -198,6 +191,19 @@ def run_gauntlet(
         "seconds": round(time.time() - started, 3),
         "examples": sum(r["n"] for r in results.values()),
     }
+
+
+def _reuse(saved: Path, name: str) -> dict:
+    print(f"gauntlet: {name}: reusing {saved}", file=sys.stderr)
+    return json.loads(saved.read_text())["result"]
+
+
+def _keep(saved: Path, result: dict, details: list) -> None:
+    """A finished benchmark, written whole (staged, then renamed): a retry reuses it."""
+    saved.parent.mkdir(parents=True, exist_ok=True)
+    partial = saved.with_suffix(".partial")
+    partial.write_text(json.dumps({"result": result, "details": details}))
+    partial.replace(saved)
 
 
 def score_model(

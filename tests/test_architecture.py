@@ -23,6 +23,7 @@ LAYERS = [
             "limit.yaml_models",
             "limit.progress",
             "limit.logs",
+            "limit.lifetime",
         ],
     ),
     ("spec", ["limit.spec"]),

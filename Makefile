@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STUDY  ?= tiny
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install lock run test lint format bench bench-gauntlet bench-train manifest submit image e2e e2e-local golden clean
+.PHONY: install lock run test lint format bench bench-gauntlet bench-train bench-ranks manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -47,6 +47,10 @@ bench-gauntlet: install
 # Packed vs dynamic padding vs padding to max_seq_len, same rows and steps (~6 min on 2 cores).
 bench-train: install
 	$(BIN)/python benchmarks/train.py --out runs/bench/train.json
+
+# Time per optimizer step of the tiny finetune, one process against 2 CPU processes, ZeRO-2 and 3 (~3 min).
+bench-ranks: install
+	$(BIN)/python benchmarks/distributed.py --out runs/bench/ranks.json
 
 manifest: install
 	$(BIN)/limit manifest $(STUDY) --profile $(PROFILE) --out runs/manifests/$(STUDY).yaml

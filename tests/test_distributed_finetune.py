@@ -134,6 +134,7 @@ def weights(folder: Path) -> dict:
 def assert_weights_equal(got: dict, want: dict) -> None:
     got, want = untied(got), untied(want)
     assert got.keys() == want.keys()
+    got, want = {k: v.detach() for k, v in got.items()}, {k: v.detach() for k, v in want.items()}
     worst = {name: float((got[name] - want[name]).norm() / want[name].norm().clamp_min(1e-12)) for name in want}
     assert max(worst.values()) <= TOLERANCE, worst
 

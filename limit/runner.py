@@ -24,9 +24,11 @@ from pydantic import ValidationError
 from limit import __version__, progress, tracking
 from limit.errors import LimitError
 from limit.leases import HANDOFF, FileLock, S3Lease
+from limit.lifetime import end_with_parent
 from limit.steps import KINDS, inputs, step_key
 from limit.steps.context import StepContext
 from limit.store import Store
+from limit.training import launch
 from limit.yaml_models import first_error
 
 
@@ -42,6 +44,7 @@ def parse_input(kind: str, raw: str) -> inputs.StepInput:
 
 def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict[str, Any]:
     _interrupt_on_sigterm()
+    end_with_parent()
     inp = parse_input(kind, raw_input)
     key = step_key(kind, inp)
     if expected_key and key != expected_key:
@@ -56,6 +59,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
     out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else None
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 holds the lock, tracks and commits
         KINDS[kind].load()(inp, StepContext(ref=ref, out=out or store.begin(ref), store=store))
+        _leave_process_group()
         return {}
     with store.lock(ref, adopt=os.environ.get(HANDOFF)) as lock:
         if store.manifest(ref) is not None:  # done by the execution we waited for
@@ -64,7 +68,9 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         nproc = processes(inp)
         if nproc and "LOCAL_RANK" not in os.environ:
             relaunch_under_torchrun(kind, inp, nproc, out, lock.handoff())
-        return _run(kind, key, inp, StepContext(ref=ref, out=out, store=store), lock)
+        summary = _run(kind, key, inp, StepContext(ref=ref, out=out, store=store), lock)
+    _leave_process_group()
+    return summary
 
 
 def _reuse(store: Store, kind: str, key: str, inp: inputs.StepInput) -> dict[str, Any]:
@@ -114,22 +120,37 @@ def _run(kind: str, key: str, inp: inputs.StepInput, ctx: StepContext, lock: Fil
 
 
 def processes(inp: inputs.StepInput) -> int:
-    """GPU processes a step trains with under torchrun (0: runs in this process).
+    """GPU processes (or CPU processes standing in for GPUs) a step trains with under torchrun (0: runs in
+    this process).
 
     Every GPU finetune is launched alike, one GPU included: without torchrun's environment DeepSpeed would
     discover its world through MPI (`mpi4py`), which the image does not have.
     """
     train = getattr(inp, "train", None)
-    return train.gpus if train is not None else 0
+    return train.ranks if train is not None else 0
 
 
 def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: Path, handoff: dict[str, str]) -> None:
     """Replace this process by `torchrun` running the same step once per GPU, sharing `out`; `handoff` is
     what rank 0 needs to go on holding the step's lock."""
-    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"]
-    argv = [*torchrun, "-m", "limit.cli", "step", kind, "--input", inp.model_dump_json()]
-    print(f"[{kind}] relaunching as {nproc} processes under torchrun", file=sys.stderr, flush=True)
-    os.execve(argv[0], argv, {**os.environ, **handoff, "LIMIT_STEP_OUT": str(out)})
+    argv = launch.command(nproc, ["-m", "limit.cli", "step", kind, "--input", inp.model_dump_json()])
+    env = {**os.environ, **handoff, "LIMIT_STEP_OUT": str(out)}
+    if inp.train.cpu_processes:
+        env |= launch.cpu_environment(nproc)
+    where = "CPU processes" if inp.train.cpu_processes else "processes"
+    print(f"[{kind}] relaunching as {nproc} {where} under torchrun", file=sys.stderr, flush=True)
+    os.execve(argv[0], argv, env)
+
+
+def _leave_process_group() -> None:
+    """A torchrun rank leaves its process group once its step succeeded: one that exits with the group alive
+    can abort (SIGABRT) as the interpreter tears down under gloo's threads, failing a step that had finished."""
+    if "LOCAL_RANK" not in os.environ:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _publish_summary(summary: dict[str, Any]) -> None:

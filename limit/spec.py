@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from limit.locations import WORKFLOWS, Location, parse_locations
 from limit.quantities import parse_quantity
@@ -189,8 +198,17 @@ class TrainSpec(Strict):
     precision: Literal["bf16", "fp32"] = "bf16"
     seed: Seed = 17
     gpus: int = Field(0, ge=0, le=1024, description="GPUs for the finetune pod; 0 trains on CPU.")
+    cpu_processes: int = Field(
+        0,
+        ge=0,
+        le=64,
+        description="With gpus 0: train the GPU way (torchrun, DeepSpeed ZeRO, rank 0 locks, tracks and commits) "
+        "with this many CPU processes standing in for GPUs, to check a spec or the distributed path without any.",
+    )
     zero_stage: Literal["auto", 0, 1, 2, 3] = Field(
-        "auto", description="DeepSpeed ZeRO stage when gpus > 0; auto: the planner's choice (2 if it fits, else 3)."
+        "auto",
+        description="DeepSpeed ZeRO stage when gpus or cpu_processes > 0; auto: the planner's choice (2 if it fits, "
+        "else 3).",
     )
     gradient_checkpointing: bool = False
     attention: Literal["auto", "flex", "sdpa", "eager"] = Field(
@@ -206,14 +224,36 @@ class TrainSpec(Strict):
 
     @model_validator(mode="after")
     def _batch_divides(self) -> TrainSpec:
-        per_step = self.micro_batch_size * max(self.gpus, 1)
+        per_step = self.micro_batch_size * max(self.ranks, 1)
         if self.global_batch_size % per_step:
+            ranks = "cpu_processes" if self.cpu_processes else "gpus"
             raise ValueError(
-                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size x gpus = {per_step}"
+                f"global_batch_size {self.global_batch_size} is not a multiple of micro_batch_size x {ranks} = "
+                f"{per_step}"
             )
         if self.pad_to_max and self.packing:
             raise ValueError("pad_to_max pads every row to max_seq_len: set packing: false with it")
         return self
+
+    @model_validator(mode="after")
+    def _cpu_processes_can_train(self) -> TrainSpec:
+        if not self.cpu_processes:
+            return self
+        if self.gpus:
+            raise ValueError("cpu_processes stands in for GPUs: set gpus 0 with it, or drop cpu_processes")
+        if self.precision == "bf16":
+            raise ValueError("cpu_processes: bf16 needs CUDA (transformers refuses it on CPU): set precision fp32")
+        if self.attention == "flex":
+            raise ValueError("cpu_processes: flex attention has no CPU backward: set attention sdpa (or auto)")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """Without `cpu_processes` when 0: the inputs, hence the keys, of every other finetune stay as they were."""
+        data = handler(self)
+        if not self.cpu_processes:
+            data.pop("cpu_processes", None)
+        return data
 
     def checkpoint_epochs(self) -> list[int]:
         """The epochs that leave a checkpoint (and a gauntlet step): every `checkpoint_every`, and the last."""
@@ -221,9 +261,14 @@ class TrainSpec(Strict):
         return [e for e in range(1, self.epochs + 1) if e % every == 0 or e == self.epochs]
 
     @property
+    def ranks(self) -> int:
+        """Processes the finetune trains with under torchrun and DeepSpeed (0: one process, no DeepSpeed)."""
+        return self.gpus or self.cpu_processes
+
+    @property
     def accumulation(self) -> int:
         """Micro-batches per optimizer step on each process."""
-        return self.global_batch_size // (self.micro_batch_size * max(self.gpus, 1))
+        return self.global_batch_size // (self.micro_batch_size * max(self.ranks, 1))
 
 
 class Training(Strict):

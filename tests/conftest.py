@@ -89,3 +89,24 @@ def _restore_commands_environment():
     for name in [k for k in os.environ if k.startswith(prefixes) and k not in saved]:
         del os.environ[name]
     os.environ.update(saved)
+
+
+def still_running(processes: list, timeout: float) -> list:
+    """Those of `processes` (psutil) still running after up to `timeout` seconds. A zombie has ended: an orphan's
+    exit status waits for whoever adopted it (PID 1 in a container may never collect it)."""
+    import time
+
+    import psutil
+
+    def running(process) -> bool:
+        try:
+            return process.is_running() and process.status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    deadline = time.time() + timeout
+    alive = [p for p in processes if running(p)]
+    while alive and time.time() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if running(p)]
+    return alive

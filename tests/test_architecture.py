@@ -24,6 +24,7 @@ LAYERS = [
             "limit.yaml_models",
             "limit.progress",
             "limit.logs",
+            "limit.lifetime",
         ],
     ),
     ("spec", ["limit.spec"]),

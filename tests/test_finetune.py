@@ -130,10 +130,39 @@ def test_multi_gpu_finetune_relaunches_itself_under_torchrun(limit_env: Path, ti
         run_step("finetune", inp.model_dump_json())
 
     [(argv, env)] = launched
-    assert argv[1:5] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2"]
+    assert argv[1:5] == ["-m", "limit.training.launch", "--standalone", "--nproc-per-node=2"]  # torchrun's own
     assert argv[5:9] == ["-m", "limit.cli", "step", "finetune"]
     assert type(inp).model_validate_json(argv[-1]) == inp  # same input, so the same key
     assert env["LIMIT_STEP_OUT"].endswith(".partial")  # every rank writes into the same output folder
+    assert "DS_ACCELERATOR" not in env
+
+
+def test_cpu_processes_relaunch_on_deepspeeds_cpu_accelerator_sharing_the_threads(limit_env, tiny_steps, monkeypatch):
+    _, finetune = tiny_steps
+    train = finetune.input.train.model_copy(update={"cpu_processes": 2, "zero_stage": 3})
+    inp = finetune.input.model_copy(update={"train": train})
+    launched = []
+
+    def execve(path, argv, env):
+        launched.append((argv, env))
+        raise Killed
+
+    monkeypatch.setattr("limit.runner.os.execve", execve)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    with pytest.raises(Killed):
+        run_step("finetune", inp.model_dump_json())
+    [(argv, env)] = launched
+    assert "--nproc-per-node=2" in argv and '"cpu_processes":2' in argv[-1]
+    assert env["DS_ACCELERATOR"] == "cpu" and env["OMP_NUM_THREADS"] == "2"
+
+
+def test_a_step_exit_code_says_whether_a_retry_can_help():
+    from limit.training.launch import exit_code
+
+    assert exit_code([2, -15]) == 2  # a rank refused bad input; torchrun stopped the other
+    assert exit_code([-9, 1]) == 75  # killed (OOM, kill -9); the other rank lost its peer
+    assert exit_code([75, -15]) == 75
+    assert exit_code([1, -15]) == 1  # a bug: retrying does not help
 
 
 def test_killed_finetune_resumes_on_another_pod_from_s3(limit_env: Path, s3_env: str, tiny_steps, monkeypatch):

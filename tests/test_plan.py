@@ -178,3 +178,20 @@ def test_select_limit_scores_epochs_on_a_few_rows_and_the_chosen_one_on_all():
     assert chosen.input.gauntlet.limit is None and plan.steps["gauntlet-tiny-mpt"].input.gauntlet.limit is None
     assert chosen.id in plan.steps["report"].deps
     assert next(m for m in plan.steps["report"].input.models if m.name == "tiny-lima").gauntlet == chosen.ref
+
+
+def test_cpu_processes_plan_the_deepspeed_path_without_gpus(tmp_path):
+    import yaml
+
+    from limit.spec import STUDIES_DIR
+
+    data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
+    data["training"]["defaults"]["cpu_processes"] = 2
+    path = tmp_path / "ranks.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    step = build_plan(load_study(str(path))).steps["finetune-tiny-lima"]
+    plain = build_plan(load_study("tiny")).steps["finetune-tiny-lima"]
+    assert step.resources.gpus == 0 and step.input.train.zero_stage == 2  # auto: no GPU memory to fit
+    assert step.input.train.ranks == 2 and step.input.train.accumulation == 1
+    assert '"cpu_processes":2' in step.argv[-1] and step.key != plain.key
+    assert "cpu_processes" not in plain.argv[-1]  # every other finetune keeps its input, hence its key

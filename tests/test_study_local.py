@@ -14,7 +14,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import yaml
-from conftest import run_env
+from conftest import run_env, still_running
 
 from limit.plan import build_plan
 from limit.spec import STUDIES_DIR, load_study
@@ -213,32 +213,43 @@ def test_rerun_redoes_nothing(tiny_run):
     assert sorted(r.data.tags["limit.run"] for r in summaries) == ["tiny-lima", "tiny-mix", "tiny-mpt"]
 
 
-def test_killed_run_resumes_without_redoing_completed_steps(tmp_path):
-    study = mini_study(tmp_path)
+def test_killed_run_leaves_no_step_behind_and_the_rerun_gives_the_same_report(tmp_path, tiny_run):
+    """`kill -9` of `limit run`'s process group during a finetune: every step process ends within seconds (no
+    orphan goes on to commit), and the rerun reuses what completed and reports as an uninterrupted run."""
+    import psutil
+
     workdir = tmp_path / "runs"
-    proc = limit_popen(str(study), workdir, popen={"stderr": subprocess.STDOUT, "start_new_session": True})
+    proc = limit_popen("tiny", workdir, popen={"stderr": subprocess.STDOUT, "start_new_session": True})
     deadline = time.time() + 600
-    while not list(workdir.glob("mini/logs/*/finetune-tiny-lima.log")) and time.time() < deadline:
+    while not list(workdir.glob("tiny/logs/*/finetune-tiny-lima.log")) and time.time() < deadline:
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
-    assert list(workdir.glob("mini/logs/*/finetune-tiny-lima.log")), "the finetune step never started"
+    assert list(workdir.glob("tiny/logs/*/finetune-tiny-lima.log")), "the finetune step never started"
     time.sleep(2)
-    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup runs in the backend or its steps
+    steps = psutil.Process(proc.pid).children(recursive=True)
+    assert any("finetune" in " ".join(step.cmdline()) for step in steps), [s.cmdline() for s in steps]
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup runs in the backend
     proc.wait()
-    manifests = {p.parent.name for p in (workdir / "artifacts").rglob("_manifest.json")}
-    assert manifests, "the prepare step had completed before the kill"
+    alive = still_running(steps, timeout=20)
+    assert not alive, f"step processes outlived limit run: {[p.cmdline() for p in alive]}"
+    manifests = {p.parent.parent.name for p in (workdir / "artifacts").rglob("_manifest.json")}
+    assert "prepare" in manifests and "finetune" not in manifests, "the orphaned finetune never committed"
 
-    result = limit_run(str(study), workdir)
+    result = limit_run("tiny", workdir)
     assert result.returncode == 0, result.stdout[-3000:]
     reused = [line.split()[1] for line in result.stdout.splitlines() if line.startswith("reuse ")]
     assert "prepare-lima" in reused
     assert not any(line.startswith("run    prepare-lima") for line in result.stdout.splitlines())
     assert not list((workdir / "artifacts").rglob("*.partial"))
-    assert (workdir / "mini" / "report.json").is_file()
-    _, runs = study_runs(workdir, "mini")
+    assert report_section(result) == report_section(tiny_run[1])
+    _, runs = study_runs(workdir)
     killed = min((r for r in runs if "mlflow.parentRunId" not in r.data.tags), key=lambda r: r.info.start_time)
     assert killed.info.status == "KILLED", "the killed execution's parent run is not left RUNNING"
     assert not [r for r in runs if r.info.status == "RUNNING"]
+
+
+def report_section(result: subprocess.CompletedProcess) -> str:
+    return result.stdout[result.stdout.index("## Eval Gauntlet") : result.stdout.index("\nreport: ")]
 
 
 def test_s3_artifact_root(tmp_path, s3_env):

@@ -9,8 +9,13 @@ The console gets one line per step event (reuse, run, done, FAIL, skip) and, eve
 (default 30), a heartbeat for each step running longer than that: the latest `progress:` line of its log in
 words (limit/progress.py). SIGTERM or SIGINT stops every step's process group (SIGTERM, then SIGKILL after
 STOP_GRACE_S), ends the parent run KILLED and re-raises KeyboardInterrupt; partial outputs stay, and the
+<<<<<<< HEAD
 next run resumes from them. An unexpected error in this process (the store unreachable mid-run) stops the
 steps alike and ends the parent run FAILED, never FINISHED: exit 75 when the cause is network trouble.
+=======
+next run resumes from them. Killed outright (SIGKILL), this process leaves no step behind either: each step,
+and each rank of a torchrun step, gets SIGTERM when its parent dies (limit/lifetime.py).
+>>>>>>> issue-19
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from botocore.exceptions import HTTPClientError
 from limit import progress, tracking
 from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, LimitError, UnavailableError, is_transient
 from limit.io import write_atomic
+from limit.lifetime import started_by
 from limit.mlflow_store import execution_tags
 from limit.plan import Plan, Step
 from limit.store import Store
@@ -231,7 +237,7 @@ class _LocalRun:
             free -= slots
             self.pending.remove(step)
             log = self.logs / f"{step.id}.log"
-            step_env = {**self.env, "OMP_NUM_THREADS": str(slots)}
+            step_env = started_by({**self.env, "OMP_NUM_THREADS": str(slots)})  # no orphan if we die
             with log.open("w") as fh:
                 proc = subprocess.Popen(
                     step.argv, env=step_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True

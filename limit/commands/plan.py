@@ -73,6 +73,8 @@ def print_costs(plan: Plan, profile: str) -> None:
     for step_id, cost in plan.costs.items():
         train = plan.steps[step_id].input.train
         where = f"{train.gpus} GPUs, ZeRO-{train.zero_stage}" if train.gpus else "CPU"
+        if train.cpu_processes:
+            where = f"{train.cpu_processes} CPU processes, ZeRO-{train.zero_stage}"
         memory = cost.memory.describe() if cost.memory else "unknown (model shape unknown)"
         if cost.gpu_hours is not None:
             total += cost.gpu_hours

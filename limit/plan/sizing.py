@@ -61,6 +61,8 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
     shape = model_shape(study.models[run.model])
     if train.gpus and train.zero_stage == "auto":
         train = train.model_copy(update={"zero_stage": choose_zero_stage(shape, train, gpu) if shape else 3})
+    elif train.cpu_processes and train.zero_stage == "auto":  # no GPU memory to fit: the stage GPUs prefer
+        train = train.model_copy(update={"zero_stage": 2})
     if shape is None:
         return train, FinetuneCost(None, None, None, None)
     stage = train.zero_stage if train.gpus else 0

@@ -68,6 +68,7 @@ TRAINING_STATE = {
     "training_args.bin",
     "latest",  # DeepSpeed: names its global_step folder
     "zero_to_fp32.py",
+    "zero_to_torch.py",  # DeepSpeed 0.19 names its consolidation script so
 }
 
 

@@ -3,11 +3,13 @@ and where its checkpoints are.
 
 Schedule: linear warmup over `warmup_steps` optimizer steps, then linear decay to 0 at the end of the
 last epoch (Trainer's "linear" schedule, as composer's LinearWithWarmupScheduler with alpha_f 0).
-Batch: `global_batch_size` = micro batch x gradient accumulation x world size (one process per GPU).
+Batch: `global_batch_size` = micro batch x gradient accumulation x world size (one process per GPU, or per
+CPU process standing in for one: `cpu_processes`, the same DeepSpeed path on CPU).
 """
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -34,6 +36,21 @@ def collator(train: TrainSpec, tokenizer):
 
 
 def training_arguments(train: TrainSpec, output_dir: Path, run_name: str):
+    """Trainer's arguments; under torchrun the process group is joined here, before the model loads, so that
+    ZeRO-3 partitions the weights as they load across the whole world (DeepSpeed's config, read at load,
+    otherwise counts a world of one and refuses the batch)."""
+    if train.ranks and importlib.util.find_spec("deepspeed") is None:
+        raise LimitError("finetune: gpus and cpu_processes train through DeepSpeed: pip install 'limit[gpu]'")
+    args = _arguments(train, output_dir, run_name)
+    if train.ranks:
+        import deepspeed
+
+        args.device  # noqa: B018 (the property sets up the device and joins the process group)
+        deepspeed.init_distributed()  # on CPU (use_cpu) transformers joins through torch alone: DeepSpeed's view
+    return args
+
+
+def _arguments(train: TrainSpec, output_dir: Path, run_name: str):
     from transformers import TrainingArguments
 
     return TrainingArguments(
@@ -54,7 +71,7 @@ def training_arguments(train: TrainSpec, output_dir: Path, run_name: str):
         seed=train.seed,
         data_seed=train.seed,
         **checkpointing_arguments(train.gradient_checkpointing),
-        deepspeed=deepspeed_config(train) if train.gpus > 0 else None,
+        deepspeed=deepspeed_config(train) if train.ranks else None,
         use_cpu=train.gpus == 0,
         save_strategy="epoch",
         save_total_limit=1,

@@ -178,6 +178,8 @@ def test_two_ranks_train_as_one_process(stage: int, request, one_process: Path):
     assert not [p.name for p in (ranks / "epoch-2").iterdir() if "zero" in p.name or p.is_dir()]
     summary = json.loads((ranks / MANIFEST).read_text())["summary"]
     assert summary["train_tokens"] == json.loads((one_process / MANIFEST).read_text())["summary"]["train_tokens"]
+    # the worst-case probe went forward and backward through the DeepSpeed engine, and the losses above held
+    assert summary["probe_peak_gib"] > 0 and summary["probe_tokens_per_second"] > 0
 
 
 def test_unpacked_two_ranks_train_as_one_process(work: Work):

@@ -25,7 +25,7 @@ import yaml
 
 from limit.cpu import available_cpus
 from limit.plan import build_plan
-from limit.spec import STUDIES_DIR, TrainSpec, load_study
+from limit.spec.study import STUDIES_DIR, TrainSpec, load_study
 from limit.steps import step_key
 
 MODES = {  # name: train fields

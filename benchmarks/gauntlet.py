@@ -24,14 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
+from limit.execution.locations import parse_locations
 from limit.gauntlet.agreement import compare, timed_run
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
 from limit.gauntlet.packed import PackedLM
-from limit.locations import parse_locations
-from limit.models import materialize_tiny
-from limit.spec import TinyModel
+from limit.models.base import materialize_tiny
+from limit.spec.study import TinyModel
 
 REPO = Path(__file__).resolve().parents[1]
 # our benchmark name -> the lm-eval built-in task of the same dataset
@@ -132,7 +132,7 @@ def main() -> int:
     report = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "model": "tiny MPT (limit.models, default TinyModel)" if not args.model else args.model,
+        "model": "tiny MPT (limit.models.base, default TinyModel)" if not args.model else args.model,
         "data": args.data_dir,
         "limit_per_benchmark": limit,
         "batch_size": args.batch_size,

@@ -12,9 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
+from limit.execution.store import Store
 from limit.plan import build_plan
-from limit.spec import load_study
-from limit.store import Store
+from limit.spec.study import load_study
 
 
 def main() -> int:

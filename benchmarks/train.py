@@ -27,9 +27,9 @@ import torch
 from transformers import MptConfig, MptForCausalLM
 
 from limit.cpu import configure_torch_threads
-from limit.models import load_tokenizer, materialize_tiny
-from limit.mpt.attention import install
-from limit.spec import TinyModel, TrainSpec
+from limit.models.base import load_tokenizer, materialize_tiny
+from limit.models.mpt.attention import install
+from limit.spec.study import TinyModel, TrainSpec
 from limit.training.trainer import collator
 
 SHAPE = {"d_model": 512, "n_layers": 2, "n_heads": 8, "vocab_size": 2048}

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit.errors import LimitError
-from limit.spec import ModelSpec, TrainSpec
+from limit.spec.study import ModelSpec, TrainSpec
 
 GIB = 2**30
 GPU_RUNTIME = 2 * GIB  # CUDA context and NCCL's buffers

@@ -21,15 +21,16 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from limit import __version__, progress, tracking
+from limit import __version__
 from limit.errors import LimitError
-from limit.leases import HANDOFF, FileLock, S3Lease
-from limit.lifetime import end_with_parent
+from limit.execution import progress, tracking
+from limit.execution.context import StepContext
+from limit.execution.leases import HANDOFF, FileLock, S3Lease
+from limit.execution.lifetime import end_with_parent
+from limit.execution.store import Store
+from limit.spec.loader import first_error
 from limit.steps import KINDS, inputs, step_key
-from limit.steps.context import StepContext
-from limit.store import Store
 from limit.training import launch
-from limit.yaml_models import first_error
 
 
 def parse_input(kind: str, raw: str) -> inputs.StepInput:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import random
 
+from limit.execution.io import jsonl_text
+from limit.execution.store import Store
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.scoring import aggregate
-from limit.io import jsonl_text
 from limit.plan import Plan, Step
-from limit.store import Store
 
 
 def scores(bench_suite: str, rng: random.Random, level: float, drop: tuple[str, ...] = ()) -> dict:

@@ -16,29 +16,28 @@ LAYERS = [
         [
             "limit",
             "limit.errors",
-            "limit.io",
-            "limit.digests",
             "limit.quantities",
             "limit.cpu",
-            "limit.locations",
-            "limit.yaml_models",
-            "limit.progress",
-            "limit.logs",
-            "limit.lifetime",
+            "limit.spec.loader",
+            "limit.execution.io",
+            "limit.execution.digests",
+            "limit.execution.locations",
+            "limit.execution.progress",
+            "limit.execution.logs",
+            "limit.execution.lifetime",
         ],
     ),
-    ("spec", ["limit.spec"]),
+    ("spec", ["limit.spec.study"]),
     (
         "libraries",
         [
             "limit.costs",
             "limit.models",
-            "limit.store",
-            "limit.leases",
-            "limit.tracking",
-            "limit.mlflow_store",
-            "limit.vllm_models",
-            "limit.mpt",
+            "limit.execution.store",
+            "limit.execution.leases",
+            "limit.execution.tracking",
+            "limit.execution.mlflow_store",
+            "limit.execution.context",
             "limit.data",
             "limit.training",
             "limit.gauntlet",
@@ -54,7 +53,7 @@ LAYERS = [
     ("backends", ["limit.backends"]),
     ("commands", ["limit.commands", "limit.cli"]),
 ]
-LONGEST_FUNCTION = 80
+LONGEST_FUNCTION = 60
 
 
 def module_name(path: Path) -> str:

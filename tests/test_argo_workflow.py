@@ -19,7 +19,7 @@ from limit.backends.profile import load_profile
 from limit.cli import main as limit_main
 from limit.commands.manifest import render
 from limit.plan import build_plan
-from limit.spec import STUDIES_DIR, list_studies, load_study
+from limit.spec.study import STUDIES_DIR, list_studies, load_study
 from limit.steps import merged_input
 
 STUDIES = list_studies()
@@ -299,8 +299,8 @@ def test_workflow_settings_from_profile() -> None:
 )
 def test_a_study_reading_this_machines_disk_is_refused(tmp_path: Path, capsys, monkeypatch, edit, field: str) -> None:
     """Pods cannot read the submitting machine's files: refuse before anything runs, not after finetuning."""
-    from limit.locations import FIXTURES
-    from limit.spec import STUDIES_DIR
+    from limit.execution.locations import FIXTURES
+    from limit.spec.study import STUDIES_DIR
 
     data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
     edit(data)

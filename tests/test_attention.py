@@ -11,7 +11,7 @@ import torch
 from transformers import MptConfig, MptForCausalLM
 
 from limit.errors import LimitError
-from limit.mpt.attention import Layout, alibi_slopes, install, resolve
+from limit.models.mpt.attention import Layout, alibi_slopes, install, resolve
 
 TOLERANCE = 1e-5
 LENGTHS = (7, 23, 13)
@@ -212,7 +212,7 @@ def test_compiled_flex_does_not_recompile_per_packed_length(reference, monkeypat
     compiling on CPU for the test), and give sdpa's logits."""
     from torch._dynamo.testing import CompileCounter
 
-    from limit.mpt import attention
+    from limit.models.mpt import attention
 
     counter = CompileCounter()
     monkeypatch.setattr(attention, "COMPILED_DEVICES", {"cpu", "cuda"})
@@ -306,7 +306,7 @@ def test_flex_builds_one_block_mask_per_forward(reference, docs, monkeypatch):
 
 
 def test_the_shared_causal_bias_cache_stays_bounded(monkeypatch):
-    from limit.mpt import attention
+    from limit.models.mpt import attention
 
     monkeypatch.setattr(attention, "_CAUSAL_BIASES", {})
     monkeypatch.setattr(attention, "CAUSAL_BIAS_CACHE_BYTES", 4 * 256 * 256 * 4)  # 4 heads x 256^2 float32

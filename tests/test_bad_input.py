@@ -17,7 +17,7 @@ import yaml
 from conftest import free_port, run_env
 
 from limit.cli import main
-from limit.spec import STUDIES_DIR
+from limit.spec.study import STUDIES_DIR
 
 TINY = (STUDIES_DIR / "tiny.yaml").read_text()
 BOMB = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(

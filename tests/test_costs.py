@@ -18,7 +18,7 @@ from limit.errors import LimitError
 from limit.plan import build_plan
 from limit.quantities import parse_quantity
 from limit.runner import run_step
-from limit.spec import TrainSpec, load_study
+from limit.spec.study import TrainSpec, load_study
 
 
 def limit_cli(*args: str) -> subprocess.CompletedProcess:

@@ -11,8 +11,8 @@ import pytest
 from limit.data.datasets import load_dataset_arguments, load_source, mix, subset
 from limit.data.template import PREAMBLE, apply_template
 from limit.errors import LimitError
-from limit.locations import local_path
-from limit.spec import Source
+from limit.execution.locations import local_path
+from limit.spec.study import Source
 
 LIMA = Source(jsonl="fixture:tiny/lima.jsonl", conversations="conversations", templated=False)
 DOLLY = Source(jsonl="fixture:tiny/dolly_hhrlhf.jsonl")

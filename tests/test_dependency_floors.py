@@ -58,8 +58,8 @@ def test_every_floor_is_the_locked_version_or_proven():
 CHECK = r"""
 import sys, torch, transformers
 from transformers import MptConfig, MptForCausalLM
-from limit.mpt.attention import install
-from limit.spec import TrainSpec
+from limit.models.mpt.attention import install
+from limit.spec.study import TrainSpec
 from limit.training.trainer import collator, training_arguments
 
 assert transformers.__version__ == sys.argv[1], transformers.__version__

@@ -23,9 +23,9 @@ import pytest
 import yaml
 from conftest import run_env, still_running
 
-from limit.spec import STUDIES_DIR, TrainSpec, load_study
+from limit.execution.store import MANIFEST
+from limit.spec.study import STUDIES_DIR, TrainSpec, load_study
 from limit.steps import step_key
-from limit.store import MANIFEST
 
 pytestmark = pytest.mark.slow
 STEPS_PER_EPOCH = 6  # 48 rows (instruct-v1), 8 a step

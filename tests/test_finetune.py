@@ -10,12 +10,12 @@ import mlflow
 import pytest
 
 from limit.errors import LimitError
+from limit.execution.store import MANIFEST
 from limit.plan import build_plan
 from limit.runner import run_step
-from limit.spec import load_study
+from limit.spec.study import load_study
 from limit.steps import finetune as finetune_module
 from limit.steps import step_key
-from limit.store import MANIFEST
 from limit.training import trainer as trainer_module
 
 STEPS_PER_EPOCH = 5  # 37 single-turn LIMA rows, global batch 8
@@ -206,7 +206,7 @@ def spy_on_downloads(monkeypatch) -> list[str]:
         s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: keys.append(params["Key"]))
         return s3
 
-    monkeypatch.setattr("limit.store.boto3.client", spying_client)
+    monkeypatch.setattr("limit.execution.store.boto3.client", spying_client)
     return keys
 
 
@@ -214,8 +214,8 @@ def test_a_retry_resumes_from_the_newest_state_whose_upload_completed(limit_env:
     """Killed while checkpoint-10 was uploading (its trainer_state.json, written last, never arrived)."""
     import boto3
 
-    from limit.steps.context import StepContext
-    from limit.store import Store
+    from limit.execution.context import StepContext
+    from limit.execution.store import Store
 
     monkeypatch.setenv("LIMIT_ARTIFACTS", f"s3://{s3_env}/artifacts")
     ref = "finetune/33333333333333333333"
@@ -232,7 +232,7 @@ def test_a_retry_resumes_from_the_newest_state_whose_upload_completed(limit_env:
 
 
 def test_deepspeed_config_follows_the_spec():
-    from limit.spec import TrainSpec
+    from limit.spec.study import TrainSpec
 
     config = trainer_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=3, precision="bf16", micro_batch_size=2))
     assert config["zero_optimization"]["stage"] == 3 and config["bf16"] == {"enabled": True}
@@ -278,7 +278,7 @@ def test_shipped_gpu_finetunes_pass_deepspeeds_own_config_check(monkeypatch):
 
 def test_stage_zero_never_asks_for_fp32_accumulation():
     """DeepSpeed refuses bf16 weights with fp32 accumulation outside ZeRO ("unsupported mix")."""
-    from limit.spec import TrainSpec
+    from limit.spec.study import TrainSpec
 
     config = trainer_module.deepspeed_config(TrainSpec(gpus=8, zero_stage=0, micro_batch_size=1))
     assert "data_types" not in config
@@ -332,7 +332,7 @@ def test_the_worst_case_probe_records_its_numbers_and_leaves_the_losses_as_witho
     assert summary["probe_planned_gib"] == summary["memory_estimate_gib"]
     [logged] = finetune_runs()
     assert logged.data.metrics["probe_peak_gib"] == summary["probe_peak_gib"]
-    from limit.store import Store
+    from limit.execution.store import Store
 
     attempt = Store.open().attempt(finetune.ref)  # what `limit status` shows while the finetune runs
     assert attempt["probe"]["peak_gib"] == summary["probe_peak_gib"] and attempt["progress"]["what"] == "train"

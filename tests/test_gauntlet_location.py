@@ -11,7 +11,7 @@ import pytest
 from limit.cli import main as limit_main
 from limit.errors import LimitError
 from limit.runner import parse_input
-from limit.spec import list_studies, load_study
+from limit.spec.study import list_studies, load_study
 
 FULL = "be467aee1744566e46e9b993c1ff23ab01fe5c55"  # llm-foundry, 2023-11-06: the paper's gauntlet
 REPO = Path(__file__).resolve().parents[1]

@@ -16,13 +16,13 @@ from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
 
 from limit.errors import LimitError
+from limit.execution.locations import parse_locations
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
 from limit.gauntlet.packed import PackedLM, group, pack
-from limit.locations import parse_locations
-from limit.models import materialize_tiny
-from limit.spec import GauntletSpec, TinyModel
+from limit.models.base import materialize_tiny
+from limit.spec.study import GauntletSpec, TinyModel
 
 TOLERANCE = 1e-4
 ROWS = 8

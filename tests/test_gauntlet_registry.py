@@ -5,10 +5,10 @@ from __future__ import annotations
 import pytest
 
 from limit.errors import LimitError
+from limit.execution.locations import FIXTURES
 from limit.gauntlet.benchmarks import CATEGORIES, SUITES, suite
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS
-from limit.locations import FIXTURES
 
 A = "\nAnswer: "
 # name: (category, kind, shots, random baseline, continuation delimiter)

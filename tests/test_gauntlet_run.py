@@ -13,14 +13,14 @@ import pytest
 from test_gauntlet_convert import write_hub_samples
 
 from limit import cli
+from limit.execution.locations import FIXTURES, KNOWN_COMMITS, parse_locations
 from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.gauntlet.convert import CONVERTERS, convert
 from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import run_gauntlet
-from limit.locations import FIXTURES, KNOWN_COMMITS, parse_locations
-from limit.models import materialize_tiny
+from limit.models.base import materialize_tiny
 from limit.runner import run_step
-from limit.spec import GauntletSpec, ModelSpec, TinyModel
+from limit.spec.study import GauntletSpec, ModelSpec, TinyModel
 from limit.steps.inputs import GauntletInput
 
 TINY_DATA = FIXTURES / "gauntlet"

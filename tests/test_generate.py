@@ -9,8 +9,8 @@ import pytest
 
 from limit.data.prompts import Prompt, load_prompts
 from limit.generation.sampling import TransformersSampler, token_budget
-from limit.models import materialize_tiny
-from limit.spec import Generation, PromptSet, TinyModel
+from limit.models.base import materialize_tiny
+from limit.spec.study import Generation, PromptSet, TinyModel
 
 GEN = {"seeds": [1, 2], "temperature": 0.9, "max_total_tokens": 96, "max_new_tokens": 12, "batch_size": 2}
 
@@ -72,10 +72,10 @@ def test_generate_step_writes_every_response_within_its_token_budget(
 
 
 def test_a_seed_finished_by_a_killed_attempt_is_reused(tiny_model: str, tmp_path: Path):
-    from limit.steps.context import StepContext
+    from limit.execution.context import StepContext
+    from limit.execution.store import Store
     from limit.steps.generate import generate
     from limit.steps.inputs import GenerateInput
-    from limit.store import Store
 
     prompts = tmp_path / "p.jsonl"
     prompts.write_text(json.dumps({"prompt": "Name a colour."}) + "\n")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from limit.vllm_models import VLLM_PIN
+from limit.models.vllm import VLLM_PIN
 
 REPO = Path(__file__).resolve().parents[1]
 PYPI = "https://pypi.org/simple"

@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 
 from limit.cli import main as cli
-from limit.io import write_jsonl
+from limit.execution.io import write_jsonl
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS
 from limit.judge.replay_server import JudgeServer, Reply
 

@@ -11,7 +11,7 @@ from limit.judge.openai_backend import OpenAIJudge
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS, is_switched
 from limit.judge.replay_server import JudgeServer, Reply
 from limit.judge.winrate import WIN_A, count
-from limit.spec import JudgeSpec
+from limit.spec.study import JudgeSpec
 
 
 def pairs(n: int) -> list[tuple[str, str, str]]:

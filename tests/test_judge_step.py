@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from limit.errors import LimitError
+from limit.execution.store import Store
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS
 from limit.judge.replay_server import JudgeServer, Reply
-from limit.models import materialize_tiny
-from limit.spec import JudgeSpec, TinyModel
-from limit.store import Store
+from limit.models.base import materialize_tiny
+from limit.spec.study import JudgeSpec, TinyModel
 
 INSTRUCTIONS = ["Name a fruit.", "Say hello.", "Count to three.", "Name a colour.", "Pick a number."]
 

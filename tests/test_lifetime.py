@@ -1,4 +1,4 @@
-"""A started process ends with the one that started it (limit/lifetime.py): killed outright, a `limit run`
+"""A started process ends with the one that started it (limit/execution/lifetime.py): killed outright, a `limit run`
 leaves no step behind. Here with plain Python processes; test_study_local.py and test_distributed_finetune.py
 kill real `limit run`s."""
 
@@ -12,12 +12,14 @@ import sys
 import psutil
 from conftest import run_env, still_running
 
-from limit.lifetime import started_by
+from limit.execution.lifetime import started_by
 
-CHILD = "import time; from limit.lifetime import end_with_parent as e; e(); print(1, flush=True); time.sleep(99)"
+CHILD = (
+    "import time; from limit.execution.lifetime import end_with_parent as e; e(); print(1, flush=True); time.sleep(99)"
+)
 PARENT = f"""
 import os, subprocess, sys
-from limit.lifetime import started_by
+from limit.execution.lifetime import started_by
 child = subprocess.Popen([sys.executable, "-c", {CHILD!r}], env=started_by(dict(os.environ)), start_new_session=True)
 print(child.pid, flush=True)
 child.wait()

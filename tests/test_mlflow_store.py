@@ -12,8 +12,8 @@ import mlflow
 import pytest
 from conftest import run_env
 
-from limit import tracking
-from limit.mlflow_store import execution_tags
+from limit.execution import tracking
+from limit.execution.mlflow_store import execution_tags
 
 
 def use_folder(workdir: Path, monkeypatch: pytest.MonkeyPatch) -> mlflow.MlflowClient:
@@ -71,7 +71,7 @@ def test_a_copied_work_folder_keeps_its_artifacts_to_itself(tmp_path: Path, monk
 def test_a_fresh_store_opened_by_several_processes_at_once(tmp_path: Path):
     """MLflow migrates a fresh database on first use: without the lock, concurrent first uses break each other."""
     code = (
-        "import sys; from pathlib import Path; from limit.mlflow_store import open_store; "
+        "import sys; from pathlib import Path; from limit.execution.mlflow_store import open_store; "
         "open_store(sys.argv[1], Path(sys.argv[2])).search_experiments()"
     )
     uri = f"sqlite:///{tmp_path / 'runs' / 'mlflow.db'}"

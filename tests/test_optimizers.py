@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from limit.spec import TrainSpec
+from limit.spec.study import TrainSpec
 from limit.training.optimizers import optimizer_cls_and_kwargs, trainer_weight_decay
 
 

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 
 from limit.plan import build_plan
 from limit.runner import run_step
-from limit.spec import TrainSpec, load_study
+from limit.spec.study import TrainSpec, load_study
 from limit.steps import step_key
 from limit.training.examples import IGNORE_INDEX
 from limit.training.trainer import collator
@@ -60,7 +60,7 @@ def test_packed_padded_and_padded_to_max_train_alike(limit_env: Path):
 
 def test_packed_batch_counts_the_same_loss_tokens_as_the_padded_one(tmp_path: Path):
     """Trainer normalises the loss by the labels it counts (labels[..., 1:] != -100): the same either way."""
-    from limit.models import load_tokenizer, materialize_tiny
+    from limit.models.base import load_tokenizer, materialize_tiny
 
     rows = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
     features = [{"input_ids": r, "attention_mask": [1] * len(r), "labels": [IGNORE_INDEX, *r[1:]]} for r in rows]

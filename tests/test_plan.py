@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from limit.plan import build_plan
-from limit.spec import load_study
+from limit.spec.study import load_study
 from limit.steps import KINDS, step_argv, step_key
 from limit.steps.inputs import FinetuneInput
 
@@ -119,7 +119,7 @@ def test_plan_json_lists_argv_per_step():
 def test_local_gauntlet_data_is_content_addressed(tmp_path):
     import shutil
 
-    from limit.locations import FIXTURES
+    from limit.execution.locations import FIXTURES
 
     data = tmp_path / "gauntlet"
     shutil.copytree(FIXTURES / "gauntlet", data)
@@ -138,7 +138,7 @@ def test_local_gauntlet_data_missing_a_suite_file_fails_at_plan_time(tmp_path):
     import pytest
 
     from limit.errors import LimitError
-    from limit.locations import FIXTURES
+    from limit.execution.locations import FIXTURES
 
     data = tmp_path / "gauntlet"
     shutil.copytree(FIXTURES / "gauntlet", data)
@@ -183,7 +183,7 @@ def test_select_limit_scores_epochs_on_a_few_rows_and_the_chosen_one_on_all():
 def test_cpu_processes_plan_the_deepspeed_path_without_gpus(tmp_path):
     import yaml
 
-    from limit.spec import STUDIES_DIR
+    from limit.spec.study import STUDIES_DIR
 
     data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
     data["training"]["defaults"]["cpu_processes"] = 2

@@ -14,7 +14,7 @@ from conftest import run_env
 
 from limit.cli import main as cli
 from limit.plan import build_plan
-from limit.spec import STUDIES_DIR, load_study
+from limit.spec.study import STUDIES_DIR, load_study
 
 
 def test_plan_summary_of_the_paper_grid(capsys):

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from limit.errors import LimitError
-from limit.io import read_jsonl
+from limit.execution.io import read_jsonl
+from limit.execution.store import MANIFEST
 from limit.plan import build_plan
 from limit.runner import run_step
-from limit.spec import load_study
+from limit.spec.study import load_study
 from limit.steps.inputs import PrepareInput, SubsetOf
-from limit.store import MANIFEST
 
 
 def test_tiny_datasets_prepare_into_rows_stats_and_manifests(limit_env: Path):
@@ -56,7 +56,7 @@ def test_an_unreachable_hub_is_retryable_not_bad_input(limit_env, capsys):
     """The real hub loading path, which cannot reach the hub here: exit 75 (Argo retries it), not 2."""
     from limit.cli import main
     from limit.plan import build_plan
-    from limit.spec import load_study
+    from limit.spec.study import load_study
 
     step = build_plan(load_study("full")).steps["prepare-instruct-v1"]
     assert main(step.argv[1:]) == 75

@@ -12,7 +12,7 @@ from limit.cli import main as cli
 from limit.data.prompts import instruction_of, load_prompts
 from limit.data.template import apply_template
 from limit.errors import LimitError
-from limit.spec import PromptSet
+from limit.spec.study import PromptSet
 
 
 def write_jsonl(path: Path, rows: list[dict]) -> str:

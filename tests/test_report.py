@@ -13,13 +13,13 @@ import mlflow
 import pytest
 from synthetic import store_study
 
-from limit import tracking
 from limit.cli import main as cli
+from limit.execution import tracking
+from limit.execution.store import Store
 from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.plan import build_plan
 from limit.runner import run_step
-from limit.spec import load_study, slug
-from limit.store import Store
+from limit.spec.study import load_study, slug
 
 PAPER_COLUMNS = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
 

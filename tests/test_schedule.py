@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from limit.models import materialize_tiny
-from limit.spec import TinyModel, TrainSpec
+from limit.models.base import materialize_tiny
+from limit.spec.study import TinyModel, TrainSpec
 from limit.training.trainer import training_arguments
 
 

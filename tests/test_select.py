@@ -8,11 +8,11 @@ import mlflow
 import pytest
 
 from limit.errors import LimitError
+from limit.execution.store import Store
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.runner import run_step
 from limit.steps.inputs import EpochScore, SelectInput
 from limit.steps.select import best_epoch
-from limit.store import Store
 
 
 def test_best_epoch_prefers_highest_then_earliest():
@@ -156,7 +156,7 @@ def test_keep_selected_is_in_the_finetune_key_with_how_its_epochs_are_chosen(tmp
     import yaml
 
     from limit.plan import build_plan
-    from limit.spec import STUDIES_DIR, load_study
+    from limit.spec.study import STUDIES_DIR, load_study
 
     def finetune_ref(data: dict) -> str:
         path = tmp_path / f"{data['name']}.yaml"

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from limit.errors import LimitError
-from limit.spec import STUDIES_DIR, list_studies, load_study
+from limit.spec.study import STUDIES_DIR, list_studies, load_study
 
 TINY = STUDIES_DIR / "tiny.yaml"
 

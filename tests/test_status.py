@@ -7,9 +7,9 @@ import time
 import pytest
 
 from limit.cli import main as cli
+from limit.execution.store import Store
 from limit.plan import build_plan
-from limit.spec import load_study
-from limit.store import Store
+from limit.spec.study import load_study
 
 
 def partial(store: Store, ref: str, files: list[str], sub: str) -> None:

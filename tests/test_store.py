@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from limit.errors import LimitError
-from limit.store import MANIFEST, Store
+from limit.execution.store import MANIFEST, Store
 
 
 def _exercise(store: Store, retry: Store) -> None:
@@ -142,7 +142,7 @@ def test_local_step_lock_is_one_execution_at_a_time(tmp_path):
 
 
 def test_s3_lease_is_one_execution_at_a_time_with_a_conditional_put(tmp_path, s3_env, monkeypatch):
-    from limit.leases import S3Lease
+    from limit.execution.leases import S3Lease
 
     monkeypatch.setattr(S3Lease, "poll", 0.1)
     root = f"s3://{s3_env}/leases"
@@ -157,7 +157,7 @@ def test_s3_lease_of_a_dead_execution_is_taken_over_once_expired(tmp_path, s3_en
     import json
     import time
 
-    from limit.leases import S3Lease
+    from limit.execution.leases import S3Lease
 
     monkeypatch.setattr(S3Lease, "poll", 0.1)
     store = Store.open(f"s3://{s3_env}/leases", tmp_path)
@@ -190,7 +190,7 @@ class _Outage:
 
 
 def _fast_leases(monkeypatch, seconds: float) -> None:
-    from limit.leases import S3Lease
+    from limit.execution.leases import S3Lease
 
     monkeypatch.setattr(S3Lease, "seconds", seconds)
     monkeypatch.setattr(S3Lease, "poll", 0.1)

@@ -17,7 +17,7 @@ import yaml
 from conftest import run_env, still_running
 
 from limit.plan import build_plan
-from limit.spec import STUDIES_DIR, load_study
+from limit.spec.study import STUDIES_DIR, load_study
 
 pytestmark = pytest.mark.slow
 CATEGORIES = {

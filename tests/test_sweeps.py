@@ -16,11 +16,11 @@ from conftest import REPO, run_env
 
 from limit.cli import main as limit_main
 from limit.data.datasets import subset
+from limit.execution.io import read_jsonl
+from limit.execution.locations import FIXTURES
 from limit.gauntlet.benchmarks import CATEGORY_TITLES
-from limit.io import read_jsonl
-from limit.locations import FIXTURES
 from limit.plan import build_plan
-from limit.spec import load_study
+from limit.spec.study import load_study
 
 
 def sweep_tiny() -> dict:

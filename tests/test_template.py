@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from limit.data.template import apply_template, is_templated
-from limit.models import load_tokenizer, materialize_tiny
-from limit.spec import TinyModel
+from limit.models.base import load_tokenizer, materialize_tiny
+from limit.spec.study import TinyModel
 from limit.training.examples import IGNORE_INDEX, encode_example
 
 

@@ -12,9 +12,9 @@ import pytest
 from limit.errors import LimitError
 from limit.gauntlet.evaluate import load_model
 from limit.generation.sampling import VLLMSampler
-from limit.models import materialize_tiny
-from limit.spec import TinyModel
-from limit.vllm_models import ARCHITECTURES, require_supported, vllm_version
+from limit.models.base import materialize_tiny
+from limit.models.vllm import ARCHITECTURES, require_supported, vllm_version
+from limit.spec.study import TinyModel
 
 
 @pytest.fixture(scope="module")

@@ -27,7 +27,7 @@ from hera.workflows import models as m
 from limit.backends.profile import Profile, Toleration
 from limit.errors import LimitError
 from limit.plan import Plan, Step
-from limit.spec import ModelSpec, Study
+from limit.spec.study import ModelSpec, Study
 from limit.steps import common_base, step_argv
 
 ENTRYPOINT = "study"
@@ -52,58 +52,8 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
     study = plan.study.name
     kind = WorkflowTemplate if template else Workflow
     naming = {"name": workflow_name(plan)} if template else {"generate_name": f"{workflow_name(plan)}-"}
-    with kind(
-        **naming,
-        namespace=profile.namespace,
-        labels={"limit/study": study},
-        entrypoint=ENTRYPOINT,
-        on_exit="end-parent-run",
-        service_account_name=profile.service_account,
-        image_pull_secrets=profile.image_pull_secrets or None,
-        security_context=m.PodSecurityContext(
-            run_as_non_root=True,
-            run_as_user=profile.run_as_user,
-            run_as_group=profile.run_as_user,
-            fs_group=profile.run_as_user,
-            seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
-        ),
-        active_deadline_seconds=profile.active_deadline_seconds,
-        ttl_strategy=m.TTLStrategy(seconds_after_completion=profile.ttl_seconds_after_completion),
-        pod_gc=m.PodGC(strategy=profile.pod_gc),
-        archive_logs=profile.artifact_repository is not None,
-        artifact_repository_ref=(
-            m.ArtifactRepositoryRef(
-                config_map=profile.artifact_repository.configmap, key=profile.artifact_repository.key
-            )
-            if profile.artifact_repository
-            else None
-        ),
-    ) as w:
-        start_parent = _parent_run_template(
-            "start-parent-run",
-            profile,
-            ["limit", "parent-run", "start", "--study", study, "--workflow", "{{workflow.name}}"],
-            outputs=[
-                Parameter(
-                    name="run-id",
-                    value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/parent_run_id"),
-                    global_name="limit-parent-run-id",
-                )
-            ],
-        )
-        _parent_run_template(
-            "end-parent-run",
-            profile,
-            [
-                "limit",
-                "parent-run",
-                "end",
-                "--run-id",
-                "{{workflow.outputs.parameters.limit-parent-run-id}}",
-                "--status",
-                "{{workflow.status}}",
-            ],
-        )
+    with kind(**naming, **_workflow_settings(study, profile)) as w:
+        start_parent = _parent_run_templates(study, profile)
         templates = {}
         for name, group in template_groups(plan, profile).items():
             template, shared = step_template(name, group, plan, profile), shared_base(group)
@@ -124,6 +74,52 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
                     parent >> task  # steps with upstream steps wait for the parent run through them
                 tasks[step.id] = task
     return w
+
+
+def _workflow_settings(study: str, profile: Profile) -> dict:
+    """What the profile sets on the workflow itself: namespace, pod security, deadlines, clean-up, logs."""
+    repository = profile.artifact_repository
+    return {
+        "namespace": profile.namespace,
+        "labels": {"limit/study": study},
+        "entrypoint": ENTRYPOINT,
+        "on_exit": "end-parent-run",
+        "service_account_name": profile.service_account,
+        "image_pull_secrets": profile.image_pull_secrets or None,
+        "security_context": m.PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=profile.run_as_user,
+            run_as_group=profile.run_as_user,
+            fs_group=profile.run_as_user,
+            seccomp_profile=m.SeccompProfile(type="RuntimeDefault"),
+        ),
+        "active_deadline_seconds": profile.active_deadline_seconds,
+        "ttl_strategy": m.TTLStrategy(seconds_after_completion=profile.ttl_seconds_after_completion),
+        "pod_gc": m.PodGC(strategy=profile.pod_gc),
+        "archive_logs": repository is not None,
+        "artifact_repository_ref": (
+            m.ArtifactRepositoryRef(config_map=repository.configmap, key=repository.key) if repository else None
+        ),
+    }
+
+
+def _parent_run_templates(study: str, profile: Profile):
+    """The templates that start the study's MLflow parent run (its id a global output) and end it on exit."""
+    start = _parent_run_template(
+        "start-parent-run",
+        profile,
+        ["limit", "parent-run", "start", "--study", study, "--workflow", "{{workflow.name}}"],
+        outputs=[
+            Parameter(
+                name="run-id",
+                value_from=m.ValueFrom(path=f"{OUTPUTS_DIR}/parent_run_id"),
+                global_name="limit-parent-run-id",
+            )
+        ],
+    )
+    end = ["limit", "parent-run", "end", "--run-id", "{{workflow.outputs.parameters.limit-parent-run-id}}"]
+    _parent_run_template("end-parent-run", profile, [*end, "--status", "{{workflow.status}}"])
+    return start
 
 
 def check_submittable(plan: Plan, profile: Profile) -> None:

@@ -7,14 +7,14 @@ executions never write one log.
 
 The console gets one line per step event (reuse, run, done, FAIL, skip) and, every LIMIT_HEARTBEAT_S seconds
 (default 30), a heartbeat for each step running longer than that: the latest `progress:` line of its log in
-words (limit/progress.py). SIGTERM or SIGINT stops every step's process group (SIGTERM, then SIGKILL after
+words (limit/execution/progress.py). SIGTERM or SIGINT stops every step's process group (SIGTERM, then SIGKILL after
 STOP_GRACE_S), ends the parent run KILLED and re-raises KeyboardInterrupt; partial outputs stay, and the
 <<<<<<< HEAD
 next run resumes from them. An unexpected error in this process (the store unreachable mid-run) stops the
 steps alike and ends the parent run FAILED, never FINISHED: exit 75 when the cause is network trouble.
 =======
 next run resumes from them. Killed outright (SIGKILL), this process leaves no step behind either: each step,
-and each rank of a torchrun step, gets SIGTERM when its parent dies (limit/lifetime.py).
+and each rank of a torchrun step, gets SIGTERM when its parent dies (limit/execution/lifetime.py).
 >>>>>>> issue-19
 """
 
@@ -34,13 +34,13 @@ from pathlib import Path
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError
 
-from limit import progress, tracking
 from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, LimitError, UnavailableError, is_transient
-from limit.io import write_atomic
-from limit.lifetime import started_by
-from limit.mlflow_store import execution_tags
+from limit.execution import progress, tracking
+from limit.execution.io import write_atomic
+from limit.execution.lifetime import started_by
+from limit.execution.mlflow_store import execution_tags
+from limit.execution.store import Store
 from limit.plan import Plan, Step
-from limit.store import Store
 
 STOP_GRACE_S = 20.0  # after SIGTERM, how long steps get to end their MLflow runs and finish uploads
 TAIL_BYTES = 64 * 1024  # how much of a log's end the heartbeat reads
@@ -96,7 +96,7 @@ def _start(plan: Plan, store: Store) -> Outcome:
     """This execution: its own log folder, and its MLflow parent run (tagged with this process)."""
     logs = store.workdir / plan.study.name / "logs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     logs.mkdir(parents=True, exist_ok=True)
-    tags = {"limit.backend": "local", "limit.logs": str(logs), **execution_tags()}
+    tags = {"limit.backend": "local", "limit.execution.logs": str(logs), **execution_tags()}
     return Outcome(parent_run_id=tracking.start_parent(plan.study.name, tags), logs=str(logs))
 
 

@@ -13,8 +13,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from limit.costs import Gpu
-from limit.locations import WORKFLOWS
-from limit.yaml_models import FieldError, load_model, resolve_named
+from limit.execution.locations import WORKFLOWS
+from limit.spec.loader import FieldError, load_model, resolve_named
 
 PROFILES_DIR = WORKFLOWS / "profiles"
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")

@@ -27,8 +27,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.execution.io import check_output
     from limit.gpucheck import STAGES
-    from limit.io import check_output
 
     chosen = args.stages.split(",")
     stages = [s for s in STAGES if s.name in chosen]

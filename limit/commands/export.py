@@ -18,7 +18,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from limit.commands.report import pending, stored_report
-    from limit.io import check_output
+    from limit.execution.io import check_output
     from limit.report.table import replicate_rows, summary_rows, write_csv
 
     check_output(args.csv, "--csv")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from limit.plan import MAX_STEPS
-from limit.spec import MAX_SEED
+from limit.spec.study import MAX_SEED
 
 
 def bounded_int(low: int, high: int | None = None):

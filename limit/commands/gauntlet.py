@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from limit import logs
 from limit.errors import LimitError
+from limit.execution import logs
 
 CONVERTED = Path("runs/gauntlet-converted")  # where `limit gauntlet-convert`'s README command writes
 # flag: GauntletSpec field; flags left unset take the spec's defaults, declared only there.
@@ -49,9 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.execution.io import check_output, write_json
     from limit.gauntlet.evaluate import score_model
-    from limit.io import check_output, write_json
-    from limit.models import check_location
+    from limit.models.base import check_location
 
     spec = gauntlet_spec(args)
     check_location(args.model, "--model")
@@ -72,7 +72,7 @@ def main(args: argparse.Namespace) -> int:
 def gauntlet_spec(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from limit.spec import GauntletSpec
+    from limit.spec.study import GauntletSpec
 
     given = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items() if getattr(args, flag) is not None}
     if args.tasks:

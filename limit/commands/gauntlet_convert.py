@@ -18,8 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    from limit.execution.io import check_output
     from limit.gauntlet.convert import CONVERTERS, convert
-    from limit.io import check_output
 
     if args.source and len(args.names) != 1:
         raise LimitError("--source: name exactly one benchmark")

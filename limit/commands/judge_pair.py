@@ -12,9 +12,9 @@ import argparse
 import json
 from pathlib import Path
 
-from limit import logs
 from limit.commands.flags import seed_int
 from limit.errors import LimitError
+from limit.execution import logs
 
 # flag: JudgeSpec field. Flags left unset take the spec's defaults, which are declared only there.
 SPEC_FLAGS = {
@@ -55,10 +55,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from limit.io import check_output, write_json
+    from limit.execution.io import check_output, write_json
     from limit.judge.backends import make_judge
     from limit.judge.compare import judge_responses, pair_by_prompt, seed_totals
-    from limit.models import check_location
+    from limit.models.base import check_location
 
     spec = judge_spec(args)
     check_output(args.out, "--out")
@@ -89,7 +89,7 @@ def main(args: argparse.Namespace) -> int:
 def judge_spec(args: argparse.Namespace):
     from pydantic import ValidationError
 
-    from limit.spec import JudgeSpec
+    from limit.spec.study import JudgeSpec
 
     given = {field: getattr(args, flag) for flag, field in SPEC_FLAGS.items() if getattr(args, flag) is not None}
     if args.local_model:

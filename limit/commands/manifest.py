@@ -29,7 +29,7 @@ def render(study: str, profile: str, template: bool = False, max_steps: int = MA
     from limit.backends.argo import build_workflow
     from limit.backends.profile import load_profile
     from limit.plan import build_plan
-    from limit.spec import load_study, resolve_study_path
+    from limit.spec.study import load_study, resolve_study_path
 
     cluster = load_profile(profile)
     origin = str(resolve_study_path(study))
@@ -38,7 +38,7 @@ def render(study: str, profile: str, template: bool = False, max_steps: int = MA
 
 
 def main(args: argparse.Namespace) -> int:
-    from limit.io import check_output
+    from limit.execution.io import check_output
 
     if args.out:
         check_output(Path(args.out), "--out")

@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from limit import tracking
+    from limit.execution import tracking
 
     if args.action == "start":
         tags = {"limit.backend": "argo", **({"limit.workflow": args.workflow} if args.workflow else {})}

@@ -12,7 +12,7 @@ import shlex
 
 from limit.commands.flags import add_max_steps
 from limit.plan import Plan, build_plan
-from limit.spec import load_study, resolve_study_path
+from limit.spec.study import load_study, resolve_study_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -21,10 +21,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
     """(study name, the report's data from stored outputs, the work folder)."""
+    from limit.execution.store import Store
     from limit.plan import build_plan
     from limit.report import assemble
-    from limit.spec import load_study, resolve_study_path
-    from limit.store import Store
+    from limit.spec.study import load_study, resolve_study_path
 
     workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
@@ -43,7 +43,7 @@ def pending(data: dict) -> list[str]:
 
 def main(args: argparse.Namespace) -> int:
     from limit.errors import LimitError
-    from limit.io import check_output
+    from limit.execution.io import check_output
     from limit.report import FILES, write
 
     if args.out:

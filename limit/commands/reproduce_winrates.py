@@ -12,7 +12,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from limit import logs
+from limit.execution import logs
 
 DEFAULT_RELEASE_DIR = Path(__file__).resolve().parents[2].parent / "shared" / "limit_release"
 
@@ -121,7 +121,7 @@ class _ReplayRun:
     def __init__(self, concurrency: int):
         from limit.judge.openai_backend import OpenAIJudge
         from limit.judge.replay_server import ReplayJudgeServer
-        from limit.spec import JudgeSpec
+        from limit.spec.study import JudgeSpec
 
         self.server = ReplayJudgeServer()
         self.server.start()

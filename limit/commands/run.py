@@ -16,7 +16,7 @@ from pathlib import Path
 from limit.commands.flags import add_max_steps, add_study_and_store, positive_int
 from limit.errors import LimitError
 from limit.plan import build_plan
-from limit.spec import load_study, resolve_study_path
+from limit.spec.study import load_study, resolve_study_path
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from limit.io import check_output
+    from limit.execution.io import check_output
 
     if args.timings:
         check_output(Path(args.timings), "--timings")
@@ -41,11 +41,11 @@ def main(args: argparse.Namespace) -> int:
         raise LimitError(f"--workdir: {workdir}: '?', '%' and '#' would break MLflow's sqlite URI there")
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")
 
-    from limit import tracking
     from limit.backends.local import collect_report, run_plan
     from limit.commands.plan import print_summary
+    from limit.execution import tracking
+    from limit.execution.store import Store
     from limit.plan.preflight import preflight
-    from limit.store import Store
 
     origin = str(resolve_study_path(args.study))
     study = load_study(args.study)

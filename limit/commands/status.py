@@ -16,10 +16,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from limit import progress
 from limit.commands.flags import add_study_and_store
+from limit.execution import progress
+from limit.execution.store import Store
 from limit.plan import Plan, Step
-from limit.store import Store
 
 STALE_S = 180.0  # an attempt whose heartbeat is older than this (or 4 heartbeats) lost its process
 FAILED = ("failed", "killed", "lost")
@@ -42,7 +42,7 @@ class StepState:
 
 def main(args: argparse.Namespace) -> int:
     from limit.plan import build_plan
-    from limit.spec import load_study, resolve_study_path
+    from limit.spec.study import load_study, resolve_study_path
 
     workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from limit.spec import list_studies, load_study
+from limit.spec.study import list_studies, load_study
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -48,7 +48,7 @@ def main(args: argparse.Namespace) -> int:
     from limit.backends.profile import load_profile
     from limit.commands.plan import print_summary
     from limit.plan import build_plan
-    from limit.spec import load_study, resolve_study_path
+    from limit.spec.study import load_study, resolve_study_path
 
     profile = load_profile(args.profile)  # the plan is sized for the profile's GPUs, as `limit manifest` does
     origin = str(resolve_study_path(args.study))

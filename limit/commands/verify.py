@@ -12,7 +12,7 @@ from pathlib import Path
 
 from limit.commands.flags import add_study_and_store
 from limit.errors import LimitError
-from limit.store import Store
+from limit.execution.store import Store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     from limit.plan import build_plan
-    from limit.spec import load_study, resolve_study_path
+    from limit.spec.study import load_study, resolve_study_path
 
     workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from limit.data.template import apply_template
 from limit.errors import LimitError, UnavailableError, is_transient
-from limit.locations import local_path
-from limit.spec import Source
+from limit.execution.locations import local_path
+from limit.spec.study import Source
 
 Row = dict[str, str]
 

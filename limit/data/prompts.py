@@ -14,9 +14,9 @@ from pathlib import Path
 
 from limit.data.template import PREAMBLE, apply_template
 from limit.errors import LimitError
-from limit.io import read_text
-from limit.locations import local_path
-from limit.spec import PromptSet, Source
+from limit.execution.io import read_text
+from limit.execution.locations import local_path
+from limit.spec.study import PromptSet, Source
 
 # "### Instruction" (Instruct-v3's release file has no colon) up to "### Response:", each on its own line
 TEMPLATED = re.compile(

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError, is_transient
+from limit.execution.io import write_jsonl
 from limit.gauntlet.benchmarks import V0
-from limit.io import write_jsonl
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Where the gauntlet's jsonl files come from, turned into a local folder.
 
-A location (parsed by `limit.locations.parse_locations`, where the spec validates it) is one of:
+A location (parsed by `limit.execution.locations.parse_locations`, where the spec validates it) is one of:
 - a folder (`../shared/gauntlet_data`), laid out as `<category>/<name>.jsonl` like llm-foundry's local_data;
 - `fixture:NAME`, a folder shipped inside the package (`fixture:gauntlet` holds the tiny suite);
 - `s3://bucket/prefix`, read with boto3 (which honours AWS_ENDPOINT_URL, e.g. MinIO);
@@ -21,8 +21,8 @@ import urllib.request
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError
-from limit.io import write_atomic
-from limit.locations import Location
+from limit.execution.io import write_atomic
+from limit.execution.locations import Location
 
 LLM_FOUNDRY_RAW = "https://raw.githubusercontent.com/mosaicml/llm-foundry/{commit}/scripts/eval/local_data/{file}"
 RAW_URL_ENV = "LIMIT_LLM_FOUNDRY_RAW"  # a mirror of GitHub's raw host, same {commit} and {file} placeholders

@@ -21,9 +21,9 @@ from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
-from limit.models import loading
-from limit.spec import GauntletSpec
-from limit.vllm_models import require_supported
+from limit.models.base import loading
+from limit.models.vllm import require_supported
+from limit.spec.study import GauntletSpec
 
 TASK_PREFIX = "gauntlet_"
 BACKENDS = ("hf", "packed", "vllm")

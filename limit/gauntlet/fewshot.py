@@ -15,7 +15,7 @@ import random
 from pathlib import Path
 
 from limit.errors import LimitError
-from limit.io import read_text
+from limit.execution.io import read_text
 
 EXAMPLE_DELIMITER = "\n"
 

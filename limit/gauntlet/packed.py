@@ -4,7 +4,7 @@ Tokenization, left truncation, few-shot prompts and metrics stay lm-eval's: this
 `_loglikelihood_tokens` runs the model. Each request is cut as HFLM cuts it (the last max_length + 1 tokens
 of context + continuation, minus the final one); requests left with the same context become one document
 whose continuations branch off it, so the context is computed once. Documents are packed, unpadded, into
-rows of at most `batch_tokens` tokens, one forward per row, through `limit.mpt.attention`: a token attends
+rows of at most `batch_tokens` tokens, one forward per row, through `limit.models.mpt.attention`: a token attends
 to its own document, on its own branch or the shared context, with ALiBi distances as if its continuation
 directly followed the context. Only the positions that predict a continuation token reach the LM head.
 """
@@ -23,7 +23,7 @@ from tqdm import tqdm
 from transformers import MptForCausalLM
 
 from limit.errors import LimitError
-from limit.mpt.attention import Layout, install
+from limit.models.mpt.attention import Layout, install
 
 ATTENTION = ("auto", "sdpa", "flex")  # eager needs contiguous positions, which branches are not
 

@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 from limit.data.prompts import Prompt
 from limit.errors import LimitError
-from limit.models import context_length, load_tokenizer, loading
-from limit.spec import Generation
-from limit.vllm_models import require_supported
+from limit.models.base import context_length, load_tokenizer, loading
+from limit.models.vllm import require_supported
+from limit.spec.study import Generation
 
 
 @dataclass

@@ -66,7 +66,7 @@ def packages() -> dict[str, str | None]:
 
 
 def attention_on_this_transformers(ctx: CheckContext) -> dict:
-    from limit.mpt.attention import install
+    from limit.models.mpt.attention import install
 
     stock = random_mpt(64, 4, 2, vocab=101, device=ctx.device).eval()
     ids = torch.randint(1, 101, (2, 19), device=ctx.device)

@@ -16,7 +16,7 @@ import torch
 
 from limit.gpucheck.context import CheckContext
 from limit.gpucheck.models import enable_checkpointing, random_mpt
-from limit.mpt.attention import Layout, install
+from limit.models.mpt.attention import Layout, install
 
 TOLERANCE = 1e-4
 

@@ -14,9 +14,9 @@ TOLERANCE = 1e-4
 
 
 def run(ctx: CheckContext) -> dict:
+    from limit.execution.locations import parse_locations
     from limit.gauntlet.benchmarks import suite
     from limit.gauntlet.data import fetch_files
-    from limit.locations import parse_locations
 
     model = model_folder(ctx)
     benches = suite("v0" if ctx.gauntlet_data else "tiny")
@@ -43,8 +43,8 @@ def model_folder(ctx: CheckContext) -> str:
     trained = sorted((ctx.workdir.parent / "trainer" / "artifacts" / "finetune").glob("*/epoch-2"))
     if trained:
         return str(trained[-1])
-    from limit.models import materialize_tiny
-    from limit.spec import TinyModel
+    from limit.models.base import materialize_tiny
+    from limit.spec.study import TinyModel
 
     shape = {} if ctx.smoke else {"d_model": 1024, "n_layers": 12, "n_heads": 16, "max_seq_len": 1024}
     return str(materialize_tiny(TinyModel(**shape), ctx.workdir))

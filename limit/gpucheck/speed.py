@@ -20,8 +20,8 @@ import torch
 from limit.costs import Shape, card_peak_tflops, finetune_memory
 from limit.gpucheck.context import CheckContext
 from limit.gpucheck.models import enable_checkpointing, random_mpt
-from limit.mpt.attention import install
-from limit.spec import TrainSpec
+from limit.models.mpt.attention import install
+from limit.spec.study import TrainSpec
 
 SHAPES = {  # d_model, n_heads, n_layers, vocab
     "mpt-1b": (2048, 16, 24, 50432),

@@ -51,7 +51,7 @@ SMOKE_TRAINING = {"gpus": 0, "zero_stage": 0, "precision": "fp32", "attention": 
 
 def run(ctx: CheckContext) -> dict:
     from limit.plan import build_plan
-    from limit.spec import load_study
+    from limit.spec.study import load_study
 
     study_file = write_study(ctx)
     plan = build_plan(load_study(str(study_file)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from limit.errors import LimitError
 from limit.judge.types import Judge
-from limit.spec import JudgeSpec
+from limit.spec.study import JudgeSpec
 
 
 def make_judge(spec: JudgeSpec, local_model: str | None = None) -> Judge:

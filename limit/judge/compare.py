@@ -17,13 +17,13 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from limit import progress
 from limit.errors import LimitError, UnavailableError
-from limit.io import read_jsonl
+from limit.execution import progress
+from limit.execution.io import read_jsonl
 from limit.judge.backends import judge_name
 from limit.judge.types import Judge, Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B, Judgment, summarize
-from limit.spec import JudgeSpec
+from limit.spec.study import JudgeSpec
 
 RESPONSE_FIELDS = ("prompt_id", "instruction", "output", "seed")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS, format_prompt, is_switched
 from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B
-from limit.models import context_length
+from limit.models.base import context_length
 
 log = logging.getLogger(__name__)
 ASSISTANT = "\n<|im_start|>assistant\n"
@@ -72,7 +72,7 @@ class LocalJudge:
             import torch
             from transformers import AutoModelForCausalLM
 
-            from limit.models import load_tokenizer, loading
+            from limit.models.base import load_tokenizer, loading
 
             tokenizer = load_tokenizer(self.location)
             tokenizer.model_max_length = int(1e9)  # we cut prompts to the model's context ourselves

@@ -27,12 +27,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from limit import progress
 from limit.errors import LimitError
+from limit.execution import progress
 from limit.judge.ranking import ranks_both
 from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import normalize_preference
-from limit.spec import JudgeSpec
+from limit.spec.study import JudgeSpec
 
 log = logging.getLogger(__name__)
 

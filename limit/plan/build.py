@@ -9,11 +9,11 @@ import json
 
 from limit.costs import Gpu
 from limit.errors import LimitError
-from limit.locations import local_file_sha256, local_tree_sha256
+from limit.execution.locations import local_file_sha256, local_tree_sha256
 from limit.plan.checks import check_gauntlet_data, check_models, check_subset_size
 from limit.plan.dag import Plan, Step
 from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
-from limit.spec import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
+from limit.spec.study import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
     EpochScore,

@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 from limit.errors import LimitError
-from limit.locations import local_path
-from limit.spec import ModelSpec, Study
+from limit.execution.locations import local_path
+from limit.spec.study import ModelSpec, Study
 
 
 def check_subset_size(study: Study, name: str, origin: str) -> None:

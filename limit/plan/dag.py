@@ -11,7 +11,7 @@ from functools import cached_property
 
 from limit.costs import GIB, Gpu, Memory
 from limit.errors import LimitError
-from limit.spec import Resources, Study
+from limit.spec.study import Resources, Study
 from limit.steps import step_argv, step_key
 from limit.steps.inputs import StepInput
 

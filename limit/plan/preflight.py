@@ -11,8 +11,8 @@ import os
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError
+from limit.execution.store import Store
 from limit.plan.dag import Plan, Step
-from limit.store import Store
 
 
 def preflight(plan: Plan, store: Store, origin: str) -> list[str]:

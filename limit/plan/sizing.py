@@ -18,7 +18,7 @@ from limit.costs import (
 from limit.errors import LimitError
 from limit.plan.dag import FinetuneCost
 from limit.quantities import gibibytes, parse_quantity
-from limit.spec import GauntletSpec, Generation, ModelSpec, Resources, RunSpec, Study, TrainSpec
+from limit.spec.study import GauntletSpec, Generation, ModelSpec, Resources, RunSpec, Study, TrainSpec
 from limit.steps import KINDS
 
 

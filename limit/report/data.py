@@ -16,10 +16,10 @@ from typing import Any
 
 from limit import __version__
 from limit.errors import LimitError
+from limit.execution.store import Store
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.scoring import check_scored
 from limit.report import sweeps
-from limit.store import Store
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
 

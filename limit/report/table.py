@@ -20,7 +20,7 @@ from typing import Any
 
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.scoring import metrics as gauntlet_metrics
-from limit.spec import slug
+from limit.spec.study import slug
 
 TAG_COLUMNS = ("model", "kind", "base_model", "dataset")
 HEADLINE = ("chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES))

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from limit import __version__
-from limit.spec import Resources
+from limit.spec.study import Resources
 from limit.steps import inputs
 
 

@@ -27,7 +27,6 @@ from pathlib import Path
 import mlflow
 from transformers import MptForCausalLM, TrainerCallback
 
-from limit import progress
 from limit.costs import (
     GIB,
     Gpu,
@@ -41,11 +40,12 @@ from limit.costs import (
 )
 from limit.cpu import configure_torch_threads
 from limit.errors import LimitError
-from limit.io import read_jsonl
-from limit.models import load_tokenizer, loading, model_location, tokenizer_location
-from limit.mpt.attention import install as install_attention
-from limit.spec import TrainSpec
-from limit.steps.context import StepContext
+from limit.execution import progress
+from limit.execution.context import StepContext
+from limit.execution.io import read_jsonl
+from limit.models.base import load_tokenizer, loading, model_location, tokenizer_location
+from limit.models.mpt.attention import install as install_attention
+from limit.spec.study import TrainSpec
 from limit.steps.inputs import FinetuneInput
 from limit.training.examples import encode_example
 from limit.training.optimizers import optimizer_cls_and_kwargs

@@ -10,14 +10,14 @@ import json
 
 import mlflow
 
-from limit import progress
 from limit.costs import PeakMemory
 from limit.errors import LimitError
+from limit.execution import progress
+from limit.execution.context import StepContext
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.evaluate import score_model
 from limit.gauntlet.scoring import metrics
-from limit.models import model_location
-from limit.steps.context import StepContext
+from limit.models.base import model_location
 from limit.steps.inputs import GauntletInput
 
 

@@ -16,16 +16,16 @@ import json
 import sys
 from pathlib import Path
 
-from limit import progress
 from limit.costs import PeakMemory
 from limit.cpu import configure_torch_threads
 from limit.data.prompts import Prompt, load_prompts
 from limit.errors import LimitError, UnavailableError
+from limit.execution import progress
+from limit.execution.context import StepContext
+from limit.execution.io import read_jsonl, write_jsonl
 from limit.generation.sampling import make_sampler
-from limit.io import read_jsonl, write_jsonl
-from limit.models import model_location
-from limit.spec import Generation
-from limit.steps.context import StepContext
+from limit.models.base import model_location
+from limit.spec.study import Generation
 from limit.steps.inputs import GenerateInput
 
 

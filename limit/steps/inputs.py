@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_serializer
 
-from limit.spec import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
+from limit.spec.study import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
 
 Ref = str
 

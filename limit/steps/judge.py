@@ -14,11 +14,11 @@ import json
 
 import mlflow
 
-from limit.io import write_jsonl
+from limit.execution.context import StepContext
+from limit.execution.io import write_jsonl
 from limit.judge.backends import make_judge
 from limit.judge.compare import check_complete, judge_responses, pair_by_prompt, read_responses, seed_totals
-from limit.models import model_location
-from limit.steps.context import StepContext
+from limit.models.base import model_location
 from limit.steps.inputs import JudgeInput
 
 

@@ -13,10 +13,10 @@ import numpy as np
 
 from limit.data.datasets import load_source, mix, source_label, subset
 from limit.errors import LimitError
-from limit.io import read_jsonl, write_jsonl
-from limit.locations import local_path
-from limit.models import load_tokenizer, tokenizer_location
-from limit.steps.context import StepContext
+from limit.execution.context import StepContext
+from limit.execution.io import read_jsonl, write_jsonl
+from limit.execution.locations import local_path
+from limit.models.base import load_tokenizer, tokenizer_location
 from limit.steps.inputs import PrepareInput
 
 # Sequence lengths worth knowing how many rows exceed (the paper trains at 2048 and 8192).

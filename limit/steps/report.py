@@ -14,10 +14,10 @@ import os
 from typing import Any
 
 from limit import report as rendering
-from limit import tracking
+from limit.execution import tracking
+from limit.execution.context import StepContext
 from limit.report.table import replicate_rows, summary_rows
-from limit.spec import slug
-from limit.steps.context import StepContext
+from limit.spec.study import slug
 from limit.steps.inputs import ReportInput
 
 

@@ -19,9 +19,9 @@ import sys
 import mlflow
 
 from limit.errors import LimitError
+from limit.execution.context import StepContext
 from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
 from limit.gauntlet.scoring import average_variance, check_scored, metrics
-from limit.steps.context import StepContext
 from limit.steps.inputs import SelectInput
 
 

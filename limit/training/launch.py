@@ -15,7 +15,7 @@ import sys
 
 from limit.cpu import available_cpus
 from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE
-from limit.lifetime import started_by
+from limit.execution.lifetime import started_by
 
 EXIT_INTERRUPTED = 130
 

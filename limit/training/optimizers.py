@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from limit.spec import TrainSpec
+from limit.spec.study import TrainSpec
 
 
 def trainer_weight_decay(train: TrainSpec) -> float:

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from limit import progress
 from limit.costs import GIB, Memory, PeakMemory
 from limit.errors import LimitError
-from limit.spec import TrainSpec
+from limit.execution import progress
+from limit.spec.study import TrainSpec
 
 MEMORY_LIMIT = "LIMIT_DEVICE_MEMORY_GIB"
 

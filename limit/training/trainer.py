@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from limit.errors import LimitError
-from limit.spec import TrainSpec
+from limit.spec.study import TrainSpec
 from limit.training.examples import IGNORE_INDEX
 from limit.training.optimizers import trainer_weight_decay
 

@@ -10,9 +10,9 @@ import sys
 import boto3
 import mlflow
 
+from limit.execution.tracking import experiment_name
 from limit.plan import build_plan
-from limit.spec import load_study
-from limit.tracking import experiment_name
+from limit.spec.study import load_study
 
 
 def main() -> int:

@@ -11,8 +11,8 @@ from typing import Literal
 
 from limit.errors import LimitError
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-WORKFLOWS = Path(__file__).resolve().parent.parent / "workflows"  # YAML only: studies, profiles, golden manifests
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+WORKFLOWS = Path(__file__).resolve().parents[2] / "workflows"  # YAML only: studies, profiles, golden manifests
 
 
 def local_path(location: str) -> Path:

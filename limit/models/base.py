@@ -16,8 +16,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError, is_transient
-from limit.locations import FIXTURES
-from limit.spec import ModelSpec, TinyModel
+from limit.execution.locations import FIXTURES
+from limit.spec.study import ModelSpec, TinyModel
 
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"

@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from limit.errors import LimitError
-from limit.io import read_text
+from limit.execution.io import read_text
 
 M = TypeVar("M", bound=BaseModel)
 MAX_ALIAS_NODES = 1000  # nodes that YAML aliases may add to a document once expanded

@@ -22,7 +22,7 @@ from typing import Any
 import mlflow
 from mlflow.entities import Metric, Param
 
-from limit.mlflow_store import artifact_root, execution_tags, mark_dead_runs_killed, open_store
+from limit.execution.mlflow_store import artifact_root, execution_tags, mark_dead_runs_killed, open_store
 
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold

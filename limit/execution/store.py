@@ -31,10 +31,10 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from botocore.exceptions import BotoCoreError, ClientError, ConnectTimeoutError, EndpointConnectionError
 
-from limit.digests import digest, fsync_folder, fsync_path, fsync_tree, listed, mismatch
 from limit.errors import LimitError, UnavailableError
-from limit.io import write_atomic, write_json
-from limit.leases import FileLock, S3Lease
+from limit.execution.digests import digest, fsync_folder, fsync_path, fsync_tree, listed, mismatch
+from limit.execution.io import write_atomic, write_json
+from limit.execution.leases import FileLock, S3Lease
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
@@ -190,7 +190,7 @@ class Store:
 
     @contextlib.contextmanager
     def lock(self, ref: str, adopt: str | None = None) -> Iterator[FileLock | S3Lease]:
-        """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.leases`);
+        """Hold `ref` for this execution alone, after waiting for any other holder (see `limit.execution.leases`);
         `adopt`: the owner token of a lock the process that relaunched this one holds."""
         held, done = self._hold(ref, adopt), False
         self.held[ref] = held

@@ -24,9 +24,9 @@ from pydantic import (
     model_validator,
 )
 
-from limit.locations import WORKFLOWS, Location, parse_locations
+from limit.execution.locations import WORKFLOWS, Location, parse_locations
 from limit.quantities import parse_quantity
-from limit.yaml_models import FieldError, first_error, load_model, resolve_named
+from limit.spec.loader import FieldError, first_error, load_model, resolve_named
 
 STUDIES_DIR = WORKFLOWS / "studies"
 

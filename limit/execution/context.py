@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from limit.store import Store
+from limit.execution.store import Store
 
 
 @dataclass

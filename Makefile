@@ -5,11 +5,7 @@ BIN    := $(VENV)/bin
 STUDY  ?= tiny
 PROFILE ?= workflows/profiles/gpu.yaml
 
-<<<<<<< HEAD
-.PHONY: install lock run test lint format bench bench-gauntlet bench-train check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
-=======
-.PHONY: install lock run test lint format bench bench-gauntlet bench-train bench-ranks manifest submit image e2e e2e-local golden clean
->>>>>>> issue-19
+.PHONY: install lock run test lint format bench bench-gauntlet bench-train bench-ranks check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -52,7 +48,6 @@ bench-gauntlet: install
 bench-train: install
 	$(BIN)/python benchmarks/train.py --out runs/bench/train.json
 
-<<<<<<< HEAD
 # On a GPU node before a long study (7 minutes on an H100/H200; docs/benchmarks.md says what each stage measures).
 check-gpu: install
 	$(BIN)/limit check-gpu --out runs/check-gpu/check-gpu.json
@@ -60,11 +55,10 @@ check-gpu: install
 # Wheels for a bare GPU machine that has torch and transformers only (the lent H200's list by default).
 check-gpu-wheels: install
 	$(BIN)/python images/gpu_wheels.py --have images/gpu-node-packages.txt --out .whl
-=======
+
 # Time per optimizer step of the tiny finetune, one process against 2 CPU processes, ZeRO-2 and 3 (~3 min).
 bench-ranks: install
 	$(BIN)/python benchmarks/distributed.py --out runs/bench/ranks.json
->>>>>>> issue-19
 
 manifest: install
 	$(BIN)/limit manifest $(STUDY) --profile $(PROFILE) --out runs/manifests/$(STUDY).yaml

@@ -9,13 +9,10 @@ The console gets one line per step event (reuse, run, done, FAIL, skip) and, eve
 (default 30), a heartbeat for each step running longer than that: the latest `progress:` line of its log in
 words (limit/execution/progress.py). SIGTERM or SIGINT stops every step's process group (SIGTERM, then SIGKILL after
 STOP_GRACE_S), ends the parent run KILLED and re-raises KeyboardInterrupt; partial outputs stay, and the
-<<<<<<< HEAD
 next run resumes from them. An unexpected error in this process (the store unreachable mid-run) stops the
 steps alike and ends the parent run FAILED, never FINISHED: exit 75 when the cause is network trouble.
-=======
-next run resumes from them. Killed outright (SIGKILL), this process leaves no step behind either: each step,
-and each rank of a torchrun step, gets SIGTERM when its parent dies (limit/execution/lifetime.py).
->>>>>>> issue-19
+Killed outright (SIGKILL), this process leaves no step behind either: each step, and each rank of a torchrun
+step, gets SIGTERM when its parent dies (limit/execution/lifetime.py).
 """
 
 from __future__ import annotations

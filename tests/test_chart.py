@@ -3,6 +3,7 @@ values; every object validates against the Kubernetes schemas; pods run non-root
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -38,7 +39,11 @@ NON_DEFAULT = {
         "postgres": {"uriSecret": "mlflow-db"},
         "auth": {"create": True, "username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
     },
-    "minio": {"enabled": True, "persistence": {"enabled": True, "storageClass": "standard"}},
+    "minio": {
+        "enabled": True,
+        "persistence": {"enabled": True, "storageClass": "standard"},
+        "root": {"create": True, "user": "root", "password": "root-password"},
+    },
     "networkPolicy": {
         "mlflowFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
         "minioFrom": [ARGO_SERVER],
@@ -141,6 +146,64 @@ def test_mlflow_accepts_in_cluster_host_names() -> None:
 def test_minio_image_is_pinned_by_digest() -> None:
     [deploy] = [o for o in render(KIND_VALUES) if o["kind"] == "Deployment" and "minio" in o["metadata"]["name"]]
     assert "@sha256:" in deploy["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def secret_refs(obj: dict) -> set[str]:
+    """Every Secret an object's pods read (env, envFrom, volumes) or a ConfigMap names (the artifact repository)."""
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for field in ("secretKeyRef", "secretRef", "accessKeySecret", "secretKeySecret"):
+                if isinstance(node.get(field), dict):
+                    found.add(node[field]["name"])
+            if isinstance(node.get("secret"), dict):
+                found.add(node["secret"]["secretName"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and "accessKeySecret" in node:  # the artifact repository is YAML in a string
+            walk(yaml.safe_load(node))
+
+    walk(obj)
+    return found
+
+
+def test_minios_root_user_is_read_by_minio_and_its_setup_job_only() -> None:
+    objects = render(KIND_VALUES)
+    readers = {o["metadata"]["name"] for o in objects if "limit-minio-root" in secret_refs(o)}
+    assert readers == {"limit-minio", "limit-minio-bucket"}
+    profile = load_profile("kind")
+    assert profile.s3_credentials.secret == "limit-s3" != "limit-minio-root"
+    for name in ("limit-mlflow", "artifact-repositories"):  # MLflow's artifact proxy, Argo's log archiving
+        [obj] = [o for o in objects if o["metadata"]["name"] == name and o["kind"] in ("Deployment", "ConfigMap")]
+        assert secret_refs(obj) == {"limit-s3"}, name
+    root = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}["limit-minio-root"]["stringData"]
+    assert root["rootUser"] != KIND_VALUES["s3"]["accessKey"]
+
+
+def test_the_workflow_minio_user_may_use_the_bucket_only() -> None:
+    [job] = [o for o in render(NON_DEFAULT) if o["kind"] == "Job" and o["metadata"]["name"] == "lim-minio-bucket"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WORKFLOW_USER"]["valueFrom"]["secretKeyRef"] == {"name": "lim-s3", "key": "accessKey"}
+    assert env["MINIO_ROOT_USER"]["valueFrom"]["secretKeyRef"]["name"] == "lim-minio-root"
+    policy = json.loads(env["POLICY"]["value"])
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::studies", "arn:aws:s3:::studies/*"}
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert all(a.startswith("s3:") and "*" not in a for a in actions) and "s3:CreateBucket" not in actions
+    script = container["args"][0]
+    assert 'mc admin user add local "$WORKFLOW_USER"' in script and "--user \"$WORKFLOW_USER\"" in script
+    assert "@sha256:" in container["image"]  # MinIO's own pinned image, which ships mc
+
+
+def test_minio_refuses_the_workflow_user_as_root() -> None:
+    same = {"minio": {**NON_DEFAULT["minio"], "root": {"create": True, "user": "a", "password": "root-password"}}}
+    with pytest.raises(Exception, match="must not be MinIO's root user"):
+        render({**NON_DEFAULT, **same})
 
 
 def test_kind_profile_names_what_the_chart_creates() -> None:

@@ -37,7 +37,11 @@ NON_DEFAULT = {
     "mlflow": {
         "backend": "postgres",
         "postgres": {"uriSecret": "mlflow-db"},
-        "auth": {"create": True, "username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
+        "auth": {
+            "create": True,
+            **{"username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
+            "workflowUser": {"create": True, "username": "workflows", "password": "wf-password"},
+        },
     },
     "minio": {
         "enabled": True,
@@ -196,7 +200,7 @@ def test_the_workflow_minio_user_may_use_the_bucket_only() -> None:
     actions = {a for statement in policy["Statement"] for a in statement["Action"]}
     assert all(a.startswith("s3:") and "*" not in a for a in actions) and "s3:CreateBucket" not in actions
     script = container["args"][0]
-    assert 'mc admin user add local "$WORKFLOW_USER"' in script and "--user \"$WORKFLOW_USER\"" in script
+    assert 'mc admin user add local "$WORKFLOW_USER"' in script and '--user "$WORKFLOW_USER"' in script
     assert "@sha256:" in container["image"]  # MinIO's own pinned image, which ships mc
 
 
@@ -385,23 +389,45 @@ def test_mlflow_auth_keeps_its_users_on_a_volume_with_postgres_too() -> None:
     assert set(secret["stringData"]) == {"username", "password", "flaskSecretKey"}
 
 
-def test_gpu_profile_logs_in_with_the_charts_mlflow_user() -> None:
+def users_job(values: dict) -> dict:
+    [job] = [o for o in render(values) if o["kind"] == "Job" and o["metadata"]["name"].endswith("-mlflow-users")]
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_gpu_profile_logs_in_as_the_charts_workflow_user_not_the_admin() -> None:
     creds = load_profile("gpu").mlflow_credentials
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow_container({})["env"] if "valueFrom" in e}
-    assert refs["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": creds.secret, "key": creds.username_key}
-    assert refs["MLFLOW_AUTH_ADMIN_PASSWORD"] == {"name": creds.secret, "key": creds.password_key}
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in users_job({})["env"] if "valueFrom" in e}
+    assert refs["WORKFLOW_USERNAME"] == {"name": creds.secret, "key": creds.username_key}
+    assert refs["WORKFLOW_PASSWORD"] == {"name": creds.secret, "key": creds.password_key}
+    admin = {e["valueFrom"]["secretKeyRef"]["name"] for e in mlflow_container({})["env"] if "valueFrom" in e}
+    assert creds.secret not in admin and "limit-mlflow-auth" in admin
     assert load_profile("kind").mlflow_credentials is None
+    assert not [o for o in render(KIND_VALUES) if o["metadata"]["name"].endswith("-mlflow-users")]  # auth off
+
+
+def test_only_mlflow_and_its_users_job_read_the_admin_secret(objects: list[dict]) -> None:
+    readers = {o["metadata"]["name"] for o in objects if any(n.endswith("-mlflow-auth") for n in secret_refs(o))}
+    assert readers <= {"limit-mlflow", "limit-mlflow-users", "lim-mlflow", "lim-mlflow-users"}
+
+
+def test_mlflow_refuses_the_admin_as_workflow_user() -> None:
+    auth = {**NON_DEFAULT["mlflow"]["auth"], "workflowUser": {"create": True, "username": "admin", "password": "p"}}
+    with pytest.raises(Exception, match="must not be the admin user"):
+        render({**NON_DEFAULT, "mlflow": {**NON_DEFAULT["mlflow"], "auth": auth}})
 
 
 def test_the_charts_mlflow_with_basic_auth_refuses_strangers_and_admits_the_profiles_user(tmp_path: Path) -> None:
-    """The chart's own server command with basic auth on (its default), under its memory limit; a client with the
-    variables a gpu-profile pod gets (MLFLOW_TRACKING_USERNAME/PASSWORD) logs a run, one without is refused."""
+    """The chart's own server command with basic auth on (its default), under its memory limit, and its users
+    Job: a client with the variables a gpu-profile pod gets (the workflow user, not the admin) logs a run, one
+    with a wrong password is refused, and the workflow user cannot make users."""
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
     from chart_mlflow import MemoryWatchdog, local_auth_config, local_server, memory_limit, rendered_container
     from conftest import free_port
 
-    user = {"username": "limit", "password": "a-long-s3cret-pw", "flaskSecretKey": "k"}
-    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}, "limit-mlflow-auth": user}
+    admin = {"username": "admin", "password": "a-long-s3cret-pw", "flaskSecretKey": "k"}
+    workflow = {"username": "limit", "password": "another-s3cret"}
+    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}, "limit-mlflow-auth": admin,
+               "limit-mlflow-workflow": workflow}  # fmt: skip
     container, port = rendered_container({}), free_port()
     auth = local_auth_config({}, tmp_path / "basic_auth.db")
     argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets, auth)
@@ -412,17 +438,37 @@ def test_the_charts_mlflow_with_basic_auth_refuses_strangers_and_admits_the_prof
     try:
         _wait_healthy(url, watchdog)  # /health needs no credentials: the kubelet's probes have none
         assert _status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+        for _ in range(2):  # the users Job, as a post-install and a post-upgrade hook: creates, then resets
+            assert _run_users_job(url, secrets, tmp_path).returncode == 0
         creds = load_profile("gpu").mlflow_credentials
         as_pod = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": secrets[creds.secret][creds.username_key],
                   "MLFLOW_TRACKING_PASSWORD": secrets[creds.secret][creds.password_key]}  # fmt: skip
         assert _log_a_run(as_pod, tmp_path).returncode == 0
         refused = _log_a_run({**as_pod, "MLFLOW_TRACKING_PASSWORD": "wrong"}, tmp_path)
         assert refused.returncode != 0 and "401" in refused.stderr
+        as_admin = _run_users_job(url, {**secrets, "limit-mlflow-auth": {**admin, **workflow}}, tmp_path)
+        assert as_admin.returncode != 0 and "must not be the admin" in as_admin.stderr
+        impostor = _run_users_job(url, {**secrets, "limit-mlflow-auth": workflow,
+                                        "limit-mlflow-workflow": {"username": "x", "password": "x-password"}},
+                                  tmp_path)  # fmt: skip
+        assert impostor.returncode != 0 and "403" in impostor.stderr  # the workflow user is no admin
     finally:
         watchdog.stop()
         server.kill()
         server.wait()
     assert not watchdog.exceeded, watchdog.exceeded
+
+
+def _run_users_job(url: str, secrets: dict[str, dict[str, str]], tmp_path: Path) -> subprocess.CompletedProcess:
+    """The chart's users Job (its script and environment, Secrets resolved) against the MLflow at `url`."""
+    container = users_job({})
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for var in (e for e in container["env"] if "valueFrom" in e):
+        ref = var["valueFrom"]["secretKeyRef"]
+        env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    env |= {"MLFLOW_TRACKING_URI": url, "HOME": str(tmp_path)}
+    argv = [sys.executable, *container["command"][1:], *container["args"]]
+    return subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 
 def _status(url: str) -> int:

@@ -85,3 +85,7 @@ podSelector:
 {{- $objects := dict "Effect" "Allow" "Action" (list "s3:GetObject" "s3:PutObject" "s3:DeleteObject" "s3:AbortMultipartUpload" "s3:ListMultipartUploadParts") "Resource" (list (printf "%s/*" $bucket)) }}
 {{- dict "Version" "2012-10-17" "Statement" (list $list $objects) | toJson }}
 {{- end }}
+
+{{- define "limit.mlflowWorkflowSecret" -}}
+{{ .Values.mlflow.auth.workflowUser.existingSecret | default (printf "%s-mlflow-workflow" .Values.prefix) }}
+{{- end }}

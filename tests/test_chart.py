@@ -326,7 +326,7 @@ WORKFLOW_POD = {"workflows.argoproj.io/workflow": "limit-tiny-x7k2q", "limit/stu
 def test_only_workflow_pods_mlflow_and_the_bucket_job_reach_mlflow_and_minio() -> None:
     objects = render(NON_DEFAULT)
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
-    assert set(policies) == {"lim-mlflow", "lim-minio"}
+    assert set(policies) == {"lim-mlflow", "lim-minio", "lim-workflow-egress"}
     mlflow, minio = policies["lim-mlflow"], policies["lim-minio"]
     assert selects(mlflow["spec"]["podSelector"], pod_labels(objects, "lim-mlflow"))
     assert selects(minio["spec"]["podSelector"], pod_labels(objects, "lim-minio"))
@@ -338,6 +338,7 @@ def test_only_workflow_pods_mlflow_and_the_bucket_job_reach_mlflow_and_minio() -
     assert admits(minio, pod_labels(objects, "lim-mlflow"))  # it proxies artifacts to the bucket
     assert admits(minio, pod_labels(objects, "lim-minio-bucket"))
     assert not admits(mlflow, pod_labels(objects, "lim-minio-bucket"))
+    assert admits(mlflow, pod_labels(objects, "lim-mlflow-users"))  # it makes the workflow user
     assert {"namespaceSelector": {"matchLabels": {"team": "ml"}}} in mlflow["spec"]["ingress"][0]["from"]
     assert ARGO_SERVER in minio["spec"]["ingress"][0]["from"]
 
@@ -350,6 +351,76 @@ def test_network_policies_allow_the_ports_the_services_serve() -> None:
         named = {p["name"] for c in deploy["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
         assert ports and ports <= named, (ports, named)
+
+
+def egress(objects: list[dict]) -> set[tuple[str, int, str]]:
+    """(destination, port, protocol) of every egress the workflow pods' policy allows."""
+    [policy] = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-egress")]
+    assert selects(policy["spec"]["podSelector"], WORKFLOW_POD) and policy["spec"]["policyTypes"] == ["Egress"]
+    assert not selects(policy["spec"]["podSelector"], {"app.kubernetes.io/name": "mlflow"})
+    allowed = set()
+    for rule in policy["spec"]["egress"]:
+        assert rule.get("to") and rule.get("ports"), rule  # an empty `to` or `ports` would allow every one
+        for peer in rule["to"]:
+            name = json.dumps(peer, sort_keys=True)
+            allowed |= {(name, port["port"], port["protocol"]) for port in rule["ports"]}
+    return allowed
+
+
+def ip(cidr: str, *excepted: str) -> str:
+    return json.dumps({"ipBlock": {"cidr": cidr, **({"except": list(excepted)} if excepted else {})}}, sort_keys=True)
+
+
+def app(name: str) -> str:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "limit"}
+    return json.dumps({"podSelector": {"matchLabels": labels}}, sort_keys=True)
+
+
+DNS = json.dumps({"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}, sort_keys=True)
+DNS_PORTS = {(DNS, 53, "UDP"), (DNS, 53, "TCP")}
+
+
+def test_workflow_pods_may_reach_exactly_the_configured_destinations() -> None:
+    values = {
+        "minio": {"enabled": True},
+        "networkPolicy": {"egress": {
+            "apiServer": {"cidrs": ["172.18.0.2/32"], "ports": [6443]},
+            "judge": {"cidrs": ["162.159.140.0/24"]},
+            "hub": {"cidrs": ["18.160.0.0/15"], "ports": [443, 80]},
+            "publicHttps": {"cidrs": []},
+        }},
+    }  # fmt: skip
+    assert egress(render(values)) == DNS_PORTS | {
+        (app("mlflow"), 5000, "TCP"),
+        (app("minio"), 9000, "TCP"),
+        (ip("172.18.0.2/32"), 6443, "TCP"),
+        (ip("162.159.140.0/24"), 443, "TCP"),
+        (ip("18.160.0.0/15"), 443, "TCP"),
+        (ip("18.160.0.0/15"), 80, "TCP"),
+    }
+
+
+def test_egress_defaults_reach_the_api_server_and_public_https_only_beyond_the_chart() -> None:
+    private = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    public = ip("0.0.0.0/0", *private, "169.254.0.0/16", "100.64.0.0/10")
+    api = {(ip(c), port, "TCP") for c in private for port in (443, 6443)}
+    assert egress(render({})) == DNS_PORTS | api | {(app("mlflow"), 5000, "TCP"), (public, 443, "TCP")}
+    external_s3 = {"networkPolicy": {"egress": {"s3": {"cidrs": ["52.216.0.0/15"]}, "publicHttps": {"cidrs": []}}}}
+    assert egress(render(external_s3)) == DNS_PORTS | api | {
+        (app("mlflow"), 5000, "TCP"),
+        (ip("52.216.0.0/15"), 443, "TCP"),
+    }
+    no_mlflow = {"mlflow": {"enabled": False}, "networkPolicy": {"egress": {"publicHttps": {"cidrs": []}}}}
+    assert egress(render(no_mlflow)) == DNS_PORTS | api
+
+
+def test_egress_policy_follows_its_toggles() -> None:
+    names = lambda values: {o["metadata"]["name"] for o in render(values) if o["kind"] == "NetworkPolicy"}  # noqa: E731
+    assert "limit-workflow-egress" in names({})
+    assert names({"networkPolicy": {"egress": {"enabled": False}}}) == {"limit-mlflow"}
+    assert not names({"networkPolicy": {"enabled": False, "egress": {"enabled": True}}})
+    extra = {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}
+    assert (ip("10.1.2.3/32"), 5432, "TCP") in egress(render({"networkPolicy": {"egress": {"extra": [extra]}}}))
 
 
 def test_network_policies_can_be_left_out() -> None:

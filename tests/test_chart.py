@@ -31,7 +31,13 @@ NON_DEFAULT = {
     "imagePullSecrets": [{"name": "regcred"}],
     "workflow": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/limit"}},
     "submitter": {"enabled": True, "createToken": True},
-    "s3": {"create": True, "accessKey": "a", "secretKey": "b", "bucket": "studies", "region": "eu-west-1"},
+    "s3": {
+        "create": True,
+        "accessKey": "workflows",
+        "secretKey": "workflows-secret",
+        "bucket": "studies",
+        "region": "eu-west-1",
+    },
     "judge": {"create": True, "apiKey": "sk-test"},
     "semaphores": {"gpuPods": 8},
     "mlflow": {
@@ -205,9 +211,27 @@ def test_the_workflow_minio_user_may_use_the_bucket_only() -> None:
 
 
 def test_minio_refuses_the_workflow_user_as_root() -> None:
-    same = {"minio": {**NON_DEFAULT["minio"], "root": {"create": True, "user": "a", "password": "root-password"}}}
+    same = {
+        "minio": {**NON_DEFAULT["minio"], "root": {"create": True, "user": "workflows", "password": "root-password"}}
+    }
     with pytest.raises(Exception, match="must not be MinIO's root user"):
         render({**NON_DEFAULT, **same})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"root": {"create": True, "user": "root", "password": "short"}}, "root password under 8"),
+        ({"s3": {"create": True, "accessKey": "workflows", "secretKey": "short"}}, "secret key under 8"),
+        ({"s3": {"create": True, "accessKey": "wf", "secretKey": "long-enough"}}, "user under 3"),
+    ],
+)
+def test_minio_credentials_it_would_refuse_fail_the_render(edit: dict, message: str) -> None:
+    """MinIO would refuse them at start or in its setup Job, a hook `helm install` would wait on for minutes."""
+    values = {**NON_DEFAULT, "s3": {**NON_DEFAULT["s3"], **edit.get("s3", {})}}
+    values["minio"] = {**NON_DEFAULT["minio"], **({"root": edit["root"]} if "root" in edit else {})}
+    with pytest.raises(Exception, match=message):
+        render(values)
 
 
 def test_kind_profile_names_what_the_chart_creates() -> None:

@@ -439,3 +439,35 @@ def test_every_pod_logs_to_mlflow_as_the_profiles_user(study: str, profile: str)
             else:
                 ref = env[var]["valueFrom"]["secretKeyRef"]
                 assert (ref["name"], ref["key"]) == (creds.secret, getattr(creds, key)), name
+
+
+CHART_VALUES = {"gpu": {}, "kind": yaml.safe_load((REPO / "tests" / "e2e" / "values-kind.yaml").read_text())}
+
+
+@pytest.mark.parametrize(("study", "profile"), [("full", "gpu"), ("tiny", "kind")])
+def test_no_pod_holds_mlflows_admin_or_minios_root_user(study: str, profile: str) -> None:
+    """The Secrets only the chart's MLflow, MinIO and their setup Jobs read: no workflow pod names one."""
+    from test_chart import render as render_chart
+    from test_chart import secret_refs
+
+    chart = render_chart(CHART_VALUES[profile])
+    pods = {o["metadata"]["name"]: secret_refs(o) for o in chart if o["kind"] in ("Deployment", "Job")}
+    privileged = {"limit-mlflow-auth", "limit-minio-root"} & set().union(*pods.values())
+    assert privileged == ({"limit-mlflow-auth"} if profile == "gpu" else {"limit-minio-root"})
+    for name, container in containers(manifest(study, profile)).items():
+        refs = {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+        assert not refs & privileged, name
+
+
+def test_report_and_select_pods_get_only_mlflow_and_s3() -> None:
+    """No judge key, no hub token: a report or select step reads upstream outputs and logs, nothing more."""
+    profile = load_profile("gpu")
+    doc = manifest("full", "gpu")
+    kinds = {n: t.get("metadata", {}).get("labels", {}).get("limit/kind") for n, t in templates(doc).items()}
+    expected = {profile.mlflow_credentials.secret, profile.s3_credentials.secret}
+    checked = 0
+    for name, container in containers(doc).items():
+        if kinds[name] in ("report", "select"):
+            assert {e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e} == expected
+            checked += 1
+    assert checked >= 2

@@ -3,6 +3,7 @@ values; every object validates against the Kubernetes schemas; pods run non-root
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -30,15 +31,29 @@ NON_DEFAULT = {
     "imagePullSecrets": [{"name": "regcred"}],
     "workflow": {"serviceAccountAnnotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::1:role/limit"}},
     "submitter": {"enabled": True, "createToken": True},
-    "s3": {"create": True, "accessKey": "a", "secretKey": "b", "bucket": "studies", "region": "eu-west-1"},
+    "s3": {
+        "create": True,
+        "accessKey": "workflows",
+        "secretKey": "workflows-secret",
+        "bucket": "studies",
+        "region": "eu-west-1",
+    },
     "judge": {"create": True, "apiKey": "sk-test"},
     "semaphores": {"gpuPods": 8},
     "mlflow": {
         "backend": "postgres",
         "postgres": {"uriSecret": "mlflow-db"},
-        "auth": {"create": True, "username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
+        "auth": {
+            "create": True,
+            **{"username": "admin", "password": "twelve-chars", "flaskSecretKey": "k"},
+            "workflowUser": {"create": True, "username": "workflows", "password": "wf-password"},
+        },
     },
-    "minio": {"enabled": True, "persistence": {"enabled": True, "storageClass": "standard"}},
+    "minio": {
+        "enabled": True,
+        "persistence": {"enabled": True, "storageClass": "standard"},
+        "root": {"create": True, "user": "root", "password": "root-password"},
+    },
     "networkPolicy": {
         "mlflowFrom": [{"namespaceSelector": {"matchLabels": {"team": "ml"}}}],
         "minioFrom": [ARGO_SERVER],
@@ -141,6 +156,82 @@ def test_mlflow_accepts_in_cluster_host_names() -> None:
 def test_minio_image_is_pinned_by_digest() -> None:
     [deploy] = [o for o in render(KIND_VALUES) if o["kind"] == "Deployment" and "minio" in o["metadata"]["name"]]
     assert "@sha256:" in deploy["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
+def secret_refs(obj: dict) -> set[str]:
+    """Every Secret an object's pods read (env, envFrom, volumes) or a ConfigMap names (the artifact repository)."""
+    found: set[str] = set()
+
+    def walk(node) -> None:
+        if isinstance(node, dict):
+            for field in ("secretKeyRef", "secretRef", "accessKeySecret", "secretKeySecret"):
+                if isinstance(node.get(field), dict):
+                    found.add(node[field]["name"])
+            if isinstance(node.get("secret"), dict):
+                found.add(node["secret"]["secretName"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+        elif isinstance(node, str) and "accessKeySecret" in node:  # the artifact repository is YAML in a string
+            walk(yaml.safe_load(node))
+
+    walk(obj)
+    return found
+
+
+def test_minios_root_user_is_read_by_minio_and_its_setup_job_only() -> None:
+    objects = render(KIND_VALUES)
+    readers = {o["metadata"]["name"] for o in objects if "limit-minio-root" in secret_refs(o)}
+    assert readers == {"limit-minio", "limit-minio-bucket"}
+    profile = load_profile("kind")
+    assert profile.s3_credentials.secret == "limit-s3" != "limit-minio-root"
+    for name in ("limit-mlflow", "artifact-repositories"):  # MLflow's artifact proxy, Argo's log archiving
+        [obj] = [o for o in objects if o["metadata"]["name"] == name and o["kind"] in ("Deployment", "ConfigMap")]
+        assert secret_refs(obj) == {"limit-s3"}, name
+    root = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Secret"}["limit-minio-root"]["stringData"]
+    assert root["rootUser"] != KIND_VALUES["s3"]["accessKey"]
+
+
+def test_the_workflow_minio_user_may_use_the_bucket_only() -> None:
+    [job] = [o for o in render(NON_DEFAULT) if o["kind"] == "Job" and o["metadata"]["name"] == "lim-minio-bucket"]
+    [container] = job["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["WORKFLOW_USER"]["valueFrom"]["secretKeyRef"] == {"name": "lim-s3", "key": "accessKey"}
+    assert env["MINIO_ROOT_USER"]["valueFrom"]["secretKeyRef"]["name"] == "lim-minio-root"
+    policy = json.loads(env["POLICY"]["value"])
+    resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+    assert resources == {"arn:aws:s3:::studies", "arn:aws:s3:::studies/*"}
+    actions = {a for statement in policy["Statement"] for a in statement["Action"]}
+    assert all(a.startswith("s3:") and "*" not in a for a in actions) and "s3:CreateBucket" not in actions
+    script = container["args"][0]
+    assert 'mc admin user add local "$WORKFLOW_USER"' in script and '--user "$WORKFLOW_USER"' in script
+    assert "@sha256:" in container["image"]  # MinIO's own pinned image, which ships mc
+
+
+def test_minio_refuses_the_workflow_user_as_root() -> None:
+    same = {
+        "minio": {**NON_DEFAULT["minio"], "root": {"create": True, "user": "workflows", "password": "root-password"}}
+    }
+    with pytest.raises(Exception, match="must not be MinIO's root user"):
+        render({**NON_DEFAULT, **same})
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        ({"root": {"create": True, "user": "root", "password": "short"}}, "root password under 8"),
+        ({"s3": {"create": True, "accessKey": "workflows", "secretKey": "short"}}, "secret key under 8"),
+        ({"s3": {"create": True, "accessKey": "wf", "secretKey": "long-enough"}}, "user under 3"),
+    ],
+)
+def test_minio_credentials_it_would_refuse_fail_the_render(edit: dict, message: str) -> None:
+    """MinIO would refuse them at start or in its setup Job, a hook `helm install` would wait on for minutes."""
+    values = {**NON_DEFAULT, "s3": {**NON_DEFAULT["s3"], **edit.get("s3", {})}}
+    values["minio"] = {**NON_DEFAULT["minio"], **({"root": edit["root"]} if "root" in edit else {})}
+    with pytest.raises(Exception, match=message):
+        render(values)
 
 
 def test_kind_profile_names_what_the_chart_creates() -> None:
@@ -259,7 +350,7 @@ WORKFLOW_POD = {"workflows.argoproj.io/workflow": "limit-tiny-x7k2q", "limit/stu
 def test_only_workflow_pods_mlflow_and_the_bucket_job_reach_mlflow_and_minio() -> None:
     objects = render(NON_DEFAULT)
     policies = {o["metadata"]["name"]: o for o in objects if o["kind"] == "NetworkPolicy"}
-    assert set(policies) == {"lim-mlflow", "lim-minio"}
+    assert set(policies) == {"lim-mlflow", "lim-minio", "lim-workflow-egress"}
     mlflow, minio = policies["lim-mlflow"], policies["lim-minio"]
     assert selects(mlflow["spec"]["podSelector"], pod_labels(objects, "lim-mlflow"))
     assert selects(minio["spec"]["podSelector"], pod_labels(objects, "lim-minio"))
@@ -271,6 +362,7 @@ def test_only_workflow_pods_mlflow_and_the_bucket_job_reach_mlflow_and_minio() -
     assert admits(minio, pod_labels(objects, "lim-mlflow"))  # it proxies artifacts to the bucket
     assert admits(minio, pod_labels(objects, "lim-minio-bucket"))
     assert not admits(mlflow, pod_labels(objects, "lim-minio-bucket"))
+    assert admits(mlflow, pod_labels(objects, "lim-mlflow-users"))  # it makes the workflow user
     assert {"namespaceSelector": {"matchLabels": {"team": "ml"}}} in mlflow["spec"]["ingress"][0]["from"]
     assert ARGO_SERVER in minio["spec"]["ingress"][0]["from"]
 
@@ -283,6 +375,76 @@ def test_network_policies_allow_the_ports_the_services_serve() -> None:
         named = {p["name"] for c in deploy["spec"]["template"]["spec"]["containers"] for p in c["ports"]}
         ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
         assert ports and ports <= named, (ports, named)
+
+
+def egress(objects: list[dict]) -> set[tuple[str, int, str]]:
+    """(destination, port, protocol) of every egress the workflow pods' policy allows."""
+    [policy] = [o for o in objects if o["kind"] == "NetworkPolicy" and o["metadata"]["name"].endswith("-egress")]
+    assert selects(policy["spec"]["podSelector"], WORKFLOW_POD) and policy["spec"]["policyTypes"] == ["Egress"]
+    assert not selects(policy["spec"]["podSelector"], {"app.kubernetes.io/name": "mlflow"})
+    allowed = set()
+    for rule in policy["spec"]["egress"]:
+        assert rule.get("to") and rule.get("ports"), rule  # an empty `to` or `ports` would allow every one
+        for peer in rule["to"]:
+            name = json.dumps(peer, sort_keys=True)
+            allowed |= {(name, port["port"], port["protocol"]) for port in rule["ports"]}
+    return allowed
+
+
+def ip(cidr: str, *excepted: str) -> str:
+    return json.dumps({"ipBlock": {"cidr": cidr, **({"except": list(excepted)} if excepted else {})}}, sort_keys=True)
+
+
+def app(name: str) -> str:
+    labels = {"app.kubernetes.io/name": name, "app.kubernetes.io/instance": "limit"}
+    return json.dumps({"podSelector": {"matchLabels": labels}}, sort_keys=True)
+
+
+DNS = json.dumps({"namespaceSelector": {}, "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}, sort_keys=True)
+DNS_PORTS = {(DNS, 53, "UDP"), (DNS, 53, "TCP")}
+
+
+def test_workflow_pods_may_reach_exactly_the_configured_destinations() -> None:
+    values = {
+        "minio": {"enabled": True},
+        "networkPolicy": {"egress": {
+            "apiServer": {"cidrs": ["172.18.0.2/32"], "ports": [6443]},
+            "judge": {"cidrs": ["162.159.140.0/24"]},
+            "hub": {"cidrs": ["18.160.0.0/15"], "ports": [443, 80]},
+            "publicHttps": {"cidrs": []},
+        }},
+    }  # fmt: skip
+    assert egress(render(values)) == DNS_PORTS | {
+        (app("mlflow"), 5000, "TCP"),
+        (app("minio"), 9000, "TCP"),
+        (ip("172.18.0.2/32"), 6443, "TCP"),
+        (ip("162.159.140.0/24"), 443, "TCP"),
+        (ip("18.160.0.0/15"), 443, "TCP"),
+        (ip("18.160.0.0/15"), 80, "TCP"),
+    }
+
+
+def test_egress_defaults_reach_the_api_server_and_public_https_only_beyond_the_chart() -> None:
+    private = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")
+    public = ip("0.0.0.0/0", *private, "169.254.0.0/16", "100.64.0.0/10")
+    api = {(ip(c), port, "TCP") for c in private for port in (443, 6443)}
+    assert egress(render({})) == DNS_PORTS | api | {(app("mlflow"), 5000, "TCP"), (public, 443, "TCP")}
+    external_s3 = {"networkPolicy": {"egress": {"s3": {"cidrs": ["52.216.0.0/15"]}, "publicHttps": {"cidrs": []}}}}
+    assert egress(render(external_s3)) == DNS_PORTS | api | {
+        (app("mlflow"), 5000, "TCP"),
+        (ip("52.216.0.0/15"), 443, "TCP"),
+    }
+    no_mlflow = {"mlflow": {"enabled": False}, "networkPolicy": {"egress": {"publicHttps": {"cidrs": []}}}}
+    assert egress(render(no_mlflow)) == DNS_PORTS | api
+
+
+def test_egress_policy_follows_its_toggles() -> None:
+    names = lambda values: {o["metadata"]["name"] for o in render(values) if o["kind"] == "NetworkPolicy"}  # noqa: E731
+    assert "limit-workflow-egress" in names({})
+    assert names({"networkPolicy": {"egress": {"enabled": False}}}) == {"limit-mlflow"}
+    assert not names({"networkPolicy": {"enabled": False, "egress": {"enabled": True}}})
+    extra = {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"port": 5432, "protocol": "TCP"}]}
+    assert (ip("10.1.2.3/32"), 5432, "TCP") in egress(render({"networkPolicy": {"egress": {"extra": [extra]}}}))
 
 
 def test_network_policies_can_be_left_out() -> None:
@@ -322,23 +484,45 @@ def test_mlflow_auth_keeps_its_users_on_a_volume_with_postgres_too() -> None:
     assert set(secret["stringData"]) == {"username", "password", "flaskSecretKey"}
 
 
-def test_gpu_profile_logs_in_with_the_charts_mlflow_user() -> None:
+def users_job(values: dict) -> dict:
+    [job] = [o for o in render(values) if o["kind"] == "Job" and o["metadata"]["name"].endswith("-mlflow-users")]
+    return job["spec"]["template"]["spec"]["containers"][0]
+
+
+def test_gpu_profile_logs_in_as_the_charts_workflow_user_not_the_admin() -> None:
     creds = load_profile("gpu").mlflow_credentials
-    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in mlflow_container({})["env"] if "valueFrom" in e}
-    assert refs["MLFLOW_AUTH_ADMIN_USERNAME"] == {"name": creds.secret, "key": creds.username_key}
-    assert refs["MLFLOW_AUTH_ADMIN_PASSWORD"] == {"name": creds.secret, "key": creds.password_key}
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in users_job({})["env"] if "valueFrom" in e}
+    assert refs["WORKFLOW_USERNAME"] == {"name": creds.secret, "key": creds.username_key}
+    assert refs["WORKFLOW_PASSWORD"] == {"name": creds.secret, "key": creds.password_key}
+    admin = {e["valueFrom"]["secretKeyRef"]["name"] for e in mlflow_container({})["env"] if "valueFrom" in e}
+    assert creds.secret not in admin and "limit-mlflow-auth" in admin
     assert load_profile("kind").mlflow_credentials is None
+    assert not [o for o in render(KIND_VALUES) if o["metadata"]["name"].endswith("-mlflow-users")]  # auth off
+
+
+def test_only_mlflow_and_its_users_job_read_the_admin_secret(objects: list[dict]) -> None:
+    readers = {o["metadata"]["name"] for o in objects if any(n.endswith("-mlflow-auth") for n in secret_refs(o))}
+    assert readers <= {"limit-mlflow", "limit-mlflow-users", "lim-mlflow", "lim-mlflow-users"}
+
+
+def test_mlflow_refuses_the_admin_as_workflow_user() -> None:
+    auth = {**NON_DEFAULT["mlflow"]["auth"], "workflowUser": {"create": True, "username": "admin", "password": "p"}}
+    with pytest.raises(Exception, match="must not be the admin user"):
+        render({**NON_DEFAULT, "mlflow": {**NON_DEFAULT["mlflow"], "auth": auth}})
 
 
 def test_the_charts_mlflow_with_basic_auth_refuses_strangers_and_admits_the_profiles_user(tmp_path: Path) -> None:
-    """The chart's own server command with basic auth on (its default), under its memory limit; a client with the
-    variables a gpu-profile pod gets (MLFLOW_TRACKING_USERNAME/PASSWORD) logs a run, one without is refused."""
+    """The chart's own server command with basic auth on (its default), under its memory limit, and its users
+    Job: a client with the variables a gpu-profile pod gets (the workflow user, not the admin) logs a run, one
+    with a wrong password is refused, and the workflow user cannot make users."""
     sys.path.insert(0, str(REPO / "tests" / "e2e"))
     from chart_mlflow import MemoryWatchdog, local_auth_config, local_server, memory_limit, rendered_container
     from conftest import free_port
 
-    user = {"username": "limit", "password": "a-long-s3cret-pw", "flaskSecretKey": "k"}
-    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}, "limit-mlflow-auth": user}
+    admin = {"username": "admin", "password": "a-long-s3cret-pw", "flaskSecretKey": "k"}
+    workflow = {"username": "limit", "password": "another-s3cret"}
+    secrets = {"limit-s3": {"accessKey": "a", "secretKey": "b"}, "limit-mlflow-auth": admin,
+               "limit-mlflow-workflow": workflow}  # fmt: skip
     container, port = rendered_container({}), free_port()
     auth = local_auth_config({}, tmp_path / "basic_auth.db")
     argv, env = local_server(container, port, tmp_path / "mlflow.db", "http://127.0.0.1:9", secrets, auth)
@@ -349,17 +533,37 @@ def test_the_charts_mlflow_with_basic_auth_refuses_strangers_and_admits_the_prof
     try:
         _wait_healthy(url, watchdog)  # /health needs no credentials: the kubelet's probes have none
         assert _status(f"{url}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+        for _ in range(2):  # the users Job, as a post-install and a post-upgrade hook: creates, then resets
+            assert _run_users_job(url, secrets, tmp_path).returncode == 0
         creds = load_profile("gpu").mlflow_credentials
         as_pod = {"MLFLOW_TRACKING_URI": url, "MLFLOW_TRACKING_USERNAME": secrets[creds.secret][creds.username_key],
                   "MLFLOW_TRACKING_PASSWORD": secrets[creds.secret][creds.password_key]}  # fmt: skip
         assert _log_a_run(as_pod, tmp_path).returncode == 0
         refused = _log_a_run({**as_pod, "MLFLOW_TRACKING_PASSWORD": "wrong"}, tmp_path)
         assert refused.returncode != 0 and "401" in refused.stderr
+        as_admin = _run_users_job(url, {**secrets, "limit-mlflow-auth": {**admin, **workflow}}, tmp_path)
+        assert as_admin.returncode != 0 and "must not be the admin" in as_admin.stderr
+        impostor = _run_users_job(url, {**secrets, "limit-mlflow-auth": workflow,
+                                        "limit-mlflow-workflow": {"username": "x", "password": "x-password"}},
+                                  tmp_path)  # fmt: skip
+        assert impostor.returncode != 0 and "403" in impostor.stderr  # the workflow user is no admin
     finally:
         watchdog.stop()
         server.kill()
         server.wait()
     assert not watchdog.exceeded, watchdog.exceeded
+
+
+def _run_users_job(url: str, secrets: dict[str, dict[str, str]], tmp_path: Path) -> subprocess.CompletedProcess:
+    """The chart's users Job (its script and environment, Secrets resolved) against the MLflow at `url`."""
+    container = users_job({})
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    for var in (e for e in container["env"] if "valueFrom" in e):
+        ref = var["valueFrom"]["secretKeyRef"]
+        env[var["name"]] = secrets[ref["name"]][ref["key"]]
+    env |= {"MLFLOW_TRACKING_URI": url, "HOME": str(tmp_path)}
+    argv = [sys.executable, *container["command"][1:], *container["args"]]
+    return subprocess.run(argv, env={**os.environ, **env}, capture_output=True, text=True, timeout=120)
 
 
 def _status(url: str) -> int:

@@ -40,9 +40,10 @@ class S3Credentials(Strict):
 
 
 class MlflowCredentials(Strict):
-    """The Secret with the MLflow user pods log as (chart: mlflow.auth), as MLFLOW_TRACKING_USERNAME/PASSWORD."""
+    """The Secret with the MLflow user pods log as (chart: mlflow.auth.workflowUser, not the admin), as
+    MLFLOW_TRACKING_USERNAME/PASSWORD."""
 
-    secret: str = "limit-mlflow-auth"
+    secret: str = "limit-mlflow-workflow"
     username_key: str = "username"
     password_key: str = "password"
 

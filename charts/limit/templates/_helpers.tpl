@@ -63,3 +63,29 @@ podSelector:
   value: {{ printf "%s://%s" (ternary "http" "https" (eq (include "limit.s3Insecure" $) "true")) . | quote }}
 {{- end }}
 {{- end }}
+
+{{- define "limit.minioRootSecret" -}}
+{{ .Values.minio.root.existingSecret | default (printf "%s-minio-root" .Values.prefix) }}
+{{- end }}
+
+{{/* MinIO's root user: only MinIO and its setup Job read this Secret */}}
+{{- define "limit.minioRootEnv" -}}
+- name: MINIO_ROOT_USER
+  valueFrom:
+    secretKeyRef: {name: {{ include "limit.minioRootSecret" . }}, key: {{ .Values.minio.root.userKey }}}
+- name: MINIO_ROOT_PASSWORD
+  valueFrom:
+    secretKeyRef: {name: {{ include "limit.minioRootSecret" . }}, key: {{ .Values.minio.root.passwordKey }}}
+{{- end }}
+
+{{/* The workflow user's MinIO policy: the bucket's objects, nothing else (no admin, no other bucket) */}}
+{{- define "limit.minioPolicy" -}}
+{{- $bucket := printf "arn:aws:s3:::%s" .Values.s3.bucket }}
+{{- $list := dict "Effect" "Allow" "Action" (list "s3:GetBucketLocation" "s3:ListBucket" "s3:ListBucketMultipartUploads") "Resource" (list $bucket) }}
+{{- $objects := dict "Effect" "Allow" "Action" (list "s3:GetObject" "s3:PutObject" "s3:DeleteObject" "s3:AbortMultipartUpload" "s3:ListMultipartUploadParts") "Resource" (list (printf "%s/*" $bucket)) }}
+{{- dict "Version" "2012-10-17" "Statement" (list $list $objects) | toJson }}
+{{- end }}
+
+{{- define "limit.mlflowWorkflowSecret" -}}
+{{ .Values.mlflow.auth.workflowUser.existingSecret | default (printf "%s-mlflow-workflow" .Values.prefix) }}
+{{- end }}

@@ -16,7 +16,7 @@ V vocabulary, w bytes per activation element: 2 in bf16, 4 in fp32):
   flex is linear in T: 8 bytes per head and token. With checkpointing only the recomputed layer counts.
 - buffers (GPU): DeepSpeed's reduce and prefetch buckets (about 2 d^2 w, doubled by overlap), stages 1-2 an
   all-gather bucket of 5e8 elements.
-- runtime: 2 GiB per GPU for the CUDA context and NCCL; 20 MiB on CPU (measured for a near-empty model).
+- runtime: 2 GiB per GPU for the CUDA context and NCCL; 72 MiB on CPU (measured on the tiny finetune).
 
 Disk (`finetune_disk`): the hub weights, two training states, slack.
 
@@ -46,7 +46,9 @@ from limit.spec.study import ModelSpec, TrainSpec
 
 GIB = 2**30
 GPU_RUNTIME = 2 * GIB  # CUDA context and NCCL's buffers
-CPU_RUNTIME = 20 * 2**20  # measured: a Trainer run of a near-empty model (allocator arenas, autograd, loader)
+# Measured (2026-12-01, the tiny finetune, from before its model loads): what a CPU process adds beyond the
+# terms, the pages of torch's kernels touched on first use, the loader's transient copy, allocator arenas.
+CPU_RUNTIME = 72 * 2**20
 
 
 @dataclass(frozen=True)

@@ -144,14 +144,21 @@ def relaunch_under_torchrun(kind: str, inp: inputs.StepInput, nproc: int, out: P
 
 
 def _leave_process_group() -> None:
-    """A torchrun rank leaves its process group once its step succeeded: one that exits with the group alive
-    can abort (SIGABRT) as the interpreter tears down under gloo's threads, failing a step that had finished."""
+    """Torchrun ranks leave their process group together once the step succeeded (rank 0 after its commit).
+    One that exits with the group alive, or while a peer still uses it, can abort (SIGABRT) as the interpreter
+    tears down under gloo's threads, failing a step that had finished; a rank other than 0 has nothing left
+    to write, so it ends there without the interpreter's teardown."""
     if "LOCAL_RANK" not in os.environ:
         return
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
+    if int(os.environ.get("RANK", "0")) != 0:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def _publish_summary(summary: dict[str, Any]) -> None:

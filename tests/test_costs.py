@@ -89,11 +89,17 @@ def test_sdpa_and_eager_cost_quadratic_memory_flex_linear():
 
 
 def test_tiny_finetune_estimate_is_within_2x_of_its_measured_peak(limit_env: Path):
+    """In a process of its own, as a pod runs it: a long-lived process (this one) reuses freed heap, and its
+    resident set then understates what a step allocates."""
     plan = build_plan(load_study("tiny"))
     run_step("prepare", plan.steps["prepare-lima"].input.model_dump_json())
-    summary = run_step("finetune", plan.steps["finetune-tiny-lima"].input.model_dump_json())
-    ratio = summary["memory_peak_gib"] / summary["memory_estimate_gib"]
-    assert 0.5 <= ratio <= 2.0, summary
+    finetune = plan.steps["finetune-tiny-lima"]
+    argv = [sys.executable, "-m", "limit.cli", "step", "finetune", "--input", finetune.input.model_dump_json()]
+    done = subprocess.run(argv, capture_output=True, text=True, env=run_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads((limit_env / "artifacts" / finetune.ref / "_manifest.json").read_text())["summary"]
+    for measured in ("memory_peak_gib", "probe_peak_gib"):
+        assert 0.5 <= summary[measured] / summary["memory_estimate_gib"] <= 2.0, {k: v for k, v in summary.items() if "gib" in k}
 
 
 def test_finetune_pods_get_the_disk_the_planner_estimates():

@@ -683,6 +683,7 @@ class RunOrigin(NamedTuple):
     group: str  # its name without the seed suffix: the replicates of one setting share it
     series: str | None  # in a size sweep, the run as written (one size curve); else None
     seed: int | None  # its training seed when `seeds` made it a replicate
+    written: int | None = None  # its index in the spec's `runs` as written (errors name the field there)
 
 
 def _expanded_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]):
@@ -694,7 +695,7 @@ def _expanded_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]
             for seed in run.seeds or [None]:
                 train = run.train if seed is None else {**run.train, "seed": seed}
                 concrete = f"{name}-s{seed}" if seed is not None else name
-                origin = RunOrigin(name, run.run_name if label else None, seed)
+                origin = RunOrigin(name, run.run_name if label else None, seed, i)
                 yield i, RunSpec(model=run.model, dataset=dataset, name=concrete, train=train), origin
 
 

@@ -169,3 +169,16 @@ def test_a_refused_sweep_run_is_named_by_its_place_in_the_spec(tmp_path: Path):
     message = str(refused.value)
     assert f"{path}: runs.2 (mpt-7b-lima-s17): the finetune needs" in message
     assert "(runs.2.train.attention or training.models.mpt-7b)" in message and "runs.24" not in message
+
+
+def test_a_train_spec_is_resolved_once_per_run(monkeypatch):
+    """Validation, the step count, the planner and sizing read one resolved TrainSpec per run (sweep-7b: 27)."""
+    from limit.spec.study import TrainSpec as Spec
+
+    built = []
+    validate = Spec.model_validate.__func__
+    monkeypatch.setattr(
+        Spec, "model_validate", classmethod(lambda cls, *a, **k: built.append(1) or validate(cls, *a, **k))
+    )
+    plan = build_plan(load_study("sweep-7b"))
+    assert len(plan.by_kind("finetune")) == 27 and len(built) == 27

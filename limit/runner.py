@@ -27,6 +27,7 @@ from limit.execution import progress, tracking
 from limit.execution.context import StepContext
 from limit.execution.leases import HANDOFF, FileLock, S3Lease
 from limit.execution.lifetime import end_with_parent
+from limit.execution.settings import settings
 from limit.execution.store import Store
 from limit.spec.loader import first_error
 from limit.steps import KINDS, inputs, step_key
@@ -80,10 +81,10 @@ def _reuse(store: Store, kind: str, key: str, inp: inputs.StepInput) -> dict[str
     ref = f"{kind}/{key}"
     print(f"[{ref}] complete already: reusing {store.url(ref)}", file=sys.stderr)
     manifest = store.manifest(ref)
-    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
+    parent = settings().parent_run_id
     if parent:
         saved = tracking.load_record(store.read_text(ref, tracking.RECORD))
-        study = os.environ.get("LIMIT_STUDY", "adhoc")
+        study = settings().study
         tracking.log_reused(parent, study, kind, key, inp.tags, manifest, saved, lambda: store.fetch(ref))
     _publish_summary(manifest["summary"])
     return manifest["summary"]
@@ -110,7 +111,7 @@ def _run(kind: str, key: str, inp: inputs.StepInput, ctx: StepContext, lock: Fil
         "summary": summary,
         "started": started,
         "seconds": round(time.time() - started, 3),
-        "parent_run": os.environ.get("LIMIT_PARENT_RUN_ID"),  # the study execution that made it
+        "parent_run": settings().parent_run_id,  # the study execution that made it
     }
     lock.check()
     ctx.store.commit(ctx.ref, ctx.out, manifest)
@@ -184,7 +185,7 @@ class Attempt:
     """The step's latest attempt in the store, for `limit status`: running (a heartbeat every HEARTBEAT_S
     seconds, with the latest progress line), then done, failed (with the error's last lines) or killed."""
 
-    HEARTBEAT_S = float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))
+    HEARTBEAT_S = settings().heartbeat_s
 
     def __init__(self, store: Store, ref: str):
         self.store, self.ref = store, ref

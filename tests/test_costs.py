@@ -159,3 +159,32 @@ def test_gauntlet_and_generation_that_cannot_fit_are_refused_in_one_line(tmp_pat
     assert result.returncode == 2
     (line,) = result.stderr.strip().splitlines()
     assert "generate-mpt-30b-" in line and "generation.max_total_tokens: one row of 8192 tokens needs ~" in line
+
+
+def test_a_refused_sweep_run_is_named_by_its_place_in_the_spec(tmp_path: Path):
+    """sweep-7b writes 3 runs that expand into 27; the 25th expanded one is the spec's runs.2: the refusal
+    names the field as written in the file, not the expanded index."""
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "sweep-7b.yaml").read_text())
+    spec["runs"][2]["train"] = {"attention": "eager", "max_seq_len": 8192}
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    study = load_study(str(path))
+    assert [r.run_name for r in study.runs].index("mpt-7b-lima-s17") == 24
+    with pytest.raises(LimitError) as refused:
+        build_plan(study, origin=str(path))
+    message = str(refused.value)
+    assert f"{path}: runs.2 (mpt-7b-lima-s17): the finetune needs" in message
+    assert "(runs.2.train.attention or training.models.mpt-7b)" in message and "runs.24" not in message
+
+
+def test_a_train_spec_is_resolved_once_per_run(monkeypatch):
+    """Validation, the step count, the planner and sizing read one resolved TrainSpec per run (sweep-7b: 27)."""
+    from limit.spec.study import TrainSpec as Spec
+
+    built = []
+    validate = Spec.model_validate.__func__
+    monkeypatch.setattr(
+        Spec, "model_validate", classmethod(lambda cls, *a, **k: built.append(1) or validate(cls, *a, **k))
+    )
+    plan = build_plan(load_study("sweep-7b"))
+    assert len(plan.by_kind("finetune")) == 27 and len(built) == 27

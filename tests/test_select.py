@@ -194,3 +194,16 @@ def test_select_refuses_scores_that_leave_out_a_benchmark_the_gauntlet_was_asked
     inp = SelectInput(finetune="finetune/abd", epochs=epochs).model_dump_json()
     with pytest.raises(LimitError, match=rf"short-e2/scores.json: no score for {benchmarks[0].name} \(its gauntlet"):
         run_step("select", inp)
+
+
+def test_a_malformed_choice_is_one_line_naming_its_file(tmp_path):
+    """Every step that reads select's output reads it through one typed reader (limit.execution.outputs)."""
+    from limit.execution import outputs
+
+    path = tmp_path / "choice.json"
+    path.write_text(json.dumps({"epoch": 2, "finetune": "finetune/abc", "average": 0.1}))
+    with pytest.raises(LimitError, match=rf"^{path}: not a valid choice: sub: Field required$"):
+        outputs.read(path, outputs.Choice)
+    path.write_text('{"epoch": 2, "finetune": "finetune/abc", "sub": "epoch-2", "ave')
+    with pytest.raises(LimitError, match=rf"^{path}: not a valid choice: "):
+        outputs.read(path, outputs.Choice)

@@ -36,6 +36,7 @@ from limit.execution import progress, tracking
 from limit.execution.io import write_atomic
 from limit.execution.lifetime import started_by
 from limit.execution.mlflow_store import execution_tags
+from limit.execution.settings import settings
 from limit.execution.store import Store
 from limit.plan import Plan, Step
 
@@ -86,7 +87,7 @@ def _say(message: str) -> None:
 
 
 def heartbeat_seconds() -> float:
-    return float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))
+    return settings().heartbeat_s
 
 
 def _start(plan: Plan, store: Store) -> Outcome:

@@ -12,6 +12,7 @@ import os
 from pathlib import Path
 
 from limit.commands.flags import add_study_and_store
+from limit.execution.settings import settings
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,7 +27,7 @@ def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
     from limit.report import assemble
     from limit.spec.study import load_study, resolve_study_path
 
-    workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
+    workdir = Path(args.workdir) if args.workdir else settings().workdir
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     inp = plan.steps["report"].input
     store = Store.open(root=args.artifacts, workdir=workdir)

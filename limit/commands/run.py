@@ -15,6 +15,7 @@ from pathlib import Path
 
 from limit.commands.flags import add_max_steps, add_study_and_store, positive_int
 from limit.errors import LimitError
+from limit.execution.settings import settings
 from limit.plan import build_plan
 from limit.spec.study import load_study, resolve_study_path
 
@@ -36,7 +37,7 @@ def main(args: argparse.Namespace) -> int:
         os.environ["LIMIT_WORKDIR"] = args.workdir
     if args.artifacts:
         os.environ["LIMIT_ARTIFACTS"] = args.artifacts
-    workdir = Path(os.environ.get("LIMIT_WORKDIR", "runs"))
+    workdir = settings().workdir
     if "MLFLOW_TRACKING_URI" not in os.environ and set("?%#") & set(str(workdir.resolve())):
         raise LimitError(f"--workdir: {workdir}: '?', '%' and '#' would break MLflow's sqlite URI there")
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{workdir / 'mlflow.db'}")

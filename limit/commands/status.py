@@ -10,7 +10,6 @@ step its latest progress. Works the same for a local run and for pods on a clust
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from pathlib import Path
 
 from limit.commands.flags import add_study_and_store
 from limit.execution import progress
+from limit.execution.settings import settings
 from limit.execution.store import Store
 from limit.plan import Plan, Step
 
@@ -44,7 +44,7 @@ def main(args: argparse.Namespace) -> int:
     from limit.plan import build_plan
     from limit.spec.study import load_study, resolve_study_path
 
-    workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
+    workdir = Path(args.workdir) if args.workdir else settings().workdir
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     store = Store.open(root=args.artifacts, workdir=workdir)
     while True:
@@ -70,7 +70,7 @@ def state_of(step: Step, store: Store, now: float) -> StepState:
     detail = []
     if state == "running":
         age = now - attempt.get("heartbeat", 0)
-        if age > max(STALE_S, 4 * float(os.environ.get("LIMIT_HEARTBEAT_S", "30"))):
+        if age > max(STALE_S, 4 * settings().heartbeat_s):
             state = "lost"
             detail.append(f"no heartbeat for {progress.duration(age)} from {_where(attempt)}: its process died")
         else:

@@ -6,12 +6,12 @@ the next `limit run` redoes it; exit 1 when any did not match.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
 from limit.commands.flags import add_study_and_store
 from limit.errors import LimitError
+from limit.execution.settings import settings
 from limit.execution.store import Store
 
 
@@ -23,7 +23,7 @@ def main(args: argparse.Namespace) -> int:
     from limit.plan import build_plan
     from limit.spec.study import load_study, resolve_study_path
 
-    workdir = Path(args.workdir or os.environ.get("LIMIT_WORKDIR", "runs"))
+    workdir = Path(args.workdir) if args.workdir else settings().workdir
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     store = Store.open(root=args.artifacts, workdir=workdir)
     checked, bad = 0, 0

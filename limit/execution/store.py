@@ -35,6 +35,7 @@ from limit.errors import LimitError, UnavailableError
 from limit.execution.digests import digest, fsync_folder, fsync_path, fsync_tree, listed, mismatch
 from limit.execution.io import write_atomic, write_json
 from limit.execution.leases import FileLock, S3Lease
+from limit.execution.settings import settings
 
 MANIFEST = "_manifest.json"
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
@@ -45,11 +46,12 @@ TRANSFER = TransferConfig(multipart_threshold=64 * 2**20, multipart_chunksize=64
 
 
 def default_workdir() -> Path:
-    return Path(os.environ.get("LIMIT_WORKDIR", "runs"))
+    return settings().workdir
 
 
 def default_artifacts(workdir: Path | None = None) -> str:
-    return os.environ.get("LIMIT_ARTIFACTS", str((workdir or default_workdir()) / "artifacts"))
+    """The store's location: LIMIT_ARTIFACTS, else `artifacts/` in `workdir` (default: the settings')."""
+    return settings().artifacts if workdir is None else os.environ.get("LIMIT_ARTIFACTS", str(workdir / "artifacts"))
 
 
 def local_files(folder: Path) -> list[str]:

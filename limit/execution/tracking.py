@@ -23,6 +23,7 @@ import mlflow
 from mlflow.entities import Metric, Param
 
 from limit.execution.mlflow_store import artifact_root, execution_tags, mark_dead_runs_killed, open_store
+from limit.execution.settings import settings
 
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold
@@ -75,7 +76,7 @@ def ui_link(study: str) -> str:
 
 
 def _workdir() -> Path:
-    return Path(os.environ.get("LIMIT_WORKDIR", "runs"))
+    return settings().workdir
 
 
 def start_parent(study: str, tags: dict[str, str] | None = None) -> str:
@@ -120,8 +121,7 @@ def step_run(kind: str, key: str, tags: dict[str, str], output: str | None = Non
     `output`: where the step writes, whose lock the caller holds: a RUNNING run of it is of a dead execution."""
     mlflow.set_tracking_uri(tracking_uri())
     client = open_store(tracking_uri(), _workdir())
-    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
-    study = os.environ.get("LIMIT_STUDY", "adhoc")
+    parent, study = settings().parent_run_id, settings().study
     exp_id = client.get_run(parent).info.experiment_id if parent else experiment_id(study)
     mark_dead_runs_killed(client, exp_id, output)
     _made.update(children=[], parent_metrics={}, parent_files=[])
@@ -174,7 +174,7 @@ def log_child(
     summary run of one model. `curves`: metric histories, {key: [(step, value)]}."""
     client = mlflow.MlflowClient()
     step_run_id = mlflow.active_run().info.run_id
-    parent = os.environ.get("LIMIT_PARENT_RUN_ID") or step_run_id
+    parent = settings().parent_run_id or step_run_id
     experiment = client.get_run(step_run_id).info.experiment_id
     run = client.create_run(experiment, run_name=name, tags={**tags, "mlflow.parentRunId": parent})
     now = int(time.time() * 1000)
@@ -188,7 +188,7 @@ def log_child(
 
 def log_on_parent(metrics: dict[str, float], folder: Path | None = None, files: tuple[str, ...] = ()) -> None:
     """Headline metrics and files on the execution's parent run (nothing when the step runs on its own)."""
-    parent = os.environ.get("LIMIT_PARENT_RUN_ID")
+    parent = settings().parent_run_id
     if parent:
         _to_parent(parent, metrics, folder, files)
     _made["parent_metrics"].update(metrics)

@@ -54,6 +54,12 @@ def _advice(shape: Shape, train: TrainSpec, gpu: Gpu) -> str:
     return "gpus"
 
 
+def written_index(study: Study, index: int) -> int:
+    """The spec's own index of the `index`th expanded run (a sweep or seed list makes several of one)."""
+    written = study.origin(study.runs[index]).written
+    return index if written is None else written
+
+
 def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[TrainSpec, FinetuneCost]:
     """A run's training spec with its ZeRO stage chosen, and its estimates; refuses what cannot fit."""
     run: RunSpec = study.runs[index]
@@ -68,7 +74,7 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
     stage = train.zero_stage if train.gpus else 0
     memory = finetune_memory(shape, train, stage, train.max_seq_len, "cuda" if train.gpus else "cpu")
     if train.gpus and memory.gib > gpu.memory_gib:
-        field = _advice(shape, train, gpu)
+        field, index = _advice(shape, train, gpu), written_index(study, index)
         raise LimitError(
             f"{origin}: runs.{index} ({run.run_name}): the finetune needs ~{memory.gib:.0f} GiB per GPU "
             f"({train.micro_batch_size} x {train.max_seq_len} tokens, ZeRO-{stage}, {train.attention} attention: "
@@ -95,8 +101,8 @@ def finetune_resources(study: Study, index: int, train: TrainSpec, cost: Finetun
     if parse_quantity(res.disk) < cost.disk.total:
         raise LimitError(
             f"{origin}: resources.finetune.disk: {res.disk} is less than the ~{cost.disk.gib:.0f} GiB that "
-            f"runs.{index} ({study.runs[index].run_name}) keeps on disk ({cost.disk.describe()}); remove it to "
-            "size each finetune from the estimate"
+            f"runs.{written_index(study, index)} ({study.runs[index].run_name}) keeps on disk "
+            f"({cost.disk.describe()}); remove it to size each finetune from the estimate"
         )
     return res
 

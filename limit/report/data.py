@@ -16,6 +16,7 @@ from typing import Any
 
 from limit import __version__
 from limit.errors import LimitError
+from limit.execution import outputs
 from limit.execution.store import Store
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.scoring import check_scored
@@ -78,6 +79,14 @@ class _Reader:
         if text is None:
             raise LimitError(f"{self.store.url(ref)}/{name}: missing from a completed step")
         return json.loads(text)
+
+    def output(self, ref: str, name: str, model: type[outputs.T]) -> outputs.T | None:
+        if self.manifest(ref) is None:
+            return None
+        text = self.store.read_text(ref, name)
+        if text is None:
+            raise LimitError(f"{self.store.url(ref)}/{name}: missing from a completed step")
+        return outputs.parse(text, model, f"{self.store.url(ref)}/{name}")
 
     def scores(self, ref: str) -> Any:
         """A gauntlet step's scores.json, refused unless it accounts for every benchmark the step was asked."""
@@ -162,21 +171,21 @@ def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
     """A finetune at the epoch `select` chose: that epoch's own gauntlet scores (or, where the study scores
     the chosen checkpoint again on the whole suite, those), its per-epoch curve and the tokens it trained on."""
     selection = model["selection"]
-    choice = reader.json(selection, "choice.json")
+    choice = reader.output(selection, "choice.json", outputs.Choice)
     if choice is None:
         return None
     epochs = reader.manifest(selection)["input"]["epochs"]
-    chosen_ref = model.get("gauntlet") or next(e["gauntlet"] for e in epochs if e["epoch"] == choice["epoch"])
-    found = _scores_row(reader.scores(chosen_ref), [selection, choice["finetune"], chosen_ref])
+    chosen_ref = model.get("gauntlet") or next(e["gauntlet"] for e in epochs if e["epoch"] == choice.epoch)
+    found = _scores_row(reader.scores(chosen_ref), [selection, choice.finetune, chosen_ref])
     if found is None:
         return None
-    finetune = reader.manifest(choice["finetune"])
+    finetune = reader.manifest(choice.finetune)
     return found | {
-        "epoch": choice["epoch"],
-        "epochs": [{k: e[k] for k in ("epoch", "average", "categories")} for e in choice["epochs"]],
-        "train_tokens": _tokens_at(finetune, choice["epoch"]),
+        "epoch": choice.epoch,
+        "epochs": [e.model_dump(include={"epoch", "average", "categories"}) for e in choice.epochs],
+        "train_tokens": _tokens_at(finetune, choice.epoch),
         "rows": _prepared_rows(finetune, reader) or model.get("rows"),
-        "selection": choice.get("selection"),
+        "selection": choice.selection,
     }
 
 

@@ -490,6 +490,7 @@ class Study(Strict):
     resources: dict[str, Resources] = Field(default_factory=dict, description="Per step kind.")
     # Set by `expand`, never written in a spec: each expanded run's origin (size series, replicate group, seed).
     _origins: dict[str, RunOrigin] = PrivateAttr(default_factory=dict)
+    _trains: dict[str, TrainSpec] = PrivateAttr(default_factory=dict)  # each run's, resolved once
 
     @model_validator(mode="after")
     def _references(self) -> Study:
@@ -580,24 +581,31 @@ class Study(Strict):
                 seen.setdefault(key, (field, name))
 
     def train_spec(self, run: RunSpec, field: str = "runs.train") -> TrainSpec:
-        """Defaults, then the base model's overrides, then the run's own (`field`: where those are written).
+        """Defaults, then the base model's overrides, then the run's own (`field`: where those are written),
+        resolved once per run: validation, the step count, the planner and sizing all read this one object."""
+        if run.run_name not in self._trains:
+            self._trains[run.run_name] = self._resolve_train(run, field)
+        return self._trains[run.run_name]
 
-        Each layer is validated as it is added, so an error names the layer that holds the bad value.
-        """
+    def _resolve_train(self, run: RunSpec, field: str) -> TrainSpec:
+        """A bad value is looked for layer by layer, so that its error names the layer that holds it."""
         layers = [
             ("training.defaults", self.training.defaults),
             (f"training.models.{run.model}", self.training.models.get(run.model, {})),
             (field, run.train),
         ]
-        merged: dict[str, Any] = {}
-        for where, layer in layers:
-            merged |= layer
-            try:
-                spec = TrainSpec.model_validate(merged)
-            except ValidationError as e:
-                loc, msg = first_error(e)
-                raise FieldError(f"{where}.{loc}" if loc != "(top level)" else where, msg) from None
-        return spec
+        try:
+            return TrainSpec.model_validate({k: v for _, layer in layers for k, v in layer.items()})
+        except ValidationError as whole:
+            merged: dict[str, Any] = {}
+            for where, layer in layers:
+                merged |= layer
+                try:
+                    TrainSpec.model_validate(merged)
+                except ValidationError as e:
+                    loc, msg = first_error(e)
+                    raise FieldError(f"{where}.{loc}" if loc != "(top level)" else where, msg) from None
+            raise whole from None
 
     def origin(self, run: RunSpec) -> RunOrigin:
         """What `expand` recorded of the run (a study never expanded: the run is its own group)."""
@@ -683,6 +691,7 @@ class RunOrigin(NamedTuple):
     group: str  # its name without the seed suffix: the replicates of one setting share it
     series: str | None  # in a size sweep, the run as written (one size curve); else None
     seed: int | None  # its training seed when `seeds` made it a replicate
+    written: int | None = None  # its index in the spec's `runs` as written (errors name the field there)
 
 
 def _expanded_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]):
@@ -694,7 +703,7 @@ def _expanded_runs(runs: list[RunSpec], groups: dict[str, list[tuple[str, str]]]
             for seed in run.seeds or [None]:
                 train = run.train if seed is None else {**run.train, "seed": seed}
                 concrete = f"{name}-s{seed}" if seed is not None else name
-                origin = RunOrigin(name, run.run_name if label else None, seed)
+                origin = RunOrigin(name, run.run_name if label else None, seed, i)
                 yield i, RunSpec(model=run.model, dataset=dataset, name=concrete, train=train), origin
 
 

@@ -12,7 +12,7 @@ import mlflow
 
 from limit.costs import PeakMemory
 from limit.errors import LimitError
-from limit.execution import progress
+from limit.execution import outputs, progress
 from limit.execution.context import StepContext
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.evaluate import score_model
@@ -26,8 +26,8 @@ def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool, str | None]
     if inp.model is not None:
         return model_location(inp.model, ctx.workdir), inp.model.trust_remote_code, inp.model.revision
     if inp.selection is not None:
-        choice = json.loads((ctx.fetch(inp.selection) / "choice.json").read_text())
-        return str(ctx.fetch(choice["finetune"], sub=choice["sub"])), False, None
+        choice = outputs.read(ctx.fetch(inp.selection) / "choice.json", outputs.Choice)
+        return str(ctx.fetch(choice.finetune, sub=choice.sub)), False, None
     if inp.finetune is None or inp.epoch is None:
         raise LimitError("step gauntlet --input: give model, selection, or finetune and epoch")
     return str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")), False, None

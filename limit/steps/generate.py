@@ -12,7 +12,6 @@ and the next attempt samples only those again.
 from __future__ import annotations
 
 import functools
-import json
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from limit.costs import PeakMemory
 from limit.cpu import configure_torch_threads
 from limit.data.prompts import Prompt, load_prompts
 from limit.errors import LimitError, UnavailableError
-from limit.execution import progress
+from limit.execution import outputs, progress
 from limit.execution.context import StepContext
 from limit.execution.io import read_jsonl, write_jsonl
 from limit.generation.sampling import make_sampler
@@ -120,11 +119,7 @@ def _model(inp: GenerateInput, ctx: StepContext) -> tuple[str, str, str | None]:
     if inp.model is not None:
         location = model_location(inp.model, ctx.workdir)
         return location, inp.tags.get("run") or inp.model.hf or inp.model.path or "tiny", None
-    choice_path = ctx.fetch(inp.selection) / "choice.json"
-    try:
-        choice = json.loads(choice_path.read_text())
-        finetune, sub = choice["finetune"], choice["sub"]
-    except (OSError, json.JSONDecodeError, KeyError) as e:
-        raise LimitError(f"{choice_path}: cannot read the chosen checkpoint: {e}") from None
+    choice = outputs.read(ctx.fetch(inp.selection) / "choice.json", outputs.Choice)
+    finetune, sub = choice.finetune, choice.sub
     location = str(ctx.fetch(finetune, sub=sub))
     return location, inp.tags.get("run") or finetune, f"{finetune}/{sub}"

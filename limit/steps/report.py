@@ -10,12 +10,12 @@ files and headline numbers on the parent run.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from limit import report as rendering
 from limit.execution import tracking
 from limit.execution.context import StepContext
+from limit.execution.settings import settings
 from limit.report.table import replicate_rows, summary_rows
 from limit.spec.study import slug
 from limit.steps.inputs import ReportInput
@@ -27,7 +27,7 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
         [m.model_dump() for m in inp.models],
         [p.model_dump() for p in inp.pairs],
         ctx.store,
-        parent_run_id=os.environ.get("LIMIT_PARENT_RUN_ID"),
+        parent_run_id=settings().parent_run_id,
     )
     rendering.write(data, ctx.out)
     for row in summary_rows(data):

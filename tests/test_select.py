@@ -8,6 +8,7 @@ import mlflow
 import pytest
 
 from limit.errors import LimitError
+from limit.execution.outputs import ScoredEpoch
 from limit.execution.store import Store
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.runner import run_step
@@ -15,12 +16,15 @@ from limit.steps.inputs import EpochScore, SelectInput
 from limit.steps.select import best_epoch
 
 
+def _epochs(*averages: tuple[int, float | None]) -> list[ScoredEpoch]:
+    return [ScoredEpoch(epoch=epoch, average=average) for epoch, average in averages]
+
+
 def test_best_epoch_prefers_highest_then_earliest():
-    epochs = [{"epoch": 3, "average": 0.3}, {"epoch": 1, "average": 0.1}, {"epoch": 2, "average": 0.3}]
-    assert best_epoch(epochs)["epoch"] == 2
-    assert best_epoch([{"epoch": 1, "average": None}, {"epoch": 2, "average": -0.2}])["epoch"] == 2
+    assert best_epoch(_epochs((3, 0.3), (1, 0.1), (2, 0.3))).epoch == 2
+    assert best_epoch(_epochs((1, None), (2, -0.2))).epoch == 2
     with pytest.raises(LimitError, match="no epoch has a complete gauntlet average"):
-        best_epoch([{"epoch": 1, "average": None}])
+        best_epoch(_epochs((1, None)))
 
 
 def _completed_gauntlet(store: Store, key: str, average: float) -> str:

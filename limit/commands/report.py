@@ -31,8 +31,7 @@ def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     inp = plan.steps["report"].input
     store = Store.open(root=args.artifacts, workdir=workdir)
-    models = [m.model_dump() for m in inp.models]
-    data = assemble(inp.study, models, [p.model_dump() for p in inp.pairs], store, partial=True)
+    data = assemble(inp.study, inp.models, inp.pairs, store, partial=True)
     return inp.study, data, workdir
 
 

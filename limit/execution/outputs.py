@@ -6,9 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TypeVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from limit.errors import LimitError
+from limit.execution.io import read_text
 from limit.spec.loader import first_error
 
 T = TypeVar("T", bound=BaseModel)
@@ -18,7 +19,94 @@ class Output(BaseModel):
     model_config = ConfigDict(extra="allow", frozen=True)  # later versions may add fields
 
 
-class EpochScore(Output):
+def _as_text(value):
+    """Ids written as numbers by hand or by older steps read as the text they are compared as."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+
+class BenchmarkScore(Output):
+    category: str | None = None
+    score: float | None = None  # rescaled against the benchmark's random baseline
+    accuracy: float | None = None
+    n: int | None = None
+
+
+class Scores(Output):
+    """A gauntlet step's `scores.json`: per benchmark, per category and the average (None when incomplete)."""
+
+    average: float | None
+    categories: dict[str, float | None] = {}
+    benchmarks: dict[str, BenchmarkScore] = {}
+    missing: list[str] = []  # benchmarks asked for that had no data
+    suite: str = "v0"
+
+
+class DetailRow(Output):
+    row: int
+    correct: bool
+
+
+class Details(Output):
+    """A gauntlet step's `details/<benchmark>.json`: each scored row's correctness."""
+
+    details: list[DetailRow]
+
+    def correctness(self) -> dict[int, float]:
+        return {d.row: float(d.correct) for d in self.details}
+
+
+class Response(Output):
+    """A row of generate's `responses.jsonl`."""
+
+    prompt_id: str
+    instruction: str
+    output: str
+    seed: int
+    finish_reason: str | None = None
+    error: str | None = None
+
+    _ids = field_validator("prompt_id", mode="before")(_as_text)
+
+
+class Annotation(Output):
+    """A row of a judge step's `annotations.jsonl`: one judged pair."""
+
+    seed: str
+    prompt_id: str
+    instruction: str
+    output_a: str
+    output_b: str
+    preference: float | None
+    winner: str | None
+    error: str | None = None
+    failed_generation: bool = False
+
+    _ids = field_validator("seed", "prompt_id", mode="before")(_as_text)
+
+
+class JudgedSeed(Output):
+    wins_a: int
+    wins_b: int
+    ties: int
+    failures: int
+    win_rate_a: float | None
+
+
+class JudgeResult(Output):
+    """A judge step's `result.json` (limit.judge.compare.result)."""
+
+    seeds: dict[str, JudgedSeed]
+    win_rate_a: float | None
+    seed_std: float | None
+    ci95: list[float] | None
+    lc_win_rate_a: float | None = None
+    lc_reason: str | None = None
+    lengths: dict[str, dict[str, float]] = {}
+    cost: dict = {}
+    failed_generations: int = 0
+
+
+class ScoredEpoch(Output):
     epoch: int
     average: float | None
     categories: dict[str, float | None] = {}
@@ -32,7 +120,7 @@ class Choice(Output):
     sub: str  # the finetune's folder of that epoch, "epoch-N"
     average: float | None
     tied: list[int] = []
-    epochs: list[EpochScore] = []
+    epochs: list[ScoredEpoch] = []
     selection: dict | None = None  # the selection's standard error and runner-up test (limit/steps/select.py)
 
 
@@ -46,7 +134,24 @@ def parse(text: str, model: type[T], where: str) -> T:
 
 def read(path: Path, model: type[T]) -> T:
     try:
-        text = path.read_text()
+        text = read_text(path)
     except OSError as e:
         raise LimitError(f"{path}: cannot be read: {e.strerror}") from None
     return parse(text, model, str(path))
+
+
+def parse_lines(text: str, model: type[T], where: str) -> list[T]:
+    """JSON Lines, each line one `model`; a bad line is refused naming its number."""
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            rows.append(parse(line, model, f"{where}:{number}"))
+    return rows
+
+
+def read_lines(path: Path, model: type[T]) -> list[T]:
+    try:
+        text = read_text(path)
+    except OSError as e:
+        raise LimitError(f"{path}: cannot be read: {e.strerror}") from None
+    return parse_lines(text, model, str(path))

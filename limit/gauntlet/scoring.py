@@ -15,7 +15,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 
 from limit.errors import LimitError
-from limit.gauntlet.benchmarks import CATEGORIES, Benchmark
+from limit.execution.outputs import Scores
+from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
 
 
 def mean_per_token_choice(logliks: Sequence[float], n_tokens: Sequence[int]) -> int:
@@ -112,22 +113,31 @@ def average_variance(benchmarks: Sequence[Benchmark], rows: dict[str, Sequence[f
     return total
 
 
-def metrics(scores: dict) -> dict[str, float]:
+def metrics(scores: Scores) -> dict[str, float]:
     """The MLflow metric keys of one model's scores.json, shared by gauntlet, select and summary runs:
     `gauntlet.average`, `gauntlet.<category>` and `gauntlet.<benchmark>` (its rescaled score); incomplete
     values are left out (a missing key reads as n/a, a logged 0 would not)."""
-    values = {"gauntlet.average": scores.get("average")}
-    values |= {f"gauntlet.{c}": v for c, v in (scores.get("categories") or {}).items()}
-    values |= {f"gauntlet.{name}": r["score"] for name, r in (scores.get("benchmarks") or {}).items()}
+    values = {"gauntlet.average": scores.average}
+    values |= {f"gauntlet.{c}": v for c, v in scores.categories.items()}
+    values |= {f"gauntlet.{name}": r.score for name, r in scores.benchmarks.items()}
     return {k: float(v) for k, v in values.items() if v is not None}
 
 
-def check_scored(scores: dict, benchmarks: Sequence[Benchmark], where: str) -> None:
+def check_scored(scores: Scores, benchmarks: Sequence[Benchmark], where: str) -> None:
     """Refuse gauntlet scores that do not account for every benchmark their step was asked for: each one is
     scored or listed as missing (no data), and no other is there."""
     asked = {b.name for b in benchmarks}
-    scored, missing = set(scores.get("benchmarks") or {}), set(scores.get("missing") or [])
+    scored, missing = set(scores.benchmarks), set(scores.missing)
     unaccounted, extra = sorted(asked - scored - missing), sorted(scored - asked)
     if unaccounted or extra:
         what = f"no score for {', '.join(unaccounted)}" if unaccounted else f"scores {', '.join(extra)}, not asked"
         raise LimitError(f"{where}: {what} (its gauntlet asked for {len(asked)} benchmarks)")
+
+
+def check_asked(scores: Scores, step_input: dict | None, where: str) -> Scores:
+    """`scores`, refused unless they account for every benchmark the gauntlet step (its manifest's input) was
+    asked for."""
+    spec = (step_input or {}).get("gauntlet")
+    if spec:
+        check_scored(scores, suite(spec.get("suite", "v0"), spec.get("tasks")), where)
+    return scores

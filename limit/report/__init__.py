@@ -7,20 +7,30 @@ A new section is a function in `markdown.SECTIONS`; a new panel group is a funct
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
-
-from limit.report.data import assemble
-from limit.report.figure import plot
-from limit.report.markdown import render_markdown
 
 FILES = ("report.md", "report.json", "report.png")
 
 __all__ = ["FILES", "assemble", "plot", "render_markdown", "write"]
 
+# Imported when first used: the plan and every step import the report's input (limit/report/inputs.py), and
+# only the report itself needs matplotlib.
+_LAZY = {"assemble": "limit.report.data", "plot": "limit.report.figure", "render_markdown": "limit.report.markdown"}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(_LAZY[name]), name)
+
 
 def write(data: dict, folder: Path) -> None:
     """report.json, report.md and report.png in `folder`."""
+    from limit.report.figure import plot
+    from limit.report.markdown import render_markdown
+
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "report.json").write_text(json.dumps(data, indent=2))
     (folder / "report.md").write_text(render_markdown(data))

@@ -8,7 +8,6 @@ steps are not complete is kept as pending instead of failing the report.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 from pathlib import Path
@@ -18,23 +17,22 @@ from limit import __version__
 from limit.errors import LimitError
 from limit.execution import outputs
 from limit.execution.store import Store
-from limit.gauntlet.benchmarks import suite
-from limit.gauntlet.scoring import check_scored
+from limit.gauntlet.scoring import check_asked
 from limit.report import sweeps
+from limit.report.inputs import ReportModel, ReportPair
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
 
 
 def assemble(
     study: str,
-    models: list[dict],
-    pairs: list[dict],
+    models: list[ReportModel],
+    pairs: list[ReportPair],
     store: Store,
     *,
     parent_run_id: str | None = None,
     partial: bool = False,
 ) -> dict[str, Any]:
-    """`models` and `pairs` are the report step's input (ReportModel / ReportPair as dicts)."""
     reader = _Reader(store, partial)
     rows = [model_row(m, reader) for m in models]
     base_of = {row["name"]: row["base"] for row in rows}
@@ -72,110 +70,104 @@ class _Reader:
             raise LimitError(f"{self.store.url(ref)}: upstream step is not complete (no _manifest.json)")
         return manifest
 
-    def json(self, ref: str, name: str) -> Any:
+    def output(self, ref: str, name: str, model: type[outputs.T], optional: bool = False) -> outputs.T | None:
+        """`name` of step `ref` read as `model`; None while the step is pending, or when an `optional` file
+        is absent from it."""
+        text = self._read(ref, name, optional)
+        return None if text is None else outputs.parse(text, model, f"{self.store.url(ref)}/{name}")
+
+    def lines(self, ref: str, name: str, model: type[outputs.T], optional: bool = False) -> list[outputs.T] | None:
+        text = self._read(ref, name, optional)
+        return None if text is None else outputs.parse_lines(text, model, f"{self.store.url(ref)}/{name}")
+
+    def _read(self, ref: str, name: str, optional: bool) -> str | None:
         if self.manifest(ref) is None:
             return None
         text = self.store.read_text(ref, name)
-        if text is None:
+        if text is None and not optional:
             raise LimitError(f"{self.store.url(ref)}/{name}: missing from a completed step")
-        return json.loads(text)
+        return text
 
-    def output(self, ref: str, name: str, model: type[outputs.T]) -> outputs.T | None:
-        if self.manifest(ref) is None:
-            return None
-        text = self.store.read_text(ref, name)
-        if text is None:
-            raise LimitError(f"{self.store.url(ref)}/{name}: missing from a completed step")
-        return outputs.parse(text, model, f"{self.store.url(ref)}/{name}")
-
-    def scores(self, ref: str) -> Any:
+    def scores(self, ref: str) -> outputs.Scores | None:
         """A gauntlet step's scores.json, refused unless it accounts for every benchmark the step was asked."""
-        scores = self.json(ref, "scores.json")
-        spec = ((self.manifest(ref) or {}).get("input") or {}).get("gauntlet")
-        if scores is not None and spec:
-            benchmarks = suite(spec.get("suite", "v0"), spec.get("tasks"))
-            check_scored(scores, benchmarks, f"{self.store.url(ref)}/scores.json")
+        scores = self.output(ref, "scores.json", outputs.Scores)
+        if scores is not None:
+            check_asked(scores, (self.manifest(ref) or {}).get("input"), f"{self.store.url(ref)}/scores.json")
         return scores
-
-    def text(self, ref: str, name: str) -> str | None:
-        return self.store.read_text(ref, name) if self.manifest(ref) is not None else None
 
     def rows(self, model: dict) -> dict[str, dict[int, float]] | None:
         """Per benchmark, each row's correctness (1/0) where the model's scores came from; None when a
         benchmark has no details (a step that kept scores only)."""
         ref = model.get("scored_by")
         if ref and ref not in self._rows:
-            found = {name: self.text(ref, f"details/{name}.json") for name in model.get("benchmarks", {})}
-            self._rows[ref] = None if None in found.values() else {
-                name: {d["row"]: float(d["correct"]) for d in json.loads(text)["details"]}
-                for name, text in found.items()
-            }  # fmt: skip
+            found = {
+                name: self.output(ref, f"details/{name}.json", outputs.Details, optional=True)
+                for name in model.get("benchmarks", {})
+            }
+            self._rows[ref] = None if None in found.values() else {n: d.correctness() for n, d in found.items()}
         return self._rows.get(ref) if ref else None
 
     def outcomes(self, pair: dict) -> list[dict] | None:
         """Who the judge preferred, per sampling seed and prompt, in a judged pair."""
         ref = pair.get("judge")
         if ref and ref not in self._outcomes:
-            text = self.text(ref, "annotations.jsonl")
-            rows = [json.loads(line) for line in (text or "").splitlines() if line.strip()]
-            keys = ("seed", "prompt_id", "winner")
-            self._outcomes[ref] = [{k: r.get(k) for k in keys} for r in rows] or None
+            rows = self.annotations(ref) or []
+            self._outcomes[ref] = [r.model_dump(include={"seed", "prompt_id", "winner"}) for r in rows] or None
         return self._outcomes.get(ref) if ref else None
 
+    def annotations(self, ref: str) -> list[outputs.Annotation] | None:
+        return self.lines(ref, "annotations.jsonl", outputs.Annotation, optional=True)
 
-def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
-    base = model["model"] if model["kind"] == "run" else model["name"]
+
+def model_row(model: ReportModel, reader: _Reader) -> dict[str, Any]:
     row: dict[str, Any] = {
-        "name": model["name"],
-        "kind": model["kind"],
-        "base": base,
-        "model": model["model"],
-        "dataset": model.get("dataset"),
-        "rows": model.get("rows"),
-        "group": model.get("group"),
-        "series": model.get("series"),
-        "seed": model.get("seed"),
+        "name": model.name,
+        "kind": model.kind,
+        "base": model.model if model.kind == "run" else model.name,
+        "model": model.model,
+        "dataset": model.dataset,
+        "rows": model.rows,
+        "group": model.group,
+        "series": model.series,
+        "seed": model.seed,
         "epoch": None,
         "epochs": [],
         "train_tokens": None,
     }
-    if model.get("selection"):
+    if model.selection:
         found = _chosen_epoch(model, reader)
     else:
-        found = _scores_row(reader.scores(model["gauntlet"]), [model["gauntlet"]])
+        found = _scores_row(reader.scores(model.gauntlet), [model.gauntlet])
     if found is None:
         return row | {"status": "pending", "average": None, "categories": {}, "benchmarks": {}, "complete": False}
     return row | found | {"status": "ready"}
 
 
-def _scores_row(scores: dict | None, steps: list[str]) -> dict | None:
+def _scores_row(scores: outputs.Scores | None, steps: list[str]) -> dict | None:
     """`steps[-1]` is the gauntlet step the scores come from."""
     if scores is None:
         return None
-    benchmarks = {
-        name: {k: r.get(k) for k in ("category", "score", "accuracy", "n")}
-        for name, r in scores.get("benchmarks", {}).items()
-    }
+    fields = {"category", "score", "accuracy", "n"}
     return {
-        "average": scores["average"],
-        "categories": scores["categories"],
-        "benchmarks": benchmarks,
-        "complete": scores["average"] is not None,
-        "suite": scores.get("suite"),
+        "average": scores.average,
+        "categories": scores.categories,
+        "benchmarks": {name: r.model_dump(include=fields) for name, r in scores.benchmarks.items()},
+        "complete": scores.average is not None,
+        "suite": scores.suite,
         "scored_by": steps[-1],
         "steps": steps,
     }
 
 
-def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
+def _chosen_epoch(model: ReportModel, reader: _Reader) -> dict | None:
     """A finetune at the epoch `select` chose: that epoch's own gauntlet scores (or, where the study scores
     the chosen checkpoint again on the whole suite, those), its per-epoch curve and the tokens it trained on."""
-    selection = model["selection"]
+    selection = model.selection
     choice = reader.output(selection, "choice.json", outputs.Choice)
     if choice is None:
         return None
     epochs = reader.manifest(selection)["input"]["epochs"]
-    chosen_ref = model.get("gauntlet") or next(e["gauntlet"] for e in epochs if e["epoch"] == choice.epoch)
+    chosen_ref = model.gauntlet or next(e["gauntlet"] for e in epochs if e["epoch"] == choice.epoch)
     found = _scores_row(reader.scores(chosen_ref), [selection, choice.finetune, chosen_ref])
     if found is None:
         return None
@@ -184,7 +176,7 @@ def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
         "epoch": choice.epoch,
         "epochs": [e.model_dump(include={"epoch", "average", "categories"}) for e in choice.epochs],
         "train_tokens": _tokens_at(finetune, choice.epoch),
-        "rows": _prepared_rows(finetune, reader) or model.get("rows"),
+        "rows": _prepared_rows(finetune, reader) or model.rows,
         "selection": choice.selection,
     }
 
@@ -204,26 +196,24 @@ def _tokens_at(finetune: dict | None, epoch: int) -> int | None:
     return round(summary["train_tokens"] * epoch / epochs)
 
 
-def pair_row(pair: dict, reader: _Reader, base_of: dict[str, str]) -> dict[str, Any]:
-    row = {"a": pair["a"], "b": pair["b"], "prompts": pair["prompts"], "base": base_of.get(pair["a"])}
-    row["judge"] = pair["judge"]
-    result = reader.json(pair["judge"], "result.json")
+def pair_row(pair: ReportPair, reader: _Reader, base_of: dict[str, str]) -> dict[str, Any]:
+    row = {"a": pair.a, "b": pair.b, "prompts": pair.prompts, "base": base_of.get(pair.a), "judge": pair.judge}
+    result = reader.output(pair.judge, "result.json", outputs.JudgeResult)
     if result is None:
         return row | {"status": "pending", "win_rate_a": None}
-    judged = reader.manifest(pair["judge"])["input"]
-    annotations = reader.text(pair["judge"], "annotations.jsonl")
-    samples = pick_samples([json.loads(line) for line in (annotations or "").splitlines() if line.strip()])
-    steps = [pair["judge"], judged["a"], judged["b"]]
-    return row | result | {"status": "ready", "samples": samples, "steps": steps}
+    judged = reader.manifest(pair.judge)["input"]
+    samples = pick_samples(reader.annotations(pair.judge) or [])
+    steps = [pair.judge, judged["a"], judged["b"]]
+    return row | result.model_dump() | {"status": "ready", "samples": samples, "steps": steps}
 
 
-def pick_samples(annotations: list[dict], count: int = 2) -> list[dict]:
+def pick_samples(annotations: list[outputs.Annotation], count: int = 2) -> list[dict]:
     """One judgment A won and one B won where there are (the first of each), else the first ones."""
-    won = [next((a for a in annotations if a.get("winner") == side), None) for side in ("a", "b")]
+    won = [next((a for a in annotations if a.winner == side), None) for side in ("a", "b")]
     chosen = [a for a in won if a is not None]
     chosen += [a for a in annotations if a not in chosen][: count - len(chosen)]
-    keys = ("seed", "prompt_id", "instruction", "output_a", "output_b", "winner")
-    return [{k: _cut(a.get(k)) for k in keys} for a in chosen[:count]]
+    keys = {"seed", "prompt_id", "instruction", "output_a", "output_b", "winner"}
+    return [{k: _cut(v) for k, v in a.model_dump(include=keys).items()} for a in chosen[:count]]
 
 
 def _cut(value: Any) -> Any:

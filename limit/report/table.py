@@ -18,6 +18,7 @@ import csv
 from pathlib import Path
 from typing import Any
 
+from limit.execution.outputs import Scores
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.scoring import metrics as gauntlet_metrics
 from limit.spec.study import slug
@@ -33,7 +34,7 @@ def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
     for model in data["models"]:
         if model.get("status", "ready") != "ready":
             continue
-        metrics = gauntlet_metrics(model)
+        metrics = gauntlet_metrics(Scores.model_validate(model))  # a row holds its scores' fields
         metrics["chosen_epoch"] = float(model["epoch"] or 0)
         tokens = 0 if model["kind"] == "baseline" else model.get("train_tokens")
         if tokens is not None:

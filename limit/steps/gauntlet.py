@@ -47,16 +47,17 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
         on_benchmark=lambda name, done, total: _finished(ctx, name, done, total),
     )
     (ctx.out / "scores.json").write_text(json.dumps(scores, indent=2, sort_keys=True))
+    typed = outputs.Scores.model_validate(scores)
 
     # The keys every gauntlet run, select run and summary run share (scoring.metrics), plus raw accuracies.
-    mlflow.log_metrics(metrics(scores))
-    mlflow.log_metrics({f"gauntlet.{name}.accuracy": r["accuracy"] for name, r in scores["benchmarks"].items()})
-    if scores["missing"]:
-        mlflow.set_tag("gauntlet.missing", ",".join(scores["missing"])[:250])
+    mlflow.log_metrics(metrics(typed))
+    mlflow.log_metrics({f"gauntlet.{name}.accuracy": r.accuracy for name, r in typed.benchmarks.items()})
+    if typed.missing:
+        mlflow.set_tag("gauntlet.missing", ",".join(typed.missing)[:250])
 
     summary: dict = {"complete": scores["complete"], "examples": scores["examples"]}
     summary["memory_peak_gib"] = round(peak.peak_gib(), 4)
-    summary |= {k: v for k, v in metrics(scores).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
+    summary |= {k: v for k, v in metrics(typed).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
     return summary
 
 

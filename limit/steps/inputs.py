@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import Field, model_serializer
 
+from limit.report.inputs import ReportModel, ReportPair
 from limit.spec.study import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
 
 Ref = str
@@ -94,26 +95,6 @@ class JudgeInput(StepInput):
     b: Ref
     judge: JudgeSpec
     judge_model: ModelSpec | None = None
-
-
-class ReportModel(Strict):
-    name: str
-    kind: str  # "run" or "baseline"
-    model: str
-    dataset: str | None = None
-    selection: Ref | None = None
-    gauntlet: Ref | None = None
-    rows: int | None = None  # training rows, where the spec fixes them (a subset, a mix of subsets)
-    group: str | None = None  # replicate group: runs that differ only in their training seed share it
-    series: str | None = None  # size sweep: the runs of one size curve share it
-    seed: int | None = None  # training seed of a replicate
-
-
-class ReportPair(Strict):
-    a: str
-    b: str
-    prompts: str
-    judge: Ref
 
 
 class ReportInput(StepInput):

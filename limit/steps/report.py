@@ -24,8 +24,8 @@ from limit.steps.inputs import ReportInput
 def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
     data = rendering.assemble(
         inp.study,
-        [m.model_dump() for m in inp.models],
-        [p.model_dump() for p in inp.pairs],
+        inp.models,
+        inp.pairs,
         ctx.store,
         parent_run_id=settings().parent_run_id,
     )

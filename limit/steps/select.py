@@ -12,60 +12,58 @@ histories with step=epoch, so no last-epoch value ever sits where the chosen one
 
 from __future__ import annotations
 
-import json
 import math
 import sys
 
 import mlflow
 
 from limit.errors import LimitError
+from limit.execution import outputs
 from limit.execution.context import StepContext
+from limit.execution.outputs import ScoredEpoch
 from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
-from limit.gauntlet.scoring import average_variance, check_scored, metrics
+from limit.gauntlet.scoring import average_variance, check_asked, metrics
 from limit.steps.inputs import SelectInput
 
 
-def best_epoch(epochs: list[dict]) -> dict:
+def best_epoch(epochs: list[ScoredEpoch]) -> ScoredEpoch:
     """The epoch with the highest average; the earliest among equals. Epochs without an average lose."""
-    scored = [e for e in epochs if e["average"] is not None]
+    scored = [e for e in epochs if e.average is not None]
     if not scored:
         raise LimitError("select: no epoch has a complete gauntlet average (a category is incomplete)")
-    return max(sorted(scored, key=lambda e: e["epoch"]), key=lambda e: e["average"])
+    return max(sorted(scored, key=lambda e: e.epoch), key=lambda e: e.average)
 
 
 def row_scores(ctx: StepContext, gauntlet: str) -> dict[str, dict[int, float]]:
     """Per benchmark, each scored row's correctness (1/0), from a gauntlet step's details."""
     folder = ctx.fetch(gauntlet, "details")
-    return {
-        path.stem: {d["row"]: float(d["correct"]) for d in json.loads(path.read_text())["details"]}
-        for path in sorted(folder.glob("*.json"))
-    }
+    return {path.stem: outputs.read(path, outputs.Details).correctness() for path in sorted(folder.glob("*.json"))}
 
 
-def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[dict], best: dict) -> dict | None:
+def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[ScoredEpoch], best: ScoredEpoch) -> dict | None:
     """How sure the choice is: the chosen average's standard error over the scored rows, and whether the
     runner-up differs from it beyond noise (a paired difference on the same rows, 95%)."""
-    scored = [e for e in epochs if e["average"] is not None]
+    scored = [e for e in epochs if e.average is not None]
     gauntlets = {e.epoch: e.gauntlet for e in inp.epochs}
-    rows = {e["epoch"]: row_scores(ctx, gauntlets[e["epoch"]]) for e in scored}
-    benches = [b for b in suite_of(ctx, gauntlets[best["epoch"]]) if b.name in rows[best["epoch"]]]
+    rows = {e.epoch: row_scores(ctx, gauntlets[e.epoch]) for e in scored}
+    benches = [b for b in suite_of(ctx, gauntlets[best.epoch]) if b.name in rows[best.epoch]]
     if not benches:
         return None  # no per-row details (scores only): nothing to estimate the error from
-    chosen = rows[best["epoch"]]
+    chosen = rows[best.epoch]
     variance = average_variance(benches, {name: list(r.values()) for name, r in chosen.items()})
     if variance is None:
         return None
     out = {"standard_error": math.sqrt(variance), "runner_up": None}
-    others = sorted((e for e in scored if e["epoch"] != best["epoch"]), key=lambda e: -e["average"])
+    others = sorted((e for e in scored if e.epoch != best.epoch), key=lambda e: -e.average)
     if others:
         second = others[0]
         diffs = {
-            name: [r[i] - rows[second["epoch"]][name][i] for i in r if i in rows[second["epoch"]].get(name, {})]
+            name: [r[i] - rows[second.epoch][name][i] for i in r if i in rows[second.epoch].get(name, {})]
             for name, r in chosen.items()
         }
         diff_var = average_variance(benches, diffs)
-        difference = best["average"] - second["average"]
-        out |= {"runner_up": second["epoch"], "difference": difference}
+        difference = best.average - second.average
+        out |= {"runner_up": second.epoch, "difference": difference}
         if diff_var is not None:
             se = math.sqrt(diff_var)
             out |= {"difference_standard_error": se, "distinguishable": difference > 1.96 * se}
@@ -73,17 +71,14 @@ def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[dict], best
 
 
 def suite_of(ctx: StepContext, gauntlet: str) -> list[Benchmark]:
-    return suite(scores_of(ctx, gauntlet).get("suite", "v0"))
+    return suite(scores_of(ctx, gauntlet).suite)
 
 
-def scores_of(ctx: StepContext, gauntlet: str) -> dict:
+def scores_of(ctx: StepContext, gauntlet: str) -> outputs.Scores:
     """A gauntlet step's scores, refused unless they account for every benchmark it was asked for."""
-    scores = json.loads((ctx.fetch(gauntlet) / "scores.json").read_text())
-    spec = ((ctx.store.manifest(gauntlet) or {}).get("input") or {}).get("gauntlet")
-    if spec:
-        asked = suite(spec.get("suite", "v0"), spec.get("tasks"))
-        check_scored(scores, asked, f"{ctx.store.url(gauntlet)}/scores.json")
-    return scores
+    scores = outputs.read(ctx.fetch(gauntlet) / "scores.json", outputs.Scores)
+    step_input = (ctx.store.manifest(gauntlet) or {}).get("input")
+    return check_asked(scores, step_input, f"{ctx.store.url(gauntlet)}/scores.json")
 
 
 def select(inp: SelectInput, ctx: StepContext) -> dict:
@@ -91,45 +86,44 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
         raise LimitError("step select --input: epochs: empty")
     epochs, scores_by_epoch = [], {}
     for entry in sorted(inp.epochs, key=lambda e: e.epoch):
-        scores = scores_of(ctx, entry.gauntlet)
-        scores_by_epoch[entry.epoch] = scores
-        epochs.append({"epoch": entry.epoch, "average": scores["average"], "categories": scores["categories"]})
+        scores = scores_by_epoch[entry.epoch] = scores_of(ctx, entry.gauntlet)
+        epochs.append(ScoredEpoch(epoch=entry.epoch, average=scores.average, categories=scores.categories))
 
     best = best_epoch(epochs)
-    tied = [e["epoch"] for e in epochs if e["average"] == best["average"]]
+    tied = [e.epoch for e in epochs if e.average == best.average]
     if len(tied) > 1:
-        print(f"select: epochs {tied} tie at average {best['average']:.4f}; taking the earliest", file=sys.stderr)
-    choice = {
-        "epoch": best["epoch"],
-        "finetune": inp.finetune,
-        "sub": f"epoch-{best['epoch']}",
-        "average": best["average"],
-        "tied": tied,
-        "epochs": epochs,
-        "selection": selection_error(inp, ctx, epochs, best),
-    }
-    (ctx.out / "choice.json").write_text(json.dumps(choice, indent=2))
+        print(f"select: epochs {tied} tie at average {best.average:.4f}; taking the earliest", file=sys.stderr)
+    choice = outputs.Choice(
+        epoch=best.epoch,
+        finetune=inp.finetune,
+        sub=f"epoch-{best.epoch}",
+        average=best.average,
+        tied=tied,
+        epochs=epochs,
+        selection=selection_error(inp, ctx, epochs, best),
+    )
+    (ctx.out / "choice.json").write_text(choice.model_dump_json(indent=2))
 
-    log_epochs(scores_by_epoch, best["epoch"])
+    log_epochs(scores_by_epoch, best.epoch)
     if inp.keep == "selected":
-        _prune_others(inp, ctx, epochs, best["epoch"])
-    print(f"select: epoch {best['epoch']} (average {best['average']:.4f})", file=sys.stderr)
-    return {"chosen_epoch": best["epoch"], "gauntlet.average": best["average"], "ties": len(tied)}
+        _prune_others(inp, ctx, epochs, best.epoch)
+    print(f"select: epoch {best.epoch} (average {best.average:.4f})", file=sys.stderr)
+    return {"chosen_epoch": best.epoch, "gauntlet.average": best.average, "ties": len(tied)}
 
 
-def _prune_others(inp: SelectInput, ctx: StepContext, epochs: list[dict], chosen: int) -> None:
+def _prune_others(inp: SelectInput, ctx: StepContext, epochs: list[ScoredEpoch], chosen: int) -> None:
     """Delete the unchosen epochs' weights, only of a finetune planned for this choice (`pruned_by`): a
     finetune planned with keep: all is shared by plans that score its epochs otherwise."""
     finetune = ctx.store.manifest(inp.finetune) or {}
     if not (finetune.get("input") or {}).get("pruned_by"):
         print(f"select: {inp.finetune} was not planned with keep: selected: every epoch stays", file=sys.stderr)
         return
-    others = [f"epoch-{e['epoch']}" for e in epochs if e["epoch"] != chosen]
+    others = [f"epoch-{e.epoch}" for e in epochs if e.epoch != chosen]
     ctx.store.prune(inp.finetune, others, f"training.keep: selected; {ctx.ref} chose epoch {chosen}")
     print(f"select: deleted the weights of {', '.join(others) or 'no other epoch'}", file=sys.stderr)
 
 
-def log_epochs(scores_by_epoch: dict[int, dict], chosen: int) -> None:
+def log_epochs(scores_by_epoch: dict[int, outputs.Scores], chosen: int) -> None:
     """The chosen epoch's values once (step = that epoch), every epoch's average and categories as curves."""
     for epoch, scores in scores_by_epoch.items():
         curve = {k: v for k, v in metrics(scores).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}

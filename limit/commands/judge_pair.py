@@ -11,10 +11,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from limit.commands.flags import seed_int
 from limit.errors import LimitError
 from limit.execution import logs
+
+if TYPE_CHECKING:
+    from limit.execution.outputs import Response
 
 # flag: JudgeSpec field. Flags left unset take the spec's defaults, which are declared only there.
 SPEC_FLAGS = {
@@ -101,8 +105,9 @@ def judge_spec(args: argparse.Namespace):
         raise LimitError(f"--{str(error['loc'][0]).replace('_', '-')}: {error['msg']}") from None
 
 
-def read_side(path: Path, flag: str, seed: int) -> list[dict]:
-    """Rows {prompt_id, instruction, output, seed} from a responses.jsonl or a JSON list (item i: prompt i)."""
+def read_side(path: Path, flag: str, seed: int) -> list[Response]:
+    """Responses from a responses.jsonl or a JSON list of {instruction, output} (item i: prompt i)."""
+    from limit.execution.outputs import Response
     from limit.judge.compare import read_responses
 
     if path.suffix == ".jsonl":
@@ -118,7 +123,7 @@ def read_side(path: Path, flag: str, seed: int) -> list[dict]:
             if not isinstance(item, dict) or not isinstance(item.get(field), str):
                 raise LimitError(f"{flag}: {path}: item {i}: field '{field}' missing or not a string")
     return [
-        {"prompt_id": str(i), "instruction": x["instruction"], "output": x["output"], "seed": seed}
+        Response(prompt_id=str(i), instruction=x["instruction"], output=x["output"], seed=seed)
         for i, x in enumerate(items)
     ]
 

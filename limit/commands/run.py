@@ -78,9 +78,10 @@ def main(args: argparse.Namespace) -> int:
         return outcome.exit_code
     folder = collect_report(plan, store)
     if folder is not None:
+        from limit.execution import outputs
         from limit.report.markdown import gauntlet_section, judge_section
 
-        data = json.loads((folder / "report.json").read_text())
+        data = outputs.read(folder / "report.json", outputs.ReportData).model_dump()
         print("\n".join(["", *gauntlet_section(data), "", *judge_section(data), ""]))
         print(f"report: {folder / 'report.md'}, {folder / 'report.json'}, {folder / 'report.png'}")
     return 0

@@ -47,8 +47,10 @@ class DetailRow(Output):
 
 
 class Details(Output):
-    """A gauntlet step's `details/<benchmark>.json`: each scored row's correctness."""
+    """A gauntlet step's `details/<benchmark>.json`: the benchmark's result and each scored row (its
+    correctness, prediction and log-likelihoods)."""
 
+    result: dict = {}
     details: list[DetailRow]
 
     def correctness(self) -> dict[int, float]:
@@ -104,6 +106,21 @@ class JudgeResult(Output):
     lengths: dict[str, dict[str, float]] = {}
     cost: dict = {}
     failed_generations: int = 0
+
+
+class TrainLog(Output):
+    """A finetune step's `train_log.json`: the Trainer's log history (a row per logged step and epoch)."""
+
+    log_history: list[dict]
+
+
+class ReportData(Output):
+    """The report step's `report.json` (limit/report/data.py `assemble`): a row per model and per judged
+    pair, as the report renders them."""
+
+    study: str
+    models: list[dict]
+    pairs: list[dict]
 
 
 class ScoredEpoch(Output):

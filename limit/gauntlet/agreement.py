@@ -5,10 +5,10 @@ Used by `make bench-gauntlet` (packed vs HFLM on CPU) and `limit check-gpu` (the
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
+from limit.execution import outputs
 from limit.gauntlet.evaluate import run_gauntlet
 
 
@@ -34,7 +34,8 @@ def timed_run(lm, model: str, benches, files, limit: int | None, seed: int, deta
     finally:
         del lm.loglikelihood
     scores["loglikelihood_seconds"] = round(spent[0], 3)
-    return scores, {b: json.loads((details / f"{b}.json").read_text())["details"] for b in scores["benchmarks"]}
+    rows = {b: outputs.read(details / f"{b}.json", outputs.Details).details for b in scores["benchmarks"]}
+    return scores, {b: [row.model_dump() for row in found] for b, found in rows.items()}
 
 
 def compare(ours: dict[str, list[dict]], theirs: dict[str, list[dict]]) -> dict:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from limit.errors import LimitError
+from limit.execution import outputs
 from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
@@ -195,7 +196,7 @@ def run_gauntlet(
 
 def _reuse(saved: Path, name: str) -> dict:
     print(f"gauntlet: {name}: reusing {saved}", file=sys.stderr)
-    return json.loads(saved.read_text())["result"]
+    return outputs.read(saved, outputs.Details).result
 
 
 def _keep(saved: Path, result: dict, details: list) -> None:

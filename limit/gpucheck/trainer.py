@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from limit.execution import outputs
+from limit.execution.store import Store
 from limit.gpucheck.context import CheckContext
 
 LIMA = {"jsonl": "fixture:tiny/lima.jsonl", "conversations": "conversations", "templated": False}
@@ -63,10 +65,10 @@ def run(ctx: CheckContext) -> dict:
     started = time.time()
     resumed = subprocess.run(command(finetune), env=env, **logs(ctx, "finetune-resume"))
     result |= {"killed_after_epoch_1": killed, "resume_exit": resumed.returncode, "resume_s": time.time() - started}
-    manifest = ctx.workdir / "artifacts" / finetune.ref / "_manifest.json"
-    if resumed.returncode or not manifest.is_file():
+    manifest = Store(str(ctx.workdir / "artifacts"), ctx.workdir).manifest(finetune.ref)
+    if resumed.returncode or manifest is None:
         return result | {"ok": False, "error": f"the resumed finetune exited {resumed.returncode}"}
-    summary = json.loads(manifest.read_text())["summary"]
+    summary = manifest["summary"]
     cost = plan.costs.get(finetune.id)
     result |= measured(summary, ctx.workdir / "artifacts" / finetune.ref / "train_log.json")
     result["planned_terms_gib"] = {k: round(v / 2**30, 3) for k, v in cost.memory.terms.items()} if cost else None
@@ -127,7 +129,7 @@ def kill_after_first_epoch(argv: list[str], env: dict, ctx: CheckContext, ref: s
 
 
 def measured(summary: dict, train_log: Path) -> dict:
-    history = json.loads(train_log.read_text())["log_history"]
+    history = outputs.read(train_log, outputs.TrainLog).log_history
     losses = [round(e["loss"], 5) for e in history if "loss" in e]
     steps_run = max(1, summary["steps"] - summary["resumed_from_step"])
     return {

@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError
-from limit.execution import progress
-from limit.execution.io import read_jsonl
+from limit.execution import outputs, progress
+from limit.execution.outputs import Response
 from limit.judge.backends import judge_name
 from limit.judge.types import Judge, Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B, Judgment, summarize
 from limit.spec.study import JudgeSpec
-
-RESPONSE_FIELDS = ("prompt_id", "instruction", "output", "seed")
 
 
 @dataclass
@@ -35,27 +33,22 @@ class PairedPrompt:
     failed_generation: str | None = None  # why a side has no response to judge
 
 
-def _failed_generation(a: dict, b: dict) -> str | None:
+def _failed_generation(a: Response, b: Response) -> str | None:
     for side, row in (("a", a), ("b", b)):
-        if row.get("finish_reason") == "error":
-            return f"generation failed ({side}): {row.get('error')}"
+        if row.finish_reason == "error":
+            return f"generation failed ({side}): {row.error}"
     return None
 
 
-def read_responses(path: Path, which: str) -> list[dict]:
+def read_responses(path: Path, which: str) -> list[Response]:
     """generate's responses.jsonl; `which` names the side (a, b, --a, ...) in errors."""
     try:
-        rows = read_jsonl(path)
-    except (OSError, ValueError) as e:
-        raise LimitError(f"{which}: {path}: cannot read responses: {e}") from None
-    for i, row in enumerate(rows):
-        missing = set(RESPONSE_FIELDS) - set(row)
-        if missing:
-            raise LimitError(f"{which}: {path}: row {i}: missing field {sorted(missing)[0]}")
-    return rows
+        return outputs.read_lines(path, Response)
+    except LimitError as e:
+        raise LimitError(f"{which}: {e}") from None
 
 
-def check_complete(rows: list[dict], summary: dict, which: str) -> None:
+def check_complete(rows: list[Response], summary: dict, which: str) -> None:
     """Refuse responses that are not one per prompt and seed of the generate step that wrote them (its
     `summary`: how many prompts and seeds it sampled): a short file would be judged on fewer pairs."""
     prompts, seeds = summary.get("prompts"), summary.get("seeds")
@@ -63,30 +56,32 @@ def check_complete(rows: list[dict], summary: dict, which: str) -> None:
         raise LimitError(f"{which}: its generate step's summary does not say how many prompts and seeds it has")
     per_seed: dict[str, set[str]] = {}
     for row in rows:
-        per_seed.setdefault(str(row["seed"]), set()).add(str(row["prompt_id"]))
+        per_seed.setdefault(str(row.seed), set()).add(row.prompt_id)
     short = next((seed for seed, ids in per_seed.items() if len(ids) != prompts), None)
     if len(per_seed) != seeds or short is not None or len(rows) != prompts * seeds:
         found = f"seed {short}: {len(per_seed[short])}" if short else f"{len(per_seed)} seeds, {len(rows)} rows"
         raise LimitError(f"{which}: {found}; expected one response per prompt and seed ({prompts} x {seeds})")
 
 
-def pair_by_prompt(a: list[dict], b: list[dict], names: tuple[str, str] = ("judge: a", "judge: b")) -> dict:
+def pair_by_prompt(
+    a: list[Response], b: list[Response], names: tuple[str, str] = ("judge: a", "judge: b")
+) -> dict[str, list[PairedPrompt]]:
     """Seed s of A with seed s of B, prompt by prompt (A's order): {seed: [PairedPrompt]}. Both must cover the
     same seeds and prompts; `names` say which side is which in errors."""
-    b_index = {(str(r["seed"]), str(r["prompt_id"])): r for r in b}
+    b_index = {(str(r.seed), r.prompt_id): r for r in b}
     per_seed: dict[str, list[PairedPrompt]] = {}
     seen = set()
     for row in a:
-        key = (str(row["seed"]), str(row["prompt_id"]))
+        key = (str(row.seed), row.prompt_id)
         if key in seen:
             raise LimitError(f"{names[0]}: seed {key[0]} has prompt_id {key[1]} twice")
         seen.add(key)
         other = b_index.get(key)
         if other is None:
             raise LimitError(f"{names[1]}: no response for seed {key[0]}, prompt_id {key[1]}")
-        if other["instruction"] != row["instruction"]:
+        if other.instruction != row.instruction:
             raise LimitError(f"{names[1]}: seed {key[0]}, prompt_id {key[1]}: answers another instruction than a")
-        pair = (row["instruction"], row["output"], other["output"])
+        pair = (row.instruction, row.output, other.output)
         per_seed.setdefault(key[0], []).append(PairedPrompt(key[1], pair, _failed_generation(row, other)))
     if len(seen) != len(b_index):
         extra = sorted(set(b_index) - seen)[0]

@@ -31,7 +31,7 @@ from limit.gauntlet.data import fetch_files
 from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
 from limit.gauntlet.packed import PackedLM
 from limit.models.base import materialize_tiny
-from limit.spec.study import TinyModel
+from limit.spec.study import GauntletSpec, TinyModel
 
 REPO = Path(__file__).resolve().parents[1]
 # our benchmark name -> the lm-eval built-in task of the same dataset
@@ -114,19 +114,20 @@ def main() -> int:
         files = fetch_files(parse_locations(args.data_dir), [b.file for b in benches], Path(tmp))
         available = [b for b in benches if b.file in files]
         started = time.time()
-        hflm = load_model(model, "hf", args.batch_size)
+        spec = GauntletSpec(backend="hf", batch_size=args.batch_size, limit=limit, seed=args.seed)
+        hflm = load_model(model, spec)
         load_seconds = time.time() - started
         packed = PackedLM(
             hflm.model, tokenizer=hflm.tokenizer, batch_size=args.batch_size, batch_tokens=args.batch_tokens
         )
         for lm in (hflm, packed):  # imports and first-call costs, paid before either is timed
-            run_gauntlet(model, available[:1], files, limit=2, seed=args.seed, lm=lm)
+            run_gauntlet(model, available[:1], files, spec.model_copy(update={"limit": 2}), lm=lm)
         packed.stats = dict.fromkeys(packed.stats, 0)
 
-        ours, ours_details = timed_run(packed, model, benches, files, limit, args.seed, Path(tmp) / "packed")
-        theirs_all, theirs_details = timed_run(hflm, model, benches, files, limit, args.seed, Path(tmp) / "hflm")
+        ours, ours_details = timed_run(packed, model, benches, files, spec, Path(tmp) / "packed")
+        theirs_all, theirs_details = timed_run(hflm, model, benches, files, spec, Path(tmp) / "hflm")
         shared_tasks = [b for b in available if b.name in LM_EVAL_SHIPPED]
-        ours_same = run_gauntlet(model, shared_tasks, files, limit=limit, seed=args.seed, lm=hflm)
+        ours_same = run_gauntlet(model, shared_tasks, files, spec, lm=hflm)
         theirs = lm_eval_single_call(hflm, shared_tasks, files, limit, args.seed)
 
     report = {

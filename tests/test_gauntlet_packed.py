@@ -14,12 +14,13 @@ import pytest
 from lm_eval.evaluator import evaluate
 from lm_eval.models.huggingface import HFLM
 from lm_eval.tasks import TaskManager
+from pydantic import ValidationError
 
 from limit.errors import LimitError
 from limit.execution.locations import parse_locations
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.data import fetch_files
-from limit.gauntlet.evaluate import build_tasks, load_model, run_gauntlet, score_samples
+from limit.gauntlet.evaluate import build_tasks, run_gauntlet, score_samples
 from limit.gauntlet.packed import PackedLM, group, pack
 from limit.models.base import materialize_tiny
 from limit.spec.study import GauntletSpec, TinyModel
@@ -147,7 +148,8 @@ def test_tiny_suite_scores_are_unchanged_with_packed_the_default(tiny_model, tmp
     for backend in ("hf", "packed"):
         out = tmp_path / backend
         out.mkdir()
-        scores[backend] = run_gauntlet(tiny_model, benches, files, backend=backend, batch_size=16, resume_dir=out)
+        spec = GauntletSpec(backend=backend, batch_size=16)
+        scores[backend] = run_gauntlet(tiny_model, benches, files, spec, resume_dir=out)
         details[backend] = {b.name: json.loads((out / f"{b.name}.json").read_text())["details"] for b in benches}
     for name, result in scores["hf"]["benchmarks"].items():
         assert scores["packed"]["benchmarks"][name]["accuracy"] == result["accuracy"], name
@@ -164,9 +166,9 @@ def test_packed_refuses_what_it_cannot_score(tiny_model, models):
     with pytest.raises(LimitError, match="packed scores MPT"):
         PackedLM(pretrained=gpt2, tokenizer=hf.tokenizer)
     with pytest.raises(LimitError, match="'eager' is not one of auto, sdpa, flex"):
-        load_model(tiny_model, "packed", attention="eager")
-    with pytest.raises(LimitError, match="unknown backend 'fast'"):
-        load_model(tiny_model, "fast")
+        PackedLM(pretrained=tiny_model, attention="eager")
+    with pytest.raises(ValidationError, match="backend"):
+        GauntletSpec(backend="fast")
 
 
 def test_hflm_paths_stay_hflms_on_the_same_weights(models):

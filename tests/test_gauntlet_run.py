@@ -107,7 +107,7 @@ def test_data_from_s3(s3_env, tiny_model, tmp_path):
     assert set(files) == {b.file for b in benches[:-1]}
     assert all(files[b.file].read_bytes() == (TINY_DATA / b.file).read_bytes() for b in benches[:-1])
 
-    scores = run_gauntlet(tiny_model, suite("tiny", ["tiny_copa", "tiny_boolq"]), files, limit=3)
+    scores = run_gauntlet(tiny_model, suite("tiny", ["tiny_copa", "tiny_boolq"]), files, GauntletSpec(limit=3))
     assert scores["benchmarks"]["tiny_copa"]["n"] == 3 and scores["missing"] == ["tiny_boolq"]
     assert scores["categories"]["reading_comprehension"] is None
 
@@ -148,7 +148,7 @@ def test_real_v0_files_each_score_in_range(shared, tiny_model, tmp_path):
     for name, source in write_hub_samples(tmp_path / "hub").items():
         convert(name, converted, str(source))
     files = fetch_files(parse_locations(f"{data},{converted}"), [b.file for b in benches], tmp_path)
-    scores = run_gauntlet(tiny_model, benches, files, limit=2, batch_size=16)
+    scores = run_gauntlet(tiny_model, benches, files, GauntletSpec(limit=2, batch_size=16))
     assert set(scores["benchmarks"]) == {b.name for b in benches}
     for name, result in scores["benchmarks"].items():
         assert result["n"] == 2 and in_range(result), name

@@ -14,7 +14,7 @@ from limit.gauntlet.evaluate import load_model
 from limit.generation.sampling import VLLMSampler
 from limit.models.base import materialize_tiny
 from limit.models.vllm import ARCHITECTURES, require_supported, vllm_version
-from limit.spec.study import TinyModel
+from limit.spec.study import GauntletSpec, TinyModel
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_tiny_mpt_is_an_architecture_vllm_runs(tiny_mpt: str) -> None:
 
 def test_other_architectures_fail_in_one_line_before_vllm_is_built(llama_dir: str) -> None:
     for field, start in (
-        ("gauntlet.backend", lambda: load_model(llama_dir, backend="vllm")),
+        ("gauntlet.backend", lambda: load_model(llama_dir, GauntletSpec(backend="vllm"))),
         ("generation.backend", lambda: VLLMSampler(llama_dir)),
     ):
         with pytest.raises(LimitError) as e:
@@ -64,5 +64,5 @@ def test_the_gauntlet_asks_vllm_for_prefix_caching(tiny_mpt: str, monkeypatch) -
     seen = {}
     recorder = types.SimpleNamespace(VLLM=lambda **kwargs: seen.update(kwargs) or "vllm")
     monkeypatch.setitem(sys.modules, "lm_eval.models.vllm_causallms", recorder)
-    assert load_model(tiny_mpt, backend="vllm", batch_size=4) == "vllm"
+    assert load_model(tiny_mpt, GauntletSpec(backend="vllm", batch_size=4)) == "vllm"
     assert seen["enable_prefix_caching"] is True and seen["pretrained"] == tiny_mpt

@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from limit.execution.io import check_output, write_json
     from limit.gauntlet.evaluate import score_model
-    from limit.models.base import check_location
+    from limit.models.base import Pretrained, check_location
 
     spec = gauntlet_spec(args)
     check_location(args.model, "--model")
@@ -60,7 +60,8 @@ def main(args: argparse.Namespace) -> int:
         check_output(Path(args.out), "--out")
     log = Path(args.out).with_suffix(".log") if args.out else Path(args.workdir) / "logs" / "gauntlet.log"
     with logs.to_file(log):  # lm-eval's and transformers' logging go to the log, not the console
-        scores = score_model(args.model, spec, Path(args.workdir), trust_remote_code=args.trust_remote_code)
+        model = Pretrained(args.model, trust_remote_code=args.trust_remote_code)
+        scores = score_model(model, spec, Path(args.workdir))
     if args.out:
         write_json(Path(args.out), scores)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -10,9 +10,10 @@ from pathlib import Path
 
 from limit.execution import outputs
 from limit.gauntlet.evaluate import run_gauntlet
+from limit.spec.study import GauntletSpec
 
 
-def timed_run(lm, model: str, benches, files, limit: int | None, seed: int, details: Path) -> tuple[dict, dict]:
+def timed_run(lm, model: str, benches, files, spec: GauntletSpec, details: Path) -> tuple[dict, dict]:
     """run_gauntlet with `lm`, and its per-row details by benchmark (kept through the resume folder).
 
     The scores also get `loglikelihood_seconds`: the time inside lm.loglikelihood (tokenizing and scoring the
@@ -30,7 +31,7 @@ def timed_run(lm, model: str, benches, files, limit: int | None, seed: int, deta
 
     lm.loglikelihood = clocked
     try:
-        scores = run_gauntlet(model, benches, files, limit=limit, seed=seed, lm=lm, resume_dir=details)
+        scores = run_gauntlet(model, benches, files, spec, lm=lm, resume_dir=details)
     finally:
         del lm.loglikelihood
     scores["loglikelihood_seconds"] = round(spent[0], 3)

@@ -22,7 +22,7 @@ from limit.gauntlet import scoring
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.fewshot import read_rows
 from limit.gauntlet.tasks import REQUIRED_FIELDS, prepare_docs, task_config
-from limit.models.base import loading
+from limit.models.base import Pretrained, loading
 from limit.models.vllm import require_supported
 from limit.spec.study import GauntletSpec
 
@@ -30,20 +30,14 @@ TASK_PREFIX = "gauntlet_"
 BACKENDS = ("hf", "packed", "vllm")
 
 
-def load_model(
-    location: str,
-    backend: str = "packed",
-    batch_size: int = 8,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
-    *,
-    batch_tokens: int | None = None,
-    attention: str = "auto",
-):
-    """An lm-eval model: `hf` (lm-eval's HFLM), `packed` (HFLM scoring packed, context-shared rows; MPT only)
-    or `vllm` when it is installed. `batch_tokens` and `attention` apply to `packed`."""
+def load_model(model: Pretrained | str, spec: GauntletSpec | None = None):
+    """An lm-eval model as `spec` asks for it: `hf` (lm-eval's HFLM), `packed` (HFLM scoring packed,
+    context-shared rows; MPT only) or `vllm` when it is installed."""
     import torch
 
+    model, spec = Pretrained.of(model), spec or GauntletSpec()
+    location, backend, batch_size = model.location, spec.backend, spec.batch_size
+    trust_remote_code, revision = model.trust_remote_code, model.revision
     if backend in ("hf", "packed"):
         from lm_eval.models.huggingface import HFLM
 
@@ -60,7 +54,7 @@ def load_model(
         with loading(location):
             if backend == "hf":
                 return HFLM(**args)
-            return PackedLM(**args, batch_tokens=batch_tokens, attention=attention)
+            return PackedLM(**args, batch_tokens=spec.batch_tokens, attention=spec.attention)
     if backend == "vllm":
         require_supported(location, "gauntlet.backend", revision)
         try:
@@ -134,31 +128,25 @@ def evaluate_benchmark(lm, bench: Benchmark, path: Path, *, limit: int | None, s
 
 
 def run_gauntlet(
-    model: str,
+    model: Pretrained | str,
     benchmarks: Sequence[Benchmark],
     files: dict[str, Path],
+    spec: GauntletSpec | None = None,
     *,
-    limit: int | None = None,
-    batch_size: int = 8,
-    backend: str = "packed",
-    seed: int = 1234,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
     resume_dir: Path | None = None,
     on_benchmark: Callable[[str, int, int], None] | None = None,
     lm=None,
-    batch_tokens: int | None = None,
-    attention: str = "auto",
 ) -> dict[str, Any]:
-    """Evaluate `model` (a from_pretrained location) and return scores.json's content (without details).
+    """Evaluate `model` as `spec` says (backend, batches, row limit, few-shot seed) and return scores.json's
+    content (without details).
 
     `files` maps each benchmark's relative file name to a local path (see `data.fetch_files`); a benchmark
     without one is missing and leaves its category incomplete. With `resume_dir`, each finished benchmark
     is kept there as `<name>.json` (result and per-row details) and reused by a later attempt;
     `on_benchmark(name, done, total)` is called after each one is written (to persist it, to report progress).
-    `lm`: an already loaded lm-eval model to use instead of loading `model`. `batch_tokens`, `attention`: see
-    `load_model`.
+    `lm`: an already loaded lm-eval model to use instead of loading `model`.
     """
+    spec = spec or GauntletSpec()
     missing = [b.name for b in benchmarks if b.file not in files]
     if missing:
         print(f"gauntlet: no data for {', '.join(missing)} (their categories will be incomplete)", file=sys.stderr)
@@ -172,11 +160,9 @@ def run_gauntlet(
             results[bench.name] = _reuse(saved, bench.name)
             continue
         if lm is None:
-            lm = load_model(
-                model, backend, batch_size, trust_remote_code, revision, batch_tokens=batch_tokens, attention=attention
-            )
+            lm = load_model(model, spec)
         t0 = time.time()
-        result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
+        result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=spec.limit, seed=spec.seed)
         result["seconds"] = round(time.time() - t0, 3)
         results[bench.name] = result
         score = f"accuracy {result['accuracy']:.4f} score {result['score']:+.4f}"
@@ -208,12 +194,10 @@ def _keep(saved: Path, result: dict, details: list) -> None:
 
 
 def score_model(
-    location: str,
+    model: Pretrained,
     spec: GauntletSpec,
     workdir: Path,
     *,
-    trust_remote_code: bool = False,
-    revision: str | None = None,
     resume_dir: Path | None = None,
     on_benchmark: Callable[[str, int, int], None] | None = None,
 ) -> dict[str, Any]:
@@ -228,20 +212,6 @@ def score_model(
     files = fetch_files(spec.locations, [b.file for b in benchmarks], workdir)
     if not files:
         raise LimitError(f"gauntlet.data: none of suite '{spec.suite}''s files found in {spec.data}")
-    print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {location}", file=sys.stderr)
-    scores = run_gauntlet(
-        location,
-        benchmarks,
-        files,
-        limit=spec.limit,
-        batch_size=spec.batch_size,
-        backend=spec.backend,
-        seed=spec.seed,
-        trust_remote_code=trust_remote_code,
-        revision=revision,
-        resume_dir=resume_dir,
-        on_benchmark=on_benchmark,
-        batch_tokens=spec.batch_tokens,
-        attention=spec.attention,
-    )
+    print(f"gauntlet: {len(benchmarks)} benchmarks of suite '{spec.suite}' on {model.location}", file=sys.stderr)
+    scores = run_gauntlet(model, benchmarks, files, spec, resume_dir=resume_dir, on_benchmark=on_benchmark)
     return scores | {"suite": spec.suite}

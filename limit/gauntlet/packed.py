@@ -128,11 +128,11 @@ class PackedLM(HFLM):
     """
 
     def __init__(self, pretrained, batch_tokens: int | None = None, attention: str = "auto", **kwargs) -> None:
+        if attention not in ATTENTION:  # before the model loads
+            raise LimitError(f"gauntlet.attention: '{attention}' is not one of {', '.join(ATTENTION)}")
         super().__init__(pretrained=pretrained, **kwargs)
         if self.backend != "causal":
             raise LimitError("gauntlet.backend: packed scores causal language models only; use hf")
-        if attention not in ATTENTION:
-            raise LimitError(f"gauntlet.attention: '{attention}' is not one of {', '.join(ATTENTION)}")
         if not isinstance(self.model, MptForCausalLM):
             name = type(self.model).__name__
             raise LimitError(f"gauntlet.backend: packed scores MPT (MptForCausalLM) only, not {name}; use hf")

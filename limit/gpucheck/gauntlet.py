@@ -56,14 +56,16 @@ def versus_hflm(ctx: CheckContext, model: str, dtype: str, benches, files, limit
     from limit.gauntlet.agreement import compare, timed_run
     from limit.gauntlet.evaluate import run_gauntlet
     from limit.gauntlet.packed import PackedLM
+    from limit.spec.study import GauntletSpec
 
     hflm = HFLM(pretrained=model, batch_size=16, device=ctx.device, dtype=dtype)
     packed = PackedLM(hflm.model, tokenizer=hflm.tokenizer, batch_size=16)
     for lm in (hflm, packed):  # first-call costs (imports, compilation) paid before either is timed
-        run_gauntlet(model, benches[:1], files, limit=2, seed=1234, lm=lm)
+        run_gauntlet(model, benches[:1], files, GauntletSpec(limit=2), lm=lm)
     folder = ctx.workdir / dtype
-    ours, ours_details = timed_run(packed, model, benches, files, limit, 1234, folder / "packed")
-    theirs, theirs_details = timed_run(hflm, model, benches, files, limit, 1234, folder / "hflm")
+    spec = GauntletSpec(limit=limit)
+    ours, ours_details = timed_run(packed, model, benches, files, spec, folder / "packed")
+    theirs, theirs_details = timed_run(hflm, model, benches, files, spec, folder / "hflm")
     agreement = compare(ours_details, theirs_details)
     return {
         "packed_s": ours["loglikelihood_seconds"],

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError, is_transient
@@ -21,6 +22,19 @@ from limit.spec.study import ModelSpec, TinyModel
 
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"
+
+
+@dataclass(frozen=True)
+class Pretrained:
+    """A model as `from_pretrained` takes it: where, at which hub revision, and whether its code is trusted."""
+
+    location: str
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+    @staticmethod
+    def of(model: Pretrained | str) -> Pretrained:
+        return model if isinstance(model, Pretrained) else Pretrained(model)
 
 
 def model_location(spec: ModelSpec, workdir: Path) -> str:

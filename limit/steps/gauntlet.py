@@ -17,32 +17,31 @@ from limit.execution.context import StepContext
 from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.evaluate import score_model
 from limit.gauntlet.scoring import metrics
-from limit.models.base import model_location
+from limit.models.base import Pretrained, model_location
 from limit.steps.inputs import GauntletInput
 
 
-def _model(inp: GauntletInput, ctx: StepContext) -> tuple[str, bool, str | None]:
-    """(from_pretrained location, trust_remote_code, hub revision) of the evaluated model."""
+def _model(inp: GauntletInput, ctx: StepContext) -> Pretrained:
+    """The evaluated model: a base model as the spec names it, or a finetune's epoch (its own code only)."""
     if inp.model is not None:
-        return model_location(inp.model, ctx.workdir), inp.model.trust_remote_code, inp.model.revision
+        spec = inp.model
+        return Pretrained(model_location(spec, ctx.workdir), spec.revision, spec.trust_remote_code)
     if inp.selection is not None:
         choice = outputs.read(ctx.fetch(inp.selection) / "choice.json", outputs.Choice)
-        return str(ctx.fetch(choice.finetune, sub=choice.sub)), False, None
+        return Pretrained(str(ctx.fetch(choice.finetune, sub=choice.sub)))
     if inp.finetune is None or inp.epoch is None:
         raise LimitError("step gauntlet --input: give model, selection, or finetune and epoch")
-    return str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")), False, None
+    return Pretrained(str(ctx.fetch(inp.finetune, sub=f"epoch-{inp.epoch}")))
 
 
 def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
     peak = PeakMemory.from_here()  # before the model loads: the same terms as the planner's estimate
-    location, trust_remote_code, revision = _model(inp, ctx)
+    model = _model(inp, ctx)
     ctx.restore("details")  # benchmarks an earlier attempt finished
     scores = score_model(
-        location,
+        model,
         inp.gauntlet,
         ctx.workdir,
-        trust_remote_code=trust_remote_code,
-        revision=revision,
         resume_dir=ctx.out / "details",
         on_benchmark=lambda name, done, total: _finished(ctx, name, done, total),
     )

@@ -60,7 +60,7 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         return _reuse(store, kind, key, inp)
     out = Path(os.environ["LIMIT_STEP_OUT"]) if "LIMIT_STEP_OUT" in os.environ else None
     if int(os.environ.get("RANK", "0")) != 0:  # torchrun workers: rank 0 holds the lock, tracks and commits
-        KINDS[kind].load()(inp, StepContext(ref=ref, out=out or store.begin(ref), store=store))
+        KINDS[kind].load()(inp, context(ref, out or store.begin(ref), store))
         _leave_process_group()
         return {}
     with store.lock(ref, adopt=os.environ.get(HANDOFF)) as lock:
@@ -70,9 +70,14 @@ def run_step(kind: str, raw_input: str, expected_key: str | None = None) -> dict
         nproc = processes(inp)
         if nproc and "LOCAL_RANK" not in os.environ:
             relaunch_under_torchrun(kind, inp, nproc, out, lock.handoff())
-        summary = _run(kind, key, inp, StepContext(ref=ref, out=out, store=store), lock)
+        summary = _run(kind, key, inp, context(ref, out, store), lock)
     _leave_process_group()
     return summary
+
+
+def context(ref: str, out: Path, store: Store) -> StepContext:
+    """The step's identity, with the study execution it runs under as the environment says once."""
+    return StepContext(ref=ref, out=out, store=store, study=settings().study, parent_run_id=settings().parent_run_id)
 
 
 def _reuse(store: Store, kind: str, key: str, inp: inputs.StepInput) -> dict[str, Any]:
@@ -111,7 +116,7 @@ def _run(kind: str, key: str, inp: inputs.StepInput, ctx: StepContext, lock: Fil
         "summary": summary,
         "started": started,
         "seconds": round(time.time() - started, 3),
-        "parent_run": settings().parent_run_id,  # the study execution that made it
+        "parent_run": ctx.parent_run_id,  # the study execution that made it
     }
     lock.check()
     ctx.store.commit(ctx.ref, ctx.out, manifest)

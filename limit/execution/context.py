@@ -8,11 +8,23 @@ from pathlib import Path
 from limit.execution.store import Store
 
 
-@dataclass
+@dataclass(frozen=True)
 class StepContext:
-    ref: str
+    """Who the step is (`ref`, and the study execution it runs under) and where it reads and writes."""
+
+    ref: str  # "<kind>/<key>"
     out: Path  # write outputs here; may hold what a killed earlier attempt left
     store: Store
+    study: str | None = None  # the study of the execution (LIMIT_STUDY), None for a step run on its own
+    parent_run_id: str | None = None  # that execution's MLflow parent run (LIMIT_PARENT_RUN_ID)
+
+    @property
+    def kind(self) -> str:
+        return self.ref.partition("/")[0]
+
+    @property
+    def key(self) -> str:
+        return self.ref.partition("/")[2]
 
     @property
     def workdir(self) -> Path:

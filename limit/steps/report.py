@@ -15,7 +15,6 @@ from typing import Any
 from limit import report as rendering
 from limit.execution import tracking
 from limit.execution.context import StepContext
-from limit.execution.settings import settings
 from limit.report.table import replicate_rows, summary_rows
 from limit.spec.study import slug
 from limit.steps.inputs import ReportInput
@@ -27,7 +26,7 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
         inp.models,
         inp.pairs,
         ctx.store,
-        parent_run_id=settings().parent_run_id,
+        parent_run_id=ctx.parent_run_id,
     )
     rendering.write(data, ctx.out)
     for row in summary_rows(data):

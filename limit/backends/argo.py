@@ -10,6 +10,11 @@ environment (LIMIT_PARENT_RUN_ID), and the exit handler closes it with the workf
 
 from __future__ import annotations
 
+import contextlib
+import os
+from collections.abc import Iterator
+
+import requests
 from hera.workflows import (
     DAG,
     Container,
@@ -25,10 +30,10 @@ from hera.workflows import (
 from hera.workflows import models as m
 
 from limit.backends.profile import Profile, Toleration
-from limit.errors import LimitError
+from limit.errors import LimitError, UnavailableError
 from limit.plan import Plan, Step
 from limit.spec.study import ModelSpec, Study
-from limit.steps import common_base, step_argv
+from limit.steps import common_base, step_command
 
 ENTRYPOINT = "study"
 PARENT_TASK = "mlflow-parent"
@@ -40,6 +45,7 @@ HOME_DIR = "/home/limit"
 # Argo's emissary executor must know the command or it asks the registry for the image's entrypoint
 # (impossible for kind-loaded images); `env` runs the args unchanged.
 COMMAND = ["/usr/bin/env"]
+SERVER_TIMEOUT_S = 30
 
 
 def workflow_name(plan: Plan) -> str:
@@ -65,8 +71,8 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
             tasks = {}
             for step in plan.order():
                 template, shared = templates[step.id]
-                argv = step_argv(step.kind, step.input, shared)
-                arguments = {"parent-run-id": run_id, "key": step.key, "input": argv[argv.index("--input") + 1]}
+                own = step_command(step.kind, step.input, shared).input
+                arguments = {"parent-run-id": run_id, "key": step.key, "input": own}
                 task = template(name=step.id, arguments=arguments)
                 if step.deps:
                     [tasks[d] for d in step.deps] >> task
@@ -74,6 +80,76 @@ def build_workflow(plan: Plan, profile: Profile, template: bool = False) -> Work
                     parent >> task  # steps with upstream steps wait for the parent run through them
                 tasks[step.id] = task
     return w
+
+
+def submit(plan: Plan, profile: Profile, template: bool = False) -> tuple[str, str | None]:
+    """Create the study's Workflow (or WorkflowTemplate) on the Argo server of the environment (ARGO_SERVER,
+    ARGO_TOKEN, ARGO_INSECURE_SKIP_VERIFY); its name, and the UI link of a workflow.
+
+    A missing or unreachable server, a refused token or a rejected workflow is one line (exit 75 when the
+    server could not be reached), with nothing created.
+    """
+    from hera.workflows import WorkflowsService
+
+    server = _server()
+    insecure = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() in ("1", "true", "yes")
+    service = WorkflowsService(
+        host=server,
+        token=os.environ.get("ARGO_TOKEN") or None,
+        namespace=profile.namespace,
+        verify_ssl=not insecure,
+        session=_TimeoutSession(),
+    )
+    workflow = build_workflow(plan, profile, template=template)
+    workflow.workflows_service = service
+    what = "workflow template" if template else "workflow"
+    with _server_errors(server, what, profile.namespace):
+        name = workflow.create().metadata.name
+    if template:
+        return name, None
+    link_service = WorkflowsService(host=profile.ui_url, namespace=profile.namespace) if profile.ui_url else service
+    return name, link_service.get_workflow_link(name)
+
+
+def _server() -> str:
+    server = os.environ.get("ARGO_SERVER", "").strip()
+    if not server:
+        raise LimitError("ARGO_SERVER is not set: give the Argo server's URL, e.g. https://localhost:2746")
+    # the argo CLI's ARGO_SERVER is host:port, served over TLS
+    return server if server.startswith(("http://", "https://")) else f"https://{server}"
+
+
+class _TimeoutSession(requests.Session):
+    """Hera sends requests without a timeout; an unreachable server must not hang the command."""
+
+    def request(self, *args, **kwargs):
+        kwargs.setdefault("timeout", SERVER_TIMEOUT_S)
+        return super().request(*args, **kwargs)
+
+
+@contextlib.contextmanager
+def _server_errors(server: str, what: str, namespace: str) -> Iterator[None]:
+    """What the Argo server (or the way to it) answered, as one line."""
+    from hera.exceptions import Forbidden, HeraException, Unauthorized
+
+    try:
+        yield
+    except requests.exceptions.SSLError:
+        raise LimitError(
+            f"{server}: TLS verification failed (self-signed? set ARGO_INSECURE_SKIP_VERIFY=true)"
+        ) from None
+    except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as e:
+        raise UnavailableError(f"cannot reach the Argo server at {server} (ARGO_SERVER): {type(e).__name__}") from None
+    except requests.exceptions.RequestException as e:
+        raise LimitError(f"the Argo server at {server} (ARGO_SERVER) failed: {type(e).__name__}") from None
+    except Unauthorized:
+        raise LimitError(
+            f"{server} refused the token (401): set ARGO_TOKEN to a valid one (`argo auth token`)"
+        ) from None
+    except Forbidden:
+        raise LimitError(f"{server}: the token may not create a {what} in namespace '{namespace}' (403)") from None
+    except HeraException as e:
+        raise LimitError(f"{server} rejected the {what}: {e}") from None
 
 
 def _workflow_settings(study: str, profile: Profile) -> dict:
@@ -196,9 +272,8 @@ def step_template(name: str, steps: list[Step], plan: Plan, profile: Profile) ->
     volumes = [EmptyDirVolume(name="work", mount_path=WORKDIR, size_limit=res.disk), *_scratch_volumes()]
     if res.shm:  # NCCL and dataloader workers need more than the runtime's 64Mi /dev/shm
         volumes.append(EmptyDirVolume(name="dshm", mount_path="/dev/shm", medium="Memory", size_limit=res.shm))
-    argv = step_argv(first.kind, first.input, shared_base(steps))
-    argv[argv.index("--key") + 1] = "{{inputs.parameters.key}}"
-    argv[argv.index("--input") + 1] = "{{inputs.parameters.input}}"
+    command = step_command(first.kind, first.input, shared_base(steps))
+    argv = command.argv(key="{{inputs.parameters.key}}", input="{{inputs.parameters.input}}")
     return Container(
         name=name,
         image=profile.image,

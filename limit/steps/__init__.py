@@ -55,20 +55,37 @@ def step_key(kind: str, inp: inputs.StepInput) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
-def step_argv(kind: str, inp: inputs.StepInput, base: dict | None = None) -> list[str]:
-    """The command line that runs one step, locally and in a pod alike.
+@dataclass(frozen=True)
+class StepCommand:
+    """The command line that runs one step, locally and in a pod alike, in its parts.
 
     The input is written in full (every hyperparameter visible, no reliance on the pod's defaults) and the
     key rides along, so a pod whose code would file the output under another key refuses to run. `base`
     (see `common_base`) holds input fields, at any depth, that go to `--input-base` instead: the Argo backend
-    writes them once in a template that many steps use, and each task carries only the rest (the pod merges
-    the two back into this input).
+    writes them once in a template that many steps use, and each task carries only the rest, `input` (the
+    pod merges the two back into the step's input).
     """
-    argv = ["limit", "step", kind, "--key", step_key(kind, inp)]
+
+    kind: str
+    key: str
+    input: str
+    base: str | None = None
+
+    def argv(self, key: str | None = None, input: str | None = None) -> list[str]:
+        """The argv; `key` and `input` stand in for the step's own (an Argo template's parameters)."""
+        argv = ["limit", "step", self.kind, "--key", key or self.key, "--input", input or self.input]
+        return [*argv, "--input-base", self.base] if self.base else argv
+
+
+def step_command(kind: str, inp: inputs.StepInput, base: dict | None = None) -> StepCommand:
+    key = step_key(kind, inp)
     if not base:
-        return [*argv, "--input", inp.model_dump_json()]
-    own = _beyond(inp.model_dump(mode="json"), base)
-    return [*argv, "--input", compact_json(own), "--input-base", compact_json(base)]
+        return StepCommand(kind, key, inp.model_dump_json())
+    return StepCommand(kind, key, compact_json(_beyond(inp.model_dump(mode="json"), base)), compact_json(base))
+
+
+def step_argv(kind: str, inp: inputs.StepInput) -> list[str]:
+    return step_command(kind, inp).argv()
 
 
 def common_base(dumps: list[dict]) -> dict:

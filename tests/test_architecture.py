@@ -54,6 +54,7 @@ LAYERS = [
     ("commands", ["limit.commands", "limit.cli"]),
 ]
 LONGEST_FUNCTION = 60
+LONGEST_REPEAT = 8  # lines of code that may stand twice in limit/ (blank lines, comments and imports aside)
 
 
 def module_name(path: Path) -> str:
@@ -126,6 +127,32 @@ def test_no_function_is_longer_than_a_screen():
         and node.end_lineno - node.lineno + 1 > LONGEST_FUNCTION
     ]
     assert not long, "\n".join(long)
+
+
+def code_lines(path: Path) -> list[tuple[int, str]]:
+    """(line number, the line without indentation) of each line that is code: not blank, a comment, a lone
+    bracket or an import."""
+    kept = []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        text = line.strip()
+        if text and not text.startswith(("#", "import ", "from ")) and text not in ("(", ")", "[", "]", "{", "}", "),"):
+            kept.append((number, text))
+    return kept
+
+
+def test_no_block_of_code_stands_twice():
+    """The same run of more than LONGEST_REPEAT lines in two places is one function waiting to be written."""
+    seen: dict[tuple[str, ...], str] = {}
+    repeats = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        lines = code_lines(path)
+        for start in range(len(lines) - LONGEST_REPEAT):
+            window = tuple(text for _, text in lines[start : start + LONGEST_REPEAT + 1])
+            where = f"{path.relative_to(REPO)}:{lines[start][0]}"
+            if window in seen:
+                repeats.append(f"{where} repeats {seen[window]}")
+            seen.setdefault(window, where)
+    assert not repeats, "\n".join(repeats[:10])
 
 
 def test_workflows_holds_yaml_only():

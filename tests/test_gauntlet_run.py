@@ -74,7 +74,7 @@ def test_finished_benchmarks_are_reused_on_resume(tiny_model, tmp_path):
     assert written == [("tiny_arithmetic", 2, 2)] and (resume / "tiny_arithmetic.json").is_file()
 
 
-def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capsys):
+def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capfd):
     out = tmp_path / "scores.json"
     argv = ["gauntlet", "--model", tiny_model, "--data-dir", "fixture:gauntlet", "--suite", "tiny"]
     rc = cli.main([*argv, "--tasks", "tiny_copa,tiny_winograd", "--limit", "4", "--out", str(out)])
@@ -84,7 +84,12 @@ def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capsys):
     assert all({"accuracy", "score", "n"} <= set(r) for r in scores["benchmarks"].values())
     assert scores["categories"]["commonsense_reasoning"] == scores["benchmarks"]["tiny_copa"]["score"]
     assert scores["categories"]["world_knowledge"] is None and scores["average"] is None
-    assert "Av: incomplete" in capsys.readouterr().out
+    console = capfd.readouterr()
+    assert "Av: incomplete" in console.out
+    # the console: a progress line per benchmark; lm-eval's bars and our per-benchmark scores are in the log
+    progress = [line.split(" (")[0] for line in console.err.splitlines() if line.startswith("benchmarks:")]
+    assert progress == ["benchmarks: 1/2 tiny_copa", "benchmarks: 2/2 tiny_winograd"]
+    assert "tiny_copa: accuracy" in out.with_suffix(".log").read_text() and "accuracy" not in console.err
 
 
 def test_cli_bad_input_is_one_line(tiny_model, tmp_path, capsys):

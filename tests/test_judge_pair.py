@@ -20,6 +20,7 @@ def responses(path: Path, side: str) -> Path:
             "prompt": f"### Instruction:\nQuestion number {i}\n### Response:\n",
             "output": f"GOOD answer {2 * i}" if side == "a" else f"bad {i}",
             "seed": seed,
+            "model": f"model-{side}",
         }
         for seed in (1, 2)
         for i in range(6)
@@ -48,7 +49,14 @@ def test_judge_pair_on_responses_jsonl_prints_a_leaderboard_and_keeps_library_no
     lines = console.out.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("model"))
     assert lines[header].split()[1:3] == ["win_rate", "95%"]
-    assert lines[header + 1].split()[:2] == [str(a), "100.0"] and lines[header + 2].split()[:2] == [str(b), "0.0"]
+    # rows named as generate named the models, not by their files
+    assert lines[header + 1].split()[:2] == ["model-a", "100.0"] and lines[header + 2].split()[:2] == ["model-b", "0.0"]
     assert "ties 0, failures 2 (excluded); 2 seed(s)" in console.out
     assert "manually fix" not in console.out + console.err and "ERROR" not in console.err
+    # the console has the project's progress, a line per seed; what libraries print goes to the log
+    assert [line.split(" (")[0] for line in console.err.splitlines() if "seeds judged" in line] == [
+        "seeds judged: 1/2 seed 1",
+        "seeds judged: 2/2 seed 2",
+    ]
+    assert "judge: seed 1: 6 pairs judged" in out.with_suffix(".log").read_text()
     assert "manually fix the score pair" in out.with_suffix(".log").read_text()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from pathlib import Path
 
@@ -56,6 +55,9 @@ def test_summary_runs_are_one_row_per_model_with_the_chosen_epochs_numbers(full_
         for category, value in chosen["categories"].items():
             assert rows[name][f"metrics.gauntlet.{category}"] == pytest.approx(value)
         assert rows[name]["metrics.train.tokens"] > 0
+        params = {k.removeprefix("params."): v for k, v in rows[name].items() if k.startswith("params.")}
+        assert params["chosen_epoch"] == str(choice["epoch"]) and params["method"] == "full"
+        assert params["base_model"] and params["dataset"] != "none (base model)"
     for base in ("mpt-7b", "mpt-30b"):  # the base models: same keys, epoch 0, no finetuning tokens
         scores = json.loads(store.read_text(plan.steps[f"gauntlet-{base}"].ref, "scores.json"))
         assert rows[base]["metrics.gauntlet.average"] == pytest.approx(scores["average"])
@@ -90,24 +92,31 @@ def test_a_reused_report_gives_the_next_execution_the_same_summary_runs(full_stu
     run_step("report", report.input.model_dump_json())
     monkeypatch.delenv("LIMIT_PARENT_RUN_ID")
 
+    def summaries(parent: str, kind: str = "summary") -> dict:
+        found = mlflow.search_runs(
+            experiment_names=["limit-full"],
+            filter_string=f"tags.`limit.kind` = '{kind}' and tags.`mlflow.parentRunId` = '{parent}'",
+            output_format="list",
+        )
+        return {r.data.tags["limit.run"]: r for r in found}
+
+    before = summaries(first)
     second = tracking.start_parent("full")
     saved = tracking.load_record(store.read_text(report.ref, tracking.RECORD))
     tracking.log_reused(second, "full", "report", report.key, report.input.tags, store.manifest(report.ref), saved,
                         lambda: store.fetch(report.ref))  # fmt: skip
 
-    def summaries(parent: str) -> dict:
-        found = mlflow.search_runs(
-            experiment_names=["limit-full"],
-            filter_string=f"tags.`limit.kind` = 'summary' and tags.`mlflow.parentRunId` = '{parent}'",
-            output_format="list",
-        )
-        return {r.data.tags["limit.run"]: r for r in found}
-
-    before, after = summaries(first), summaries(second)
+    after = summaries(second)
     assert set(before) == set(after) and len(after) == 10
     for name, run in after.items():
-        assert run.data.metrics == before[name].data.metrics
+        assert run.data.metrics == before[name].data.metrics and run.data.params == before[name].data.params
         assert run.data.tags["limit.reused_from"] == before[name].info.run_id
+    # The README's filter gives the current table only: the first execution's runs are kept, superseded.
+    current = mlflow.search_runs(experiment_names=["limit-full"], filter_string=tracking.current_filter("full"))
+    assert len(current) == 10 and set(current["tags.mlflow.parentRunId"]) == {second}
+    assert set(summaries(first, "summary.superseded")) == set(before)
+    link = tracking.compare_link("full")
+    assert "#/compare-runs?runs=[" in link and all(run.info.run_id in link for run in after.values())
     client = mlflow.MlflowClient()
     assert client.get_run(second).data.metrics == client.get_run(first).data.metrics
     assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(second)}
@@ -150,9 +159,9 @@ def test_limit_report_renders_a_half_finished_study_and_export_writes_the_table(
     assert header[:4] == ["model", "kind", "base_model", "dataset"] and header[4:6] == PAPER_COLUMNS[:2]
     base_30b = next(r for r in rows if r["model"] == "mpt-30b")
     assert base_30b["gauntlet.average"] == "" and base_30b["gauntlet.reading_comprehension"] == ""
-    assert math.isclose(
-        float(base_30b["gauntlet.world_knowledge"]), data["models"][-1]["categories"]["world_knowledge"]
-    )
+    assert base_30b["gauntlet.world_knowledge"] == str(round(data["models"][-1]["categories"]["world_knowledge"], 3))
+    rates = {k: v for r in rows for k, v in r.items() if k.startswith("win_rate.") and v}
+    assert rates and all(0 <= float(v) <= 100 and len(v.partition(".")[2]) <= 1 for v in rates.values())  # in %
 
 
 def test_the_figure_reads_at_the_papers_scale(limit_env):

@@ -1,7 +1,8 @@
 """`limit export STUDY --csv FILE`: the one-row-per-model table (what each model's MLflow summary run holds:
 gauntlet average, categories and benchmarks at the chosen epoch, chosen epoch, training tokens, win rates
 with their 95% bounds), then one row per replicate group (means, `.std` beside each, each seed's epoch), from
-stored outputs, computing nothing."""
+stored outputs, computing nothing. Values are as report.md prints them: win rates (and their bounds and
+differences) in %, to one decimal; gauntlet scores to three decimals."""
 
 from __future__ import annotations
 
@@ -28,5 +29,5 @@ def main(args: argparse.Namespace) -> int:
     waiting = pending(data)
     note = f"; not complete yet: {', '.join(waiting)}" if waiting else ""
     replicated = f", {len(groups)} replicate groups" if groups else ""
-    print(f"wrote {args.csv}: {len(models)} models{replicated}{note}")
+    print(f"wrote {args.csv}: {len(models)} models{replicated} (win rates in %){note}")
     return 0

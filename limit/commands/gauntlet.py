@@ -61,7 +61,10 @@ def main(args: argparse.Namespace) -> int:
     log = Path(args.out).with_suffix(".log") if args.out else Path(args.workdir) / "logs" / "gauntlet.log"
     with logs.to_file(log):  # lm-eval's and transformers' logging go to the log, not the console
         model = Pretrained(args.model, trust_remote_code=args.trust_remote_code)
-        scores = score_model(model, spec, Path(args.workdir))
+        progress = logs.Progress("benchmarks")
+        scores = score_model(
+            model, spec, Path(args.workdir), on_benchmark=lambda name, _, total: progress.advance(name, total=total)
+        )
     if args.out:
         write_json(Path(args.out), scores)
         print(f"wrote {args.out}", file=sys.stderr)

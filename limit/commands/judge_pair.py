@@ -77,15 +77,17 @@ def main(args: argparse.Namespace) -> int:
     cache = args.cache or args.out.parent
     log = args.out.with_suffix(".log")
     with logs.to_file(log):  # alpaca-eval's own logging (an ERROR per unparseable judgment) goes beside OUT
+        progress = logs.Progress("seeds judged", len(per_seed))
         out, annotations = judge_responses(
             make_judge(spec, args.local_model),
             spec,
             per_seed,
             cache_for=lambda seed: cache / f"{args.out.stem}.cache-seed-{seed}.json",
+            after_seed=lambda seed: progress.advance(f"seed {seed}"),
         )
     report = {**seed_totals(out), "n": sum(c["n"] for c in out["seeds"].values()), **out, "annotations": annotations}
     write_json(args.out, report)
-    print_leaderboard(out, args.a, args.b)
+    print_leaderboard(out, model_name(a, args.a), model_name(b, args.b))
     print(f"wrote {args.out} (judge library log: {log})")
     return 0
 
@@ -128,7 +130,12 @@ def read_side(path: Path, flag: str, seed: int) -> list[Response]:
     ]
 
 
-def print_leaderboard(out: dict, a: Path, b: Path) -> None:
+def model_name(rows: list[Response], path: Path) -> str:
+    """The name generate gave the model, else the file it was read from."""
+    return next((row.model for row in rows if row.model), str(path))
+
+
+def print_leaderboard(out: dict, a: str, b: str) -> None:
     """An alpaca_eval-style leaderboard of the two models (B's rate is A's complement, ties excluded)."""
     from limit.judge.compare import seed_totals
     from limit.judge.winrate import percent
@@ -138,7 +145,7 @@ def print_leaderboard(out: dict, a: Path, b: Path) -> None:
     rate, ci, lc = out["win_rate_a"], out["ci95"] or [None, None], out["lc_win_rate_a"]
     rows = [
         (
-            str(a),
+            a,
             percent(rate),
             f"{percent(ci[0])}-{percent(ci[1])}",
             percent(lc),
@@ -147,7 +154,7 @@ def print_leaderboard(out: dict, a: Path, b: Path) -> None:
             lengths.get("a"),
         ),
         (
-            str(b),
+            b,
             percent(_complement(rate)),
             f"{percent(_complement(ci[1]))}-{percent(_complement(ci[0]))}",
             percent(_complement(lc)),

@@ -31,7 +31,8 @@ def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
     plan = build_plan(load_study(args.study), origin=str(resolve_study_path(args.study)))
     inp = plan.steps["report"].input
     store = Store.open(root=args.artifacts, workdir=workdir)
-    data = assemble(inp.study, inp.models, inp.pairs, store, partial=True)
+    made_by = store.manifest(plan.steps["report"].ref) or {}  # the execution whose report step ran last
+    data = assemble(inp.study, inp.models, inp.pairs, store, parent_run_id=made_by.get("parent_run"), partial=True)
     return inp.study, data, workdir
 
 
@@ -58,4 +59,14 @@ def main(args: argparse.Namespace) -> int:
     if waiting:
         print(f"not complete yet (shown as pending): {', '.join(waiting)}")
     print(f"report: {', '.join(str(out / name) for name in FILES)}")
+    print_mlflow_links(study)
     return 0
+
+
+def print_mlflow_links(study: str) -> None:
+    """The study's current summary runs side by side, when the MLflow store has them."""
+    from limit.execution import tracking
+
+    compare = tracking.compare_link(study)
+    if compare:
+        print(f"the paper's table in MLflow (the current summary run of each model): {compare}")

@@ -44,10 +44,13 @@ def main(args: argparse.Namespace) -> int:
     rows, mismatches = [], 0
     try:
         with logs.to_file(args.log):  # alpaca-eval's noise goes to the log, not the console
+            progress = logs.Progress("comparisons", len(comparisons))
             for comp in comparisons:
                 row = _compare(comp, replay, expected, args.bootstrap)
                 mismatches += row["match"] is False
                 rows.append(row)
+                if replay:  # the released verdicts alone take no time
+                    progress.advance(comp.label)
     finally:
         if replay:
             replay.close()

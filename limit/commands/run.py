@@ -84,4 +84,7 @@ def main(args: argparse.Namespace) -> int:
         data = outputs.read(folder / "report.json", outputs.ReportData).model_dump()
         print("\n".join(["", *gauntlet_section(data), "", *judge_section(data), ""]))
         print(f"report: {folder / 'report.md'}, {folder / 'report.json'}, {folder / 'report.png'}")
+    compare = tracking.compare_link(study.name)
+    if compare:
+        print(f"the paper's table in MLflow (the current summary run of each model): {compare}")
     return 0

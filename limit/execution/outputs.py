@@ -64,6 +64,7 @@ class Response(Output):
     instruction: str
     output: str
     seed: int
+    model: str | None = None  # the model's name in the study
     finish_reason: str | None = None
     error: str | None = None
 

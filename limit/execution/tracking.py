@@ -14,6 +14,7 @@ import contextlib
 import json
 import numbers
 import os
+import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -31,6 +32,9 @@ RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 # What one log_batch call may carry (MLflow's limits).
 BATCH = {"metrics": 1000, "params": 100}
+# Runs that stand for a model (or a replicate group) of a study: one is current, the latest; the earlier ones
+# are kept under "<kind>.superseded", so filtering on the kind shows the current table only.
+CURRENT_KINDS = ("summary", "replicates")
 
 # The runs this process's step added beside its own run, and what it logged on the parent run.
 _made: dict[str, Any] = {"children": [], "parent_metrics": {}, "parent_files": []}
@@ -65,14 +69,49 @@ def experiment_id(study: str) -> str:
         return client.get_experiment_by_name(experiment_name(study)).experiment_id
 
 
+def compare_link(study: str) -> str | None:
+    """The MLflow page comparing the study's current summary runs side by side (the paper's table), or None
+    before there are any."""
+    uri = tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None  # no store yet: looking would make one
+    client = mlflow.MlflowClient(uri)
+    experiment = client.get_experiment_by_name(experiment_name(study))
+    if experiment is None:
+        return None
+    found = client.search_runs([experiment.experiment_id], current_filter(study), max_results=200)
+    if not found:
+        return None
+    ids = ",".join(f'"{run.info.run_id}"' for run in found)
+    return _ui(f'#/compare-runs?runs=[{ids}]&experiments=["{experiment.experiment_id}"]')
+
+
+def current_filter(study: str, kind: str = "summary") -> str:
+    """The search filter of a study's current runs of `kind` (see CURRENT_KINDS)."""
+    return f"tags.`limit.kind` = '{kind}' and tags.`limit.study` = '{study}'"
+
+
 def ui_link(study: str) -> str:
     """Where to look at a study's runs. MLflow 3.x's UI opens every experiment on its GenAI overview unless
     told the workflow (`workflowType`; the experiment's kind tag serves the versions that read it)."""
-    path = f"#/experiments/{experiment_id(study)}?workflowType=machine_learning"
+    return _ui(f"#/experiments/{experiment_id(study)}?workflowType=machine_learning")
+
+
+def _ui(path: str) -> str:
     uri = tracking_uri()
     if uri.startswith(("http://", "https://")):
         return f"{uri.rstrip('/')}/{path}"
-    return f"mlflow ui --backend-store-uri {uri}, then http://127.0.0.1:5000/{path}"
+    return f"{_mlflow_ui()} --backend-store-uri {uri}, then http://127.0.0.1:5000/{path}"
+
+
+def _mlflow_ui() -> str:
+    """How to start the UI from here: the `mlflow` beside this Python (a venv's bin/ is seldom on PATH)."""
+    beside = Path(sys.executable).with_name("mlflow")
+    if not beside.is_file():
+        return "mlflow ui"
+    with contextlib.suppress(ValueError):
+        beside = beside.relative_to(Path.cwd())
+    return f"{beside} ui"
 
 
 def _workdir() -> Path:
@@ -168,7 +207,11 @@ def log_summary(summary: dict[str, Any], prefix: str = "") -> None:
 
 
 def log_child(
-    name: str, tags: dict[str, str], metrics: dict[str, float], curves: dict[str, list[tuple[int, float]]]
+    name: str,
+    tags: dict[str, str],
+    metrics: dict[str, float],
+    curves: dict[str, list[tuple[int, float]]],
+    params: dict[str, str] | None = None,
 ) -> str:
     """A run beside the step's own, under the execution's parent (else under the step's run): the report's
     summary run of one model. `curves`: metric histories, {key: [(step, value)]}."""
@@ -176,11 +219,12 @@ def log_child(
     step_run_id = mlflow.active_run().info.run_id
     parent = settings().parent_run_id or step_run_id
     experiment = client.get_run(step_run_id).info.experiment_id
+    _supersede(client, experiment, tags)
     run = client.create_run(experiment, run_name=name, tags={**tags, "mlflow.parentRunId": parent})
     now = int(time.time() * 1000)
     points = [Metric(k, float(v), now, 0) for k, v in metrics.items()]
     points += [Metric(k, float(v), now, int(step)) for k, history in curves.items() for step, v in history]
-    _log_batches(client, run.info.run_id, points)
+    _log_batches(client, run.info.run_id, points, [Param(k, str(v)) for k, v in (params or {}).items()])
     client.set_terminated(run.info.run_id)
     _made["children"].append(run.info.run_id)
     return run.info.run_id
@@ -269,6 +313,7 @@ def log_reused(
 def _replay(client, experiment: str, name: str, saved: dict, tags: dict[str, str]) -> None:
     origin = {"limit.reused_from": saved["run_id"]} if saved.get("run_id") else {}
     run_tags = {**saved.get("tags", {}), **tags, **origin}
+    _supersede(client, experiment, run_tags)
     run = client.create_run(experiment, run_name=name, tags=run_tags)
     now = int(time.time() * 1000)
     metrics = [
@@ -279,6 +324,16 @@ def _replay(client, experiment: str, name: str, saved: dict, tags: dict[str, str
     params = [Param(k, str(v)) for k, v in saved.get("params", {}).items()]
     _log_batches(client, run.info.run_id, metrics, params)
     client.set_terminated(run.info.run_id)
+
+
+def _supersede(client, experiment: str, tags: dict[str, str]) -> None:
+    """Before a run of CURRENT_KINDS is made: the earlier ones of the same model and study are superseded."""
+    kind = tags.get("limit.kind")
+    if kind not in CURRENT_KINDS or "limit.run" not in tags:
+        return
+    query = f"{current_filter(tags.get('limit.study', ''), kind)} and tags.`limit.run` = '{tags['limit.run']}'"
+    for run in client.search_runs([experiment], query, max_results=1000):
+        client.set_tag(run.info.run_id, "limit.kind", f"{kind}.superseded")
 
 
 def load_record(text: str | None) -> dict | None:

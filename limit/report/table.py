@@ -43,9 +43,30 @@ def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         metrics |= {k: float(model[f]) for k, f in (("train.rows", "rows"), ("train.seed", "seed")) if model.get(f)}
         metrics |= comparison_metrics(model["name"], data.get("comparisons") or {})
         rows.append(
-            {"name": model["name"], "tags": tags(data["study"], model), "metrics": metrics, "curves": curves(model)}
+            {
+                "name": model["name"],
+                "tags": tags(data["study"], model),
+                "params": params(model),
+                "metrics": metrics,
+                "curves": curves(model),
+            }
         )
     return rows
+
+
+def params(model: dict) -> dict[str, str]:
+    """What the model is, as MLflow's compare view lists it above the metrics: base, data, size, seed, method
+    and the chosen epoch."""
+    finetuned = model["kind"] != "baseline"
+    values = {
+        "base_model": model["base"],
+        "dataset": model.get("dataset") if finetuned else "none (base model)",
+        "train_rows": model.get("rows"),
+        "train_seed": model.get("seed"),
+        "method": (model.get("method") or "full") if finetuned else "none",
+        "chosen_epoch": model.get("epoch") if finetuned else None,
+    }
+    return {k: str(v) for k, v in values.items() if v is not None}
 
 
 def tags(study: str, model: dict) -> dict[str, str]:
@@ -157,5 +178,15 @@ def write_csv(rows: list[dict], path: Path) -> None:
             t = row["tags"]
             kind = t.get("limit.role") or t["limit.kind"]  # a model's role, or "replicates" for a group
             names = {"model": row["name"], "kind": kind, "base_model": t["limit.model"]}
-            counts = {k: int(v) for k, v in row["metrics"].items() if k in INTEGERS or k.startswith("chosen_epoch.")}
-            writer.writerow({**names, "dataset": t["limit.dataset"], **row["metrics"], **counts})
+            values = {k: as_reported(k, v) for k, v in row["metrics"].items()}
+            writer.writerow({**names, "dataset": t["limit.dataset"], **values})
+
+
+def as_reported(key: str, value: float) -> int | float:
+    """A value as report.md prints it: counts whole, win rates in % to one decimal (their differences and
+    bounds too), gauntlet scores to three decimals."""
+    if key in INTEGERS or key.startswith("chosen_epoch.") or key.endswith(".distinguishable"):
+        return int(value)
+    if key.startswith("win_rate.") or key.startswith("compare.win_rate"):
+        return round(100 * value, 1)
+    return round(value, 3)

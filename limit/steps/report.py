@@ -30,7 +30,7 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
     )
     rendering.write(data, ctx.out)
     for row in summary_rows(data):
-        tracking.log_child(f"summary {row['name']}", row["tags"], row["metrics"], row["curves"])
+        tracking.log_child(f"summary {row['name']}", row["tags"], row["metrics"], row["curves"], row["params"])
     for row in replicate_rows(data):
         tracking.log_child(f"replicates {row['name']}", row["tags"], row["metrics"], {})
     headline = headline_metrics(data)

@@ -115,6 +115,11 @@ def test_tiny_report(tiny_run):
     assert "| Av | World | Com Reas | Lang Und | Symb Prob | Read Comp |" in markdown
     assert (workdir / "tiny" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "report: " in result.stdout
+    # report.html's browser: every judged prompt of the pair, and the first gauntlet rows of each model
+    page = (workdir / "tiny" / "report.html").read_text()
+    assert page.count('<tr data-pair="0"') == len(pair["browse"]) == sum(c["n"] for c in pair["seeds"].values())
+    for name, model in models.items():
+        assert model["examples"] and page.count(f'<tr data-model="{name}"') == sum(map(len, model["examples"].values()))
 
 
 def study_runs(workdir: Path, study: str = "tiny") -> tuple[mlflow.MlflowClient, list]:
@@ -133,17 +138,20 @@ def test_tiny_mlflow_runs(tiny_runs):
     plan = build_plan(load_study("tiny"))
     for parent in parents:
         children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-        assert sum(c.data.tags["limit.kind"] == "summary" for c in children) == 3  # one per model, beside the steps
-        children = [c for c in children if c.data.tags["limit.kind"] != "summary"]
+        summaries = [c for c in children if c.data.tags["limit.kind"].startswith("summary")]
+        assert len(summaries) == 3  # one per model, beside the steps
+        children = [c for c in children if c not in summaries]
         assert sorted(c.data.tags["limit.kind"] for c in children) == sorted(s.kind for s in plan.order())
         assert {c.data.tags["limit.key"] for c in children} == {s.key for s in plan.order()}
         assert any(k.startswith("win_rate.") for k in parent.data.metrics)
-        assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
+        assert {"report.md", "report.json", "report.png", "report.html"} <= {
+            a.path for a in client.list_artifacts(parent.info.run_id)
+        }
         assert any(k.startswith("gauntlet_average.") for k in parent.data.metrics)
         assert any(k.startswith("failures.") for k in parent.data.metrics)  # per judged pair
         assert re.fullmatch(rf"tiny \d{{4}}-\d\d-\d\d \d\d:\d\d {parent.info.run_id[:8]}", parent.info.run_name)
     ran = [r for r in runs if "mlflow.parentRunId" in r.data.tags and r.data.tags.get("limit.reused") != "true"]
-    ran = [r for r in ran if r.data.tags["limit.kind"] != "summary"]
+    ran = [r for r in ran if not r.data.tags["limit.kind"].startswith("summary")]
     assert sorted(r.data.tags["limit.key"] for r in ran) == sorted(s.key for s in plan.order())
     for child in ran:
         tags = child.data.tags
@@ -159,13 +167,12 @@ def test_tiny_mlflow_runs(tiny_runs):
 
 
 def test_tiny_summary_runs_are_the_papers_table(tiny_run):
-    """One summary run per model with the same keys: search_runs gives the table, one row per model, no NaN."""
+    """One current summary run per model with the same keys, after two executions (the second replays the
+    first's, which it supersedes): search_runs gives the table, one row per model, no NaN."""
     workdir, _ = tiny_run
     report = json.loads((workdir / "tiny" / "report.json").read_text())
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     table = mlflow.search_runs(experiment_names=["limit-tiny"], filter_string="tags.`limit.kind` = 'summary'")
-    if "tags.limit.reused" in table:  # the other execution's replay of the same runs
-        table = table[table["tags.limit.reused"] != "true"]
     columns = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
     columns.append("win_rate.tiny-test.vs.tiny-mix")
     assert sorted(table["tags.limit.run"]) == ["tiny-lima", "tiny-mix", "tiny-mpt"]

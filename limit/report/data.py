@@ -22,6 +22,8 @@ from limit.report import sweeps
 from limit.report.inputs import ReportModel, ReportPair
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
+BROWSE_PROMPTS = 60  # judged prompts per pair in report.html's browser
+BROWSE_ITEMS = 3  # gauntlet rows per benchmark and model in report.html's browser
 
 
 def assemble(
@@ -63,6 +65,7 @@ class _Reader:
         self.store, self.partial = store, partial
         self._rows: dict[str, dict | None] = {}
         self._outcomes: dict[str, list[dict] | None] = {}
+        self._details: dict[tuple[str, str], outputs.Details | None] = {}
 
     def manifest(self, ref: str) -> dict | None:
         manifest = self.store.manifest(ref)
@@ -100,12 +103,16 @@ class _Reader:
         benchmark has no details (a step that kept scores only)."""
         ref = model.get("scored_by")
         if ref and ref not in self._rows:
-            found = {
-                name: self.output(ref, f"details/{name}.json", outputs.Details, optional=True)
-                for name in model.get("benchmarks", {})
-            }
+            found = {name: self.details(ref, name) for name in model.get("benchmarks", {})}
             self._rows[ref] = None if None in found.values() else {n: d.correctness() for n, d in found.items()}
         return self._rows.get(ref) if ref else None
+
+    def details(self, ref: str, benchmark: str) -> outputs.Details | None:
+        """A benchmark's per-row details in gauntlet step `ref`, or None where the step kept scores only."""
+        if (ref, benchmark) not in self._details:
+            name = f"details/{benchmark}.json"
+            self._details[ref, benchmark] = self.output(ref, name, outputs.Details, optional=True)
+        return self._details[ref, benchmark]
 
     def outcomes(self, pair: dict) -> list[dict] | None:
         """Who the judge preferred, per sampling seed and prompt, in a judged pair."""
@@ -140,7 +147,17 @@ def model_row(model: ReportModel, reader: _Reader) -> dict[str, Any]:
         found = _scores_row(reader.scores(model.gauntlet), [model.gauntlet])
     if found is None:
         return row | {"status": "pending", "average": None, "categories": {}, "benchmarks": {}, "complete": False}
-    return row | found | {"status": "ready"}
+    return row | found | {"status": "ready", "examples": examples(found, reader)}
+
+
+def examples(found: dict, reader: _Reader) -> dict[str, list[dict]]:
+    """The first rows of each benchmark where the scores came from, for report.html's browser."""
+    out = {}
+    for name in found["benchmarks"]:
+        details = reader.details(found["scored_by"], name)
+        if details is not None:
+            out[name] = [row.model_dump() for row in details.details[:BROWSE_ITEMS]]
+    return out
 
 
 def _scores_row(scores: outputs.Scores | None, steps: list[str]) -> dict | None:
@@ -202,9 +219,17 @@ def pair_row(pair: ReportPair, reader: _Reader, base_of: dict[str, str]) -> dict
     if result is None:
         return row | {"status": "pending", "win_rate_a": None}
     judged = reader.manifest(pair.judge)["input"]
-    samples = pick_samples(reader.annotations(pair.judge) or [])
+    annotations = reader.annotations(pair.judge) or []
     steps = [pair.judge, judged["a"], judged["b"]]
-    return row | result.model_dump() | {"status": "ready", "samples": samples, "steps": steps}
+    shown = {"samples": pick_samples(annotations), "browse": [browsed(a) for a in annotations[:BROWSE_PROMPTS]]}
+    return row | result.model_dump() | {"status": "ready", "steps": steps} | shown
+
+
+def browsed(annotation: outputs.Annotation) -> dict:
+    """A judged prompt as report.html shows it: the responses cut, their whole lengths, the verdict."""
+    keys = {"seed", "prompt_id", "instruction", "output_a", "output_b", "winner"}
+    row = {k: _cut(v) for k, v in annotation.model_dump(include=keys).items()}
+    return row | {"len_a": len(annotation.output_a), "len_b": len(annotation.output_b)}
 
 
 def pick_samples(annotations: list[outputs.Annotation], count: int = 2) -> list[dict]:

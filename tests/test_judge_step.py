@@ -200,3 +200,44 @@ def test_an_answer_ranking_both_outputs_alike_is_a_failure_never_a_win(refs, lim
         inp = judge_input(*refs, base_url=server.base_url, model="judge-model", max_retries=0, max_failure_rate=0.5)
         summary = run_step("judge", inp)
     assert (summary["wins_a"], summary["failures"]) == (7, 2), summary  # the colour prompt, in both seeds
+
+
+def test_a_judge_that_prefers_the_first_shown_response_is_flagged(refs, limit_env: Path):
+    """alpaca-eval shows A first or B first, seeded per prompt: a judge answering "the first" every time gives
+    A about half the wins, which looks like a fair coin; the position check names it. A judge that reads the
+    responses is not flagged."""
+    from limit.runner import run_step
+
+    with JudgeServer(lambda *shown: Reply(FIRST_WINS)) as server:
+        biased = run_step("judge", judge_input(*refs, base_url=server.base_url, max_retries=0))
+    assert "position bias" in biased["judge_warning"] and biased["first_shown_share"] == 1.0
+    out = limit_env / "artifacts" / "judge"
+    (folder,) = out.iterdir()
+    result = json.loads((folder / "result.json").read_text())
+    assert result["positions"]["decided"] == 9 and result["positions"]["p_value"] < 0.05
+    annotations = [json.loads(line) for line in (folder / "annotations.jsonl").read_text().splitlines()]
+    assert all(a["winner"] in (a["shown_first"], "tie") for a in annotations)
+
+    with JudgeServer(prefers_good) as server:
+        fair = run_step("judge", judge_input(*refs, base_url=server.base_url, max_retries=0, bootstrap=51))
+    assert "judge_warning" not in fair and fair["win_rate_a"] == 1.0
+
+
+def test_the_released_gpt4_verdicts_pass_the_position_check(shared: Path):
+    """The authors' GPT-4-0613 verdicts, shown in alpaca-eval's seeded orders: no position bias flagged, in any
+    of the 12 comparisons (the reference range for a real judge)."""
+    from limit.judge.compare import position_check
+    from limit.judge.ranking import is_switched
+    from limit.judge.release import find_comparisons, judgments
+
+    for comparison in find_comparisons(shared / "limit_release"):
+        annotations = []
+        for seed in comparison.seed_files:
+            rows = comparison.rows(seed)
+            for row, judged in zip(rows, judgments(rows), strict=True):
+                winner = {1.0: "a", 2.0: "b"}.get(judged.preference, "tie" if judged.preference else None)
+                shown = "b" if is_switched(row["instruction"], int(seed)) else "a"
+                annotations.append({"winner": winner, "shown_first": shown, "preference": judged.preference,
+                                    "failed_generation": False})  # fmt: skip
+        check = position_check(annotations)
+        assert check["warning"] is None and 0.4 < check["first_shown_share"] < 0.6, comparison.label

@@ -81,6 +81,7 @@ class Annotation(Output):
     output_b: str
     preference: float | None
     winner: str | None
+    shown_first: str | None = None  # "a" or "b": which response the judge read first
     error: str | None = None
     failed_generation: bool = False
 
@@ -107,6 +108,7 @@ class JudgeResult(Output):
     lengths: dict[str, dict[str, float]] = {}
     cost: dict = {}
     failed_generations: int = 0
+    positions: dict | None = None  # limit.judge.compare.position_check
 
 
 class TrainLog(Output):

@@ -21,6 +21,7 @@ from limit.errors import LimitError, UnavailableError
 from limit.execution import outputs, progress
 from limit.execution.outputs import Response
 from limit.judge.backends import judge_name
+from limit.judge.ranking import is_switched
 from limit.judge.types import Judge, Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B, Judgment, summarize
 from limit.spec.study import JudgeSpec
@@ -101,7 +102,45 @@ def judge_responses(
     check_failures(annotations, spec.max_failure_rate)
     out = result(judgments, tokens, judge.cost_per_token(), spec.bootstrap, judge_name(spec))
     out["failed_generations"] = sum(p.failed_generation is not None for ps in per_seed.values() for p in ps)
+    out["positions"] = position_check(annotations)
+    if out["positions"]["warning"]:
+        print(f"judge: warning: {out['positions']['warning']}", file=sys.stderr)
     return out, annotations
+
+
+FIRST_SHOWN_BAND = (0.3, 0.7)  # a judge outside it prefers a position, whatever the responses say
+POSITION_P = 0.05  # ... and beyond chance: a fair judge's few judgments stray outside the band
+
+
+def position_check(annotations: Sequence[dict]) -> dict:
+    """How often the response shown first won (alpaca-eval shows A or B first, seeded per prompt), and how
+    often the judge's answer could not be read. Each pair is asked in one order only, so how often swapping
+    the order changes a verdict is not measured. The warning needs the share outside FIRST_SHOWN_BAND and a
+    two-sided binomial test against 50% below POSITION_P."""
+    from scipy.stats import binomtest
+
+    decided = [a for a in annotations if a["winner"] in ("a", "b")]
+    first = sum(a["winner"] == a["shown_first"] for a in decided)
+    asked = [a for a in annotations if not a["failed_generation"]]
+    share = first / len(decided) if decided else None
+    low, high = FIRST_SHOWN_BAND
+    p_value = binomtest(first, len(decided)).pvalue if decided else None
+    warning = None
+    if share is not None and not low <= share <= high and p_value < POSITION_P:
+        warning = (
+            f"the judge preferred the response shown first in {share:.0%} of {len(decided)} decided judgments "
+            f"(outside {low:.0%}-{high:.0%}): a position bias, the win rate is not a verdict on the models"
+        )
+    unparsed = sum(a["preference"] is None for a in asked)
+    return {
+        "first_shown_wins": first,
+        "decided": len(decided),
+        "first_shown_share": share,
+        "p_value": p_value,
+        "unparsed": unparsed,
+        "unparsed_share": unparsed / len(asked) if asked else None,
+        "warning": warning,
+    }
 
 
 def check_failures(annotations: Sequence[dict], max_rate: float) -> None:
@@ -147,6 +186,7 @@ def judge_seeds(
                     "output_b": out_b,
                     "preference": outcome.preference,
                     "winner": _winner(outcome.preference),
+                    "shown_first": "b" if is_switched(instruction, int(seed)) else "a",  # alpaca-eval's swap
                     "judge_tokens": outcome.tokens,
                     "raw": outcome.raw,
                     "error": outcome.error,

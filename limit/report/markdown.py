@@ -205,6 +205,23 @@ def judge_section(data: dict) -> list[str]:
                 f"{rates[1]} | {rates[2]} | {'/'.join(str(t) for t in totals)} | {_lengths(row.get('lengths'))} | "
                 f"{_cost(row.get('cost'))} |"
             )
+    return lines + position_lines(data["pairs"])
+
+
+def position_lines(pairs: list[dict]) -> list[str]:
+    """The judge's position check (alpaca-eval shows A or B first, seeded per prompt): for each pair, how often
+    the response shown first won, and a warning where that is outside 30-70%."""
+    checked = [p for p in pairs if p.get("positions")]
+    if not checked:
+        return []
+    lines = ["", "Position check: the share of decided judgments the response shown first won (a fair judge: near"]
+    lines += ["50%; each prompt is shown in one seeded order), and unreadable judge answers.", ""]
+    for row in checked:
+        check = row["positions"]
+        share = "n/a" if check["first_shown_share"] is None else f"{100 * check['first_shown_share']:.0f}%"
+        line = f"- {row['a']} vs {row['b']} ({row['prompts']}): shown first won {share} of {check['decided']}"
+        line += f", {check['unparsed']} unreadable"
+        lines.append(line + (f". **Warning: {check['warning']}.**" if check.get("warning") else ""))
     return lines
 
 

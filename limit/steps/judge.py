@@ -57,4 +57,7 @@ def judge(inp: JudgeInput, ctx: StepContext) -> dict:
         "failed_generations": out["failed_generations"],
         "judge_tokens": out["cost"]["tokens"],
         "judge_dollars": out["cost"]["dollars"],
+        "first_shown_share": out["positions"]["first_shown_share"],
+        "unparsed_share": out["positions"]["unparsed_share"],
+        **({"judge_warning": out["positions"]["warning"][:240]} if out["positions"]["warning"] else {}),
     }

@@ -87,14 +87,16 @@ def _compare(comp, replay: _ReplayRun | None, expected: dict, bootstrap: int) ->
     from limit.judge.release import judgments
     from limit.judge.winrate import summarize
 
-    per_seed = {}
+    per_seed, repeated = {}, 0
     for seed in sorted(comp.seed_files, key=int):
         released = comp.rows(seed)
+        repeated += len(released) - len({r["instruction"] for r in released})
         per_seed[seed] = replay.judge(released, int(seed)) if replay else judgments(released)
     result = summarize(per_seed, bootstrap=bootstrap, lc=False)
     paper = expected.get((comp.size, comp.prompts, comp.b))
     ours = None if result.win_rate_a is None else round(100 * result.win_rate_a, 1)
-    return {"comparison": comp, "result": result, "paper": paper, "match": None if paper is None else ours == paper}
+    match = None if paper is None else ours == paper
+    return {"comparison": comp, "result": result, "paper": paper, "match": match, "repeated": repeated}
 
 
 def _print_table(rows: list[dict], via_replay: bool) -> None:
@@ -103,8 +105,8 @@ def _print_table(rows: list[dict], via_replay: bool) -> None:
     how = "re-judged through alpaca-eval + openai (replay judge)" if via_replay else "counted from the released files"
     print(f"Win rate of the LIMA-finetuned model A (%, ties and failures excluded), {how}")
     print()
-    print("| Size | Prompts | A vs B | Per seed | Mean | 95% CI | W/L/T/F | SOURCE.md |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| Size | Prompts | A vs B | Per seed | Mean | 95% CI | W/L/T/F | n | SOURCE.md |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
         comp, result = row["comparison"], row["result"]
         per_seed = ", ".join(percent(c.win_rate_a) for c in result.seeds.values())
@@ -112,10 +114,14 @@ def _print_table(rows: list[dict], via_replay: bool) -> None:
         ci = result.ci95 or [None, None]
         check = "" if row["match"] is None else (" ok" if row["match"] else " DIFFERS")
         paper = "-" if row["paper"] is None else f"{row['paper']:.1f}{check}"
+        repeated = f" ({row['repeated']} repeated)" if row["repeated"] else ""
         print(
             f"| {comp.size} | {comp.prompts} | LIMA vs {comp.b} | {per_seed} | {percent(result.win_rate_a)} | "
-            f"{percent(ci[0])}-{percent(ci[1])} | {'/'.join(map(str, totals))} | {paper} |"
+            f"{percent(ci[0])}-{percent(ci[1])} | {'/'.join(map(str, totals))} | {sum(totals)}{repeated} | {paper} |"
         )
+    if any(row["repeated"] for row in rows):
+        print("\nn: the judged rows of the released files, each counted, as the paper's numbers count them;")
+        print("repeated: rows whose instruction stands earlier in the same seed's file.")
 
 
 class _ReplayRun:

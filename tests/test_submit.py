@@ -124,3 +124,10 @@ def test_invalid_study_submits_nothing(argo_server: FakeArgoServer, tmp_path, ca
     assert limit_main(["submit", str(bad), "--profile", "kind"]) == 2
     assert str(bad) in one_line_error(capsys)
     assert argo_server.requests == []
+
+
+def test_the_placeholder_image_is_warned_of_in_a_manifest_and_never_submitted(argo_server, capsys) -> None:
+    assert limit_main(["manifest", "tiny", "--profile", "gpu"]) == 0
+    assert "placeholder digest" in capsys.readouterr().err
+    assert limit_main(["submit", "tiny", "--profile", "gpu"]) == 2
+    assert "placeholder digest" in one_line_error(capsys) and not argo_server.requests

@@ -91,6 +91,8 @@ def submit(plan: Plan, profile: Profile, template: bool = False) -> tuple[str, s
     """
     from hera.workflows import WorkflowsService
 
+    if profile.placeholder_image:
+        raise LimitError("profile image: the placeholder digest (all zeros): set the one `PUSH=1 make image` prints")
     server = _server()
     insecure = os.environ.get("ARGO_INSECURE_SKIP_VERIFY", "").lower() in ("1", "true", "yes")
     service = WorkflowsService(

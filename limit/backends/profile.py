@@ -121,6 +121,11 @@ class Profile(Strict):
     ui_url: str | None = Field(None, description="Argo UI base URL for links (default: ARGO_SERVER).")
 
     @property
+    def placeholder_image(self) -> bool:
+        """The shipped profiles' all-zero digest: no registry has it, so no pod would start."""
+        return self.image.endswith("@sha256:" + "0" * 64)
+
+    @property
     def gpu(self) -> Gpu:
         return Gpu(memory_gib=self.gpu_memory_gib, peak_tflops=self.gpu_peak_tflops, mfu=self.mfu)
 

@@ -233,5 +233,5 @@ def test_report_html_is_one_page_with_the_numbers_and_a_browser_by_pair(limit_en
 
     if os.environ.get("LIMIT_KEEP_HTML_SHOT"):  # docs/report-html.png is made so
         chromium(
-            page.as_uri(), tmp_path, f"--screenshot={os.environ['LIMIT_KEEP_HTML_SHOT']}", "--window-size=1200,900"
+            page.as_uri(), tmp_path, f"--screenshot={os.environ['LIMIT_KEEP_HTML_SHOT']}", "--window-size=1100,800"
         )

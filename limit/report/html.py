@@ -49,14 +49,16 @@ def render_html(data: dict[str, Any], markdown_text: str, figure: bytes | None) 
     title = html.escape(f"limit: study {data['study']}")
     links = (("figure", "Figure"), ("judged", "Judged prompts"), ("items", "Gauntlet items"))
     nav = "<nav>" + "".join(f'<a href="#{anchor}">{text}</a>' for anchor, text in links) + "</nav>"
+    heading, rest = tables.split("</h1>", 1) if "</h1>" in tables else ("", tables)
     return "\n".join(
         [
             "<!doctype html>",
             f'<html lang="en"><head><meta charset="utf-8"><title>{title}</title><style>{STYLE}</style>',
             f"<script>{SCRIPT}</script></head><body>",
+            f"{heading}</h1>" if heading else "",
             nav,
             picture,
-            tables,
+            rest,
             judged_browser(data["pairs"]),
             items_browser(data["models"]),
             "</body></html>",

@@ -108,3 +108,44 @@ def test_the_paper_template_leaves_every_key_as_it_was():
     assert "template" not in PrepareInput(source=Source(jsonl=FIXTURE)).model_dump()
     assert "messages" not in Source(jsonl=FIXTURE).model_dump() and "turns" not in Source(jsonl=FIXTURE).model_dump()
     assert "chat_template" not in TinyModel().model_dump()
+
+
+def test_the_generate_step_samples_from_the_chat_rendering(limit_env: Path, chat_tokenizer):
+    import json
+
+    from limit.runner import run_step
+
+    inp = {
+        "tags": {"run": "tiny-chat"},
+        "model": {"tiny": {"d_model": 32, "n_layers": 1, "n_heads": 2, "chat_template": True}},
+        "prompts": {"jsonl": "fixture:tiny/judge_prompts.jsonl", "field": "prompt", "limit": 2},
+        "generation": {"seeds": [1], "max_total_tokens": 96, "max_new_tokens": 4, "batch_size": 2},
+        "template": "chat",
+    }
+    run_step("generate", json.dumps(inp))
+    out = next((limit_env / "artifacts" / "generate").iterdir())
+    rows = [json.loads(line) for line in (out / "responses.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:  # the instruction the judge reads is as written; the model saw the chat rendering
+        assert row["prompt"] == chat_prompt(chat_tokenizer, row["instruction"]) and "###" not in row["prompt"]
+        assert row["prompt_tokens"] == len(chat_tokenizer(row["prompt"], add_special_tokens=False)["input_ids"])
+
+
+def test_prepare_counts_tokens_as_the_finetune_encodes_them(limit_env: Path, chat_tokenizer):
+    import json
+
+    from limit.plan import build_plan
+    from limit.runner import run_step
+    from limit.spec.study import load_study
+
+    prepare = build_plan(load_study("tiny-lora")).steps["prepare-chat"]
+    assert prepare.input.template == "chat" and prepare.input.model_dump()["template"] == "chat"
+    summary = run_step("prepare", prepare.input.model_dump_json())
+    rows = [
+        json.loads(line) for line in (limit_env / "artifacts" / prepare.ref / "data.jsonl").read_text().splitlines()
+    ]
+    assert summary["rows"] == len(rows) == 36 and all(set(row) == {"messages", "source"} for row in rows)
+    examples = [encode_chat(chat_tokenizer, row["messages"], 4096) for row in rows]
+    assert summary["total_tokens_max"] == max(len(e["input_ids"]) for e in examples)
+    answers = [sum(label != IGNORE_INDEX for label in e["labels"]) for e in examples]
+    assert summary["response_tokens_mean"] == pytest.approx(sum(answers) / len(answers), abs=0.01)

@@ -1,8 +1,9 @@
 """Step `finetune`: causal-LM finetuning with transformers' Trainer, loss on response tokens only.
 
 Outputs: `epoch-N/` per checkpoint epoch (every `checkpoint_every`, and the last; HF format: safetensors,
-config, tokenizer; loadable by AutoModelForCausalLM / AutoTokenizer) and `train_log.json` (Trainer's log
-history and a summary).
+config, tokenizer; loadable by AutoModelForCausalLM / AutoTokenizer; with `method: lora` the epoch's adapters
+merged into the base's weights, limit/training/lora.py) and `train_log.json` (Trainer's log history and a
+summary).
 
 The recipe reads top to bottom: data, model (with MPT's document-local attention), memory check, Trainer
 (limit/training/trainer.py sets it up), resume, train, summary. The schedule and batch arithmetic are in
@@ -49,7 +50,7 @@ from limit.models.mpt.attention import install as install_attention
 from limit.spec.study import TrainSpec
 from limit.steps.inputs import FinetuneInput
 from limit.training.examples import encode_chat, encode_example
-from limit.training.lora import ADAPTER_FILES, merge_checkpoint, parameter_counts, with_adapters
+from limit.training.lora import ADAPTER_FILES, merge_checkpoint, one_rank_loading, parameter_counts, with_adapters
 from limit.training.optimizers import optimizer_cls_and_kwargs
 from limit.training.probe import WorstCaseProbe, worst_batch
 from limit.training.trainer import (
@@ -192,7 +193,13 @@ def adapter_merger(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
     again, untouched by training, in training's dtype); None for a full finetune, whose checkpoint is one."""
     if train.lora is None:
         return None
-    return lambda checkpoint, out: merge_checkpoint(checkpoint, load_base(inp, ctx, train), out)
+
+    def merge(checkpoint: Path, out: Path) -> None:
+        with one_rank_loading():  # rank 0 alone merges, while the other ranks go on training
+            base = load_base(inp, ctx, train)
+        merge_checkpoint(checkpoint, base, out)
+
+    return merge
 
 
 def check_memory(model, train: TrainSpec, examples: list[dict], device: str) -> Memory:

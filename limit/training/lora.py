@@ -9,6 +9,8 @@ loads it as it loads a full finetune's.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 
 from limit.spec.study import LoraSpec
@@ -45,6 +47,22 @@ def parameter_counts(model) -> tuple[int, int]:
     """(trainable, all) parameters of a model (ZeRO-3's partitioned ones by their whole size)."""
     sizes = [(getattr(p, "ds_numel", None) or p.numel(), p.requires_grad) for p in model.parameters()]
     return sum(n for n, trains in sizes if trains), sum(n for n, _ in sizes)
+
+
+@contextlib.contextmanager
+def one_rank_loading() -> Iterator[None]:
+    """Load a model on this rank alone. Under ZeRO-3 transformers partitions every model it loads across the
+    ranks (`is_deepspeed_zero3_enabled` reads the active DeepSpeed config): rank 0 loading the base to merge
+    into would wait forever on ranks that are training. The config is set aside while loading, then put back."""
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    active = hf_deepspeed._hf_deepspeed_config_weak_ref  # what is_deepspeed_zero3_enabled reads
+    hf_deepspeed.unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        if active is not None and active() is not None:
+            hf_deepspeed.set_hf_deepspeed_config(active())
 
 
 def merge_checkpoint(checkpoint: Path, base, out: Path) -> None:

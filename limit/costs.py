@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit.errors import LimitError
-from limit.spec.study import ModelSpec, TrainSpec
+from limit.spec.study import LoraSpec, ModelSpec, TrainSpec
 
 GIB = 2**30
 GPU_RUNTIME = 2 * GIB  # CUDA context and NCCL's buffers
@@ -126,8 +126,29 @@ class Memory:
         return f"{self.total / scale:.1f} {unit} ({parts})"
 
 
+def adapter_params(shape: Shape, lora: LoraSpec) -> int:
+    """LoRA's parameters on an MPT: r x (inputs + outputs) per adapted linear layer of every block (a name the
+    planner does not know counts as the widest, d x 4d)."""
+    d = shape.d_model
+    linears = {"Wqkv": (d, 3 * d), "out_proj": (d, d), "up_proj": (d, 4 * d), "down_proj": (4 * d, d)}
+    names = list(linears) if lora.target_modules == "all-linear" else lora.target_modules
+    return shape.n_layers * sum(lora.r * sum(linears.get(name, (d, 4 * d))) for name in names)
+
+
 def _state_bytes(shape: Shape, train: TrainSpec, stage: int) -> float:
-    p, g = shape.params, max(train.gpus, 1)
+    """Weights, gradients and optimizer state; with LoRA the base is frozen (its weights only, in the dtype
+    it trains in) and the adapters carry the gradients, master copies and optimizer state."""
+    w = 2 if (train.gpus and train.precision == "bf16") else 4
+    gathered = (2 * shape.layer_params + shape.vocab_size * shape.d_model) * w if stage == 3 and train.gpus else 0
+    if train.lora is None:
+        return _trained_bytes(shape.params, train, stage) + gathered
+    frozen = shape.params * w / (max(train.gpus, 1) if stage == 3 else 1)
+    return frozen + _trained_bytes(adapter_params(shape, train.lora), train, stage) + gathered
+
+
+def _trained_bytes(p: float, train: TrainSpec, stage: int) -> float:
+    """The state of `p` trained parameters by ZeRO stage (the module docstring's formulas)."""
+    g = max(train.gpus, 1)
     opt = 8 if train.optimizer == "decoupled_adamw" else 4
     if train.gpus == 0:
         return p * (4 + 4 + opt)
@@ -140,8 +161,7 @@ def _state_bytes(shape: Shape, train: TrainSpec, stage: int) -> float:
         return p * (w + acc) + p * (master + opt) / g
     if stage == 2:
         return p * w + p * (acc + master + opt) / g
-    gathered = (2 * shape.layer_params + shape.vocab_size * shape.d_model) * w
-    return p * (w + acc + master + opt) / g + gathered
+    return p * (w + acc + master + opt) / g
 
 
 def _attention_bytes(shape: Shape, train: TrainSpec, implementation: str, tokens: int, pairs: int) -> float:
@@ -185,12 +205,18 @@ def finetune_disk(shape: Shape, train: TrainSpec) -> Memory:
     """
     p = shape.params
     opt = 8 if train.optimizer == "decoupled_adamw" else 4
-    if train.gpus:  # DeepSpeed: fp32 master and optimizer shards, the 16-bit module states, gathered safetensors
+    w = 2 if train.gpus else 4  # the hub's 16-bit weights; on CPU fp32 safetensors
+    if train.lora is not None:  # the states hold the adapters; each epoch is also merged into a whole model
+        a = adapter_params(shape, train.lora)
+        state, cache = a * (4 + opt) + 2 * a * w, w * p
+        terms = {"model cache": cache, "training states": 2 * state, "merged epoch": w * p}
+    elif train.gpus:  # DeepSpeed: fp32 master and optimizer shards, the 16-bit module states, gathered safetensors
         state, cache = p * (4 + opt) + 2 * p + 2 * p, 2 * p
+        terms = {"model cache": cache, "training states": 2 * state}
     else:  # Trainer on CPU: fp32 safetensors and optimizer.pt
         state, cache = p * (4 + opt), 4 * p
-    terms = {"model cache": cache, "training states": 2 * state}
-    terms["slack"] = 0.1 * (cache + 2 * state) + GIB
+        terms = {"model cache": cache, "training states": 2 * state}
+    terms["slack"] = 0.1 * sum(terms.values()) + GIB
     return Memory(terms)
 
 
@@ -206,9 +232,11 @@ def choose_zero_stage(shape: Shape, train: TrainSpec, gpu: Gpu) -> int:
     return 2 if fits else 3
 
 
-def finetune_flops(shape: Shape, tokens: float, mean_row: float) -> float:
-    """Training FLOPs of one pass over `tokens` real tokens in rows of `mean_row` tokens on average."""
-    return tokens * (6 * shape.params + 6 * shape.n_layers * shape.d_model * mean_row)
+def finetune_flops(shape: Shape, tokens: float, mean_row: float, lora: LoraSpec | None = None) -> float:
+    """Training FLOPs of one pass over `tokens` real tokens in rows of `mean_row` tokens on average. With LoRA
+    the frozen weights get no gradient: 4 P (forward, and the backward to their inputs), plus 6 per adapter."""
+    weights = 6 * shape.params if lora is None else 4 * shape.params + 6 * adapter_params(shape, lora)
+    return tokens * (weights + 6 * shape.n_layers * shape.d_model * mean_row)
 
 
 def scoring_memory(shape: Shape, backend: str, batch_size: int, batch_tokens: int | None, attention: str) -> Memory:

@@ -6,6 +6,12 @@ Every dataset becomes rows of {prompt, response, source}, with the prompt in the
   and the instruction is wrapped with the template;
 - other rows with `templated: false` have their prompt wrapped.
 
+Under the study's `template: chat`, rows are {messages, source} instead: every source's conversation as a
+list of {role, content} (limit/data/chat.py), rendered later by each base tokenizer's chat template; a
+templated prompt gives its instruction back as the user's message. Rows in the messages format
+(`messages`, and `turns` saying whether a multi-turn row keeps every exchange or its first) become, under
+the paper's template, the first exchange: its user message wrapped in the template, and the answer.
+
 Hub ids and local JSON Lines files go through the same `load_dataset` call; the jsonl files the project
 ships (`fixture:...`) are in the hub datasets' own schemas.
 """
@@ -15,7 +21,8 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-from limit.data.template import apply_template
+from limit.data.chat import first_exchange, from_turns, parse_messages, reduce_turns
+from limit.data.template import apply_template, instruction_of
 from limit.errors import LimitError, UnavailableError, is_transient
 from limit.execution.locations import local_path
 from limit.spec.study import Source
@@ -27,13 +34,13 @@ def source_label(source: Source) -> str:
     return source.hf or source.jsonl
 
 
-def load_source(source: Source, cache_dir: Path | None = None) -> tuple[list[Row], int]:
+def load_source(source: Source, cache_dir: Path | None = None, template: str = "paper") -> tuple[list[Row], int]:
     """The normalised rows of a source, and how many rows were dropped (multi-turn conversations)."""
 
     label = source_label(source)
     if source.jsonl and not local_path(source.jsonl).is_file():
         raise LimitError(f"dataset {label}: file not found: {local_path(source.jsonl)}")
-    return normalise(load_table(source, f"dataset {label}", cache_dir), source, label)
+    return normalise(load_table(source, f"dataset {label}", cache_dir), source, label, template)
 
 
 def load_table(source: Source, label: str, cache_dir: Path | None = None):
@@ -62,9 +69,11 @@ def load_dataset_arguments(source: Source) -> tuple[str, dict]:
     return source.hf, {"name": source.name, "revision": source.revision, "split": source.split}
 
 
-def normalise(table, source: Source, label: str) -> tuple[list[Row], int]:
-    """Rows of {prompt, response, source}; `table` is any iterable of dicts (a `datasets.Dataset`)."""
-    needed = [source.conversations] if source.conversations else [source.prompt, source.response]
+def normalise(table, source: Source, label: str, template: str = "paper") -> tuple[list[Row], int]:
+    """Rows of {prompt, response, source} (template chat: {messages, source}); `table` is any iterable of
+    dicts (a `datasets.Dataset`)."""
+    conversation = source.messages or source.conversations
+    needed = [conversation] if conversation else [source.prompt, source.response]
     columns = getattr(table, "column_names", None)
     for field in needed:
         if columns is not None and field not in columns:
@@ -72,21 +81,40 @@ def normalise(table, source: Source, label: str) -> tuple[list[Row], int]:
 
     rows: list[Row] = []
     dropped = 0
-    for record in table:
+    for index, record in enumerate(table):
         origin = record.get("source") if isinstance(record.get("source"), str) else label
-        if source.conversations:
-            turns = record[source.conversations]
-            if len(turns) != 2:
-                dropped += 1
-                continue
-            instruction, response = turns
-            prompt = apply_template(instruction)
+        messages = conversation_of(record, source, f"dataset {label}: row {index}") if conversation else None
+        if conversation and messages is None:
+            dropped += 1
+        elif template == "chat":
+            rows.append({"messages": messages or pair_messages(record, source), "source": origin})
+        elif messages is not None:
+            instruction, response = first_exchange(messages)
+            rows.append({"prompt": apply_template(instruction), "response": response, "source": origin})
         else:
             prompt, response = record[source.prompt], record[source.response]
             if not source.templated:
                 prompt = apply_template(prompt)
-        rows.append({"prompt": prompt, "response": response, "source": origin})
+            rows.append({"prompt": prompt, "response": response, "source": origin})
     return rows, dropped
+
+
+def conversation_of(record: dict, source: Source, where: str) -> list[dict] | None:
+    """A conversation row's messages as `turns` keeps them; None to drop the row (LIMA's rows without `turns`:
+    all but single-turn ones; any row without an answered user message)."""
+    if source.messages:
+        return reduce_turns(parse_messages(record[source.messages], where), source.turns)
+    turns = record[source.conversations]
+    if source.turns is None:
+        return from_turns(turns) if len(turns) == 2 else None
+    return reduce_turns(from_turns(turns), source.turns)
+
+
+def pair_messages(record: dict, source: Source) -> list[dict]:
+    """A (prompt, response) row as a conversation: the instruction (out of the template, when templated)."""
+    prompt = record[source.prompt]
+    instruction = instruction_of(prompt) if source.templated else prompt
+    return [{"role": "user", "content": instruction}, {"role": "assistant", "content": record[source.response]}]
 
 
 def subset(rows: list[Row], sample: int, seed: int, label: str) -> list[Row]:

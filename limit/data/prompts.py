@@ -12,17 +12,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from limit.data.template import PREAMBLE, apply_template
+from limit.data.template import PREAMBLE, apply_template, instruction_of
 from limit.errors import LimitError
 from limit.execution.io import read_text
 from limit.execution.locations import local_path
 from limit.spec.study import PromptSet, Source
-
-# "### Instruction" (Instruct-v3's release file has no colon) up to "### Response:", each on its own line
-TEMPLATED = re.compile(
-    "^" + re.escape(PREAMBLE) + r"\s*\n### Instruction:?[ \t]*\n(?P<instruction>.*?)\n[ \t]*### Response:?\s*\Z",
-    re.DOTALL,
-)
 
 
 @dataclass(frozen=True)
@@ -30,12 +24,6 @@ class Prompt:
     prompt_id: str
     instruction: str
     prompt: str
-
-
-def instruction_of(templated: str) -> str:
-    """The raw instruction inside a templated prompt (the text as is when it is not templated)."""
-    match = TEMPLATED.match(templated.strip() + "\n")
-    return match["instruction"].strip() if match else templated.strip()
 
 
 def load_prompts(spec: PromptSet, cache_dir: Path | None = None) -> list[Prompt]:

@@ -6,6 +6,8 @@ The mosaicml datasets (dolly_hhrlhf, instruct-v3) ship prompts already in this f
 
 from __future__ import annotations
 
+import re
+
 INSTRUCTION_KEY = "### Instruction:"
 RESPONSE_KEY = "### Response:"
 PREAMBLE = "Below is an instruction that describes a task. Write a response that appropriately completes the request."
@@ -19,3 +21,16 @@ def apply_template(instruction: str) -> str:
 def is_templated(prompt: str) -> bool:
     """True when `prompt` already holds the template (so it must not be wrapped again)."""
     return prompt.startswith(PREAMBLE) and prompt.rstrip().endswith(RESPONSE_KEY)
+
+
+# "### Instruction" (Instruct-v3's release file has no colon) up to "### Response:", each on its own line
+TEMPLATED = re.compile(
+    "^" + re.escape(PREAMBLE) + r"\s*\n### Instruction:?[ \t]*\n(?P<instruction>.*?)\n[ \t]*### Response:?\s*\Z",
+    re.DOTALL,
+)
+
+
+def instruction_of(templated: str) -> str:
+    """The raw instruction inside a templated prompt (the text as is when it is not templated)."""
+    match = TEMPLATED.match(templated.strip() + "\n")
+    return match["instruction"].strip() if match else templated.strip()

@@ -22,6 +22,17 @@ from limit.spec.study import ModelSpec, TinyModel
 
 EOS = "<|endoftext|>"
 PAD = "<|padding|>"
+# The tiny tokenizer's chat template (`tiny: {chat_template: true}`): role tags, each assistant turn ended by
+# EOS, so that generation stops where a turn does. Turns meet at a newline or a special token, where the
+# byte-level pre-tokenizer splits anyway: the conversation tokenized whole and turn by turn is the same ids.
+TINY_CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>\n{{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}" + EOS + "{% else %}{{ '\\n' }}{% endif %}{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+# What the tiny tokenizer is trained on: these fixtures only, so that a fixture added later (the chat
+# fixture) changes no tiny model's tokenizer, nor the training numbers pinned in the tests.
+CORPUS_FOLDERS = ("gauntlet", "tiny")
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,8 @@ def load_tokenizer(location: str, revision: str | None = None):
 
 
 def _corpus_files() -> list[Path]:
-    return sorted(p for p in FIXTURES.rglob("*") if p.suffix in (".jsonl", ".txt") and p.is_file())
+    files = [p for folder in CORPUS_FOLDERS for p in (FIXTURES / folder).rglob("*")]
+    return sorted(p for p in files if p.suffix in (".jsonl", ".txt") and p.is_file())
 
 
 def _texts(value) -> Iterator[str]:
@@ -144,6 +156,8 @@ def materialize_tiny(cfg: TinyModel, workdir: Path) -> Path:
     bpe.train_from_iterator(corpus(), trainer=trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=PAD, bos_token=EOS)
     tokenizer.model_max_length = cfg.max_seq_len
+    if cfg.chat_template:
+        tokenizer.chat_template = TINY_CHAT_TEMPLATE
 
     torch.manual_seed(cfg.seed)
     config = MptConfig(

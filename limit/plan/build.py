@@ -89,7 +89,7 @@ class Planner:
         if ds.source:
             where = f"{self.origin}: datasets.{name}.source.jsonl"
             sha = local_file_sha256(ds.source.jsonl, where) if ds.source.jsonl else None
-            inp = PrepareInput(source=ds.source, source_sha256=sha)
+            inp = PrepareInput(source=ds.source, source_sha256=sha, template=self.study.template)
         elif ds.subset:
             check_subset_size(self.study, name, self.origin)
             parent = self.prepare(ds.subset.of)
@@ -195,6 +195,7 @@ class Planner:
             prompts=prompt_set,
             prompts_sha256=sha,
             generation=self.study.generation,
+            template=self.study.template,
             tags={"run": model_name, "prompts": prompts},
         )
         step_id = f"generate-{slug(model_name)}-{slug(prompts)}"

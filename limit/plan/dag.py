@@ -46,6 +46,8 @@ class FinetuneCost:
     tokens: float | None  # real tokens per epoch, expected
     budget_gib: float | None  # the GPU memory it was checked against (None on CPU)
     disk: Memory | None = None  # the pod's local disk at its peak
+    # The same finetune trained full and with LoRA: (GiB per device, GPU-hours) by method, planned one included.
+    methods: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 @dataclass

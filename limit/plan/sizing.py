@@ -18,7 +18,7 @@ from limit.costs import (
 from limit.errors import LimitError
 from limit.plan.dag import FinetuneCost
 from limit.quantities import gibibytes, parse_quantity
-from limit.spec.study import GauntletSpec, Generation, ModelSpec, Resources, RunSpec, Study, TrainSpec
+from limit.spec.study import GauntletSpec, Generation, LoraSpec, ModelSpec, Resources, RunSpec, Study, TrainSpec
 from limit.steps import KINDS
 
 
@@ -65,14 +65,12 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
     run: RunSpec = study.runs[index]
     train = study.train_spec(run)
     shape = model_shape(study.models[run.model])
-    if train.gpus and train.zero_stage == "auto":
-        train = train.model_copy(update={"zero_stage": choose_zero_stage(shape, train, gpu) if shape else 3})
-    elif train.cpu_processes and train.zero_stage == "auto":  # no GPU memory to fit: the stage GPUs prefer
-        train = train.model_copy(update={"zero_stage": 2})
+    written = train
+    train = with_zero_stage(shape, train, gpu)
     if shape is None:
         return train, FinetuneCost(None, None, None, None)
     stage = train.zero_stage if train.gpus else 0
-    memory = finetune_memory(shape, train, stage, train.max_seq_len, "cuda" if train.gpus else "cpu")
+    memory, hours, tokens = estimate(shape, train, expected_tokens(study, run.dataset), gpu)
     if train.gpus and memory.gib > gpu.memory_gib:
         field, index = _advice(shape, train, gpu), written_index(study, index)
         raise LimitError(
@@ -81,13 +79,46 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
             f"{memory.describe()}), over the {gpu.memory_gib:g} GiB per GPU the cluster declares "
             f"(profile gpu_memory_gib): change {field} (runs.{index}.train.{field} or training.models.{run.model})"
         )
-    expected = expected_tokens(study, run.dataset)
+    disk = finetune_disk(shape, train)
+    cost = FinetuneCost(memory, hours, tokens, gpu.memory_gib if train.gpus else None, disk)
+    cost.methods.update(method_costs(shape, written, expected_tokens(study, run.dataset), gpu))
+    return train, cost
+
+
+def with_zero_stage(shape: Shape | None, train: TrainSpec, gpu: Gpu) -> TrainSpec:
+    """`train` with an "auto" ZeRO stage chosen: the one that fits on GPUs, 2 for CPU processes."""
+    if train.gpus and train.zero_stage == "auto":
+        return train.model_copy(update={"zero_stage": choose_zero_stage(shape, train, gpu) if shape else 3})
+    if train.cpu_processes and train.zero_stage == "auto":  # no GPU memory to fit: the stage GPUs prefer
+        return train.model_copy(update={"zero_stage": 2})
+    return train
+
+
+def estimate(shape: Shape, train: TrainSpec, expected: tuple[float, float] | None, gpu: Gpu):
+    """(peak memory per device, GPU-hours or None, real tokens per epoch or None) of a finetune."""
+    stage = train.zero_stage if train.gpus else 0
+    memory = finetune_memory(shape, train, stage, train.max_seq_len, "cuda" if train.gpus else "cpu")
     tokens = min(expected[1], train.max_seq_len) * expected[0] if expected else None
     hours = None
     if tokens and train.gpus:
-        hours = gpu_hours(train.epochs * finetune_flops(shape, tokens, min(expected[1], train.max_seq_len)), gpu)
-    disk = finetune_disk(shape, train)
-    return train, FinetuneCost(memory, hours, tokens, gpu.memory_gib if train.gpus else None, disk)
+        mean_row = min(expected[1], train.max_seq_len)
+        hours = gpu_hours(train.epochs * finetune_flops(shape, tokens, mean_row, train.lora), gpu)
+    return memory, hours, tokens
+
+
+def method_costs(shape: Shape, written: TrainSpec, expected, gpu: Gpu) -> dict[str, tuple[float, float | None]]:
+    """The same finetune trained full and with LoRA (its own adapters, else the defaults): GiB per device and
+    GPU-hours of each, for the plan summary to show side by side."""
+    both = {  # a consistent method and lora need no validation again (the spec is resolved once per run)
+        "full": written.model_copy(update={"method": "full", "lora": None}),
+        "lora": written.model_copy(update={"method": "lora", "lora": written.lora or LoraSpec()}),
+    }
+    out = {}
+    for method, spec in both.items():
+        train = with_zero_stage(shape, spec, gpu)
+        memory, hours, _ = estimate(shape, train, expected, gpu)
+        out[method] = (memory.gib, hours)
+    return out
 
 
 def finetune_resources(study: Study, index: int, train: TrainSpec, cost: FinetuneCost, origin: str) -> Resources:

@@ -34,9 +34,19 @@ class JudgeTotal:
 
 
 @dataclass
+class MethodTotal:
+    """A base model's finetunes as if all trained one way: the largest GiB per device, the GPU-hours summed."""
+
+    memory_gib: float = 0.0
+    gpu_hours: float | None = 0.0
+
+
+@dataclass
 class PlanSummary:
     kinds: dict[str, KindTotal]
     judge: JudgeTotal | None
+    # base model -> method (full, lora) -> its finetunes' totals, where the planner knows the model's shape
+    methods: dict[str, dict[str, MethodTotal]] = field(default_factory=dict)
 
     @property
     def gpu_pods(self) -> int:
@@ -64,7 +74,21 @@ def summarize(plan: Plan, price: float | None) -> PlanSummary:
         cost = plan.costs.get(step.id)
         hours = cost.gpu_hours if cost else None
         total.gpu_hours = None if hours is None or total.gpu_hours is None else total.gpu_hours + hours
-    return PlanSummary(kinds, judge_total(plan, price))
+    return PlanSummary(kinds, judge_total(plan, price), method_totals(plan))
+
+
+def method_totals(plan: Plan) -> dict[str, dict[str, MethodTotal]]:
+    """Each base model's GPU finetunes trained full and with LoRA (limit/plan/sizing.py's `method_costs`)."""
+    totals: dict[str, dict[str, MethodTotal]] = {}
+    for step in plan.by_kind("finetune"):
+        cost = plan.costs.get(step.id)
+        if not step.input.train.gpus or cost is None or not cost.methods:
+            continue
+        for method, (gib, hours) in cost.methods.items():
+            total = totals.setdefault(step.input.tags["model"], {}).setdefault(method, MethodTotal())
+            total.memory_gib = max(total.memory_gib, gib)
+            total.gpu_hours = None if hours is None or total.gpu_hours is None else total.gpu_hours + hours
+    return totals
 
 
 def judge_total(plan: Plan, price: float | None) -> JudgeTotal | None:
@@ -98,9 +122,20 @@ def describe(summary: PlanSummary, gpu_note: str) -> list[str]:
             hours = "unknown"
         lines.append(f"{'total':10} {steps:>5}  {summary.gpu_pods:>15}  {hours}")
         lines.append(f"GPU-hours: {gpu_note}" + (f"; none yet for {', '.join(unknown)}" if unknown else ""))
+    if summary.methods:
+        lines.append("full vs LoRA (every finetune of a base one way; LoRA: the runs' own, else r 8 all-linear):")
+        lines += [method_line(model, methods) for model, methods in summary.methods.items()]
     if summary.judge:
         lines.append(judge_line(summary.judge))
     return lines
+
+
+def method_line(model: str, methods: dict[str, MethodTotal]) -> str:
+    def one(total: MethodTotal) -> str:
+        hours = "unknown" if total.gpu_hours is None else f"~{total.gpu_hours:,.1f}"
+        return f"{total.memory_gib:,.1f} GiB/GPU, {hours} GPU-hours"
+
+    return f"  {model}: full {one(methods['full'])} | lora {one(methods['lora'])}"
 
 
 def judge_line(judge: JudgeTotal) -> str:

@@ -72,6 +72,17 @@ class TinyModel(Strict):
         1024, ge=TINY_MIN_VOCAB, le=2**20, description="At least the byte alphabet and the special tokens."
     )
     seed: Seed = 0
+    chat_template: bool = Field(
+        False, description="Give the tokenizer a small chat template (limit/models/base.py), for template: chat."
+    )
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """Without `chat_template` when off: every other tiny model's folder and keys stay as they were."""
+        data = handler(self)
+        if not self.chat_template:
+            data.pop("chat_template", None)
+        return data
 
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyModel:
@@ -115,7 +126,10 @@ class Source(Strict):
 
     `jsonl` may be `fixture:NAME` for files shipped in `limit/fixtures/` (so pods have them too).
     Rows are normalised to (prompt, response): `prompt`/`response` name the fields; for LIMA-style rows
-    `conversations` names a list of turns and only single-turn rows (two turns) are kept.
+    `conversations` names a list of turns (alternately the user's and the assistant's) and only single-turn
+    rows (two turns) are kept unless `turns` says otherwise. `messages` names a list of {role, content}
+    (system, user, assistant: tulu-3, ultrachat and most current SFT sets); with it `turns` must say what a
+    multi-turn row becomes: `all` keeps every exchange (template: chat), `first` keeps the first one.
     `templated: true` means the prompt already holds the instruction template (mosaicml datasets).
     `data_files` reads files of the hub repo directly (`data_files: train.jsonl`): for repos whose loading
     script `datasets` no longer runs (GAIR/lima ships one).
@@ -130,6 +144,8 @@ class Source(Strict):
     prompt: str = "prompt"
     response: str = "response"
     conversations: str | None = None
+    messages: str | None = None
+    turns: Literal["first", "all"] | None = None
     templated: bool = True
     expect: Expect | None = Field(None, exclude=True)  # a planning hint: not part of the prepare step's key
 
@@ -138,7 +154,22 @@ class Source(Strict):
         exactly_one(self, "hf", "jsonl")
         if self.data_files and not self.hf:
             raise ValueError("data_files names files of a hub dataset: give hf too")
+        if self.messages and self.conversations:
+            raise ValueError("give one of messages (a list of {role, content}) and conversations (a list of turns)")
+        if self.messages and self.turns is None:
+            raise FieldError("turns", "messages: say what a multi-turn row becomes: all (every exchange) or first")
+        if self.turns and not (self.messages or self.conversations):
+            raise FieldError("turns", "turns applies to messages or conversations rows")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """Without the chat fields when unset: every other prepare step's input and key stay as they were."""
+        data = handler(self)
+        for name in ("messages", "turns"):
+            if data.get(name) is None:
+                data.pop(name, None)
+        return data
 
 
 class Subset(Strict):
@@ -175,9 +206,33 @@ class DatasetSpec(Strict):
 # ---------------------------------------------------------------- training
 
 
+class LoraSpec(Strict):
+    """Low-rank adapters (peft's LoRA) on the base's linear layers; the base's own weights stay frozen."""
+
+    r: int = Field(8, gt=0, le=4096, description="Rank of each adapter.")
+    alpha: float = Field(16.0, gt=0, description="Scale: the adapter's update is multiplied by alpha / r.")
+    dropout: float = Field(0.0, ge=0, lt=1, description="Dropout on the adapters' input.")
+    target_modules: Literal["all-linear"] | list[Annotated[str, Field(min_length=1)]] = Field(
+        "all-linear",
+        description="Module names to adapt (MPT: Wqkv, out_proj, up_proj, down_proj), or every linear layer "
+        "but the output head (peft's all-linear).",
+    )
+
+    @field_validator("target_modules")
+    @classmethod
+    def _some_modules(cls, value):
+        if isinstance(value, list) and (not value or len(set(value)) != len(value)):
+            raise ValueError("name distinct modules, at least one (or all-linear)")
+        return value
+
+
 class TrainSpec(Strict):
     """Finetuning hyperparameters. Defaults are the paper's MPT-7B recipe."""
 
+    method: Literal["full", "lora"] = Field(
+        "full", description="full: every weight trains; lora: only low-rank adapters (`lora`), merged at export."
+    )
+    lora: LoraSpec | None = Field(None, description="method lora: the adapters (defaults when unset).")
     optimizer: Literal["decoupled_adamw", "decoupled_lionw"] = "decoupled_adamw"
     lr: float = Field(5e-6, gt=0)
     betas: tuple[Annotated[float, Field(ge=0, lt=1)], Annotated[float, Field(ge=0, lt=1)]] = (0.9, 0.99)
@@ -235,6 +290,20 @@ class TrainSpec(Strict):
             raise ValueError("pad_to_max pads every row to max_seq_len: set packing: false with it")
         return self
 
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_defaults(cls, data: Any) -> Any:
+        """method lora without `lora`: the default adapters, written out (the step's input names what trains)."""
+        if isinstance(data, dict) and data.get("method") == "lora" and data.get("lora") is None:
+            return {**data, "lora": {}}
+        return data
+
+    @model_validator(mode="after")
+    def _lora_with_its_method(self) -> TrainSpec:
+        if self.lora is not None and self.method != "lora":
+            raise ValueError("lora configures method lora: set method: lora with it, or drop lora")
+        return self
+
     @model_validator(mode="after")
     def _cpu_processes_can_train(self) -> TrainSpec:
         if not self.cpu_processes:
@@ -249,10 +318,14 @@ class TrainSpec(Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict[str, Any]:
-        """Without `cpu_processes` when 0: the inputs, hence the keys, of every other finetune stay as they were."""
+        """Without `cpu_processes` when 0, `method` when full and `lora` when unset: the inputs, hence the keys,
+        of every other finetune stay as they were."""
         data = handler(self)
         if not self.cpu_processes:
             data.pop("cpu_processes", None)
+        if self.method == "full":
+            data.pop("method", None)
+            data.pop("lora", None)
         return data
 
     def checkpoint_epochs(self) -> list[int]:
@@ -479,6 +552,12 @@ class Study(Strict):
     models: dict[str, ModelSpec]
     datasets: dict[str, DatasetSpec]
     stats_tokenizer: str | None = Field(None, description="Model whose tokenizer counts dataset tokens.")
+    template: Literal["paper", "chat"] = Field(
+        "paper",
+        description="How a conversation becomes text, alike in prepare, training, generation and judging: paper "
+        "(the LIMIT paper's instruction template, one exchange) or chat (each base tokenizer's own chat template; "
+        "loss on the assistant's turns).",
+    )
     training: Training = Field(default_factory=Training)
     runs: list[RunSpec] = Field(min_length=1)
     baselines: list[str] = Field(default_factory=list)
@@ -504,6 +583,7 @@ class Study(Strict):
         if self.stats_tokenizer:
             _known(self.stats_tokenizer, self.models, "model", "stats_tokenizer")
         self._check_pairs(runs, groups)
+        self._check_template()
         if self.pairs and self.judge.backend == "local":
             if not self.judge.local_model:
                 raise FieldError("judge.local_model", "backend 'local' needs local_model")
@@ -556,6 +636,26 @@ class Study(Strict):
                     )
             if i not in expanded:
                 raise FieldError(f"pairs.{i}.b", "a model cannot be judged against itself")
+
+    def _check_template(self) -> None:
+        """The paper's template holds one exchange; a chat template must exist (known here for tiny models)."""
+        for name, ds in self.datasets.items():
+            if self.template == "paper" and ds.source and ds.source.turns == "all":
+                raise FieldError(
+                    f"datasets.{name}.source.turns",
+                    "all keeps multi-turn rows, which the paper's template cannot hold: set template: chat, or turns: "
+                    "first",
+                )
+        if self.template != "chat":
+            return
+        stats = self.stats_tokenizer or next(iter(self.models))
+        for name in dict.fromkeys([*(run.model for run in self.runs), *self.baselines, stats]):
+            tiny = self.models[name].tiny
+            if tiny is not None and not tiny.chat_template:
+                raise FieldError(
+                    f"models.{name}.tiny.chat_template",
+                    "template: chat, but this tokenizer has no chat template: set chat_template: true",
+                )
 
     def _distinct_slugs(self, runs: list[RunSpec]) -> None:
         """Names become step names through `slug`: two names one slug apart would be one step."""

@@ -1,8 +1,9 @@
 """Step `finetune`: causal-LM finetuning with transformers' Trainer, loss on response tokens only.
 
 Outputs: `epoch-N/` per checkpoint epoch (every `checkpoint_every`, and the last; HF format: safetensors,
-config, tokenizer; loadable by AutoModelForCausalLM / AutoTokenizer) and `train_log.json` (Trainer's log
-history and a summary).
+config, tokenizer; loadable by AutoModelForCausalLM / AutoTokenizer; with `method: lora` the epoch's adapters
+merged into the base's weights, limit/training/lora.py) and `train_log.json` (Trainer's log history and a
+summary).
 
 The recipe reads top to bottom: data, model (with MPT's document-local attention), memory check, Trainer
 (limit/training/trainer.py sets it up), resume, train, summary. The schedule and batch arithmetic are in
@@ -39,6 +40,7 @@ from limit.costs import (
     gpu_hours,
 )
 from limit.cpu import configure_torch_threads
+from limit.data.chat import require_chat_template
 from limit.errors import LimitError
 from limit.execution import progress
 from limit.execution.context import StepContext
@@ -47,7 +49,8 @@ from limit.models.base import load_tokenizer, loading, model_location, tokenizer
 from limit.models.mpt.attention import install as install_attention
 from limit.spec.study import TrainSpec
 from limit.steps.inputs import FinetuneInput
-from limit.training.examples import encode_example
+from limit.training.examples import encode_chat, encode_example
+from limit.training.lora import ADAPTER_FILES, merge_checkpoint, one_rank_loading, parameter_counts, with_adapters
 from limit.training.optimizers import optimizer_cls_and_kwargs
 from limit.training.probe import WorstCaseProbe, worst_batch
 from limit.training.trainer import (
@@ -84,6 +87,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
     peak = PeakMemory(device)
     peak.start()  # before the model: measured and planned peaks count the same terms
     model = load_model(inp, ctx, train)
+    trainable, _ = parameter_counts(model)
     estimate = check_memory(model, train, examples, device)
     if args.process_index == 0:
         mlflow.log_params({f"train.{k}": v for k, v in train.model_dump().items()})
@@ -91,14 +95,15 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
 
     batch = worst_batch(examples, train.micro_batch_size, collator(train, tokenizer))
     probe = WorstCaseProbe(train, batch, estimate, peak, plan_facts(model, train, examples, device, inp))
-    trainer = make_trainer(model, args, train, tokenizer, examples, ctx, probe)
+    merge = adapter_merger(inp, ctx, train)
+    trainer = make_trainer(model, args, train, tokenizer, examples, EpochExport(ctx, merge), probe)
     with args.main_process_first(local=True):  # every rank reads the restored state from this pod's disk
         if args.process_index == 0:
             restore_checkpoint(ctx)
     checkpoint = last_checkpoint(ctx.out / RESUME)
     resumed = checkpoint_state(checkpoint) if checkpoint else None
     if checkpoint and args.process_index == 0:
-        export_epoch(checkpoint, ctx, overwrite=False)  # the attempt may have died before exporting it
+        export_epoch(checkpoint, ctx, overwrite=False, merge=merge)  # the attempt may have died before exporting
         print(f"finetune: resuming from {checkpoint.name} (epoch {round(resumed['epoch'])})", flush=True)
 
     started = time.time()
@@ -107,6 +112,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
         return {}
     summary = summarize(trainer, result, resumed, time.time() - started, len(examples))
     summary |= {"memory_estimate_gib": round(estimate.gib, 4), "memory_peak_gib": round(peak.peak_gib(), 4)}
+    summary |= {"method": train.method, "trainable_params": trainable}
     if probe.measurement is not None:
         summary |= {f"probe_{k}": v for k, v in asdict(probe.measurement).items() if v is not None}
     missing = [n for n in train.checkpoint_epochs() if not exported(ctx, n)]
@@ -136,8 +142,16 @@ def select_device(train: TrainSpec) -> str:
 
 
 def encode_rows(rows: list[dict], tokenizer, train: TrainSpec, data: str) -> list[dict]:
-    """Training examples (loss on the response only); rows whose response would be cut away entirely drop."""
-    encoded = [encode_example(tokenizer, r["prompt"], r["response"], train.max_seq_len) for r in rows]
+    """Training examples (loss on the response, or the assistant's turns, only); rows whose response would be
+    cut away entirely drop. Conversations (template: chat) are rendered by the tokenizer's chat template."""
+    if any("messages" in r for r in rows):
+        require_chat_template(tokenizer, "finetune")
+    encoded = [
+        encode_chat(tokenizer, r["messages"], train.max_seq_len)
+        if "messages" in r
+        else encode_example(tokenizer, r["prompt"], r["response"], train.max_seq_len)
+        for r in rows
+    ]
     examples = [e for e in encoded if e is not None]
     if not examples:
         raise LimitError(f"finetune: no example of {data} keeps a response token at max_seq_len {train.max_seq_len}")
@@ -145,6 +159,20 @@ def encode_rows(rows: list[dict], tokenizer, train: TrainSpec, data: str) -> lis
 
 
 def load_model(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
+    """The base as it trains: MPT with its document-local attention; with LoRA, wrapped in frozen adapters."""
+    model = load_base(inp, ctx, train)
+    if isinstance(model, MptForCausalLM):
+        install_attention(model, train.attention)
+    elif train.packing:
+        print(f"finetune: {type(model).__name__} packs through transformers' own position_ids support", flush=True)
+    if train.lora is not None:
+        model = with_adapters(model, train.lora, train.seed, train.gradient_checkpointing)
+        trainable, total = parameter_counts(model)
+        print(f"finetune: LoRA (r {train.lora.r}) trains {trainable:,} of {total:,} parameters", flush=True)
+    return model
+
+
+def load_base(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -157,11 +185,21 @@ def load_model(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
             # DeepSpeed's bf16 mode keeps the fp32 master weights in its optimizer: the module loads as it runs.
             dtype=torch.bfloat16 if train.gpus and train.precision == "bf16" else torch.float32,
         )
-    if isinstance(model, MptForCausalLM):
-        install_attention(model, train.attention)
-    elif train.packing:
-        print(f"finetune: {type(model).__name__} packs through transformers' own position_ids support", flush=True)
     return model
+
+
+def adapter_merger(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
+    """LoRA: what writes an epoch's plain checkpoint from a Trainer checkpoint's adapters (the base loaded
+    again, untouched by training, in training's dtype); None for a full finetune, whose checkpoint is one."""
+    if train.lora is None:
+        return None
+
+    def merge(checkpoint: Path, out: Path) -> None:
+        with one_rank_loading():  # rank 0 alone merges, while the other ranks go on training
+            base = load_base(inp, ctx, train)
+        merge_checkpoint(checkpoint, base, out)
+
+    return merge
 
 
 def check_memory(model, train: TrainSpec, examples: list[dict], device: str) -> Memory:
@@ -191,16 +229,16 @@ def plan_facts(model, train: TrainSpec, examples: list[dict], device: str, inp: 
     config = model.config
     shape = Shape(config.d_model, config.n_layers, config.n_heads, config.vocab_size)
     tokens = sum(len(e["input_ids"]) for e in examples)
-    flops_per_token = finetune_flops(shape, 1, tokens / len(examples))
+    flops_per_token = finetune_flops(shape, 1, tokens / len(examples), train.lora)
     facts = {"run": inp.tags.get("run", ""), "tokens": tokens, "flops_per_token": flops_per_token}
     if device == "cuda":
         facts["peak_tflops"] = card_peak_tflops(torch.cuda.get_device_name())
-        hours = gpu_hours(finetune_flops(shape, tokens * train.epochs, tokens / len(examples)), Gpu())
+        hours = gpu_hours(finetune_flops(shape, tokens * train.epochs, tokens / len(examples), train.lora), Gpu())
         facts["eta_s"] = round(hours * 3600 / train.gpus, 1)
     return facts
 
 
-def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict], ctx: StepContext, probe):
+def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict], export: EpochExport, probe):
     import datasets
     from transformers import Trainer
 
@@ -211,7 +249,7 @@ def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict],
         data_collator=collator(train, tokenizer),
         processing_class=tokenizer,
         optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(train),
-        callbacks=[probe, CheckpointEvery(train), EpochExport(ctx), TrainProgress()],
+        callbacks=[probe, CheckpointEvery(train), export, TrainProgress()],
     )
     probe.trainer = trainer
     return trainer
@@ -252,8 +290,9 @@ def exported(ctx: StepContext, epoch: int) -> bool:
     return f"epoch-{epoch}/config.json" in ctx.stored(f"epoch-{epoch}")
 
 
-def export_epoch(checkpoint: Path, ctx: StepContext, overwrite: bool = True) -> None:
-    """Link the model and tokenizer of a Trainer checkpoint into `epoch-N/`, atomically, and persist both.
+def export_epoch(checkpoint: Path, ctx: StepContext, overwrite: bool = True, merge=None) -> None:
+    """Link the model and tokenizer of a Trainer checkpoint into `epoch-N/`, atomically, and persist both;
+    with `merge` (LoRA), the tokenizer is linked and `merge(checkpoint, folder)` writes the merged model.
 
     Once durable the epoch's weights are released: on S3 the pod's disk keeps the latest training state only.
     """
@@ -264,9 +303,12 @@ def export_epoch(checkpoint: Path, ctx: StepContext, overwrite: bool = True) -> 
     staging = ctx.out / f".epoch-{epoch}.tmp"
     shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
+    skipped = TRAINING_STATE | (ADAPTER_FILES if merge else set())
     for path in checkpoint.iterdir():
-        if path.is_file() and path.name not in TRAINING_STATE and not path.name.startswith("rng_state"):
+        if path.is_file() and path.name not in skipped and not path.name.startswith("rng_state"):
             link_or_copy(path, staging / path.name)
+    if merge:
+        merge(checkpoint, staging)
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     ctx.persist(target.name, release=True)
@@ -284,13 +326,13 @@ def link_or_copy(src: Path, dst: Path) -> None:
 class EpochExport(TrainerCallback):
     """After each epoch's checkpoint: export the epoch folder and persist both (main process only)."""
 
-    def __init__(self, ctx: StepContext):
-        self.ctx = ctx
+    def __init__(self, ctx: StepContext, merge=None):
+        self.ctx, self.merge = ctx, merge
 
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero:
             checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            export_epoch(checkpoint, self.ctx)
+            export_epoch(checkpoint, self.ctx, merge=self.merge)
             print(f"finetune: epoch {round(state.epoch)} saved (step {state.global_step})", flush=True)
         return control
 

@@ -11,19 +11,21 @@ and the next attempt samples only those again.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import sys
 from pathlib import Path
 
 from limit.costs import PeakMemory
 from limit.cpu import configure_torch_threads
+from limit.data.chat import chat_prompt, require_chat_template
 from limit.data.prompts import Prompt, load_prompts
 from limit.errors import LimitError, UnavailableError
 from limit.execution import outputs, progress
 from limit.execution.context import StepContext
 from limit.execution.io import read_jsonl, write_jsonl
 from limit.generation.sampling import make_sampler
-from limit.models.base import model_location
+from limit.models.base import load_tokenizer, model_location, tokenizer_location
 from limit.spec.study import Generation
 from limit.steps.inputs import GenerateInput
 
@@ -31,7 +33,7 @@ from limit.steps.inputs import GenerateInput
 def generate(inp: GenerateInput, ctx: StepContext) -> dict:
     peak = PeakMemory.from_here()  # before the model loads: the same terms as the planner's estimate
     location, model_name, checkpoint = _model(inp, ctx)
-    prompts = load_prompts(inp.prompts, cache_dir=ctx.workdir / "hf-datasets")
+    prompts = rendered(load_prompts(inp.prompts, cache_dir=ctx.workdir / "hf-datasets"), inp, location, ctx)
     gen = inp.generation
     if gen.backend == "hf":
         configure_torch_threads()
@@ -100,6 +102,17 @@ def _sample_seed(
     mean = sum(r["output_tokens"] for r in seed_rows) / len(seed_rows)
     print(f"generate: seed {seed}: {len(seed_rows)} responses, {mean:.1f} tokens on average", file=sys.stderr)
     return True
+
+
+def rendered(prompts: list[Prompt], inp: GenerateInput, location: str, ctx: StepContext) -> list[Prompt]:
+    """template chat: each prompt as the model's own chat template renders it, as its finetune trained on
+    (the instruction the judge reads stays as it is); template paper: the prompts as loaded."""
+    if inp.template != "chat":
+        return prompts
+    where = tokenizer_location(inp.model, ctx.workdir) if inp.model else location
+    tokenizer = load_tokenizer(where, inp.model.revision if inp.model else None)
+    require_chat_template(tokenizer, "generate")
+    return [dataclasses.replace(p, prompt=chat_prompt(tokenizer, p.instruction)) for p in prompts]
 
 
 def _check_failures(rows: list[dict], max_rate: float) -> None:

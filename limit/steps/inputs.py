@@ -36,6 +36,17 @@ class PrepareInput(StepInput):
     subset: SubsetOf | None = None
     mix: list[Ref] | None = None
     stats_tokenizer: ModelSpec | None = None
+    template: Literal["paper", "chat"] = Field(
+        "paper", description="The study's template: chat keeps conversations as messages (limit/data/chat.py)."
+    )
+
+    @model_serializer(mode="wrap")
+    def _paper_is_absent(self, handler):
+        """template paper (the default) leaves the input, and so the key, as before this field existed."""
+        data = handler(self)
+        if data.get("template") == "paper":
+            data.pop("template", None)
+        return data
 
 
 class FinetuneInput(StepInput):
@@ -88,6 +99,17 @@ class GenerateInput(StepInput):
     prompts: PromptSet
     prompts_sha256: str | None = None
     generation: Generation
+    template: Literal["paper", "chat"] = Field(
+        "paper", description="chat: each prompt rendered by the model's chat template, not the paper's."
+    )
+
+    @model_serializer(mode="wrap")
+    def _paper_is_absent(self, handler):
+        """template paper (the default) leaves the input, and so the key, as before this field existed."""
+        data = handler(self)
+        if data.get("template") == "paper":
+            data.pop("template", None)
+        return data
 
 
 class JudgeInput(StepInput):

@@ -11,13 +11,16 @@ import json
 
 import numpy as np
 
+from limit.data.chat import require_chat_template
 from limit.data.datasets import load_source, mix, source_label, subset
 from limit.errors import LimitError
 from limit.execution.context import StepContext
 from limit.execution.io import read_jsonl, write_jsonl
 from limit.execution.locations import local_path
 from limit.models.base import load_tokenizer, tokenizer_location
+from limit.spec.study import MAX_TOKENS
 from limit.steps.inputs import PrepareInput
+from limit.training.examples import IGNORE_INDEX, encode_chat
 
 # Sequence lengths worth knowing how many rows exceed (the paper trains at 2048 and 8192).
 LENGTHS = (512, 1024, 2048, 4096, 8192)
@@ -27,7 +30,7 @@ def prepare(inp: PrepareInput, ctx: StepContext) -> dict:
     dropped = 0
     if inp.source:
         check_source_unchanged(inp)
-        rows, dropped = load_source(inp.source, cache_dir=ctx.workdir / "hf-datasets")
+        rows, dropped = load_source(inp.source, cache_dir=ctx.workdir / "hf-datasets", template=inp.template)
         what = f"{source_label(inp.source)} ({len(rows)} rows, {dropped} multi-turn dropped)"
     elif inp.subset:
         parent = read_jsonl(ctx.fetch(inp.subset.of) / "data.jsonl")
@@ -80,15 +83,28 @@ def count_sources(rows: list[dict]) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def token_stats(tokenizer, rows: list[dict]) -> dict:
-    """Prompt, response and total (prompt + response + EOS) token counts: mean, max, percentiles, overflows."""
+def token_counts(tokenizer, rows: list[dict]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Prompt, response and total tokens of each row as the finetune encodes it: prompt + response + EOS; a
+    conversation (template: chat) rendered by the chat template, its response the assistant's turns."""
+    if rows and "messages" in rows[0]:
+        require_chat_template(tokenizer, "prepare: stats_tokenizer")
+        examples = [encode_chat(tokenizer, r["messages"], MAX_TOKENS) for r in rows]
+        labels = [[x for x in e["labels"] if x != IGNORE_INDEX] if e else [] for e in examples]
+        total = np.array([len(e["input_ids"]) if e else 0 for e in examples])
+        response = np.array([len(x) for x in labels])
+        return total - response, response, total
     prompt = np.array(
         [len(ids) for ids in tokenizer([r["prompt"] for r in rows], add_special_tokens=False)["input_ids"]]
     )
     response = np.array(
         [len(ids) for ids in tokenizer([r["response"] for r in rows], add_special_tokens=False)["input_ids"]]
     )
-    total = prompt + response + 1
+    return prompt, response, prompt + response + 1
+
+
+def token_stats(tokenizer, rows: list[dict]) -> dict:
+    """Prompt, response and total token counts: mean, max, percentiles, overflows."""
+    prompt, response, total = token_counts(tokenizer, rows)
 
     def describe(counts: np.ndarray) -> dict:
         p50, p90, p95, p99 = np.percentile(counts, [50, 90, 95, 99])

@@ -76,15 +76,20 @@ def main(args: argparse.Namespace) -> int:
     if not outcome.ok:
         print(f"logs: {outcome.logs}")
         return outcome.exit_code
-    folder = collect_report(plan, store)
+    print_report(collect_report(plan, store), study.name)
+    return 0
+
+
+def print_report(folder: Path | None, study: str) -> None:
+    """The report's tables on the console, where its files are, and the MLflow view of the same table."""
+    from limit.commands.report import print_mlflow_links
+
     if folder is not None:
         from limit.execution import outputs
+        from limit.report import FILES
         from limit.report.markdown import gauntlet_section, judge_section
 
         data = outputs.read(folder / "report.json", outputs.ReportData).model_dump()
         print("\n".join(["", *gauntlet_section(data), "", *judge_section(data), ""]))
-        print(f"report: {folder / 'report.md'}, {folder / 'report.json'}, {folder / 'report.png'}")
-    compare = tracking.compare_link(study.name)
-    if compare:
-        print(f"the paper's table in MLflow (the current summary run of each model): {compare}")
-    return 0
+        print(f"report: {', '.join(str(folder / name) for name in FILES)}")
+    print_mlflow_links(study)

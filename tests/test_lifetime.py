@@ -44,3 +44,15 @@ def test_a_process_named_as_parent_but_not_its_parent_is_watched():
     named.kill()
     named.wait()
     assert child.wait(timeout=10) != 0  # SIGTERM from its watcher
+
+
+def test_a_child_that_cannot_run_its_sigterm_handler_is_killed_after_the_grace_period():
+    """As a rank blocked in a collective: SIGTERM does nothing (here: ignored), so the watcher's SIGKILL ends it."""
+    deaf = "import signal; signal.signal(signal.SIGTERM, signal.SIG_IGN); " + CHILD
+    named = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    env = {**started_by(run_env(), named.pid), "LIMIT_STOP_GRACE_S": "1"}
+    child = subprocess.Popen([sys.executable, "-c", deaf], env=env, stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "1"
+    named.kill()
+    named.wait()
+    assert child.wait(timeout=15) == -signal.SIGKILL

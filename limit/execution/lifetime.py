@@ -3,8 +3,10 @@ committing a step, after its `limit run` or torchrun died, however it died.
 
 The starter names itself in LIMIT_PARENT_PID (the local backend for its steps, the torchrun launcher for its
 ranks); the started process asks the kernel for SIGTERM when its parent dies (Linux's PR_SET_PDEATHSIG,
-which survives the exec into torchrun), or else watches that pid. SIGTERM unwinds a step as a stop does: its
-attempt is recorded as killed, its MLflow run ends KILLED, its lock is released.
+which survives the exec into torchrun), and watches that pid too. SIGTERM unwinds a step as a stop does: its
+attempt is recorded as killed, its MLflow run ends KILLED, its lock is released. A process that has not ended
+LIMIT_STOP_GRACE_S (60 s) after its parent died is killed: a rank blocked in a collective (gloo, NCCL) never
+runs Python's SIGTERM handler, and would otherwise live on under init, holding its GPU.
 """
 
 from __future__ import annotations
@@ -35,17 +37,17 @@ def end_with_parent() -> None:
     if sys.platform.startswith("linux") and os.getppid() == parent:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-        if os.getppid() != parent:  # it died before the request: the kernel will never tell us
-            os.kill(os.getpid(), signal.SIGTERM)
-        return
     threading.Thread(target=_watch, args=(parent,), name="limit-parent-watch", daemon=True).start()
 
 
 def _watch(parent: int) -> None:
-    """Where the kernel cannot tell us (not Linux, or a process in between): poll the parent's pid."""
+    """Poll the parent's pid (where the kernel cannot tell us: not Linux, a process in between, a parent
+    that died before we asked), SIGTERM this process when it is gone, and SIGKILL it after the grace period."""
     while _alive(parent):
         time.sleep(WATCH_S)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(float(os.environ.get("LIMIT_STOP_GRACE_S", "60")))
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _alive(pid: int) -> bool:

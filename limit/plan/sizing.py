@@ -64,7 +64,7 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
     """A run's training spec with its ZeRO stage chosen, and its estimates; refuses what cannot fit."""
     run: RunSpec = study.runs[index]
     train = study.train_spec(run)
-    shape = model_shape(study.models[run.model])
+    shape = model_shape(study.models[run.model], f"models.{run.model}")
     if train.gpus and train.zero_stage == "auto":
         train = train.model_copy(update={"zero_stage": choose_zero_stage(shape, train, gpu) if shape else 3})
     elif train.cpu_processes and train.zero_stage == "auto":  # no GPU memory to fit: the stage GPUs prefer

@@ -57,7 +57,7 @@ class Shape:
     """What the planner needs of a model: widths and counts, from its config. The defaults are MPT's block
     (as many key/value heads as heads, a 4 d_model MLP of two matrices, tied embeddings, no biases); the
     RoPE families set key/value heads (grouped-query attention), a gated MLP (three matrices of
-    `intermediate`), untied embeddings, Qwen2's q/k/v biases."""
+    `intermediate`), untied embeddings, Qwen2's q/k/v biases (and Qwen3 its q/k norms)."""
 
     d_model: int
     n_layers: int
@@ -95,6 +95,7 @@ class Shape:
     def layer_params(self) -> int:
         d, q = self.d_model, self.n_heads * self.head_size
         attention = 2 * d * q + 2 * d * self.kv_dim + (q + 2 * self.kv_dim if self.qkv_bias else 0)
+        attention += 2 * self.head_size if self.family == "qwen3" else 0  # Qwen3's q and k norms
         return attention + (3 if self.gated else 2) * d * self.mlp_width
 
     @property
@@ -220,6 +221,7 @@ def tiny_shape(tiny: TinyModel) -> Shape:
         intermediate=tiny.intermediate,
         gated=True,
         tied=tiny.tied,
+        head_dim=tiny.d_model // tiny.n_heads,
         qkv_bias=tiny.arch == "qwen2",
         family=tiny.arch,
     )

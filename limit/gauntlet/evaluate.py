@@ -38,9 +38,11 @@ def load_model(
     *,
     batch_tokens: int | None = None,
     attention: str = "auto",
+    max_length: int | None = None,
 ):
-    """An lm-eval model: `hf` (lm-eval's HFLM), `packed` (HFLM scoring packed, context-shared rows; MPT only)
-    or `vllm` when it is installed. `batch_tokens` and `attention` apply to `packed`."""
+    """An lm-eval model: `hf` (lm-eval's HFLM), `packed` (HFLM scoring packed, context-shared rows; MPT and the
+    RoPE families) or `vllm` when it is installed. `batch_tokens` and `attention` apply to `packed`;
+    `max_length` (lm-eval's: contexts are left-truncated to it) is the model's own when None."""
     import torch
 
     if backend in ("hf", "packed"):
@@ -55,7 +57,7 @@ def load_model(
             "dtype": "auto",
             "trust_remote_code": trust_remote_code,
             "revision": revision or "main",
-        }
+        } | ({"max_length": max_length} if max_length else {})
         with loading(location):
             if backend == "hf":
                 return HFLM(**args)
@@ -74,6 +76,7 @@ def load_model(
             trust_remote_code=trust_remote_code,
             revision=revision,
             enable_prefix_caching=True,
+            **({"max_length": max_length} if max_length else {}),
         )
     raise LimitError(f"gauntlet.backend: unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
 
@@ -148,6 +151,7 @@ def run_gauntlet(
     lm=None,
     batch_tokens: int | None = None,
     attention: str = "auto",
+    max_length: int | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model` (a from_pretrained location) and return scores.json's content (without details).
 
@@ -155,8 +159,8 @@ def run_gauntlet(
     without one is missing and leaves its category incomplete. With `resume_dir`, each finished benchmark
     is kept there as `<name>.json` (result and per-row details) and reused by a later attempt;
     `on_benchmark(name, done, total)` is called after each one is written (to persist it, to report progress).
-    `lm`: an already loaded lm-eval model to use instead of loading `model`. `batch_tokens`, `attention`: see
-    `load_model`.
+    `lm`: an already loaded lm-eval model to use instead of loading `model`. `batch_tokens`, `attention`,
+    `max_length`: see `load_model`.
     """
     missing = [b.name for b in benchmarks if b.file not in files]
     if missing:
@@ -172,7 +176,14 @@ def run_gauntlet(
             continue
         if lm is None:
             lm = load_model(
-                model, backend, batch_size, trust_remote_code, revision, batch_tokens=batch_tokens, attention=attention
+                model,
+                backend,
+                batch_size,
+                trust_remote_code,
+                revision,
+                batch_tokens=batch_tokens,
+                attention=attention,
+                max_length=max_length,
             )
         t0 = time.time()
         result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
@@ -242,5 +253,6 @@ def score_model(
         on_benchmark=on_benchmark,
         batch_tokens=spec.batch_tokens,
         attention=spec.attention,
+        max_length=spec.max_length,
     )
     return scores | {"suite": spec.suite}

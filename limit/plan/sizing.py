@@ -3,6 +3,8 @@ batches of gauntlet and generate steps on a GPU."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from limit.costs import (
     Gpu,
     Shape,
@@ -114,6 +116,8 @@ def plan_gauntlet(spec: GauntletSpec, model: ModelSpec, gpu: Gpu, where: str) ->
     shape = model_shape(model)
     if shape is None or spec.backend == "vllm":
         return spec
+    if spec.max_length:  # documents are left-truncated to it
+        shape = replace(shape, max_seq_len=min(shape.max_seq_len, spec.max_length))
 
     def gib(batch_size: int, batch_tokens: int | None) -> float:
         return scoring_memory(shape, spec.backend, batch_size, batch_tokens, spec.attention).gib

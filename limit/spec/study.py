@@ -373,7 +373,22 @@ class GauntletSpec(Strict):
         description="packed: tokens per forward; unset: batch_size x the model's max length.",
     )
     attention: Literal["auto", "sdpa", "flex"] = Field("auto", description="packed: MPT's attention (see training).")
+    max_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Longest context + continuation scored (lm-eval's max_length: contexts are left-truncated to "
+        "it); unset: the model's own (a 128k-token Llama's would make rows of 128k-token documents).",
+    )
     seed: Seed = 1234
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """Without `max_length` when unset: the inputs, hence the keys, of every other gauntlet stay as they were."""
+        data = handler(self)
+        if data.get("max_length") is None:
+            data.pop("max_length", None)
+        return data
 
     @field_validator("data")
     @classmethod

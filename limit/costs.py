@@ -7,11 +7,13 @@ V vocabulary, w bytes per activation element: 2 in bf16, 4 in fp32):
   AdamW 8, Lion 4; a = 4 when bf16 micro-steps accumulate in fp32, else w; on CPU: 4 + 4 + o):
   stage 0  P(w + a + m + o);  1  P(w + a) + P(m + o)/G;  2  Pw + P(a + m + o)/G;
   stage 3  P(w + a + m + o)/G + the gathered working set (two layers and the embedding, in w).
-- activations: without checkpointing 18 elements per token per layer (MPT's block: qkv, attention output,
-  4d MLP twice, norms, residuals); with it, each layer's input plus one layer recomputed: T d w (L + 18).
+- activations: without checkpointing e elements per token per layer, e = 8d + 2 k + m i (q, attention output,
+  norms and residuals; keys and values of width k; the MLP's hidden states of width i, m = 2, 3 when gated):
+  MPT's block is 18 d; with checkpointing, each layer's input plus one layer recomputed: T w (L d + e).
 - logits: T V (w + 12): the logits, their fp32 copy in the loss, its log-softmax and gradient.
 - attention, per head and query-key pair of the micro-batch's documents (S = the sum of their squared
-  lengths; a padded row counts at its padded length, a packed one as its documents): eager holds 6 bytes
+  lengths; a padded row counts at its padded length, a packed one as its documents, except under eager and,
+  for the RoPE families, sdpa, whose document mask is dense over the packed row): eager holds 6 bytes
   per layer and peaks at 12 (measured on transformers' MPT); sdpa peaks at 16 (scores, bias, mask) and holds 4;
   flex is linear in T: 8 bytes per head and token. With checkpointing only the recomputed layer counts.
 - buffers (GPU): DeepSpeed's reduce and prefetch buckets (about 2 d^2 w, doubled by overlap), stages 1-2 an
@@ -27,8 +29,9 @@ Inference on a GPU (bf16, w = 2; no gradients, so one layer's transients at a ti
   every position for `hf` (log-softmax in fp32), for `packed` only those predicting a continuation token,
   planned as half the row (continuations are a word to a sentence; the rest is shared context).
 - generation (`generation_memory`), a batch of b rows of up to N tokens (prompt and response): weights; the
-  KV cache 2 L d w b N; the prefill's eager attention 12 H b N^2 (one layer); activations 10 b N d w. Logits
-  are the last position's only (transformers' `logits_to_keep`).
+  KV cache 2 L k w b N (k the key width: d, or fewer key/value heads' under grouped-query attention); the
+  prefill's eager attention 12 H b N^2 (one layer); activations 10 b N d w. Logits are the last position's
+  only (transformers' `logits_to_keep`).
 
 GPU-hours: (6 P + 6 L d l) x real tokens x epochs / (MFU x peak FLOP/s), l the mean row length (attention
 within documents). Recomputation under checkpointing is not counted, as MFU does not count it.

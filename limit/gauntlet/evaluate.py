@@ -175,16 +175,8 @@ def run_gauntlet(
             results[bench.name] = _reuse(saved, bench.name)
             continue
         if lm is None:
-            lm = load_model(
-                model,
-                backend,
-                batch_size,
-                trust_remote_code,
-                revision,
-                batch_tokens=batch_tokens,
-                attention=attention,
-                max_length=max_length,
-            )
+            options = {"batch_tokens": batch_tokens, "attention": attention, "max_length": max_length}
+            lm = load_model(model, backend, batch_size, trust_remote_code, revision, **options)
         t0 = time.time()
         result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=limit, seed=seed)
         result["seconds"] = round(time.time() - t0, 3)

@@ -73,6 +73,11 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
         train = train.model_copy(update={"zero_stage": 2})
     if shape is None:
         return train, FinetuneCost(None, None, None, None)
+    if train.attention == "flash" and shape.family == "mpt":
+        raise LimitError(
+            f"{origin}: runs.{written_index(study, index)} ({run.run_name}): attention flash is for the RoPE "
+            f"families; {run.model} is an MPT: use attention auto, flex or sdpa"
+        )
     stage = train.zero_stage if train.gpus else 0
     memory = finetune_memory(shape, train, stage, train.max_seq_len, "cuda" if train.gpus else "cpu")
     if train.gpus and memory.gib > gpu.memory_gib:

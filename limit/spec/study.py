@@ -363,7 +363,8 @@ class GauntletSpec(Strict):
     backend: Literal["hf", "packed", "vllm"] = Field(
         "packed",
         description="packed: lm-eval's HFLM scoring unpadded rows, each context once for all its continuations "
-        "(MPT only; same log-likelihoods as hf, rows of batch_size x the model's max length tokens); hf: lm-eval's "
+        "(MPT and the RoPE families; same log-likelihoods as hf, rows of batch_size x the model's max length tokens); "
+        "hf: lm-eval's "
         "HFLM as is; vllm: lm-eval's VLLM with prefix caching.",
     )
     batch_tokens: int | None = Field(

@@ -79,24 +79,32 @@ def slides(config) -> bool:
 
 def document_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, layout=None, **kwargs):
     """transformers' sdpa, one document (with its branches) at a time, as `layout` (limit.models.mpt.attention's
-    `Layout`: documents, positions, branches) says; padding
-    (document 0) attends to nothing."""
+    `Layout`: documents, positions, branches) says; padding (document 0) attends to nothing."""
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     if layout is None:
         raise LimitError("attention: limit_documents attends through a Layout: pass layout= to the forward")
-    batch, _, length, _ = query.shape
-    spans = layout.spans or [(row, 0, length) for row in range(batch)]
-    out = query.new_zeros(batch, length, query.shape[1], query.shape[3])
-    for row, start, end in spans:
-        part = layout.part(row, start, end)
+    out = query.new_zeros(query.shape[0], query.shape[2], query.shape[1], query.shape[3])
+    for row, start, end, mask in _document_masks(layout, query.shape[2]):
         piece = (slice(row, row + 1), slice(None), slice(start, end))
-        mask = None if part.causal else part.visible()[:, None]
         attended, _ = sdpa_attention_forward(
-            module, query[piece], key[piece], value[piece], mask, dropout, scaling, is_causal=part.causal
+            module, query[piece], key[piece], value[piece], mask, dropout, scaling, is_causal=mask is None
         )
         out[row : row + 1, start:end] = attended
     return out, None
+
+
+def _document_masks(layout, length: int) -> list[tuple[int, int, int, torch.Tensor | None]]:
+    """(row, start, end, mask) of every document, the mask None where it is plain causal: built once per
+    layout, as every layer of a forward asks for the same."""
+    if "documents" not in layout._biases:
+        spans = layout.spans or [(row, 0, length) for row in range(layout.doc.shape[0])]
+        found = []
+        for row, start, end in spans:
+            part = layout.part(row, start, end)
+            found.append((row, start, end, None if part.causal else part.visible()[:, None]))
+        layout._biases["documents"] = found
+    return layout._biases["documents"]
 
 
 def scoring_copy(model):

@@ -98,3 +98,38 @@ def test_modern_refuses_a_variant_that_cannot_fit(tmp_path: Path):
     assert result.returncode == 2 and result.stdout == ""
     (line,) = result.stderr.strip().splitlines()
     assert f"{path}: runs.0 (llama-3.1-8b-lima): the finetune needs ~" in line and "over the 80 GiB per GPU" in line
+
+
+def test_a_tiny_mpt_is_as_it_was_and_takes_no_rope_fields():
+    assert TinyModel().model_dump() == {
+        "d_model": 64,
+        "n_layers": 2,
+        "n_heads": 4,
+        "max_seq_len": 512,
+        "vocab_size": 1024,
+        "seed": 0,
+    }
+    with pytest.raises(ValueError, match="shapes the RoPE families only"):
+        TinyModel(n_kv_heads=2)
+    with pytest.raises(ValueError, match="3 key/value heads do not divide n_heads 4"):
+        TinyModel(arch="llama", n_kv_heads=3)
+
+
+def test_a_bad_tiny_field_is_one_line_naming_it(tmp_path: Path):
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "tiny-modern.yaml").read_text())
+    spec["models"]["tiny-qwen"]["tiny"]["n_kv_heads"] = 3
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    result = limit_cli("plan", str(path))
+    assert result.returncode == 2 and result.stdout == ""
+    (line,) = result.stderr.strip().splitlines()
+    assert "models.tiny-qwen.tiny.n_kv_heads: 3 key/value heads do not divide n_heads 4" in line
+
+
+def test_flash_attention_is_refused_for_an_mpt_at_plan_time(tmp_path: Path):
+    spec = yaml.safe_load((REPO / "workflows" / "studies" / "tiny.yaml").read_text())
+    spec["training"]["defaults"]["attention"] = "flash"
+    path = tmp_path / "tiny-flash.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    with pytest.raises(LimitError, match=r"runs.0 \(tiny-lima\): attention flash is for the RoPE families"):
+        build_plan(load_study(str(path)))

@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STUDY  ?= tiny
+ARCH   ?= mpt
 PROFILE ?= workflows/profiles/gpu.yaml
 
 .PHONY: install lock run test lint format bench bench-gauntlet bench-train bench-ranks check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
@@ -42,7 +43,7 @@ bench: install
 	$(BIN)/python benchmarks/study.py --out runs/bench/study.json
 
 bench-gauntlet: install
-	$(BIN)/python benchmarks/gauntlet.py --out runs/bench/gauntlet.json
+	$(BIN)/python benchmarks/gauntlet.py --arch $(ARCH) --out runs/bench/gauntlet.json
 
 # Packed vs dynamic padding vs padding to max_seq_len, same rows and steps (~6 min on 2 cores).
 bench-train: install

@@ -1,4 +1,5 @@
-"""`make bench-gauntlet`: Eval Gauntlet v0 on the tiny MPT, wall time and examples/s, as JSON.
+"""`make bench-gauntlet`: Eval Gauntlet v0 on a tiny model (MPT, or `--arch llama`, qwen2, ...: `make
+bench-gauntlet ARCH=llama`), wall time and examples/s, as JSON.
 
 Two comparisons, on CPU, with the tiny model loaded once:
 - "gauntlet" vs "hflm" (in "packed_vs_hflm"): our path over every v0 file available (../shared/gauntlet_data
@@ -102,14 +103,15 @@ def main() -> int:
     parser.add_argument("--limit", type=int, default=20, help="Examples per benchmark; 0 for all.")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--batch-tokens", type=int, help="packed: tokens per row (default batch size x max length).")
-    parser.add_argument("--model", help="Model folder (default: the tiny MPT, built in a temp folder).")
+    parser.add_argument("--model", help="Model folder (default: the tiny model of --arch, built in a temp folder).")
+    parser.add_argument("--arch", default="mpt", help="The tiny model's family: mpt, llama, mistral, qwen2, qwen3.")
     parser.add_argument("--seed", type=int, default=1234)
     args = parser.parse_args()
     limit = args.limit or None
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="limit-bench-gauntlet-") as tmp:
-        model = args.model or str(materialize_tiny(TinyModel(), Path(tmp)))
+        model = args.model or str(materialize_tiny(TinyModel(arch=args.arch), Path(tmp)))
         benches = suite("v0")
         files = fetch_files(parse_locations(args.data_dir), [b.file for b in benches], Path(tmp))
         available = [b for b in benches if b.file in files]
@@ -133,7 +135,7 @@ def main() -> int:
     report = {
         "machine": {"platform": platform.platform(), "python": platform.python_version(), "cpus": os.cpu_count()},
         "load_average_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
-        "model": "tiny MPT (limit.models.base, default TinyModel)" if not args.model else args.model,
+        "model": f"tiny {args.arch} (limit.models.base, TinyModel's defaults)" if not args.model else args.model,
         "data": args.data_dir,
         "limit_per_benchmark": limit,
         "batch_size": args.batch_size,

@@ -7,11 +7,13 @@ V vocabulary, w bytes per activation element: 2 in bf16, 4 in fp32):
   AdamW 8, Lion 4; a = 4 when bf16 micro-steps accumulate in fp32, else w; on CPU: 4 + 4 + o):
   stage 0  P(w + a + m + o);  1  P(w + a) + P(m + o)/G;  2  Pw + P(a + m + o)/G;
   stage 3  P(w + a + m + o)/G + the gathered working set (two layers and the embedding, in w).
-- activations: without checkpointing 18 elements per token per layer (MPT's block: qkv, attention output,
-  4d MLP twice, norms, residuals); with it, each layer's input plus one layer recomputed: T d w (L + 18).
+- activations: without checkpointing e elements per token per layer, e = 8d + 2 k + m i (q, attention output,
+  norms and residuals; keys and values of width k; the MLP's hidden states of width i, m = 2, 3 when gated):
+  MPT's block is 18 d; with checkpointing, each layer's input plus one layer recomputed: T w (L d + e).
 - logits: T V (w + 12): the logits, their fp32 copy in the loss, its log-softmax and gradient.
 - attention, per head and query-key pair of the micro-batch's documents (S = the sum of their squared
-  lengths; a padded row counts at its padded length, a packed one as its documents): eager holds 6 bytes
+  lengths; a padded row counts at its padded length, a packed one as its documents, except under eager and,
+  for the RoPE families, sdpa, whose document mask is dense over the packed row): eager holds 6 bytes
   per layer and peaks at 12 (measured on transformers' MPT); sdpa peaks at 16 (scores, bias, mask) and holds 4;
   flex is linear in T: 8 bytes per head and token. With checkpointing only the recomputed layer counts.
 - buffers (GPU): DeepSpeed's reduce and prefetch buckets (about 2 d^2 w, doubled by overlap), stages 1-2 an
@@ -27,8 +29,9 @@ Inference on a GPU (bf16, w = 2; no gradients, so one layer's transients at a ti
   every position for `hf` (log-softmax in fp32), for `packed` only those predicting a continuation token,
   planned as half the row (continuations are a word to a sentence; the rest is shared context).
 - generation (`generation_memory`), a batch of b rows of up to N tokens (prompt and response): weights; the
-  KV cache 2 L d w b N; the prefill's eager attention 12 H b N^2 (one layer); activations 10 b N d w. Logits
-  are the last position's only (transformers' `logits_to_keep`).
+  KV cache 2 L k w b N (k the key width: d, or fewer key/value heads' under grouped-query attention); the
+  prefill's eager attention 12 H b N^2 (one layer); activations 10 b N d w. Logits are the last position's
+  only (transformers' `logits_to_keep`).
 
 GPU-hours: (6 P + 6 L d l) x real tokens x epochs / (MFU x peak FLOP/s), l the mean row length (attention
 within documents). Recomputation under checkpointing is not counted, as MFU does not count it.
@@ -42,7 +45,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from limit.errors import LimitError
-from limit.spec.study import LoraSpec, ModelSpec, TrainSpec
+from limit.models.families import family
+from limit.spec.study import LoraSpec, ModelSpec, TinyModel, TrainSpec
 
 GIB = 2**30
 GPU_RUNTIME = 2 * GIB  # CUDA context and NCCL's buffers
@@ -53,47 +57,192 @@ CPU_RUNTIME = 72 * 2**20
 
 @dataclass(frozen=True)
 class Shape:
-    """What the planner needs of an MPT: widths and counts, from its config."""
+    """What the planner needs of a model: widths and counts, from its config. The defaults are MPT's block
+    (as many key/value heads as heads, a 4 d_model MLP of two matrices, tied embeddings, no biases); the
+    RoPE families set key/value heads (grouped-query attention), a gated MLP (three matrices of
+    `intermediate`), untied embeddings, Qwen2's q/k/v biases (and Qwen3 its q/k norms)."""
 
     d_model: int
     n_layers: int
     n_heads: int
     vocab_size: int
     max_seq_len: int = 2048
+    n_kv_heads: int | None = None
+    intermediate: int | None = None
+    gated: bool = False
+    tied: bool = True
+    head_dim: int | None = None
+    qkv_bias: bool = False
+    family: str = "mpt"
+
+    @property
+    def kv_dim(self) -> int:
+        """Width of the keys (and of the values): key/value heads x head dimension."""
+        return (self.n_kv_heads or self.n_heads) * self.head_size
+
+    @property
+    def head_size(self) -> int:
+        return self.head_dim or self.d_model // self.n_heads
+
+    @property
+    def mlp_width(self) -> int:
+        return self.intermediate or 4 * self.d_model
 
     @property
     def params(self) -> int:
         d = self.d_model
-        return self.vocab_size * d + self.n_layers * (12 * d * d + 2 * d) + d  # tied embedding, no biases
+        embeddings = self.vocab_size * d * (1 if self.tied else 2)
+        return embeddings + self.n_layers * (self.layer_params + 2 * d) + d  # norms: two per layer, one final
 
     @property
     def layer_params(self) -> int:
-        return 12 * self.d_model**2
+        d, q = self.d_model, self.n_heads * self.head_size
+        attention = 2 * d * q + 2 * d * self.kv_dim + (q + 2 * self.kv_dim if self.qkv_bias else 0)
+        attention += 2 * self.head_size if self.family == "qwen3" else 0  # Qwen3's q and k norms
+        return attention + (3 if self.gated else 2) * d * self.mlp_width
+
+    @property
+    def activation_elements(self) -> int:
+        """Elements per token a layer keeps for its backward: q and the attention output, keys and values, the
+        MLP's hidden states (two, three when gated) and the norms and residuals (MPT's block: 18 d)."""
+        return 8 * self.d_model + 2 * self.kv_dim + (3 if self.gated else 2) * self.mlp_width
 
 
-# The hub models' config.json (d_model, n_layers, n_heads, vocab_size): hubs are not reachable at plan time.
-KNOWN_SHAPES = {
-    "mosaicml/mpt-7b": Shape(4096, 32, 32, 50432, 2048),
-    "mosaicml/mpt-30b": Shape(7168, 48, 64, 50432, 8192),
+# What the planner reads of a config.json, by family (hubs are not reachable at plan time: KNOWN_CONFIGS).
+_MPT_NAMES = ("d_model", "n_layers", "n_heads", "vocab_size")
+_ROPE_NAMES = ("hidden_size", "num_hidden_layers", "num_attention_heads", "vocab_size")
+
+
+def shape_of(config: dict, what: str) -> Shape:
+    """The planner's shape of a model from its config (a config.json's dict); a family limit does not
+    support, or a config missing a field, is refused in one line naming `what` (the model)."""
+    kind = family(config.get("model_type"), what)
+    names = _MPT_NAMES if kind == "mpt" else _ROPE_NAMES
+    missing = [n for n in names if not isinstance(config.get(n), int)]
+    if missing:
+        raise LimitError(f"{what}: config.json of a {kind} model has no {', '.join(missing)}")
+    d, layers, heads, vocab = (config[n] for n in names)
+    if kind == "mpt":
+        return Shape(d, layers, heads, vocab, config.get("max_seq_len") or 2048)
+    return Shape(
+        d,
+        layers,
+        heads,
+        vocab,
+        config.get("max_position_embeddings") or 2048,
+        n_kv_heads=config.get("num_key_value_heads") or heads,
+        intermediate=config.get("intermediate_size") or 4 * d,
+        gated=True,
+        tied=bool(config.get("tie_word_embeddings", kind != "llama" and kind != "mistral")),
+        head_dim=config.get("head_dim") or d // heads,
+        qkv_bias=bool(config.get("attention_bias", kind == "qwen2")),
+        family=kind,
+    )
+
+
+# The hub models' config.json, as much of it as the planner reads.
+KNOWN_CONFIGS = {
+    "mosaicml/mpt-7b": {
+        "model_type": "mpt",
+        "d_model": 4096,
+        "n_layers": 32,
+        "n_heads": 32,
+        "vocab_size": 50432,
+        "max_seq_len": 2048,
+    },
+    "mosaicml/mpt-30b": {
+        "model_type": "mpt",
+        "d_model": 7168,
+        "n_layers": 48,
+        "n_heads": 64,
+        "vocab_size": 50432,
+        "max_seq_len": 8192,
+    },
+    "meta-llama/Llama-3.1-8B": {
+        "model_type": "llama",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 128256,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+        "head_dim": 128,
+        "attention_bias": False,
+    },
+    "Qwen/Qwen3-8B-Base": {
+        "model_type": "qwen3",
+        "hidden_size": 4096,
+        "num_hidden_layers": 36,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 12288,
+        "vocab_size": 151936,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": False,
+        "head_dim": 128,
+        "attention_bias": False,
+    },
+    "Qwen/Qwen2.5-7B": {
+        "model_type": "qwen2",
+        "hidden_size": 3584,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "intermediate_size": 18944,
+        "vocab_size": 152064,
+        "max_position_embeddings": 131072,
+        "tie_word_embeddings": False,
+    },
+    "mistralai/Mistral-7B-v0.3": {
+        "model_type": "mistral",
+        "hidden_size": 4096,
+        "num_hidden_layers": 32,
+        "num_attention_heads": 32,
+        "num_key_value_heads": 8,
+        "intermediate_size": 14336,
+        "vocab_size": 32768,
+        "max_position_embeddings": 32768,
+        "tie_word_embeddings": False,
+        "head_dim": 128,
+    },
 }
+KNOWN_SHAPES = {name: shape_of(config, name) for name, config in KNOWN_CONFIGS.items()}
 
 
-def model_shape(spec: ModelSpec) -> Shape | None:
+def tiny_shape(tiny: TinyModel) -> Shape:
+    if tiny.arch == "mpt":
+        return Shape(tiny.d_model, tiny.n_layers, tiny.n_heads, tiny.vocab_size, tiny.max_seq_len)
+    return Shape(
+        tiny.d_model,
+        tiny.n_layers,
+        tiny.n_heads,
+        tiny.vocab_size,
+        tiny.max_seq_len,
+        n_kv_heads=tiny.kv_heads,
+        intermediate=tiny.intermediate,
+        gated=True,
+        tied=tiny.tied,
+        head_dim=tiny.d_model // tiny.n_heads,
+        qkv_bias=tiny.arch == "qwen2",
+        family=tiny.arch,
+    )
+
+
+def model_shape(spec: ModelSpec, what: str = "model") -> Shape | None:
     """The shape of a base model, or None when it cannot be known without the hub."""
     if spec.tiny is not None:
-        tiny = spec.tiny
-        return Shape(tiny.d_model, tiny.n_layers, tiny.n_heads, tiny.vocab_size, tiny.max_seq_len)
+        return tiny_shape(spec.tiny)
     if spec.path is not None:
         config = Path(spec.path) / "config.json"
-        if config.is_file():
-            try:
-                raw = json.loads(config.read_bytes())
-            except ValueError as e:
-                raise LimitError(f"{config}: not a model's config.json: {e}") from None
-            if {"d_model", "n_layers", "n_heads", "vocab_size"} <= raw.keys():
-                length = raw.get("max_seq_len", 2048)
-                return Shape(raw["d_model"], raw["n_layers"], raw["n_heads"], raw["vocab_size"], length)
-        return None
+        if not config.is_file():
+            return None
+        try:
+            raw = json.loads(config.read_bytes())
+        except ValueError as e:
+            raise LimitError(f"{config}: not a model's config.json: {e}") from None
+        return shape_of(raw, f"{what} ({spec.path})")
     return KNOWN_SHAPES.get(spec.hf)
 
 
@@ -127,12 +276,16 @@ class Memory:
 
 
 def adapter_params(shape: Shape, lora: LoraSpec) -> int:
-    """LoRA's parameters on an MPT: r x (inputs + outputs) per adapted linear layer of every block (a name the
-    planner does not know counts as the widest, d x 4d)."""
-    d = shape.d_model
-    linears = {"Wqkv": (d, 3 * d), "out_proj": (d, d), "up_proj": (d, 4 * d), "down_proj": (4 * d, d)}
+    """LoRA's parameters: r x (inputs + outputs) per adapted linear layer of every block, by the family's
+    module names (a name the planner does not know counts as the widest, d x the MLP's width)."""
+    d, q, kv, m = shape.d_model, shape.n_heads * shape.head_size, shape.kv_dim, shape.mlp_width
+    if shape.family == "mpt":
+        linears = {"Wqkv": (d, 3 * d), "out_proj": (d, d), "up_proj": (d, m), "down_proj": (m, d)}
+    else:
+        linears = {"q_proj": (d, q), "k_proj": (d, kv), "v_proj": (d, kv), "o_proj": (q, d)}
+        linears |= {"gate_proj": (d, m), "up_proj": (d, m), "down_proj": (m, d)}
     names = list(linears) if lora.target_modules == "all-linear" else lora.target_modules
-    return shape.n_layers * sum(lora.r * sum(linears.get(name, (d, 4 * d))) for name in names)
+    return shape.n_layers * sum(lora.r * sum(linears.get(name, (d, m))) for name in names)
 
 
 def _state_bytes(shape: Shape, train: TrainSpec, stage: int) -> float:
@@ -166,7 +319,7 @@ def _trained_bytes(p: float, train: TrainSpec, stage: int) -> float:
 
 def _attention_bytes(shape: Shape, train: TrainSpec, implementation: str, tokens: int, pairs: int) -> float:
     """`pairs`: query-key pairs per head of the micro-batch (the sum of squared document or row lengths)."""
-    if implementation == "flex":
+    if implementation in ("flex", "flash"):
         peak, held, unit = 8, 4, tokens
     elif implementation == "eager":
         peak, held, unit = 12, 6, pairs
@@ -180,15 +333,19 @@ def finetune_memory(shape: Shape, train: TrainSpec, stage: int, longest: int, de
     """Peak memory per device of a finetune whose micro-batches hold rows of up to `longest` tokens."""
     row = train.max_seq_len if train.pad_to_max else min(longest, train.max_seq_len)
     tokens = train.micro_batch_size * row
-    # A packed row attends within its documents; eager over a packed row is dense over the whole row.
-    pairs = tokens**2 if (train.packing and _implementation(train, device) == "eager") else tokens * row
+    implementation = _implementation(train, device, shape)
+    # A packed row attends within its documents; eager over a packed MPT row, and transformers' document mask
+    # for a packed RoPE row, are dense over the whole row.
+    dense = implementation == "eager" or (shape.family != "mpt" and implementation == "sdpa")
+    pairs = tokens**2 if (train.packing and dense) else tokens * row
     w = 2 if (train.gpus and train.precision == "bf16") else 4
-    layers = shape.n_layers + 18 if train.gradient_checkpointing else 18 * shape.n_layers
+    per_layer = shape.activation_elements
+    layers = shape.n_layers * shape.d_model + per_layer if train.gradient_checkpointing else per_layer * shape.n_layers
     terms = {
         "model state": _state_bytes(shape, train, stage),
-        "activations": tokens * shape.d_model * w * layers,
+        "activations": tokens * w * layers,
         "logits": tokens * shape.vocab_size * (w + 12),
-        "attention": _attention_bytes(shape, train, _implementation(train, device), tokens, pairs),
+        "attention": _attention_bytes(shape, train, implementation, tokens, pairs),
     }
     if train.gpus:
         terms["buffers"] = 2 * 1.9 * shape.d_model**2 * w + (5e8 * w if stage in (1, 2) else 0)
@@ -220,10 +377,12 @@ def finetune_disk(shape: Shape, train: TrainSpec) -> Memory:
     return Memory(terms)
 
 
-def _implementation(train: TrainSpec, device: str) -> str:
+def _implementation(train: TrainSpec, device: str, shape: Shape) -> str:
+    """The kernel `auto` picks: flex for MPT on CUDA; RoPE families: sdpa (flash-attention is not in the
+    images: where it is installed the finetune picks it, and this estimate is the higher one)."""
     if train.attention != "auto":
         return train.attention
-    return "flex" if device == "cuda" else "sdpa"
+    return "flex" if device == "cuda" and shape.family == "mpt" else "sdpa"
 
 
 def choose_zero_stage(shape: Shape, train: TrainSpec, gpu: Gpu) -> int:
@@ -245,7 +404,8 @@ def scoring_memory(shape: Shape, backend: str, batch_size: int, batch_tokens: in
     w, length = 2, shape.max_seq_len
     if backend == "packed":
         tokens = batch_tokens or batch_size * length
-        per_pair = 0 if attention in ("auto", "flex") else 16
+        # MPT: flex by default; the RoPE families attend document by document through sdpa
+        per_pair = 0 if attention in ("auto", "flex") and shape.family == "mpt" else 16
         attention_bytes = shape.n_heads * (8 * tokens if not per_pair else per_pair * tokens * length)
         read = tokens / 2
     else:
@@ -266,7 +426,7 @@ def generation_memory(shape: Shape, batch_size: int, total_tokens: int) -> Memor
     w, rows, n = 2, batch_size, min(total_tokens, shape.max_seq_len)
     terms = {
         "weights": shape.params * w,
-        "kv cache": 2 * shape.n_layers * shape.d_model * w * rows * n,
+        "kv cache": 2 * shape.n_layers * shape.kv_dim * w * rows * n,
         "prefill attention": 12 * shape.n_heads * rows * n * n,
         "activations": 10 * rows * n * shape.d_model * w,
         "runtime": GPU_RUNTIME,

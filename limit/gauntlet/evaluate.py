@@ -32,11 +32,12 @@ BACKENDS = ("hf", "packed", "vllm")
 
 def load_model(model: Pretrained | str, spec: GauntletSpec | None = None):
     """An lm-eval model as `spec` asks for it: `hf` (lm-eval's HFLM), `packed` (HFLM scoring packed,
-    context-shared rows; MPT only) or `vllm` when it is installed."""
+    context-shared rows; MPT and the RoPE families) or `vllm` when it is installed. `spec.max_length` (lm-eval's:
+    contexts are left-truncated to it) is the model's own when None."""
     import torch
 
     model, spec = Pretrained.of(model), spec or GauntletSpec()
-    location, backend, batch_size = model.location, spec.backend, spec.batch_size
+    location, backend, batch_size, max_length = model.location, spec.backend, spec.batch_size, spec.max_length
     trust_remote_code, revision = model.trust_remote_code, model.revision
     if backend in ("hf", "packed"):
         from lm_eval.models.huggingface import HFLM
@@ -50,7 +51,7 @@ def load_model(model: Pretrained | str, spec: GauntletSpec | None = None):
             "dtype": "auto",
             "trust_remote_code": trust_remote_code,
             "revision": revision or "main",
-        }
+        } | ({"max_length": max_length} if max_length else {})
         with loading(location):
             if backend == "hf":
                 return HFLM(**args)
@@ -69,6 +70,7 @@ def load_model(model: Pretrained | str, spec: GauntletSpec | None = None):
             trust_remote_code=trust_remote_code,
             revision=revision,
             enable_prefix_caching=True,
+            **({"max_length": max_length} if max_length else {}),
         )
     raise LimitError(f"gauntlet.backend: unknown backend '{backend}' (known: {', '.join(BACKENDS)})")
 

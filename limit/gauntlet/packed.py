@@ -1,12 +1,14 @@
-"""lm-eval's `HFLM` with packed, context-shared log-likelihood scoring for MPT (`gauntlet.backend: packed`).
+"""lm-eval's `HFLM` with packed, context-shared log-likelihood scoring (`gauntlet.backend: packed`): MPT and the
+RoPE families (limit/models/families.py).
 
 Tokenization, left truncation, few-shot prompts and metrics stay lm-eval's: this class only replaces how
 `_loglikelihood_tokens` runs the model. Each request is cut as HFLM cuts it (the last max_length + 1 tokens
 of context + continuation, minus the final one); requests left with the same context become one document
 whose continuations branch off it, so the context is computed once. Documents are packed, unpadded, into
-rows of at most `batch_tokens` tokens, one forward per row, through `limit.models.mpt.attention`: a token attends
-to its own document, on its own branch or the shared context, with ALiBi distances as if its continuation
-directly followed the context. Only the positions that predict a continuation token reach the LM head.
+rows of at most `batch_tokens` tokens, one forward per row: a token attends to its own document, on its own
+branch or the shared context, at the position (ALiBi distance for MPT through `limit.models.mpt.attention`,
+RoPE position id through `limit.models.rope`) it would have if its continuation directly followed the
+context. Only the positions that predict a continuation token reach the LM head.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tqdm import tqdm
 from transformers import MptForCausalLM
 
 from limit.errors import LimitError
+from limit.models import rope
+from limit.models.families import ROPE_FAMILIES
 from limit.models.mpt.attention import Layout, install
 
 ATTENTION = ("auto", "sdpa", "flex")  # eager needs contiguous positions, which branches are not
@@ -121,7 +125,7 @@ def shared_weights_copy(model: torch.nn.Module) -> torch.nn.Module:
 
 
 class PackedLM(HFLM):
-    """HFLM whose log-likelihoods come from packed, context-shared forwards (MPT only).
+    """HFLM whose log-likelihoods come from packed, context-shared forwards (MPT and the RoPE families).
 
     `generate_until` and everything else stay HFLM's, on transformers' own attention: the packed attention
     lives on a copy of the module tree that shares the weights. `loglikelihood_rolling` is HFLM's, scored here.
@@ -133,10 +137,17 @@ class PackedLM(HFLM):
         super().__init__(pretrained=pretrained, **kwargs)
         if self.backend != "causal":
             raise LimitError("gauntlet.backend: packed scores causal language models only; use hf")
-        if not isinstance(self.model, MptForCausalLM):
+        if isinstance(self.model, MptForCausalLM):
+            self._scorer = install(shared_weights_copy(self.model), attention)
+        elif rope.is_rope(self.model):
+            if attention == "flex":
+                raise LimitError("gauntlet.attention: flex is MPT's; the RoPE families score through sdpa (auto)")
+            self._scorer = rope.scoring_copy(shared_weights_copy(self.model))
+        else:
             name = type(self.model).__name__
-            raise LimitError(f"gauntlet.backend: packed scores MPT (MptForCausalLM) only, not {name}; use hf")
-        self._scorer = install(shared_weights_copy(self.model), attention)
+            raise LimitError(
+                f"gauntlet.backend: packed scores MPT and the {', '.join(ROPE_FAMILIES)} families, not {name}; use hf"
+            )
         # By default a row holds as many tokens as HFLM's largest padded batch: the same activation memory.
         rows = self.batch_size if isinstance(self.batch_size, int) else 1
         self.batch_tokens = batch_tokens or rows * self.max_length
@@ -221,6 +232,10 @@ class PackedLM(HFLM):
             enabled=self.mixed_precision_dtype is not None,
         )
         with torch.no_grad(), autocast:
-            out = self._scorer.transformer(input_ids=tensor(row.ids), attention_mask=layout, use_cache=False)
-            logits = self._scorer.lm_head(out.last_hidden_state[0, tensor(row.read)[0]])
+            if isinstance(self._scorer, MptForCausalLM):
+                out = self._scorer.transformer(input_ids=tensor(row.ids), attention_mask=layout, use_cache=False)
+            else:
+                ids, positions = tensor(row.ids), tensor(row.pos)
+                out = self._scorer.base_model(input_ids=ids, position_ids=positions, layout=layout, use_cache=False)
+            logits = self._scorer.get_output_embeddings()(out.last_hidden_state[0, tensor(row.read)[0]])
         return F.log_softmax(logits, dim=-1, dtype=self.softmax_dtype)

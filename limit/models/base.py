@@ -1,8 +1,9 @@
-"""Base models: a hub id, a local folder, or a tiny MPT the project builds itself (no hub needed).
+"""Base models: a hub id, a local folder, or a tiny model the project builds itself (no hub needed).
 
 `model_location` turns a `ModelSpec` into something `from_pretrained` accepts. A tiny model is
 materialised once per config into the work folder: a byte-level BPE tokenizer trained with `tokenizers`
-on the text of the packaged fixtures, and an `MptForCausalLM` with seeded random weights.
+on the text of the packaged fixtures, and the family's transformers class (`MptForCausalLM` by default,
+limit/models/families.py) with seeded random weights.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 
 from limit.errors import LimitError, UnavailableError, is_transient
 from limit.execution.locations import FIXTURES
+from limit.models.families import tiny_config
 from limit.spec.study import ModelSpec, TinyModel
 
 EOS = "<|endoftext|>"
@@ -132,17 +134,17 @@ def corpus() -> Iterator[str]:
 
 
 def materialize_tiny(cfg: TinyModel, workdir: Path) -> Path:
-    """Build (once) and return the folder of a tiny MPT with its tokenizer, in HF format."""
+    """Build (once) and return the folder of a tiny model with its tokenizer, in HF format."""
     digest = hashlib.sha256(cfg.model_dump_json().encode())
     for path in _corpus_files():
         digest.update(path.read_bytes())
-    target = Path(workdir) / "models" / f"tiny-mpt-{digest.hexdigest()[:16]}"
+    target = Path(workdir) / "models" / f"tiny-{cfg.arch}-{digest.hexdigest()[:16]}"
     if (target / "config.json").is_file():
         return target
 
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import MptConfig, MptForCausalLM, PreTrainedTokenizerFast
+    from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
 
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -160,17 +162,12 @@ def materialize_tiny(cfg: TinyModel, workdir: Path) -> Path:
         tokenizer.chat_template = TINY_CHAT_TEMPLATE
 
     torch.manual_seed(cfg.seed)
-    config = MptConfig(
-        d_model=cfg.d_model,
-        n_heads=cfg.n_heads,
-        n_layers=cfg.n_layers,
-        max_seq_len=cfg.max_seq_len,
-        vocab_size=len(tokenizer),
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-    )
-    model = MptForCausalLM(config)
+    special = {
+        "eos_token_id": tokenizer.eos_token_id,
+        "pad_token_id": tokenizer.pad_token_id,
+        "bos_token_id": tokenizer.bos_token_id,
+    }
+    model = AutoModelForCausalLM.from_config(tiny_config(cfg, len(tokenizer), special))
 
     staging = target.with_name(f"{target.name}.tmp-{os.getpid()}")
     model.save_pretrained(staging)

@@ -3,6 +3,8 @@ batches of gauntlet and generate steps on a GPU."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from limit.costs import (
     Gpu,
     Shape,
@@ -64,11 +66,16 @@ def plan_finetune(study: Study, index: int, gpu: Gpu, origin: str) -> tuple[Trai
     """A run's training spec with its ZeRO stage chosen, and its estimates; refuses what cannot fit."""
     run: RunSpec = study.runs[index]
     train = study.train_spec(run)
-    shape = model_shape(study.models[run.model])
+    shape = model_shape(study.models[run.model], f"models.{run.model}")
     written = train
     train = with_zero_stage(shape, train, gpu)
     if shape is None:
         return train, FinetuneCost(None, None, None, None)
+    if train.attention == "flash" and shape.family == "mpt":
+        raise LimitError(
+            f"{origin}: runs.{written_index(study, index)} ({run.run_name}): attention flash is for the RoPE "
+            f"families; {run.model} is an MPT: use attention auto, flex or sdpa"
+        )
     stage = train.zero_stage if train.gpus else 0
     memory, hours, tokens = estimate(shape, train, expected_tokens(study, run.dataset), gpu)
     if train.gpus and memory.gib > gpu.memory_gib:
@@ -145,6 +152,8 @@ def plan_gauntlet(spec: GauntletSpec, model: ModelSpec, gpu: Gpu, where: str) ->
     shape = model_shape(model)
     if shape is None or spec.backend == "vllm":
         return spec
+    if spec.max_length:  # documents are left-truncated to it
+        shape = replace(shape, max_seq_len=min(shape.max_seq_len, spec.max_length))
 
     def gib(batch_size: int, batch_tokens: int | None) -> float:
         return scoring_memory(shape, spec.backend, batch_size, batch_tokens, spec.attention).gib

@@ -42,11 +42,21 @@ class MethodTotal:
 
 
 @dataclass
+class ModelFinetunes:
+    """A base model's finetunes: the largest estimated peak per device, and each run's GPU-hours."""
+
+    memory_gib: float | None = None
+    budget_gib: float | None = None
+    hours: dict[str, float | None] = field(default_factory=dict)  # by dataset
+
+
+@dataclass
 class PlanSummary:
     kinds: dict[str, KindTotal]
     judge: JudgeTotal | None
     # base model -> method (full, lora) -> its finetunes' totals, where the planner knows the model's shape
     methods: dict[str, dict[str, MethodTotal]] = field(default_factory=dict)
+    finetunes: dict[str, ModelFinetunes] = field(default_factory=dict)  # by base model
 
     @property
     def gpu_pods(self) -> int:
@@ -74,7 +84,7 @@ def summarize(plan: Plan, price: float | None) -> PlanSummary:
         cost = plan.costs.get(step.id)
         hours = cost.gpu_hours if cost else None
         total.gpu_hours = None if hours is None or total.gpu_hours is None else total.gpu_hours + hours
-    return PlanSummary(kinds, judge_total(plan, price), method_totals(plan))
+    return PlanSummary(kinds, judge_total(plan, price), method_totals(plan), finetunes_by_model(plan))
 
 
 def method_totals(plan: Plan) -> dict[str, dict[str, MethodTotal]]:
@@ -89,6 +99,18 @@ def method_totals(plan: Plan) -> dict[str, dict[str, MethodTotal]]:
             total.memory_gib = max(total.memory_gib, gib)
             total.gpu_hours = None if hours is None or total.gpu_hours is None else total.gpu_hours + hours
     return totals
+
+
+def finetunes_by_model(plan: Plan) -> dict[str, ModelFinetunes]:
+    found: dict[str, ModelFinetunes] = {}
+    for step in plan.by_kind("finetune"):
+        cost, tags = plan.costs.get(step.id), step.input.tags
+        entry = found.setdefault(tags["model"], ModelFinetunes())
+        entry.hours[tags["dataset"]] = cost.gpu_hours if cost else None
+        if cost and cost.memory is not None:
+            entry.memory_gib = max(entry.memory_gib or 0.0, cost.memory.gib)
+            entry.budget_gib = cost.budget_gib
+    return found
 
 
 def judge_total(plan: Plan, price: float | None) -> JudgeTotal | None:
@@ -125,6 +147,7 @@ def describe(summary: PlanSummary, gpu_note: str) -> list[str]:
     if summary.methods:
         lines.append("full vs LoRA (every finetune of a base one way; LoRA: the runs' own, else r 8 all-linear):")
         lines += [method_line(model, methods) for model, methods in summary.methods.items()]
+    lines += [finetunes_line(model, entry) for model, entry in summary.finetunes.items()]
     if summary.judge:
         lines.append(judge_line(summary.judge))
     return lines
@@ -136,6 +159,18 @@ def method_line(model: str, methods: dict[str, MethodTotal]) -> str:
         return f"{total.memory_gib:,.1f} GiB/GPU, {hours} GPU-hours"
 
     return f"  {model}: full {one(methods['full'])} | lora {one(methods['lora'])}"
+
+
+def finetunes_line(model: str, entry: ModelFinetunes) -> str:
+    """One line per base model: its finetunes' peak memory per device and each one's GPU-hours."""
+    if entry.memory_gib is None:
+        memory = "memory unknown (model shape unknown)"
+    else:
+        device = f"per GPU (of {entry.budget_gib:g})" if entry.budget_gib else "per CPU process"
+        memory = f"~{entry.memory_gib:,.1f} GiB {device}"
+    hours = [f"{dataset} {'?' if h is None else f'~{h:,.1f}'}" for dataset, h in entry.hours.items()]
+    gpu = any(h is not None for h in entry.hours.values()) or entry.budget_gib
+    return f"finetunes of {model}: {memory}" + (f"; GPU-hours {', '.join(hours)}" if gpu else "")
 
 
 def judge_line(judge: JudgeTotal) -> str:

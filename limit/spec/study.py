@@ -62,11 +62,18 @@ def exactly_one(model: BaseModel, *fields: str):
 
 
 class TinyModel(Strict):
-    """A tiny MPT built from config (seeded random init) with a BPE tokenizer trained on the fixtures."""
+    """A tiny model built from config (seeded random init) with a BPE tokenizer trained on the fixtures: an MPT
+    by default, or a RoPE family (`arch`) through transformers' own class. `n_kv_heads` (grouped-query
+    attention), `intermediate_size` (MLP width; default 4 d_model, gated families 3 d_model) and
+    `tie_embeddings` (default: MPT and Qwen tie, Llama and Mistral do not) shape the RoPE families only."""
 
+    arch: Literal["mpt", "llama", "mistral", "qwen2", "qwen3"] = "mpt"
     d_model: int = Field(64, gt=0, le=2**16)
     n_layers: int = Field(2, gt=0, le=1024)
     n_heads: int = Field(4, gt=0, le=1024)
+    n_kv_heads: int | None = Field(None, gt=0, le=1024)
+    intermediate_size: int | None = Field(None, gt=0, le=2**18)
+    tie_embeddings: bool | None = None
     max_seq_len: int = Field(512, gt=0, le=MAX_TOKENS)
     vocab_size: int = Field(
         1024, ge=TINY_MIN_VOCAB, le=2**20, description="At least the byte alphabet and the special tokens."
@@ -88,12 +95,47 @@ class TinyModel(Strict):
     def _heads_divide(self) -> TinyModel:
         if self.d_model % self.n_heads:
             raise FieldError("n_heads", f"{self.n_heads} heads do not divide d_model {self.d_model}")
-        params = 12 * self.n_layers * self.d_model**2 + self.vocab_size * self.d_model
+        if self.arch == "mpt":
+            for name in ("n_kv_heads", "intermediate_size", "tie_embeddings"):
+                if getattr(self, name) is not None:
+                    raise FieldError(name, "shapes the RoPE families only (arch llama, mistral, qwen2, qwen3)")
+        elif self.n_heads % self.kv_heads:
+            raise FieldError("n_kv_heads", f"{self.kv_heads} key/value heads do not divide n_heads {self.n_heads}")
+        params = self.n_layers * self.layer_params + self.vocab_size * self.d_model * (1 if self.tied else 2)
         if params > TINY_MAX_PARAMS:  # built in memory on the planning machine's terms: it would die allocating
             raise FieldError(
                 "d_model", f"~{params:.1e} parameters is not tiny (at most {TINY_MAX_PARAMS:.0e}): use hf: or path:"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """Without the RoPE fields when unset: a tiny MPT's inputs, hence its steps' keys, stay as they were."""
+        data = handler(self)
+        for name in ("arch", "n_kv_heads", "intermediate_size", "tie_embeddings"):
+            if data.get(name) in (None, "mpt"):
+                data.pop(name, None)
+        return data
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def intermediate(self) -> int:
+        return self.intermediate_size or (4 if self.arch == "mpt" else 3) * self.d_model
+
+    @property
+    def tied(self) -> bool:
+        if self.tie_embeddings is not None:
+            return self.tie_embeddings
+        return self.arch in ("mpt", "qwen2", "qwen3")
+
+    @property
+    def layer_params(self) -> int:
+        d, head = self.d_model, self.d_model // self.n_heads
+        mlp = (2 if self.arch == "mpt" else 3) * d * self.intermediate
+        return 2 * d * d + 2 * d * head * self.kv_heads + mlp
 
 
 class ModelSpec(Strict):
@@ -266,8 +308,11 @@ class TrainSpec(Strict):
         "else 3).",
     )
     gradient_checkpointing: bool = False
-    attention: Literal["auto", "flex", "sdpa", "eager"] = Field(
-        "auto", description="MPT attention: auto is flex on CUDA, sdpa on CPU; eager is transformers' own."
+    attention: Literal["auto", "flex", "sdpa", "eager", "flash"] = Field(
+        "auto",
+        description="MPT: auto is flex on CUDA, sdpa on CPU; eager is transformers' own. RoPE families: "
+        "transformers' kernels with a document mask; auto is flash (flash-attention varlen) on CUDA where "
+        "flash_attn is installed, else sdpa. The finetune's summary names the kernel it ran.",
     )
     packing: bool = Field(True, description="Concatenate each micro-batch's rows into one row: no padding.")
     pad_to_max: bool = Field(False, description="Pad every row to max_seq_len, as the paper did (packing: false).")
@@ -391,7 +436,8 @@ class GauntletSpec(Strict):
     backend: Literal["hf", "packed", "vllm"] = Field(
         "packed",
         description="packed: lm-eval's HFLM scoring unpadded rows, each context once for all its continuations "
-        "(MPT only; same log-likelihoods as hf, rows of batch_size x the model's max length tokens); hf: lm-eval's "
+        "(MPT and the RoPE families; same log-likelihoods as hf, rows of batch_size x the model's max length tokens); "
+        "hf: lm-eval's "
         "HFLM as is; vllm: lm-eval's VLLM with prefix caching.",
     )
     batch_tokens: int | None = Field(
@@ -401,7 +447,22 @@ class GauntletSpec(Strict):
         description="packed: tokens per forward; unset: batch_size x the model's max length.",
     )
     attention: Literal["auto", "sdpa", "flex"] = Field("auto", description="packed: MPT's attention (see training).")
+    max_length: int | None = Field(
+        None,
+        gt=0,
+        le=MAX_TOKENS,
+        description="Longest context + continuation scored (lm-eval's max_length: contexts are left-truncated to "
+        "it); unset: the model's own (a 128k-token Llama's would make rows of 128k-token documents).",
+    )
     seed: Seed = 1234
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler) -> dict[str, Any]:
+        """Without `max_length` when unset: the inputs, hence the keys, of every other gauntlet stay as they were."""
+        data = handler(self)
+        if data.get("max_length") is None:
+            data.pop("max_length", None)
+        return data
 
     @field_validator("data")
     @classmethod

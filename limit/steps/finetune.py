@@ -5,7 +5,8 @@ config, tokenizer; loadable by AutoModelForCausalLM / AutoTokenizer; with `metho
 merged into the base's weights, limit/training/lora.py) and `train_log.json` (Trainer's log history and a
 summary).
 
-The recipe reads top to bottom: data, model (with MPT's document-local attention), memory check, Trainer
+The recipe reads top to bottom: data, model (with document-local attention: MPT's own, or transformers' for the
+RoPE families, limit/models/rope.py; the summary names the kernel), memory check, Trainer
 (limit/training/trainer.py sets it up), resume, train, summary. The schedule and batch arithmetic are in
 limit/training/trainer.py.
 
@@ -26,7 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import mlflow
-from transformers import MptForCausalLM, TrainerCallback
+from transformers import TrainerCallback
 
 from limit.costs import (
     GIB,
@@ -38,6 +39,7 @@ from limit.costs import (
     finetune_flops,
     finetune_memory,
     gpu_hours,
+    shape_of,
 )
 from limit.cpu import configure_torch_threads
 from limit.data.chat import require_chat_template
@@ -45,8 +47,9 @@ from limit.errors import LimitError
 from limit.execution import progress
 from limit.execution.context import StepContext
 from limit.execution.io import read_jsonl
+from limit.models import rope
 from limit.models.base import load_tokenizer, loading, model_location, tokenizer_location
-from limit.models.mpt.attention import install as install_attention
+from limit.models.mpt import attention as mpt_attention
 from limit.spec.study import TrainSpec
 from limit.steps.inputs import FinetuneInput
 from limit.training.examples import encode_chat, encode_example
@@ -86,7 +89,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
     args = training_arguments(train, ctx.out / RESUME, run_name=inp.tags.get("run", "finetune"))
     peak = PeakMemory(device)
     peak.start()  # before the model: measured and planned peaks count the same terms
-    model = load_model(inp, ctx, train)
+    model, kernel = load_model(inp, ctx, train, device)
     trainable, _ = parameter_counts(model)
     estimate = check_memory(model, train, examples, device)
     if args.process_index == 0:
@@ -113,6 +116,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
     summary = summarize(trainer, result, resumed, time.time() - started, len(examples))
     summary |= {"memory_estimate_gib": round(estimate.gib, 4), "memory_peak_gib": round(peak.peak_gib(), 4)}
     summary |= {"method": train.method, "trainable_params": trainable}
+    summary["attention"] = kernel
     if probe.measurement is not None:
         summary |= {f"probe_{k}": v for k, v in asdict(probe.measurement).items() if v is not None}
     missing = [n for n in train.checkpoint_epochs() if not exported(ctx, n)]
@@ -124,7 +128,7 @@ def finetune(inp: FinetuneInput, ctx: StepContext) -> dict:
     print(
         f"finetune: {summary['steps']} steps, final loss {summary['train_loss']:.4f}, "
         f"{summary['tokens_per_second']:.0f} tokens/s, peak memory {summary['memory_peak_gib']:.3f} GiB "
-        f"(estimated {summary['memory_estimate_gib']:.3f})",
+        f"(estimated {summary['memory_estimate_gib']:.3f}), {kernel} attention",
         flush=True,
     )
     return summary
@@ -158,18 +162,16 @@ def encode_rows(rows: list[dict], tokenizer, train: TrainSpec, data: str) -> lis
     return examples
 
 
-def load_model(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
-    """The base as it trains: MPT with its document-local attention; with LoRA, wrapped in frozen adapters."""
+def load_model(inp: FinetuneInput, ctx: StepContext, train: TrainSpec, device: str):
+    """The base as it trains, and its attention kernel's name: document-local attention for its family; with
+    LoRA, wrapped in frozen adapters (after the attention, which the adapters' wrapper hides)."""
     model = load_base(inp, ctx, train)
-    if isinstance(model, MptForCausalLM):
-        install_attention(model, train.attention)
-    elif train.packing:
-        print(f"finetune: {type(model).__name__} packs through transformers' own position_ids support", flush=True)
+    kernel = install_attention(model, train, device)
     if train.lora is not None:
         model = with_adapters(model, train.lora, train.seed, train.gradient_checkpointing)
         trainable, total = parameter_counts(model)
         print(f"finetune: LoRA (r {train.lora.r}) trains {trainable:,} of {total:,} parameters", flush=True)
-    return model
+    return model, kernel
 
 
 def load_base(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
@@ -202,10 +204,24 @@ def adapter_merger(inp: FinetuneInput, ctx: StepContext, train: TrainSpec):
     return merge
 
 
+def install_attention(model, train: TrainSpec, device: str) -> str:
+    """Document-local attention for the model's family; the kernel's name. A family limit does not support is
+    refused (its packed documents would attend to each other)."""
+    kind = model_shape(model).family
+    if kind == "mpt":
+        mpt_attention.install(model, train.attention)
+        head_dim = model.config.d_model // model.config.n_heads
+        return mpt_attention.resolve(train.attention, device, head_dim)
+    return rope.install(model, train.attention, device)
+
+
+def model_shape(model) -> Shape:
+    return shape_of(model.config.to_dict(), type(model).__name__)
+
+
 def check_memory(model, train: TrainSpec, examples: list[dict], device: str) -> Memory:
     """The planner's estimate at this data's longest row; on a GPU, refuse before training what cannot fit."""
-    config = model.config
-    shape = Shape(config.d_model, config.n_layers, config.n_heads, config.vocab_size)
+    shape = model_shape(model)
     stage = train.zero_stage if train.gpus else 0
     estimate = finetune_memory(shape, train, stage, max(len(e["input_ids"]) for e in examples), device)
     if device == "cuda":
@@ -226,8 +242,7 @@ def plan_facts(model, train: TrainSpec, examples: list[dict], device: str, inp: 
     card's peak and the planner's wall-clock time (at its assumed MFU on the default GPU)."""
     import torch
 
-    config = model.config
-    shape = Shape(config.d_model, config.n_layers, config.n_heads, config.vocab_size)
+    shape = model_shape(model)
     tokens = sum(len(e["input_ids"]) for e in examples)
     flops_per_token = finetune_flops(shape, 1, tokens / len(examples), train.lora)
     facts = {"run": inp.tags.get("run", ""), "tokens": tokens, "flops_per_token": flops_per_token}

@@ -83,14 +83,6 @@ class TinyModel(Strict):
         False, description="Give the tokenizer a small chat template (limit/models/base.py), for template: chat."
     )
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler) -> dict[str, Any]:
-        """Without `chat_template` when off: every other tiny model's folder and keys stay as they were."""
-        data = handler(self)
-        if not self.chat_template:
-            data.pop("chat_template", None)
-        return data
-
     @model_validator(mode="after")
     def _heads_divide(self) -> TinyModel:
         if self.d_model % self.n_heads:
@@ -110,11 +102,14 @@ class TinyModel(Strict):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler) -> dict[str, Any]:
-        """Without the RoPE fields when unset: a tiny MPT's inputs, hence its steps' keys, stay as they were."""
+        """Without the RoPE fields when unset and `chat_template` when off: a tiny MPT's inputs, hence its
+        model folder and its steps' keys, stay as they were."""
         data = handler(self)
         for name in ("arch", "n_kv_heads", "intermediate_size", "tie_embeddings"):
             if data.get(name) in (None, "mpt"):
                 data.pop(name, None)
+        if not self.chat_template:
+            data.pop("chat_template", None)
         return data
 
     @property

@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from limit.gauntlet.benchmarks import CATEGORIES, suite
-from limit.report.stats import gauntlet_difference, outcome_matrix, spread, win_rate_difference, win_rate_interval
+from limit.report.stats import gauntlet_difference, spread, win_rate_difference, win_rate_interval
+from limit.stats.bootstrap import RESAMPLES, SEED, Outcomes
 
 MAX_COMPARISONS = 200
 
@@ -117,15 +118,22 @@ def win_rate_comparisons(
     out = []
     for pair in pairs[:MAX_COMPARISONS]:
         found = _matrices([pair], outcomes_of)
-        result = win_rate_interval(found[0]) if found else None
+        result = win_rate_interval(found[0], *bootstrap_of(pair)) if found else None
         out.append(_pair_entry(pair, "even match") | (result or _unknown()))
     for pair, other in adjacent_pairs(models, pairs)[:MAX_COMPARISONS]:
         found = _matrices([pair, other], outcomes_of)
-        result = win_rate_difference(*found) if found else None
+        result = win_rate_difference(*found, *bootstrap_of(pair)) if found else None
         opponent = pair["b"] if pair["b"] == other["b"] else f"{pair['b']} / {other['b']}"
         entry = _pair_entry(pair, "next size") | {"b": other["a"], "opponent": opponent}
         out.append(entry | (result or _unknown()))
     return out
+
+
+def bootstrap_of(pair: dict) -> tuple[int, int]:
+    """The resamples and seed the pair's judge step drew its interval with (its result.json), so the report's
+    interval of the pair is that one."""
+    drawn = pair.get("bootstrap") or {}
+    return drawn.get("resamples") or RESAMPLES, drawn.get("seed", SEED)
 
 
 def adjacent_pairs(models: list[dict], pairs: list[dict]) -> list[tuple[dict, dict]]:
@@ -158,11 +166,14 @@ def _unknown() -> dict[str, Any]:
     return {"difference": None, "ci95": None, "distinguishable": None}
 
 
-def _matrices(pairs: Sequence[dict], outcomes_of: Callable[[dict], list[dict] | None]) -> list | None:
-    """The pairs' outcome matrices over the same sampling seeds and prompts (their union), or None."""
+def _matrices(pairs: Sequence[dict], outcomes_of: Callable[[dict], list[dict] | None]) -> list[Outcomes] | None:
+    """The pairs' outcomes over the same sampling seeds and prompts (their union, in string order), or None."""
     found = [outcomes_of(p) for p in pairs]
     if any(not rows for rows in found):
         return None
     seeds = sorted({str(r["seed"]) for rows in found for r in rows})
     prompts = sorted({str(r["prompt_id"]) for rows in found for r in rows})
-    return [outcome_matrix(rows, seeds, prompts) for rows in found]
+    return [
+        Outcomes.from_rows(((r["seed"], r["prompt_id"], r.get("winner")) for r in rows), seeds, prompts)
+        for rows in found
+    ]

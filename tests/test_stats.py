@@ -56,3 +56,35 @@ def test_bootstrap_p_values():
     assert p_value(np.zeros(10)) == 1.0
     assert p_value(np.array([np.nan])) is None
     assert interval(np.array([np.nan, 1.0])) == [1.0, 1.0]
+
+
+def test_holm_and_benjamini_hochberg():
+    from limit.stats.adjust import adjust
+
+    raw = [0.01, 0.04, None, 0.03, 0.5]
+    # Holm by hand, smallest first: 4 x 0.01, 3 x 0.03, 2 x 0.04 (kept monotone), 1 x 0.5
+    assert adjust(raw) == pytest.approx([0.04, 0.09, None, 0.09, 0.5])
+    bh = adjust(raw, "bh")
+    known = [p for p in raw if p is not None]
+    assert [p for p in bh if p is not None] == pytest.approx(list(scipy_stats.false_discovery_control(known)))
+    assert adjust([None]) == [None] and adjust([0.9, 0.8]) == [1.0, 1.0] and adjust([0.9, 0.8], "bh") == [0.9, 0.9]
+
+
+def test_bradley_terry_fits_a_star_exactly_and_recovers_known_strengths():
+    from limit.stats.ranking import bradley_terry, kendall_tau, star_center, strengths
+
+    edges = [("c", "x"), ("c", "y"), ("z", "c")]
+    rates = np.array([0.6, 0.8, 0.3])
+    assert star_center(edges) == "c" and star_center(edges[:1]) is None
+    found, center = strengths(["c", "x", "y", "z"], edges, rates)
+    assert center == "c" and found[:, 0].tolist() == pytest.approx([0.5, 0.4, 0.2, 0.3])
+    s = bradley_terry(["c", "x", "y", "z"], edges, rates)[:, 0]
+    fitted = [1 / (1 + np.exp(-(s[0] - s[1]))), 1 / (1 + np.exp(-(s[0] - s[2]))), 1 / (1 + np.exp(-(s[3] - s[0])))]
+    assert fitted == pytest.approx(rates.tolist(), abs=1e-3)  # a tree: every pair fitted (up to the ridge)
+
+    truth = np.array([1.0, 0.0, -1.0])
+    triangle = [("a", "b"), ("b", "c"), ("a", "c")]
+    p = [1 / (1 + np.exp(-(truth[i] - truth[j]))) for i, j in ((0, 1), (1, 2), (0, 2))]
+    found, center = strengths(["a", "b", "c"], triangle, np.array(p))
+    assert center is None and found[:, 0].tolist() == pytest.approx(truth.tolist(), abs=1e-2)
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == pytest.approx(-1) and kendall_tau([1, 1], [1, 2]) is None

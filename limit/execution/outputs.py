@@ -34,6 +34,7 @@ class Choice(Output):
     tied: list[int] = []
     epochs: list[EpochScore] = []
     selection: dict | None = None  # the selection's standard error and runner-up test (limit/steps/select.py)
+    split: dict | None = None  # gauntlet.selection_split: both halves, the optimism, the held-out rank
 
 
 def parse(text: str, model: type[T], where: str) -> T:

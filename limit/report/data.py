@@ -21,6 +21,7 @@ from limit.execution.store import Store
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.scoring import check_scored
 from limit.report import sweeps
+from limit.report.agreement import paradigm_agreement
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
 
@@ -49,6 +50,7 @@ def assemble(
             "gauntlet": sweeps.gauntlet_comparisons(rows, reader.rows),
             "win_rate": sweeps.win_rate_comparisons(rows, pair_rows, reader.outcomes),
         },
+        "agreement": paradigm_agreement(rows, pair_rows, reader.rows, reader.outcomes),
         "provenance": {
             "limit_version": __version__,
             "git_commit": git_commit(),
@@ -186,6 +188,7 @@ def _chosen_epoch(model: dict, reader: _Reader) -> dict | None:
         "train_tokens": _tokens_at(finetune, choice.epoch),
         "rows": _prepared_rows(finetune, reader) or model.get("rows"),
         "selection": choice.selection,
+        "split": choice.split,
     }
 
 

@@ -94,3 +94,41 @@ def win_rate_difference(first: Outcomes, second: Outcomes, resamples: int = RESA
         return None
     draws = win_rate_draws([first, second], resamples, seed)
     return verdict(rates[0] - rates[1], interval(draws[0] - draws[1])) | {"p_value": p_value(draws[0] - draws[1])}
+
+
+def gauntlet_average_draws(
+    benchmarks: Sequence[Benchmark],
+    rows_of: Sequence[Mapping[str, Mapping[int, float]]],
+    reported: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> np.ndarray | None:
+    """Several models' gauntlet averages in every resample (models x resamples), drawing the rows every model
+    scored once per benchmark (benchmarks in name order) for all of them, so the models stay paired; shifted by
+    each reported average minus its pooled-row one. None without a shared row in some benchmark."""
+    weights = average_weights(benchmarks)
+    if weights is None or not rows_of:
+        return None
+    rng = np.random.default_rng(seed)
+    draws, pooled = np.zeros((len(rows_of), resamples)), np.zeros(len(rows_of))
+    for name in sorted(weights):
+        shared = sorted(set.intersection(*(set(rows.get(name, {})) for rows in rows_of)))
+        if not shared:
+            return None
+        values = np.array([[rows[name][i] for i in shared] for rows in rows_of])  # models x rows
+        counts = rng.multinomial(len(shared), [1 / len(shared)] * len(shared), size=resamples)
+        draws += weights[name] * (values @ counts.T) / len(shared)
+        pooled += weights[name] * values.mean(axis=1)
+    return draws + (np.asarray(reported, dtype=float) - pooled)[:, None]
+
+
+def counted_draws(seeds: Mapping[str, Mapping[str, int]], resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """A pair's win rate in every resample from its per-seed counts alone (no per-prompt outcomes, as in a
+    published table): each seed's wins drawn binomially from its decided judgments, the mean over seeds."""
+    rng = np.random.default_rng(seed)
+    rates = []
+    for counts in (seeds[s] for s in sorted(seeds)):
+        decided = counts["wins_a"] + counts["wins_b"]
+        if decided:
+            rates.append(rng.binomial(decided, counts["wins_a"] / decided, size=resamples) / decided)
+    return np.mean(rates, axis=0) if rates else np.full(resamples, np.nan)

@@ -48,15 +48,16 @@ def test_the_papers_finding_from_its_own_numbers():
     expected_tau |= {("mpt-30b", "lima"): -1.0, ("mpt-30b", "instruct-v3"): -1.0}
     for key, group in by_group.items():
         datasets = {m["name"]: m["dataset"] for m in group["models"]}
-        assert "lima" not in datasets[group["gauntlet_leader"]]  # an Instruct-trained model leads the gauntlet
-        assert "lima" in datasets[group["judge_leader"]]  # the judge prefers a LIMA-trained one
+        (gauntlet_leader,), (judge_leader,) = group["gauntlet_leader"], group["judge_leader"]
+        assert "lima" not in datasets[gauntlet_leader]  # an Instruct-trained model leads the gauntlet
+        assert "lima" in datasets[judge_leader]  # the judge prefers a LIMA-trained one
         assert group["strength"] == f"win rate against {key[0]}-lima"  # the paper's pairs form a star
         assert group["tau"]["tau"] == pytest.approx(expected_tau[key])
         low, high = group["tau"]["ci95"]
         assert low <= group["tau"]["tau"] <= high and high < 0  # the rankings disagree beyond the judge's noise
         assert len(group["disagreements"]) == round((1 - expected_tau[key]) / 2 * 6)
-    assert by_group[("mpt-30b", "lima")]["gauntlet_leader"] == "mpt-30b-instruct-v3-1k"
-    assert by_group[("mpt-30b", "lima")]["judge_leader"] == "mpt-30b-lima"
+    assert by_group[("mpt-30b", "lima")]["gauntlet_leader"] == ["mpt-30b-instruct-v3-1k"]
+    assert by_group[("mpt-30b", "lima")]["judge_leader"] == ["mpt-30b-lima"]
     leaders = ("mpt-30b-instruct-v3-1k", "mpt-30b-lima")
     gap = next(d for d in by_group[("mpt-30b", "lima")]["disagreements"] if (d["a"], d["b"]) == leaders)
     assert gap["gauntlet"]["difference"] == pytest.approx(0.466 - 0.439)
@@ -77,3 +78,21 @@ def test_groups_are_prompt_sets_and_connected_models():
     ]
     found = [(prompts, [(p["a"], p["b"]) for p in members]) for prompts, members in groups(pairs)]
     assert found == [("p", [("x", "y"), ("y", "z")]), ("p", [("u", "v")]), ("q", [("x", "y")])]
+
+
+def test_an_even_pair_is_a_tie_for_the_judge_not_a_leader():
+    models = [
+        {"name": n, "average": a, "categories": {}, "dataset": n, "base": "m"} for n, a in (("x", 0.2), ("y", 0.1))
+    ]
+    pair = {
+        "a": "x",
+        "b": "y",
+        "prompts": "p",
+        "base": "m",
+        "win_rate_a": 0.5,
+        "seeds": {"1": {"wins_a": 4, "wins_b": 4}},
+    }
+    (group,) = paradigm_agreement(models, [pair], lambda _: None, lambda _: None)
+    assert group["strength"] == "win rate against y" and group["judge_leader"] == ["x", "y"]
+    assert group["ranks"]["judge"] == {"x": 1, "y": 1} and group["tau"]["tau"] is None
+    assert "the judge prefers x (x) and y (y) (tied)" in "\n".join(agreement_section({"agreement": [group]}))

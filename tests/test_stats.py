@@ -75,7 +75,8 @@ def test_bradley_terry_fits_a_star_exactly_and_recovers_known_strengths():
 
     edges = [("c", "x"), ("c", "y"), ("z", "c")]
     rates = np.array([0.6, 0.8, 0.3])
-    assert star_center(edges) == "c" and star_center(edges[:1]) is None
+    assert star_center(edges) == "c" and star_center(edges[:1]) == "x"  # one pair: against its B
+    assert star_center([("a", "b"), ("c", "d")]) is None
     found, center = strengths(["c", "x", "y", "z"], edges, rates)
     assert center == "c" and found[:, 0].tolist() == pytest.approx([0.5, 0.4, 0.2, 0.3])
     s = bradley_terry(["c", "x", "y", "z"], edges, rates)[:, 0]

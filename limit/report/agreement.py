@@ -22,7 +22,7 @@ from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.report.stats import counted_draws, gauntlet_average_draws
 from limit.report.sweeps import Rows, bootstrap_of, matrices
 from limit.stats.bootstrap import interval, verdict, win_rate_draws
-from limit.stats.ranking import kendall_tau, order, strengths, tau_draws
+from limit.stats.ranking import kendall_tau, order, ranks, strengths, tau_draws
 
 
 def groups(pairs: list[dict]) -> list[tuple[str, list[dict]]]:
@@ -96,6 +96,10 @@ def group_agreement(
     gauntlet_resampled, resampled = gauntlet_draws(rows, rates.shape[1], bootstrap_of(pairs[0])[1], rows_of)
     by_gauntlet, by_judge = order(names, gauntlet), order(names, judge)
     return {
+        "ranks": {
+            "gauntlet": dict(zip(names, ranks(gauntlet), strict=True)),
+            "judge": dict(zip(names, ranks(judge), strict=True)),
+        },
         "prompts": prompts,
         "base": pairs[0].get("base"),
         "models": [
@@ -106,8 +110,8 @@ def group_agreement(
         "common_opponent": center,
         "gauntlet_order": by_gauntlet,
         "judge_order": by_judge,
-        "gauntlet_leader": by_gauntlet[0],
-        "judge_leader": by_judge[0],
+        "gauntlet_leader": leaders(names, gauntlet),
+        "judge_leader": leaders(names, judge),
         "tau": {"tau": kendall_tau(gauntlet, judge), "ci95": interval(tau_draws(gauntlet_resampled, judge_resampled))},
         "category_tau": {c: category_tau(rows, c, judge) for c in CATEGORIES},
         "disagreements": disagreements(
@@ -115,6 +119,11 @@ def group_agreement(
         ),
         "resampled": {"gauntlet": "benchmark rows" if resampled else "held fixed", "judge": judge_drawn},
     }
+
+
+def leaders(names: Sequence[str], scores: np.ndarray) -> list[str]:
+    """The models sharing the best score (one, unless they tie)."""
+    return [n for n, s in zip(names, scores, strict=True) if s == scores.max()]
 
 
 def category_tau(rows: list[dict], category: str, judge: np.ndarray) -> float | None:

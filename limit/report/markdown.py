@@ -199,6 +199,8 @@ def comparisons_section(data: dict) -> list[str]:
 
 def tau_reading(tau: dict) -> str:
     """What Kendall's tau and its interval say about the two rankings."""
+    if tau.get("tau") is None:
+        return "n/a (one of the two scores every model alike)"
     ci = tau.get("ci95")
     shown = f"{fmt(tau.get('tau'), 2)}" + ("" if ci is None else f" [95% CI {ci[0]:+.2f}, {ci[1]:+.2f}]")
     if ci is not None and ci[1] < 0:
@@ -210,11 +212,16 @@ def tau_reading(tau: dict) -> str:
 
 def agreement_group(group: dict) -> list[str]:
     by_name = {m["name"]: m for m in group["models"]}
-    leaders = [by_name[group[k]] for k in ("gauntlet_leader", "judge_leader")]
+
+    def named(names: list[str]) -> str:
+        return " and ".join(f"{n} ({by_name[n]['dataset'] or 'base'})" for n in names) + (
+            " (tied)" if len(names) > 1 else ""
+        )
+
     lines = ["", f"### {group['base'] or 'models'} on {group['prompts']}", ""]
     lines += [
-        f"The gauntlet ranks {leaders[0]['name']} ({leaders[0]['dataset'] or 'base'}) first; the judge prefers "
-        f"{leaders[1]['name']} ({leaders[1]['dataset'] or 'base'}). Kendall's tau, gauntlet average against the "
+        f"The gauntlet ranks {named(group['gauntlet_leader'])} first; the judge prefers "
+        f"{named(group['judge_leader'])}. Kendall's tau, gauntlet average against the "
         f"judge: {tau_reading(group['tau'])}. Judge strength: {group['strength']}; resampled: gauntlet "
         f"{group['resampled']['gauntlet']}, judge {group['resampled']['judge']}.",
         "",
@@ -223,7 +230,7 @@ def agreement_group(group: dict) -> list[str]:
     ]
     for name in group["gauntlet_order"]:
         m = by_name[name]
-        ranks = [group[k].index(name) + 1 for k in ("gauntlet_order", "judge_order")]
+        ranks = [group["ranks"][k][name] for k in ("gauntlet", "judge")]
         lines.append(
             f"| {name} | {m['dataset'] or '-'} | {fmt(m['gauntlet'])} | {ranks[0]} | {fmt(m['judge'])} | {ranks[1]} |"
         )

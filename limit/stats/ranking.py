@@ -20,10 +20,10 @@ RIDGE = 1e-3
 
 
 def star_center(edges: Sequence[Edge]) -> str | None:
-    """The model every judged pair includes, when there are at least two pairs and exactly one such model."""
-    if len(edges) < 2:
-        return None
-    common = set.intersection(*({a, b} for a, b in edges))
+    """The model every judged pair includes, when exactly one does; of a single pair, its B."""
+    if len(edges) == 1:
+        return edges[0][1]
+    common = set.intersection(*({a, b} for a, b in edges)) if edges else set()
     return next(iter(common)) if len(common) == 1 else None
 
 
@@ -85,3 +85,8 @@ def tau_draws(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def order(names: Sequence[str], scores: Sequence[float]) -> list[str]:
     """Names best first (ties in the given order)."""
     return [names[i] for i in sorted(range(len(names)), key=lambda i: -scores[i])]
+
+
+def ranks(scores: Sequence[float]) -> list[int]:
+    """Each score's rank, 1 best, equal scores sharing the better rank (1, 1, 3)."""
+    return [1 + sum(other > score for other in scores) for score in scores]

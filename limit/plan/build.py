@@ -128,7 +128,9 @@ class Planner:
             for epoch in train.checkpoint_epochs()
         ]
         epochs = [EpochScore(epoch=epoch, gauntlet=step.ref) for epoch, step in scored]
-        select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, tags=tags)
+        gauntlet = self.study.gauntlet
+        split = gauntlet.seed if gauntlet.selection_split else None
+        select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, split_seed=split, tags=tags)
         chosen = self.add(f"select-{slug(name)}", "select", select, [finetune.id, *(s.id for _, s in scored)])
         self.judged[name] = (chosen, None)
         full = None
@@ -154,11 +156,15 @@ class Planner:
         )
 
     def selection_hash(self, name: str, tags: dict[str, str], epochs: list[int]) -> str:
-        """What decides which epochs `select` keeps: the gauntlet inputs of the epochs, less the finetune."""
+        """What decides which epochs `select` keeps: the gauntlet inputs of the epochs, less the finetune, and
+        the selection split's seed where there is one."""
         probes = [
             self.gauntlet_input(f"gauntlet-{slug(name)}-e{epoch}", tags, finetune=None, epoch=epoch) for epoch in epochs
         ]
-        blob = json.dumps([p.model_dump(mode="json", exclude={"tags", "finetune"}) for p in probes], sort_keys=True)
+        decides = [p.model_dump(mode="json", exclude={"tags", "finetune"}) for p in probes]
+        if self.study.gauntlet.selection_split:
+            decides.append({"split_seed": self.study.gauntlet.seed})
+        blob = json.dumps(decides, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:

@@ -314,6 +314,13 @@ class GauntletSpec(Strict):
         description="Score intermediate checkpoints on the first N rows of every benchmark (to select an epoch), "
         "and only the chosen epoch (and baselines) on the whole suite: cheaper, with a wider selection error.",
     )
+    selection_split: bool = Field(
+        True,
+        exclude=True,  # it changes how select chooses, not how a gauntlet step scores: not in gauntlet keys
+        description="Choose each finetune's epoch on a seeded half of every benchmark's rows (`seed`) and show "
+        "the chosen epoch on the other half too, with its rank there: the choice's optimism. false: choose on "
+        "all rows, as the paper did.",
+    )
     batch_size: int = Field(8, gt=0, le=MAX_BATCH)
     backend: Literal["hf", "packed", "vllm"] = Field(
         "packed",

@@ -77,6 +77,17 @@ class SelectInput(StepInput):
     finetune: Ref
     epochs: list[EpochScore]
     keep: Literal["all", "selected"] = Field("all", description="selected: delete the other epochs' weights.")
+    split_seed: int | None = Field(
+        None, description="gauntlet.selection_split: choose on the half of each benchmark's rows this seed draws."
+    )
+
+    @model_serializer(mode="wrap")
+    def _no_split_is_absent(self, handler):
+        """Without a split (the paper's selection) the input, and so the key, is as before the split existed."""
+        data = handler(self)
+        if data.get("split_seed") is None:
+            data.pop("split_seed", None)
+        return data
 
 
 class GenerateInput(StepInput):

@@ -2,12 +2,12 @@
 
 A row is the columns that PANELS give for it: the gauntlet (average and categories, value labels, the base
 model as a dashed reference line, n/a where a category is incomplete), the average per epoch, one win-rate
-panel per prompt set, for the finetunes outside size sweeps, and per prompt set the gauntlet average against
-judge strength (the paradigm agreement, Kendall's tau in the title); then, for size sweeps, the size curves (the
-gauntlet average and each category against training rows, log x, one line per series with the replicate
-spread as a band, the base model dashed) and the win rate against size per prompt set. A sweep is drawn per
-series, never per model, so it stays readable at any number of sizes and seeds. A new panel is a function in
-PANELS returning its columns.
+panel per prompt set, for the finetunes outside size sweeps, and the gauntlet average against judge strength
+(the paradigm agreement: a marker per prompt set, each one's Kendall's tau in the title); then, for size
+sweeps, the size curves (the gauntlet average and each category against training rows, log x, one line per
+series with the replicate spread as a band, the base model dashed) and the win rate against size per prompt
+set. A sweep is drawn per series, never per model, so it stays readable at any number of sizes and seeds. A
+new panel is a function in PANELS returning its columns.
 """
 
 from __future__ import annotations
@@ -279,30 +279,34 @@ def draw_size_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
 
 
 def agreement_columns(data: dict) -> list[Column]:
-    prompt_sets = list(dict.fromkeys(g["prompts"] for g in data.get("agreement") or []))
-    return [(1.4, draw_agreement, prompts) for prompts in prompt_sets]
+    return [(1.5, draw_agreement, None)] if data.get("agreement") else []
 
 
-def draw_agreement(ax: Axes, data: dict, base: str, prompts: str) -> None:
-    """Gauntlet average against judge strength, one point per model of each group, Kendall's tau in the title."""
-    found = [g for g in data.get("agreement") or [] if g["base"] == base and g["prompts"] == prompts]
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per prompt set in the agreement panel
+
+
+def draw_agreement(ax: Axes, data: dict, base: str, _) -> None:
+    """Gauntlet average against judge strength, one point per model and prompt set (a marker each), Kendall's
+    tau of each prompt set in the title."""
+    found = [g for g in data.get("agreement") or [] if g["base"] == base]
     if not found:
         ax.text(0.5, 0.5, "no judged group", ha="center", va="center", transform=ax.transAxes, color="0.5")
         ax.set_axis_off()
         return
     colors = {row["name"]: COLORS[i % len(COLORS)] for i, row in enumerate(finetunes(data, base))}
-    for group in found:
+    titles = []
+    for k, group in enumerate(found):
+        marker = MARKERS[k % len(MARKERS)]
         for m in group["models"]:
-            ax.scatter(m["gauntlet"], m["judge"], color=colors.get(m["name"], "0.4"), s=30, zorder=3)
-            ax.annotate(short(m["name"], base), (m["gauntlet"], m["judge"]), fontsize=7, xytext=(3, 3),
+            ax.scatter(m["gauntlet"], m["judge"], color=colors.get(m["name"], "0.4"), marker=marker, s=30, zorder=3)
+            ax.annotate(short(m["name"], base), (m["gauntlet"], m["judge"]), fontsize=6.5, xytext=(3, 3),
                         textcoords="offset points")  # fmt: skip
-    tau = found[0]["tau"]
-    ci = tau.get("ci95")
-    shown = "n/a" if tau.get("tau") is None else f"{tau['tau']:+.2f}"
-    shown += "" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
-    ax.set_title(f"Gauntlet vs judge on {prompts}\nKendall tau {shown}", fontsize=9)
+        tau, ci = group["tau"].get("tau"), group["tau"].get("ci95")
+        shown = "n/a" if tau is None else f"{tau:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+        titles.append(f"{marker} {group['prompts']}: tau {shown}")
+    ax.set_title("Gauntlet vs judge\n" + "\n".join(titles), fontsize=8)
     ax.set_xlabel("gauntlet average", fontsize=8)
-    ax.set_ylabel(found[0]["strength"], fontsize=7)
+    ax.set_ylabel(" / ".join(dict.fromkeys(g["strength"] for g in found)), fontsize=7)
     ax.tick_params(labelsize=7)
     ax.margins(0.25)
 

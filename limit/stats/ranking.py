@@ -89,4 +89,4 @@ def order(names: Sequence[str], scores: Sequence[float]) -> list[str]:
 
 def ranks(scores: Sequence[float]) -> list[int]:
     """Each score's rank, 1 best, equal scores sharing the better rank (1, 1, 3)."""
-    return [1 + sum(other > score for other in scores) for score in scores]
+    return [1 + int(sum(other > score for other in scores)) for score in scores]

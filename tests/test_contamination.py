@@ -1,0 +1,27 @@
+"""Contamination: a training row that copies a gauntlet item is found (13-gram rule, punctuation and case
+ignored); rows that merely share words, or items too short for a 13-gram, are not."""
+
+from __future__ import annotations
+
+import json
+
+from limit.data.contamination import N, Words, check, index, item_text
+from limit.execution.io import read_jsonl
+from limit.execution.locations import FIXTURES
+
+
+def test_a_row_copying_a_gauntlet_item_is_found_and_only_that_row():
+    first = sorted((FIXTURES / "gauntlet" / "world_knowledge").glob("*.jsonl"))[0]
+    items = [json.loads(line) for line in first.read_text().splitlines() if line.strip()]
+    long_item = next(item_text(r) for r in items if len(item_text(r).split()) >= N + 2)
+    training = [r["prompt"] + r.get("response", "") for r in read_jsonl(FIXTURES / "tiny" / "dolly_hhrlhf.jsonl")]
+    copied = "Here is a quiz. " + long_item.upper().replace(" ", "  ,") + " Answer it."
+    words = Words()
+    eval_sets = {"world": index([item_text(r) for r in items], words), "judge": index(["too short to match"], words)}
+    table, hit = check([*training, copied], eval_sets, words)
+    assert hit.tolist() == [False] * len(training) + [True]
+    assert table["world"] == {"rows": 1, "share": 1 / (len(training) + 1)} and table["judge"]["rows"] == 0
+    assert table["any"]["rows"] == 1
+    twelve = " ".join(long_item.split()[: N - 1])  # one word short of a 13-gram: no match
+    assert check([twelve], eval_sets, words)[1].tolist() == [False]
+    assert check([" ".join(long_item.split()[:N])], eval_sets)[1].tolist() == [True]  # a fresh Words agrees

@@ -25,3 +25,34 @@ def test_a_row_copying_a_gauntlet_item_is_found_and_only_that_row():
     twelve = " ".join(long_item.split()[: N - 1])  # one word short of a 13-gram: no match
     assert check([twelve], eval_sets, words)[1].tolist() == [False]
     assert check([" ".join(long_item.split()[:N])], eval_sets)[1].tolist() == [True]  # a fresh Words agrees
+
+
+def test_the_step_finds_a_training_row_copying_a_gauntlet_item_and_the_report_shows_it(limit_env):
+    from limit.execution.store import Store
+    from limit.report.markdown import contamination_section
+    from limit.runner import run_step
+    from limit.spec.study import ContaminationSpec, GauntletSpec, PromptSet
+    from limit.steps.inputs import ContaminationInput
+
+    item = json.loads((FIXTURES / "gauntlet" / "world_knowledge" / "tiny_arc.jsonl").read_text().split("\n")[0])
+    copied = {"prompt": "Answer this.", "response": item_text(item) + " " + item_text(item), "source": "copy"}
+    rows = [*read_jsonl(FIXTURES / "tiny" / "dolly_hhrlhf.jsonl")[:10], copied]
+    store = Store.open()
+    out = store.begin("prepare/copied")
+    (out / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    store.commit("prepare/copied", out, {"kind": "prepare", "summary": {"rows": len(rows)}})
+    inp = ContaminationInput(
+        data="prepare/copied",
+        gauntlet=GauntletSpec(suite="tiny", data="fixture:gauntlet"),
+        prompts={"tiny-test": PromptSet(jsonl="fixture:tiny/judge_prompts.jsonl", field="prompt")},
+        contamination=ContaminationSpec(check=True),
+    )
+    summary = run_step("contamination", inp.model_dump_json())
+    assert (summary["rows"], summary["contaminated_rows"]) == (11, 1)
+    (found_file,) = (limit_env / "artifacts" / "contamination").glob("*/contamination.json")
+    found = json.loads(found_file.read_text())
+    assert found["sets"]["tiny_arc"] == {"rows": 1, "share": 1 / 11, "kind": "gauntlet"}
+    assert found["sets"]["tiny-test"]["kind"] == "judge prompts" and found["missing"] == []
+    assert list((limit_env / "contamination-index").glob("*.npy"))  # built once, shared by content
+    lines = contamination_section({"models": [{"dataset": "copied", "contamination": found}]})
+    assert any(line.startswith("| copied | 11 | 1 (9.1%) | tiny_arc (gauntlet): 1 (9.1%) |") for line in lines)

@@ -16,6 +16,7 @@ from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, 
 from limit.spec.study import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
+    ContaminationInput,
     EpochScore,
     FinetuneInput,
     GauntletInput,
@@ -108,6 +109,7 @@ class Planner:
         name, tags = run.run_name, {"run": run.run_name, "model": run.model, "dataset": run.dataset}
         train, cost = plan_finetune(self.study, index, self.plan.gpu, self.origin)
         data = self.prepare(run.dataset)
+        checked = self.contamination(run.dataset, data) if self.study.contamination.check else None
         inp = FinetuneInput(model=self.study.models[run.model], data=data.ref, train=train, tags=tags)
         if train.keep == "selected":
             inp = inp.model_copy(update={"pruned_by": self.selection_hash(name, tags, train.checkpoint_epochs())})
@@ -136,10 +138,27 @@ class Planner:
         full = None
         if self.study.gauntlet.select_limit:
             full = self.gauntlet(f"gauntlet-{slug(name)}-chosen", [chosen.id], tags, selection=chosen.ref)
-        self.report_models.append(self.report_model(run, chosen, full))
+        self.report_models.append(self.report_model(run, chosen, full, checked))
         return chosen
 
-    def report_model(self, run: RunSpec, chosen: Step, full: Step | None) -> ReportModel:
+    def contamination(self, name: str, data: Step) -> Step:
+        """A training dataset's 13-gram overlap with the study's gauntlet benchmarks and judge prompt sets."""
+        shas = {}
+        for key, prompts in self.study.prompts.items():
+            local, field = (prompts.jsonl, "jsonl") if prompts.jsonl else (prompts.release_txt, "release_txt")
+            shas[key] = local_file_sha256(local, f"{self.origin}: prompts.{key}.{field}") if local else None
+        inp = ContaminationInput(
+            data=data.ref,
+            gauntlet=self.study.gauntlet,
+            data_sha256=self.gauntlet_data_sha,
+            prompts=self.study.prompts,
+            prompts_sha256=shas,
+            contamination=self.study.contamination,
+            tags={"dataset": name},
+        )
+        return self.add(f"contamination-{slug(name)}", "contamination", inp, [data.id])
+
+    def report_model(self, run: RunSpec, chosen: Step, full: Step | None, checked: Step | None) -> ReportModel:
         """What the report needs of a run: where its scores are, and its size, replicate group and seed."""
         origin = self.study.origin(run)
         return ReportModel(
@@ -153,6 +172,7 @@ class Planner:
             group=origin.group,
             series=origin.series,
             seed=origin.seed,
+            contamination=checked.ref if checked else None,
         )
 
     def selection_hash(self, name: str, tags: dict[str, str], epochs: list[int]) -> str:
@@ -231,7 +251,7 @@ class Planner:
         deps = [
             s.id
             for s in self.plan.order()
-            if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.epoch is None)
+            if s.kind in ("select", "judge", "contamination") or (s.kind == "gauntlet" and s.input.epoch is None)
         ]
         name = self.study.name
         inp = ReportInput(study=name, models=self.report_models, pairs=self.report_pairs, tags={"study": name})

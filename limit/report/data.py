@@ -145,6 +145,8 @@ def model_row(model: dict, reader: _Reader) -> dict[str, Any]:
         found = _chosen_epoch(model, reader)
     else:
         found = _scores_row(reader.scores(model["gauntlet"]), [model["gauntlet"]])
+    if model.get("contamination"):
+        row["contamination"] = reader.json(model["contamination"], "contamination.json")
     if found is None:
         return row | {"status": "pending", "average": None, "categories": {}, "benchmarks": {}, "complete": False}
     return row | found | {"status": "ready"}

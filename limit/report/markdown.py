@@ -127,6 +127,27 @@ def split_section(data: dict) -> list[str]:
     return lines
 
 
+def contamination_section(data: dict) -> list[str]:
+    """Each training dataset's rows that share a 13-gram with a gauntlet benchmark or a judge prompt set."""
+    checked = {r["dataset"]: r["contamination"] for r in data["models"] if r.get("contamination")}
+    if not checked:
+        return []
+    rule = next(iter(checked.values()))
+    lines = ["## Contamination", "", f"Rows of each training dataset sharing at least {rule['min_shared']} "]
+    lines[-1] += f"{rule['n']}-gram(s) with an evaluation set ({rule['rule']}); the sets with any overlap."
+    lines += ["", "| Dataset | Rows | Seen by any set | Sets with overlap: rows (share) | Not checked |"]
+    lines.append("|---|---|---|---|---|")
+    for dataset, found in checked.items():
+        hits = [f"{name} ({s['kind']}): {s['rows']} ({100 * s['share']:.1f}%)" for name, s in found["sets"].items()]
+        hits = [h for h, s in zip(hits, found["sets"].values(), strict=True) if s["rows"]]
+        seen = found["any"]
+        lines.append(
+            f"| {dataset} | {found['rows']} | {seen['rows']} ({100 * seen['share']:.1f}%) | "
+            f"{'; '.join(hits) or 'none'} | {', '.join(found.get('missing') or []) or '-'} |"
+        )
+    return lines
+
+
 def yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
@@ -361,6 +382,7 @@ SECTIONS: list[Callable[[dict], list[str]]] = [
     gauntlet_section,
     selection_section,
     split_section,
+    contamination_section,
     replicates_section,
     judge_section,
     comparisons_section,

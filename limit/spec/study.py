@@ -461,6 +461,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class ContaminationSpec(Strict):
+    """A contamination step per training dataset: the share of its rows that share a 13-gram with a gauntlet
+    benchmark's items or a judge prompt set (limit/data/contamination.py)."""
+
+    check: bool = Field(False, description="Add the step for every dataset a run trains on.")
+    min_shared: int = Field(1, ge=1, le=1000, description="13-grams a row must share to count (GPT-3, lm-eval: 1).")
+
+
 class Resources(Strict):
     """What one step's pod asks the cluster for (the local backend uses `cpu` for its slots)."""
 
@@ -495,6 +503,7 @@ class Study(Strict):
     generation: Generation = Field(default_factory=Generation)
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     pairs: list[Pair] = Field(default_factory=list)
+    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
     resources: dict[str, Resources] = Field(default_factory=dict, description="Per step kind.")
     # Set by `expand`, never written in a spec: each expanded run's origin (size series, replicate group, seed).
     _origins: dict[str, RunOrigin] = PrivateAttr(default_factory=dict)

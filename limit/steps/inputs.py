@@ -12,7 +12,17 @@ from typing import Literal
 
 from pydantic import Field, model_serializer
 
-from limit.spec.study import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
+from limit.spec.study import (
+    ContaminationSpec,
+    GauntletSpec,
+    Generation,
+    JudgeSpec,
+    ModelSpec,
+    PromptSet,
+    Source,
+    Strict,
+    TrainSpec,
+)
 
 Ref = str
 
@@ -107,6 +117,17 @@ class JudgeInput(StepInput):
     judge_model: ModelSpec | None = None
 
 
+class ContaminationInput(StepInput):
+    """One prepared dataset against the study's gauntlet benchmarks and judge prompt sets."""
+
+    data: Ref
+    gauntlet: GauntletSpec
+    data_sha256: str | None = Field(None, description="Content hash of local gauntlet data folders.")
+    prompts: dict[str, PromptSet]
+    prompts_sha256: dict[str, str | None] = Field(default_factory=dict, description="Of local prompt files.")
+    contamination: ContaminationSpec
+
+
 class ReportModel(Strict):
     name: str
     kind: str  # "run" or "baseline"
@@ -118,6 +139,15 @@ class ReportModel(Strict):
     group: str | None = None  # replicate group: runs that differ only in their training seed share it
     series: str | None = None  # size sweep: the runs of one size curve share it
     seed: int | None = None  # training seed of a replicate
+    contamination: Ref | None = None  # its dataset's contamination step, where the study checks
+
+    @model_serializer(mode="wrap")
+    def _unchecked_is_absent(self, handler):
+        """A study that checks no contamination keeps its report key."""
+        data = handler(self)
+        if data.get("contamination") is None:
+            data.pop("contamination", None)
+        return data
 
 
 class ReportPair(Strict):

@@ -52,6 +52,9 @@ def headline_metrics(data: dict[str, Any]) -> dict[str, float]:
         out[f"failures.{name}"] = sum(s.get("failures", 0) for s in row.get("seeds", {}).values())
         for bound, value in zip(("low", "high"), row.get("ci95") or [], strict=True):
             out[f"win_rate_ci95_{bound}.{name}"] = value  # the judge step's interval, the report's too
+    for row in data["models"]:
+        if row.get("contamination"):
+            out[f"contamination.{slug(row['dataset'])}"] = row["contamination"]["any"]["share"]
     return out | agreement_metrics(data)
 
 

@@ -36,7 +36,7 @@ def test_the_step_finds_a_training_row_copying_a_gauntlet_item_and_the_report_sh
 
     item = json.loads((FIXTURES / "gauntlet" / "world_knowledge" / "tiny_arc.jsonl").read_text().split("\n")[0])
     copied = {"prompt": "Answer this.", "response": item_text(item) + " " + item_text(item), "source": "copy"}
-    rows = [*read_jsonl(FIXTURES / "tiny" / "dolly_hhrlhf.jsonl")[:10], copied]
+    rows = [*(r | {"source": "dolly"} for r in read_jsonl(FIXTURES / "tiny" / "dolly_hhrlhf.jsonl")[:10]), copied]
     store = Store.open()
     out = store.begin("prepare/copied")
     (out / "data.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
@@ -56,3 +56,30 @@ def test_the_step_finds_a_training_row_copying_a_gauntlet_item_and_the_report_sh
     assert list((limit_env / "contamination-index").glob("*.npy"))  # built once, shared by content
     lines = contamination_section({"models": [{"dataset": "copied", "contamination": found}]})
     assert any(line.startswith("| copied | 11 | 1 (9.1%) | tiny_arc (gauntlet): 1 (9.1%) |") for line in lines)
+
+    from limit.steps.inputs import Decontaminate, PrepareInput
+
+    check_ref = "contamination/" + found_file.parent.name
+    clean = PrepareInput(decontaminate=Decontaminate(of="prepare/copied", check=check_ref), tags={"dataset": "c"})
+    summary = run_step("prepare", clean.model_dump_json())
+    assert summary["rows"] == 10 and summary["dropped_contaminated"]["rows"] == 1
+    assert (
+        summary["dropped_contaminated"]["by"] == {"tiny_arc": 1}
+        and "13-gram" in summary["dropped_contaminated"]["rule"]
+    )
+    assert "decontaminate" not in PrepareInput(mix=["prepare/x"]).model_dump()  # other datasets keep their keys
+
+
+def test_a_decontaminated_dataset_is_a_new_prepare_step_after_its_check():
+    from limit.plan import build_plan
+    from limit.spec.study import load_study
+
+    study = load_study("tiny")
+    plain = build_plan(study).steps["finetune-tiny-lima"].input.data
+    study.datasets["lima"] = study.datasets["lima"].model_copy(update={"decontaminate": True})
+    plan = build_plan(study)
+    clean = plan.steps["prepare-lima-decontaminated"]
+    assert clean.deps == ("prepare-lima", "contamination-lima")
+    assert plan.steps["finetune-tiny-lima"].input.data == clean.ref != plain
+    (model,) = [m for m in plan.steps["report"].input.models if m.name == "tiny-lima"]
+    assert model.contamination == plan.steps["contamination-lima"].ref  # what was found, then dropped

@@ -17,6 +17,7 @@ from limit.spec.study import ModelSpec, Pair, Resources, RunSpec, Study, dataset
 from limit.steps import KINDS
 from limit.steps.inputs import (
     ContaminationInput,
+    Decontaminate,
     EpochScore,
     FinetuneInput,
     GauntletInput,
@@ -101,7 +102,13 @@ class Planner:
             deps = [m.id for m in members]
             inp = PrepareInput(mix=[m.ref for m in members])
         inp = inp.model_copy(update={"stats_tokenizer": self.stats_model, "tags": {"dataset": name}})
-        return self.add(f"prepare-{slug(name)}", "prepare", inp, deps)
+        step = self.add(f"prepare-{slug(name)}", "prepare", inp, deps)
+        if not ds.decontaminate:
+            return step
+        check = self.contamination(name, step)
+        clean = PrepareInput(decontaminate=Decontaminate(of=step.ref, check=check.ref))
+        clean = clean.model_copy(update={"stats_tokenizer": self.stats_model, "tags": {"dataset": name}})
+        return self.add(f"prepare-{slug(name)}-decontaminated", "prepare", clean, [step.id, check.id])
 
     def run(self, index: int) -> Step:
         """Finetune -> the gauntlet on each checkpoint -> select the best epoch."""
@@ -109,7 +116,11 @@ class Planner:
         name, tags = run.run_name, {"run": run.run_name, "model": run.model, "dataset": run.dataset}
         train, cost = plan_finetune(self.study, index, self.plan.gpu, self.origin)
         data = self.prepare(run.dataset)
-        checked = self.contamination(run.dataset, data) if self.study.contamination.check else None
+        checked = None
+        if self.study.datasets[run.dataset].decontaminate:  # the report shows what was found, then dropped
+            checked = self.plan.steps[f"contamination-{slug(run.dataset)}"]
+        elif self.study.contamination.check:
+            checked = self.contamination(run.dataset, data)
         inp = FinetuneInput(model=self.study.models[run.model], data=data.ref, train=train, tags=tags)
         if train.keep == "selected":
             inp = inp.model_copy(update={"pruned_by": self.selection_hash(name, tags, train.checkpoint_epochs())})

@@ -163,6 +163,11 @@ class DatasetSpec(Strict):
     source: Source | None = None
     subset: Subset | None = None
     mix: list[str] | None = None
+    decontaminate: bool = Field(
+        False,
+        description="Drop the rows sharing a 13-gram with a gauntlet benchmark or judge prompt set (the "
+        "contamination step's rule): a new dataset, whose prepare manifest says how many and why.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DatasetSpec:

@@ -5,8 +5,9 @@ For each gauntlet benchmark the study asks (its jsonl items, every string in a r
 `contamination.min_shared` 13-grams with it (limit/data/contamination.py: GPT-3's and lm-eval's rule).
 Each evaluation set's 13-gram index is cached under the work folder by the content hash of what it indexes,
 so studies that check against the same files build it once. Writes `contamination.json`:
-{rule, n, min_shared, rows, sets: {name: {rows, share, kind}}, any: {rows, share}, missing: [benchmarks
-without a local file]}; logs each set's share as `contamination.<set>` and the share of rows any set has seen.
+{rule, n, min_shared, rows, sets: {name: {rows, share, kind}}, any: {rows, share, index: [the rows]},
+missing: [benchmarks without a local file]}; logs each set's share as `contamination.<set>`, and returns the
+share of rows any set has seen.
 """
 
 from __future__ import annotations
@@ -67,8 +68,8 @@ def contamination(inp: ContaminationInput, ctx: StepContext) -> dict:
     texts = [f"{r.get('prompt', '')}\n{r.get('response', '')}" for r in rows]
     words = Words()
     sets, kinds, missing = eval_sets(inp, ctx, words)
-    table, _ = check(texts, sets, words, inp.contamination.min_shared)
-    seen = table.pop("any")
+    table, hit = check(texts, sets, words, inp.contamination.min_shared)
+    seen = table.pop("any") | {"index": np.flatnonzero(hit).tolist()}  # the rows `decontaminate` drops
     out = {
         "rule": RULE,
         "n": N,

@@ -37,14 +37,29 @@ class SubsetOf(Strict):
     seed: int
 
 
+class Decontaminate(Strict):
+    of: Ref  # the prepared dataset
+    check: Ref  # its contamination step: the rows it found are dropped
+
+
 class PrepareInput(StepInput):
-    """Exactly one of: a source to load, a seeded subset of another prepared dataset, a mix of several."""
+    """Exactly one of: a source to load, a seeded subset of another prepared dataset, a mix of several, another
+    prepared dataset less the rows its contamination step found."""
 
     source: Source | None = None
     source_sha256: str | None = Field(None, description="Content hash of a local source file.")
     subset: SubsetOf | None = None
     mix: list[Ref] | None = None
+    decontaminate: Decontaminate | None = None
     stats_tokenizer: ModelSpec | None = None
+
+    @model_serializer(mode="wrap")
+    def _no_decontamination_is_absent(self, handler):
+        """Every other dataset keeps the key it had before decontamination existed."""
+        data = handler(self)
+        if data.get("decontaminate") is None:
+            data.pop("decontaminate", None)
+        return data
 
 
 class FinetuneInput(StepInput):

@@ -62,7 +62,9 @@ def step_count(study: Study) -> int:
     scored = sum(len(study.train_spec(run).checkpoint_epochs()) for run in study.runs)
     generates = {(name, pair.prompts) for pair in study.pairs for name in (pair.a, pair.b)}
     others = len(study.baselines) + len(generates) + len(study.pairs) + 1  # + the report
-    return len(study.datasets) + per_run * len(study.runs) + scored + others
+    cleaned = 2 * sum(ds.decontaminate for ds in study.datasets.values())  # its check, its cleaned copy
+    checked = len({run.dataset for run in study.runs}) if study.contamination.check else 0
+    return len(study.datasets) + per_run * len(study.runs) + scored + others + cleaned + checked
 
 
 class Planner:

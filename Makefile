@@ -6,7 +6,7 @@ STUDY  ?= tiny
 ARCH   ?= mpt
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install lock run test lint format bench bench-gauntlet bench-train bench-ranks check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
+.PHONY: install lock run test lint format bench bench-contamination bench-gauntlet bench-train bench-ranks check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -44,6 +44,10 @@ bench: install
 
 bench-gauntlet: install
 	$(BIN)/python benchmarks/gauntlet.py --arch $(ARCH) --out runs/bench/gauntlet.json
+
+# The 13-gram contamination check: 29 v0 files and the judge prompts against 60k training rows (~20 s on 2 cores).
+bench-contamination: install
+	$(BIN)/python benchmarks/contamination.py --out runs/bench/contamination.json
 
 # Packed vs dynamic padding vs padding to max_seq_len, same rows and steps (~6 min on 2 cores).
 bench-train: install

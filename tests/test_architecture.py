@@ -25,6 +25,7 @@ LAYERS = [
             "limit.execution.progress",
             "limit.execution.logs",
             "limit.execution.lifetime",
+            "limit.stats",
         ],
     ),
     ("spec", ["limit.spec.study"]),

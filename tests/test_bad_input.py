@@ -164,9 +164,9 @@ def test_aliases_and_merge_keys_within_the_limit_are_fine(tmp_path, capsys):
 
 def test_a_plan_over_max_steps_needs_the_flag(capsys):
     code, err = run_cli(capsys, "plan", "tiny", "--max-steps", "5")
-    assert code == 2 and "the study plans up to 17 steps, more than 5" in err and "--max-steps 17" in err
-    assert cli("plan", "tiny", "--json", "--max-steps", "17") == 0
-    assert len(json.loads(capsys.readouterr().out)["steps"]) == 17
+    assert code == 2 and "the study plans up to 19 steps, more than 5" in err and "--max-steps 19" in err
+    assert cli("plan", "tiny", "--json", "--max-steps", "19") == 0
+    assert len(json.loads(capsys.readouterr().out)["steps"]) == 19  # with the two contamination checks
 
 
 @pytest.fixture

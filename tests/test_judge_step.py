@@ -73,6 +73,29 @@ def test_openai_backend_step_result_annotations_cache_and_mlflow(refs, limit_env
     assert runs["metrics.ci95_low"].iloc[0] <= 1.0
 
 
+def test_the_report_gives_a_pair_the_interval_its_judge_step_wrote(limit_env: Path):
+    """One interval per pair: the judge step's result.json (and MLflow) and the report's paired comparison
+    resample the same prompts and seeds from the spec's seed."""
+    from limit.report.data import assemble
+    from limit.runner import run_step
+
+    store = Store.open()
+    a = completed_generate(store, "a3", {1: ["GOOD", "GOOD", "x", "GOOD", "x"], 2: ["x", "GOOD", "GOOD", "x", "x"]})
+    b = completed_generate(store, "b3", {1: ["y", "GOOD", "y", "y", "GOOD"], 2: ["GOOD", "y", "y", "y", "GOOD"]})
+    with JudgeServer(prefers_good) as server:
+        inp = judge_input(a, b, base_url=server.base_url, model="judge-model", bootstrap=400, bootstrap_seed=11)
+        summary = run_step("judge", inp)
+    ref = "judge/" + next((limit_env / "artifacts" / "judge").iterdir()).name
+    result = json.loads(store.read_text(ref, "result.json"))
+    assert result["bootstrap"] == {"resamples": 400, "seed": 11}
+    pair = {"a": "A", "b": "B", "prompts": "five", "judge": ref}
+    (found,) = assemble("s", [], [pair], store)["comparisons"]["win_rate"]
+    assert found["win_rate"] == pytest.approx(result["win_rate_a"], abs=1e-12)
+    assert [x + 0.5 for x in found["ci95"]] == pytest.approx(result["ci95"], abs=1e-9)
+    assert [summary["ci95_low"], summary["ci95_high"]] == result["ci95"]
+    assert result["ci95"][0] < result["ci95"][1]
+
+
 def test_local_judge_always_parses_and_ties_identical_outputs(refs, limit_env: Path):
     from limit.runner import run_step
 

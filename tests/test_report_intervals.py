@@ -8,16 +8,8 @@ import pytest
 
 from limit.gauntlet.benchmarks import suite
 from limit.gauntlet.scoring import aggregate, average_weights, rescale
-from limit.report.stats import (
-    gauntlet_difference,
-    interval,
-    outcome_matrix,
-    paired_rows,
-    spread,
-    win_rate_difference,
-    win_rate_draws,
-    win_rate_interval,
-)
+from limit.report.stats import gauntlet_difference, paired_rows, spread, win_rate_difference, win_rate_interval
+from limit.stats.bootstrap import Outcomes, interval, win_rate_draws
 
 TINY = suite("tiny")
 ROWS_A = {
@@ -75,7 +67,7 @@ def test_the_gauntlet_bootstrap_matches_numpy_resampling_rows():
 
 def test_a_difference_is_distinguishable_only_when_its_interval_excludes_zero():
     same = gauntlet_difference(TINY, as_rows(ROWS_A), as_rows(ROWS_A), reported=0.0)
-    assert same == {"difference": 0.0, "ci95": [0.0, 0.0], "distinguishable": False}
+    assert same == {"difference": 0.0, "ci95": [0.0, 0.0], "distinguishable": False, "p_value": 1.0}
     better = {name: [1] * 40 for name in ROWS_A}
     worse = {name: [1] * 20 + [0] * 20 for name in ROWS_A}
     reported = gauntlet_average(better) - gauntlet_average(worse)
@@ -97,10 +89,16 @@ ANNOTATIONS = [  # seed 1: A wins p1, p2, loses p3, ties p4; seed 2: A wins p1, 
 ]
 
 
+def outcomes(rows: list[dict]) -> Outcomes:
+    return Outcomes.from_rows((r["seed"], r["prompt_id"], r["winner"]) for r in rows)
+
+
 def test_the_win_rate_bootstrap_matches_a_direct_loop():
-    matrix = outcome_matrix(ANNOTATIONS, ["1", "2"], ["p1", "p2", "p3", "p4"])
+    pair = outcomes(ANNOTATIONS)
+    assert (pair.seeds, pair.prompts) == (("1", "2"), ("p1", "p2", "p3", "p4"))
+    matrix = pair.wins - pair.losses
     assert matrix.tolist() == [[1, 1, -1, 0], [1, -1, -1, 0]]
-    found = win_rate_interval(matrix)
+    found = win_rate_interval(pair)
     assert found["win_rate"] == pytest.approx((2 / 3 + 1 / 3) / 2)  # the mean of the seeds' rates, by hand
     assert found["difference"] == pytest.approx(0.0)
 
@@ -119,16 +117,18 @@ def test_the_win_rate_bootstrap_matches_a_direct_loop():
             direct.append(np.mean(rates) - 0.5)
     assert found["ci95"] == pytest.approx([np.percentile(direct, 2.5), np.percentile(direct, 97.5)])
     assert not found["distinguishable"]
-    assert [len(d) for d in win_rate_draws([matrix, matrix])] == [1000, 1000]
+    assert [len(d) for d in win_rate_draws([pair, pair])] == [1000, 1000]
 
 
 def test_a_paired_win_rate_difference_cancels_what_both_share():
-    matrix = outcome_matrix(ANNOTATIONS, ["1", "2"], ["p1", "p2", "p3", "p4"])
-    assert win_rate_difference(matrix, matrix) == {"difference": 0.0, "ci95": [0.0, 0.0], "distinguishable": False}
-    always = np.ones((2, 40))
-    never = -np.ones((2, 40))
+    pair = outcomes(ANNOTATIONS)
+    same = win_rate_difference(pair, pair)
+    assert same == {"difference": 0.0, "ci95": [0.0, 0.0], "distinguishable": False, "p_value": 1.0}
+    names = (("1", "2"), tuple(str(i) for i in range(40)))
+    always = Outcomes(*names, np.ones((2, 40)), np.zeros((2, 40)))
+    never = Outcomes(*names, np.zeros((2, 40)), np.ones((2, 40)))
     found = win_rate_difference(always, never)
-    assert found == {"difference": 1.0, "ci95": [1.0, 1.0], "distinguishable": True}
+    assert found == {"difference": 1.0, "ci95": [1.0, 1.0], "distinguishable": True, "p_value": 0.0}
 
 
 def test_replicate_spread():

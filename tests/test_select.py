@@ -211,3 +211,34 @@ def test_a_malformed_choice_is_one_line_naming_its_file(tmp_path):
     path.write_text('{"epoch": 2, "finetune": "finetune/abc", "sub": "epoch-2", "ave')
     with pytest.raises(LimitError, match=rf"^{path}: not a valid choice: "):
         outputs.read(path, outputs.Choice)
+
+
+def test_a_selection_split_chooses_on_one_half_and_shows_the_other(limit_env):
+    """Epoch 1 answers exactly the choosing half's rows, epoch 2 three of them and every held-out row: the split
+    chooses epoch 1 (all rows would choose epoch 2), which ranks last on the held-out half."""
+    from limit.gauntlet.benchmarks import suite
+    from limit.gauntlet.scoring import aggregate, rescale
+    from limit.gauntlet.split import halves
+
+    store = Store.open()
+    benches = suite("tiny")
+    drawn = halves({b.name: range(8) for b in benches}, seed=5)
+    assert all(len(a) == len(b) == 4 and not set(a) & set(b) for a, b in drawn.values())
+    assert drawn == halves({b.name: range(8) for b in reversed(benches)}, seed=5) != halves(drawn, seed=6)
+    first = {b.name: [int(i in drawn[b.name][0]) for i in range(8)] for b in benches}
+    second = {b.name: [int(i in drawn[b.name][1] or i in drawn[b.name][0][:3]) for i in range(8)] for b in benches}
+    refs = {1: _gauntlet_with_rows(store, "split-e1", first), 2: _gauntlet_with_rows(store, "split-e2", second)}
+    inp = SelectInput(
+        finetune="finetune/abc", epochs=[EpochScore(epoch=e, gauntlet=r) for e, r in refs.items()], split_seed=5
+    )
+    summary = run_step("select", inp.model_dump_json())
+    (choice_file,) = (limit_env / "artifacts" / "select").glob("*/choice.json")
+    choice = json.loads(choice_file.read_text())
+    split = choice["split"]
+    assert choice["epoch"] == split["chosen"] == 1 and split["held_out_rank"] == 2
+    assert split["rows"] == {"selection": 4 * len(benches), "held_out": 4 * len(benches)}
+    all_wrong = aggregate(benches, {b.name: {"score": rescale(0.0, b.random_baseline)} for b in benches})["average"]
+    mine = split["epochs"][0]
+    assert mine["selection"] == pytest.approx(1.0) and mine["held_out"] == pytest.approx(all_wrong)
+    assert split["optimism"] == pytest.approx(1.0 - all_wrong) == summary["selection.optimism"]
+    assert "split_seed" not in SelectInput(finetune="f", epochs=[]).model_dump()  # off: the paper's key as before

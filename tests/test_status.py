@@ -46,7 +46,7 @@ def test_status_of_a_half_finished_study(limit_env, where, request, monkeypatch,
 
     assert cli(["status", "tiny"]) == 0
     out = capsys.readouterr().out
-    assert f"{len(steps)} steps: 4 done, 1 running, 10 pending, 2 failed" in out
+    assert f"{len(steps)} steps: 4 done, 1 running, 12 pending, 2 failed" in out  # 2 contamination checks
     lines = {
         line.split()[1]: line
         for line in out.splitlines()[1:]

@@ -164,8 +164,13 @@ def test_sweep_tiny_reports_curves_replicates_and_paired_intervals(sweep_run: Pa
     assert [c["why"] for c in rates].count("even match") == 6 and [c["why"] for c in rates].count("next size") == 4
     assert all(c["ci95"] is not None for c in rates)
     markdown = (sweep_run / "sweep-tiny" / "report.md").read_text()
-    for heading in ("## Epoch selection", "## Replicates", "## Paired comparisons"):
+    for heading in ("## Epoch selection", "## Selection split", "## Replicates", "## Paired comparisons"):
         assert heading in markdown
+    assert all(c["p_holm"] >= c["p_value"] and c["family"] == 6 for c in rates if c["why"] == "even match")
+    (agreement,) = report["agreement"]  # every run judged against the base: one star around it
+    assert agreement["common_opponent"] == "tiny-mpt" and len(agreement["models"]) == 7
+    assert "## Do the paradigms agree?" in markdown and "### tiny-mpt on tiny-test" in markdown
+    assert all(row["split"]["held_out_rank"] >= 1 for row in report["models"] if row["kind"] == "run")
     assert "| tiny-v1-8-s17 | 2 |" in markdown and "only one epoch scored" in markdown
     assert (sweep_run / "sweep-tiny" / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -52,7 +52,7 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_reproducible():
     }
     lo, hi = bootstrap_ci(rows, resamples=300, seed=0)
     estimate = mean_win_rate([count(j.preference for j in r) for r in rows.values()])
-    assert lo < estimate < hi and hi - lo < 0.3
+    assert lo < estimate < hi and hi - lo < 0.4  # the seeds' rates differ (2/3, 1/2): resampled seeds widen it
     assert bootstrap_ci(rows, resamples=300, seed=0) == [lo, hi]
     assert bootstrap_ci(rows, resamples=0) is None
 

@@ -111,6 +111,19 @@ class JudgeResult(Output):
     positions: dict | None = None  # limit.judge.compare.position_check
 
 
+class ContaminationCheck(Output):
+    """A contamination step's `contamination.json` (limit/steps/contamination.py): per evaluation set the rows
+    it has seen, and `any`: the rows some set has seen, with their `index`."""
+
+    rule: str
+    n: int
+    min_shared: int
+    rows: int
+    sets: dict[str, dict]
+    any: dict
+    missing: list[str] = []
+
+
 class TrainLog(Output):
     """A finetune step's `train_log.json`: the Trainer's log history (a row per logged step and epoch)."""
 
@@ -142,6 +155,7 @@ class Choice(Output):
     tied: list[int] = []
     epochs: list[ScoredEpoch] = []
     selection: dict | None = None  # the selection's standard error and runner-up test (limit/steps/select.py)
+    split: dict | None = None  # gauntlet.selection_split: both halves, the optimism, the held-out rank
 
 
 def parse(text: str, model: type[T], where: str) -> T:

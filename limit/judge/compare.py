@@ -100,7 +100,7 @@ def judge_responses(
     """`result.json` and one annotation row per judged pair; UnavailableError when too many judgments failed."""
     judgments, annotations, tokens = judge_seeds(judge, per_seed, cache_for, after_seed)
     check_failures(annotations, spec.max_failure_rate)
-    out = result(judgments, tokens, judge.cost_per_token(), spec.bootstrap, judge_name(spec))
+    out = result(judgments, tokens, judge.cost_per_token(), spec, judge_name(spec))
     out["failed_generations"] = sum(p.failed_generation is not None for ps in per_seed.values() for p in ps)
     out["positions"] = position_check(annotations)
     if out["positions"]["warning"]:
@@ -205,11 +205,12 @@ def result(
     judgments: Mapping[str, Sequence[Judgment]],
     tokens: float,
     cost_per_token: float | None,
-    bootstrap: int,
+    spec: JudgeSpec,
     model: str,
 ) -> dict:
-    """`result.json`: per-seed counts and rates, mean, seed spread, 95% CI, LC win rate, lengths, cost."""
-    out = summarize(judgments, bootstrap=bootstrap).to_dict()
+    """`result.json`: per-seed counts and rates, mean, seed spread, 95% CI (seeded from the spec), LC win rate,
+    lengths, cost."""
+    out = summarize(judgments, bootstrap=spec.bootstrap, bootstrap_seed=spec.bootstrap_seed).to_dict()
     out["cost"] = {
         "judge_model": model,
         "tokens": tokens,

@@ -16,6 +16,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from limit.stats.bootstrap import Outcomes, win_rate_ci
+
 WIN_A, WIN_B, TIE = 1.0, 2.0, 1.5
 
 
@@ -93,41 +95,22 @@ def seed_std(per_seed: Sequence[SeedCounts]) -> float | None:
     return float(np.std(rates, ddof=1)) if len(rates) > 1 else None
 
 
+def outcomes(per_seed: Mapping[str, Sequence[Judgment]]) -> Outcomes:
+    """The judgments as `limit.stats` counts them (seeds and prompts in string order)."""
+    winner = {WIN_A: "a", WIN_B: "b"}
+    return Outcomes.from_rows(
+        (seed, j.prompt_id, winner.get(normalize_preference(j.preference)))
+        for seed, rows in per_seed.items()
+        for j in rows
+    )
+
+
 def bootstrap_ci(
     per_seed: Mapping[str, Sequence[Judgment]], resamples: int = 1000, seed: int = 0, level: float = 0.95
 ) -> list[float] | None:
-    """Percentile interval of the mean win rate, resampling prompts (the same draw for every seed).
-
-    Rows of a seed that share a prompt id (duplicates) move together with their prompt.
-    """
-    if resamples <= 0:
-        return None
-    prompts = sorted({j.prompt_id for rows in per_seed.values() for j in rows})
-    if not prompts:
-        return None
-    index = {p: i for i, p in enumerate(prompts)}
-    rng = np.random.default_rng(seed)
-    # draws[r, p]: how often prompt p appears in resample r
-    draws = rng.multinomial(len(prompts), [1 / len(prompts)] * len(prompts), size=resamples)
-    rates = []
-    for rows in per_seed.values():
-        wins = np.zeros(len(prompts))
-        losses = np.zeros(len(prompts))
-        for j in rows:
-            pref = normalize_preference(j.preference)
-            wins[index[j.prompt_id]] += pref == WIN_A
-            losses[index[j.prompt_id]] += pref == WIN_B
-        w, lo = draws @ wins, draws @ losses
-        with np.errstate(invalid="ignore", divide="ignore"):
-            rates.append(np.where(w + lo > 0, w / (w + lo), np.nan))
-    with warnings.catch_warnings():  # a resample where no seed has a decided prompt: NaN, dropped below
-        warnings.simplefilter("ignore", RuntimeWarning)
-        means = np.nanmean(np.vstack(rates), axis=0)
-    means = means[~np.isnan(means)]
-    if not len(means):
-        return None
-    tail = (1 - level) / 2 * 100
-    return [float(np.percentile(means, tail)), float(np.percentile(means, 100 - tail))]
+    """Percentile interval of the mean win rate, resampling prompts and sampling seeds (`limit.stats.bootstrap`:
+    the report's interval of the same pair, from the same seed, is this one)."""
+    return win_rate_ci(outcomes(per_seed), resamples, seed, level)
 
 
 def length_stats(lengths: Sequence[int]) -> dict[str, float]:
@@ -185,6 +168,7 @@ class PairResult:
     lc_win_rate_a: float | None = None
     lc_reason: str | None = None
     lengths: dict[str, dict[str, float]] = field(default_factory=dict)
+    bootstrap: dict[str, int] = field(default_factory=dict)  # how ci95 was drawn: resamples, seed
 
     def to_dict(self) -> dict:
         return {
@@ -195,6 +179,7 @@ class PairResult:
             "lc_win_rate_a": self.lc_win_rate_a,
             "lc_reason": self.lc_reason,
             "lengths": self.lengths,
+            "bootstrap": self.bootstrap,
         }
 
 
@@ -208,6 +193,7 @@ def summarize(
         win_rate_a=mean_win_rate(list(counts.values())),
         seed_std=seed_std(list(counts.values())),
         ci95=bootstrap_ci(per_seed, bootstrap, bootstrap_seed),
+        bootstrap={"resamples": bootstrap, "seed": bootstrap_seed},
     )
     all_rows = [j for rows in per_seed.values() for j in rows]
     result.lengths = {

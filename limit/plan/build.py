@@ -16,6 +16,8 @@ from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, 
 from limit.spec.study import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
+    ContaminationInput,
+    Decontaminate,
     EpochScore,
     FinetuneInput,
     GauntletInput,
@@ -60,7 +62,9 @@ def step_count(study: Study) -> int:
     scored = sum(len(study.train_spec(run).checkpoint_epochs()) for run in study.runs)
     generates = {(name, pair.prompts) for pair in study.pairs for name in (pair.a, pair.b)}
     others = len(study.baselines) + len(generates) + len(study.pairs) + 1  # + the report
-    return len(study.datasets) + per_run * len(study.runs) + scored + others
+    cleaned = 2 * sum(ds.decontaminate for ds in study.datasets.values())  # its check, its cleaned copy
+    checked = len({run.dataset for run in study.runs}) if study.contamination.check else 0
+    return len(study.datasets) + per_run * len(study.runs) + scored + others + cleaned + checked
 
 
 class Planner:
@@ -100,7 +104,13 @@ class Planner:
             deps = [m.id for m in members]
             inp = PrepareInput(mix=[m.ref for m in members])
         inp = inp.model_copy(update={"stats_tokenizer": self.stats_model, "tags": {"dataset": name}})
-        return self.add(f"prepare-{slug(name)}", "prepare", inp, deps)
+        step = self.add(f"prepare-{slug(name)}", "prepare", inp, deps)
+        if not ds.decontaminate:
+            return step
+        check = self.contamination(name, step)
+        clean = PrepareInput(decontaminate=Decontaminate(of=step.ref, check=check.ref))
+        clean = clean.model_copy(update={"stats_tokenizer": self.stats_model, "tags": {"dataset": name}})
+        return self.add(f"prepare-{slug(name)}-decontaminated", "prepare", clean, [step.id, check.id])
 
     def run(self, index: int) -> Step:
         """Finetune -> the gauntlet on each checkpoint -> select the best epoch."""
@@ -108,6 +118,11 @@ class Planner:
         name, tags = run.run_name, {"run": run.run_name, "model": run.model, "dataset": run.dataset}
         train, cost = plan_finetune(self.study, index, self.plan.gpu, self.origin)
         data = self.prepare(run.dataset)
+        checked = None
+        if self.study.datasets[run.dataset].decontaminate:  # the report shows what was found, then dropped
+            checked = self.plan.steps[f"contamination-{slug(run.dataset)}"]
+        elif self.study.contamination.check:
+            checked = self.contamination(run.dataset, data)
         inp = FinetuneInput(model=self.study.models[run.model], data=data.ref, train=train, tags=tags)
         if train.keep == "selected":
             inp = inp.model_copy(update={"pruned_by": self.selection_hash(name, tags, train.checkpoint_epochs())})
@@ -128,16 +143,35 @@ class Planner:
             for epoch in train.checkpoint_epochs()
         ]
         epochs = [EpochScore(epoch=epoch, gauntlet=step.ref) for epoch, step in scored]
-        select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, tags=tags)
+        gauntlet = self.study.gauntlet
+        split = gauntlet.seed if gauntlet.selection_split else None
+        select = SelectInput(finetune=finetune.ref, epochs=epochs, keep=train.keep, split_seed=split, tags=tags)
         chosen = self.add(f"select-{slug(name)}", "select", select, [finetune.id, *(s.id for _, s in scored)])
         self.judged[name] = (chosen, None)
         full = None
         if self.study.gauntlet.select_limit:
             full = self.gauntlet(f"gauntlet-{slug(name)}-chosen", [chosen.id], tags, selection=chosen.ref)
-        self.report_models.append(self.report_model(run, chosen, full))
+        self.report_models.append(self.report_model(run, chosen, full, checked))
         return chosen
 
-    def report_model(self, run: RunSpec, chosen: Step, full: Step | None) -> ReportModel:
+    def contamination(self, name: str, data: Step) -> Step:
+        """A training dataset's 13-gram overlap with the study's gauntlet benchmarks and judge prompt sets."""
+        shas = {}
+        for key, prompts in self.study.prompts.items():
+            local, field = (prompts.jsonl, "jsonl") if prompts.jsonl else (prompts.release_txt, "release_txt")
+            shas[key] = local_file_sha256(local, f"{self.origin}: prompts.{key}.{field}") if local else None
+        inp = ContaminationInput(
+            data=data.ref,
+            gauntlet=self.study.gauntlet,
+            data_sha256=self.gauntlet_data_sha,
+            prompts=self.study.prompts,
+            prompts_sha256=shas,
+            contamination=self.study.contamination,
+            tags={"dataset": name},
+        )
+        return self.add(f"contamination-{slug(name)}", "contamination", inp, [data.id])
+
+    def report_model(self, run: RunSpec, chosen: Step, full: Step | None, checked: Step | None) -> ReportModel:
         """What the report needs of a run: where its scores are, and its size, replicate group and seed."""
         origin = self.study.origin(run)
         return ReportModel(
@@ -151,14 +185,19 @@ class Planner:
             group=origin.group,
             series=origin.series,
             seed=origin.seed,
+            contamination=checked.ref if checked else None,
         )
 
     def selection_hash(self, name: str, tags: dict[str, str], epochs: list[int]) -> str:
-        """What decides which epochs `select` keeps: the gauntlet inputs of the epochs, less the finetune."""
+        """What decides which epochs `select` keeps: the gauntlet inputs of the epochs, less the finetune, and
+        the selection split's seed where there is one."""
         probes = [
             self.gauntlet_input(f"gauntlet-{slug(name)}-e{epoch}", tags, finetune=None, epoch=epoch) for epoch in epochs
         ]
-        blob = json.dumps([p.model_dump(mode="json", exclude={"tags", "finetune"}) for p in probes], sort_keys=True)
+        decides = [p.model_dump(mode="json", exclude={"tags", "finetune"}) for p in probes]
+        if self.study.gauntlet.selection_split:
+            decides.append({"split_seed": self.study.gauntlet.seed})
+        blob = json.dumps(decides, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
     def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:
@@ -226,7 +265,7 @@ class Planner:
         deps = [
             s.id
             for s in self.plan.order()
-            if s.kind in ("select", "judge") or (s.kind == "gauntlet" and s.input.epoch is None)
+            if s.kind in ("select", "judge", "contamination") or (s.kind == "gauntlet" and s.input.epoch is None)
         ]
         name = self.study.name
         inp = ReportInput(study=name, models=self.report_models, pairs=self.report_pairs, tags={"study": name})

@@ -19,6 +19,7 @@ from limit.execution import outputs
 from limit.execution.store import Store
 from limit.gauntlet.scoring import check_asked
 from limit.report import sweeps
+from limit.report.agreement import paradigm_agreement
 from limit.report.inputs import ReportModel, ReportPair
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
@@ -49,6 +50,7 @@ def assemble(
             "gauntlet": sweeps.gauntlet_comparisons(rows, reader.rows),
             "win_rate": sweeps.win_rate_comparisons(rows, pair_rows, reader.outcomes),
         },
+        "agreement": paradigm_agreement(rows, pair_rows, reader.rows, reader.outcomes),
         "provenance": {
             "limit_version": __version__,
             "git_commit": git_commit(),
@@ -145,6 +147,9 @@ def model_row(model: ReportModel, reader: _Reader) -> dict[str, Any]:
         found = _chosen_epoch(model, reader)
     else:
         found = _scores_row(reader.scores(model.gauntlet), [model.gauntlet])
+    if model.contamination:
+        checked = reader.output(model.contamination, "contamination.json", outputs.ContaminationCheck)
+        row["contamination"] = checked.model_dump() if checked else None
     if found is None:
         return row | {"status": "pending", "average": None, "categories": {}, "benchmarks": {}, "complete": False}
     return row | found | {"status": "ready", "examples": examples(found, reader)}
@@ -195,6 +200,7 @@ def _chosen_epoch(model: ReportModel, reader: _Reader) -> dict | None:
         "train_tokens": _tokens_at(finetune, choice.epoch),
         "rows": _prepared_rows(finetune, reader) or model.rows,
         "selection": choice.selection,
+        "split": choice.split,
     }
 
 

@@ -1,12 +1,13 @@
 """report.png: one row of panels per base model, so 7B and 30B never share an axis.
 
 A row is the columns that PANELS give for it: the gauntlet (average and categories, value labels, the base
-model as a dashed reference line, n/a where a category is incomplete), the average per epoch, and one win-rate
-panel per prompt set, for the finetunes outside size sweeps; then, for size sweeps, the size curves (the
-gauntlet average and each category against training rows, log x, one line per series with the replicate
-spread as a band, the base model dashed) and the win rate against size per prompt set. A sweep is drawn per
-series, never per model, so it stays readable at any number of sizes and seeds. A new panel is a function in
-PANELS returning its columns.
+model as a dashed reference line, n/a where a category is incomplete), the average per epoch, one win-rate
+panel per prompt set, for the finetunes outside size sweeps, and the gauntlet average against judge strength
+(the paradigm agreement: a marker per prompt set, each one's Kendall's tau in the title); then, for size
+sweeps, the size curves (the gauntlet average and each category against training rows, log x, one line per
+series with the replicate spread as a band, the base model dashed) and the win rate against size per prompt
+set. A sweep is drawn per series, never per model, so it stays readable at any number of sizes and seeds. A
+new panel is a function in PANELS returning its columns.
 """
 
 from __future__ import annotations
@@ -277,10 +278,44 @@ def draw_size_winrates(ax: Axes, data: dict, base: str, prompts: str) -> None:
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, frameon=False)
 
 
+def agreement_columns(data: dict) -> list[Column]:
+    return [(1.5, draw_agreement, None)] if data.get("agreement") else []
+
+
+MARKERS = ("o", "s", "^", "D", "v", "P")  # one per prompt set in the agreement panel
+
+
+def draw_agreement(ax: Axes, data: dict, base: str, _) -> None:
+    """Gauntlet average against judge strength, one point per model and prompt set (a marker each), Kendall's
+    tau of each prompt set in the title."""
+    found = [g for g in data.get("agreement") or [] if g["base"] == base]
+    if not found:
+        ax.text(0.5, 0.5, "no judged group", ha="center", va="center", transform=ax.transAxes, color="0.5")
+        ax.set_axis_off()
+        return
+    colors = {row["name"]: COLORS[i % len(COLORS)] for i, row in enumerate(finetunes(data, base))}
+    titles = []
+    for k, group in enumerate(found):
+        marker = MARKERS[k % len(MARKERS)]
+        for m in group["models"]:
+            ax.scatter(m["gauntlet"], m["judge"], color=colors.get(m["name"], "0.4"), marker=marker, s=30, zorder=3)
+            ax.annotate(short(m["name"], base), (m["gauntlet"], m["judge"]), fontsize=6.5, xytext=(3, 3),
+                        textcoords="offset points")  # fmt: skip
+        tau, ci = group["tau"].get("tau"), group["tau"].get("ci95")
+        shown = "n/a" if tau is None else f"{tau:+.2f}" + ("" if ci is None else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]")
+        titles.append(f"{marker} {group['prompts']}: tau {shown}")
+    ax.set_title("Gauntlet vs judge\n" + "\n".join(titles), fontsize=8)
+    ax.set_xlabel("gauntlet average", fontsize=8)
+    ax.set_ylabel(" / ".join(dict.fromkeys(g["strength"] for g in found)), fontsize=7)
+    ax.tick_params(labelsize=7)
+    ax.margins(0.25)
+
+
 PANELS: list[Callable[[dict], list[Column]]] = [
     gauntlet_columns,
     epoch_columns,
     winrate_columns,
+    agreement_columns,
     size_columns,
     size_winrate_columns,
 ]

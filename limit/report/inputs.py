@@ -5,6 +5,8 @@ The plan builds them (the report step's input); `limit report` builds the same f
 
 from __future__ import annotations
 
+from pydantic import model_serializer
+
 from limit.spec.study import Strict
 
 
@@ -19,6 +21,15 @@ class ReportModel(Strict):
     group: str | None = None  # replicate group: runs that differ only in their training seed share it
     series: str | None = None  # size sweep: the runs of one size curve share it
     seed: int | None = None  # training seed of a replicate
+    contamination: str | None = None  # its dataset's contamination step, where the study checks
+
+    @model_serializer(mode="wrap")
+    def _unchecked_is_absent(self, handler):
+        """A study that checks no contamination keeps its report key."""
+        data = handler(self)
+        if data.get("contamination") is None:
+            data.pop("contamination", None)
+        return data
 
 
 class ReportPair(Strict):

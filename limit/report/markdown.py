@@ -101,6 +101,53 @@ def selection_section(data: dict) -> list[str]:
     return lines
 
 
+def split_section(data: dict) -> list[str]:
+    """gauntlet.selection_split: the chosen epoch's average on the rows it was chosen on and on the held-out
+    rows (their difference: the optimism of reporting a choice on its own rows), and its held-out rank."""
+    split = [r for r in data["models"] if r.get("split")]
+    chosen = [r for r in data["models"] if r.get("selection") is not None or r.get("epochs")]
+    if not split:
+        if not chosen:
+            return []
+        note = "None (gauntlet.selection_split: false, the paper's selection): each epoch was chosen on the rows"
+        return ["## Selection split", "", note, "it is reported on, so its score there is optimistic."]
+    lines = ["## Selection split", "", "Each epoch chosen on a seeded half of every benchmark's rows; the other half"]
+    lines += ["shows it unchosen. Optimism: the chosen epoch's average on the choosing half minus the held-out half."]
+    lines += ["Held-out rank: the chosen epoch among all epochs on the held-out half (1: still the best).", ""]
+    lines += ["| Model | Epoch | Rows choosing / held out | Av choosing | Av held out | Optimism | Held-out rank |"]
+    lines.append("|---|---|---|---|---|---|---|")
+    for row in split:
+        s = row["split"]
+        mine = next(e for e in s["epochs"] if e["epoch"] == s["chosen"])
+        rank = "n/a" if s.get("held_out_rank") is None else f"{s['held_out_rank']} of {len(s['epochs'])}"
+        lines.append(
+            f"| {row['name']} | {s['chosen']} | {s['rows']['selection']} / {s['rows']['held_out']} | "
+            f"{fmt(mine['selection'])} | {fmt(mine['held_out'])} | {fmt(s.get('optimism'))} | {rank} |"
+        )
+    return lines
+
+
+def contamination_section(data: dict) -> list[str]:
+    """Each training dataset's rows that share a 13-gram with a gauntlet benchmark or a judge prompt set."""
+    checked = {r["dataset"]: r["contamination"] for r in data["models"] if r.get("contamination")}
+    if not checked:
+        return []
+    rule = next(iter(checked.values()))
+    lines = ["## Contamination", "", f"Rows of each training dataset sharing at least {rule['min_shared']} "]
+    lines[-1] += f"{rule['n']}-gram(s) with an evaluation set ({rule['rule']}); the sets with any overlap."
+    lines += ["", "| Dataset | Rows | Seen by any set | Sets with overlap: rows (share) | Not checked |"]
+    lines.append("|---|---|---|---|---|")
+    for dataset, found in checked.items():
+        hits = [f"{name} ({s['kind']}): {s['rows']} ({100 * s['share']:.1f}%)" for name, s in found["sets"].items()]
+        hits = [h for h, s in zip(hits, found["sets"].values(), strict=True) if s["rows"]]
+        seen = found["any"]
+        lines.append(
+            f"| {dataset} | {found['rows']} | {seen['rows']} ({100 * seen['share']:.1f}%) | "
+            f"{'; '.join(hits) or 'none'} | {', '.join(found.get('missing') or []) or '-'} |"
+        )
+    return lines
+
+
 def yes_no(value: bool | None) -> str:
     return "n/a" if value is None else ("yes" if value else "no")
 
@@ -133,6 +180,11 @@ def replicates_section(data: dict) -> list[str]:
     return lines
 
 
+def p_cells(entry: dict) -> str:
+    """Raw | Holm | BH p-values."""
+    return " | ".join(fmt(entry.get(k), 3) for k in ("p_value", "p_holm", "p_bh"))
+
+
 def interval_cells(entry: dict, scale: float = 1.0, digits: int = 3) -> str:
     """Difference | 95% CI | distinguishable from zero."""
     diff, ci = entry.get("difference"), entry.get("ci95")
@@ -147,18 +199,86 @@ def comparisons_section(data: dict) -> list[str]:
     if not gauntlet and not rates:
         return []
     lines = ["## Paired comparisons", "", "Differences with 95% bootstrap intervals (seeded); distinguishable: the"]
-    lines += ["interval excludes zero. Gauntlet: A's average minus B's, resampling benchmark rows paired by row."]
+    lines += ["interval excludes zero. p: two-sided bootstrap p-value of no difference, raw and adjusted over its"]
+    lines += ["family (the comparisons of one table made the same way) by Holm (family-wise) and Benjamini-Hochberg"]
+    lines += ["(false discovery rate). Gauntlet: A's average minus B's, resampling benchmark rows paired by row."]
     if gauntlet:
-        lines += ["", "| A | B | Compared as | Av difference | 95% CI | Distinguishable |", "|---|---|---|---|---|---|"]
-        lines += [f"| {e['a']} | {e['b']} | {e['why']} | {interval_cells(e)} |" for e in gauntlet]
+        lines += ["", "| A | B | Compared as | Av difference | 95% CI | Distinguishable | p | p Holm | p BH |"]
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        lines += [f"| {e['a']} | {e['b']} | {e['why']} | {interval_cells(e)} | {p_cells(e)} |" for e in gauntlet]
     if rates:
         lines += ["", "Win rates (percentage points), resampling prompts and sampling seeds: a pair's win rate of A"]
         lines += ["minus 50 (even match), or one size's win rate minus the next smaller size's against the same B."]
-        lines += ["", "| A | B | Prompts | Compared as | Difference | 95% CI | Distinguishable |"]
-        lines.append("|---|---|---|---|---|---|---|")
+        lines += ["", "| A | B | Prompts | Compared as | Difference | 95% CI | Distinguishable | p | p Holm | p BH |"]
+        lines.append("|---|---|---|---|---|---|---|---|---|---|")
         for e in rates:
             against = f"{e['b']} (both vs {e['opponent']})" if e.get("opponent") else e["b"]
-            lines.append(f"| {e['a']} | {against} | {e['prompts']} | {e['why']} | {interval_cells(e, 100, 1)} |")
+            cells = f"{interval_cells(e, 100, 1)} | {p_cells(e)}"
+            lines.append(f"| {e['a']} | {against} | {e['prompts']} | {e['why']} | {cells} |")
+    return lines
+
+
+def tau_reading(tau: dict) -> str:
+    """What Kendall's tau and its interval say about the two rankings."""
+    if tau.get("tau") is None:
+        return "n/a (one of the two scores every model alike)"
+    ci = tau.get("ci95")
+    shown = f"{fmt(tau.get('tau'), 2)}" + ("" if ci is None else f" [95% CI {ci[0]:+.2f}, {ci[1]:+.2f}]")
+    if ci is not None and ci[1] < 0:
+        return f"{shown}: the paradigms rank these models the other way round (the interval is below zero)"
+    if ci is not None and ci[0] > 0:
+        return f"{shown}: the paradigms agree (the interval is above zero)"
+    return f"{shown}: agreement not distinguishable from none"
+
+
+def agreement_group(group: dict) -> list[str]:
+    by_name = {m["name"]: m for m in group["models"]}
+
+    def named(names: list[str]) -> str:
+        return " and ".join(f"{n} ({by_name[n]['dataset'] or 'base'})" for n in names) + (
+            " (tied)" if len(names) > 1 else ""
+        )
+
+    lines = ["", f"### {group['base'] or 'models'} on {group['prompts']}", ""]
+    lines += [
+        f"The gauntlet ranks {named(group['gauntlet_leader'])} first; the judge prefers "
+        f"{named(group['judge_leader'])}. Kendall's tau, gauntlet average against the "
+        f"judge: {tau_reading(group['tau'])}. Judge strength: {group['strength']}; resampled: gauntlet "
+        f"{group['resampled']['gauntlet']}, judge {group['resampled']['judge']}.",
+        "",
+        "| Model | Dataset | Gauntlet Av | Rank | Judge strength | Rank |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in group["gauntlet_order"]:
+        m = by_name[name]
+        ranks = [group["ranks"][k][name] for k in ("gauntlet", "judge")]
+        lines.append(
+            f"| {name} | {m['dataset'] or '-'} | {fmt(m['gauntlet'])} | {ranks[0]} | {fmt(m['judge'])} | {ranks[1]} |"
+        )
+    taus = ", ".join(f"{CATEGORIES[c]} {fmt(t, 2)}" for c, t in group["category_tau"].items())
+    lines += ["", f"Tau per category: {taus}."]
+    if group["disagreements"]:
+        lines += ["", "Ordered the other way round (A ahead on the gauntlet, B with the judge; A minus B):", ""]
+        lines += ["| A | B | Gauntlet Av difference | 95% CI | Distinguishable | Judge difference | 95% CI | "]
+        lines[-1] += "Distinguishable |"
+        lines.append("|---|---|---|---|---|---|---|---|")
+        lines += [
+            f"| {d['a']} | {d['b']} | {interval_cells(d['gauntlet'])} | {interval_cells(d['judge'])} |"
+            for d in group["disagreements"]
+        ]
+    return lines
+
+
+def agreement_section(data: dict) -> list[str]:
+    """The paper's question: do the gauntlet and the judge rank the same models alike?"""
+    found = data.get("agreement") or []
+    if not found:
+        return []
+    lines = ["## Do the paradigms agree?", "", "Each group of models the judge compared on one prompt set, ranked"]
+    lines += ["by the gauntlet average and by judge strength; Kendall's tau between the two orders (tau-b, with a"]
+    lines += ["seeded bootstrap interval), per category too; every pair the two orders put the other way round."]
+    for group in found:
+        lines += agreement_group(group)
     return lines
 
 
@@ -278,9 +398,12 @@ def provenance_section(data: dict) -> list[str]:
 SECTIONS: list[Callable[[dict], list[str]]] = [
     gauntlet_section,
     selection_section,
+    split_section,
+    contamination_section,
     replicates_section,
     judge_section,
     comparisons_section,
+    agreement_section,
     samples_section,
     benchmarks_section,
     provenance_section,

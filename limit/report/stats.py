@@ -5,26 +5,22 @@
   difference; the average is linear in the benchmarks' row means, so each benchmark's resampled mean
   difference is drawn directly as a multinomial over its distinct row differences (the same distribution as
   drawing rows, in O(distinct values)). Macro-averaged benchmarks are pooled (a slight approximation).
-- Win rates: prompts and sampling seeds drawn with replacement, the same draws for every pair compared (so a
-  difference of two win rates on the same prompts is paired); each resample's rate is the mean over the drawn
-  seeds of each seed's wins_a / (wins_a + wins_b), as `limit.judge.winrate` counts it.
+- Win rates: `limit.stats.bootstrap`, the judge step's own bootstrap (prompts and sampling seeds), with the
+  pair's resamples and seed from its result.json; pairs compared share the draws (a paired difference).
 
 Every bootstrap takes its own `numpy` generator seeded with `seed`: the same inputs give the same interval.
+p-values are two-sided bootstrap p-values of no difference (`limit.stats.bootstrap.p_value`).
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 
 from limit.gauntlet.benchmarks import Benchmark
 from limit.gauntlet.scoring import average_weights
-
-RESAMPLES = 1000
-SEED = 0
-LEVEL = 0.95
+from limit.stats.bootstrap import RESAMPLES, SEED, Outcomes, interval, p_value, verdict, win_rate, win_rate_draws
 
 
 def spread(values: Sequence[float | None]) -> dict[str, float | int | None]:
@@ -34,20 +30,6 @@ def spread(values: Sequence[float | None]) -> dict[str, float | int | None]:
         return {"mean": None, "std": None, "n": 0}
     std = float(np.std(known, ddof=1)) if len(known) > 1 else None
     return {"mean": float(np.mean(known)), "std": std, "n": len(known)}
-
-
-def interval(draws: np.ndarray, level: float = LEVEL) -> list[float] | None:
-    """The percentile interval of the finite draws."""
-    draws = draws[np.isfinite(draws)]
-    if not len(draws):
-        return None
-    tail = (1 - level) / 2 * 100
-    return [float(np.percentile(draws, tail)), float(np.percentile(draws, 100 - tail))]
-
-
-def verdict(difference: float, ci: list[float] | None) -> dict:
-    """A difference, its interval and whether the interval excludes zero."""
-    return {"difference": difference, "ci95": ci, "distinguishable": ci is not None and (ci[0] > 0 or ci[1] < 0)}
 
 
 def paired_rows(rows_a: Mapping[int, float], rows_b: Mapping[int, float]) -> np.ndarray:
@@ -91,57 +73,62 @@ def gauntlet_difference(
     if found is None:
         return None
     pooled, draws = found
-    return verdict(reported, interval(draws + (reported - pooled)))
+    shifted = draws + (reported - pooled)
+    return verdict(reported, interval(shifted)) | {"p_value": p_value(shifted)}
 
 
-def outcome_matrix(annotations: Sequence[dict], seeds: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
-    """seeds x prompts: +1 where the judge preferred A, -1 where B, 0 for a tie, a failure or no judgment."""
-    where = {(str(s), str(p)): (i, j) for i, s in enumerate(seeds) for j, p in enumerate(prompts)}
-    matrix = np.zeros((len(seeds), len(prompts)))
-    for row in annotations:
-        cell = where.get((str(row["seed"]), str(row["prompt_id"])))
-        if cell is not None:
-            matrix[cell] = {"a": 1.0, "b": -1.0}.get(row.get("winner"), 0.0)
-    return matrix
-
-
-def win_rate(matrix: np.ndarray) -> float | None:
-    """The mean over seeds of each seed's wins / (wins + losses), seeds with no decided prompt skipped."""
-    wins, losses = (matrix == 1).sum(axis=1), (matrix == -1).sum(axis=1)
-    rates = [w / (w + lo) for w, lo in zip(wins, losses, strict=True) if w + lo]
-    return float(np.mean(rates)) if rates else None
-
-
-def win_rate_draws(matrices: Sequence[np.ndarray], resamples: int = RESAMPLES, seed: int = SEED) -> list[np.ndarray]:
-    """Each matrix's win rate in every resample; prompts (multinomial counts) then seeds (indices) are drawn
-    once and shared by all matrices. A resample where no drawn seed has a decided prompt is NaN."""
-    seeds, prompts = matrices[0].shape
-    rng = np.random.default_rng(seed)
-    counts = rng.multinomial(prompts, [1 / prompts] * prompts, size=resamples)  # resamples x prompts
-    picks = rng.integers(0, seeds, size=(resamples, seeds))
-    out = []
-    for matrix in matrices:
-        wins, losses = counts @ (matrix == 1).T, counts @ (matrix == -1).T  # resamples x seeds
-        with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN, dropped by `interval`
-            rates = np.where(wins + losses > 0, wins / (wins + losses), np.nan)
-            out.append(np.nanmean(np.take_along_axis(rates, picks, axis=1), axis=1))
-    return out
-
-
-def win_rate_interval(matrix: np.ndarray, seed: int = SEED) -> dict | None:
-    """A's win rate minus one half (an even match), with its interval over prompts and sampling seeds."""
-    rate = win_rate(matrix)
+def win_rate_interval(outcomes: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> dict | None:
+    """A's win rate minus one half (an even match), with the interval the judge step wrote for the same pair and
+    seed (`limit.stats.bootstrap.win_rate_ci`, shifted by one half)."""
+    rate = win_rate(outcomes)
     if rate is None:
         return None
-    (draws,) = win_rate_draws([matrix], seed=seed)
-    return verdict(rate - 0.5, interval(draws - 0.5)) | {"win_rate": rate}
+    (draws,) = win_rate_draws([outcomes], resamples, seed)
+    return verdict(rate - 0.5, interval(draws - 0.5)) | {"win_rate": rate, "p_value": p_value(draws, 0.5)}
 
 
-def win_rate_difference(first: np.ndarray, second: np.ndarray, seed: int = SEED) -> dict | None:
-    """The first matrix's win rate minus the second's, paired by prompt and sampling seed."""
+def win_rate_difference(first: Outcomes, second: Outcomes, resamples: int = RESAMPLES, seed: int = SEED) -> dict | None:
+    """The first pair's win rate minus the second's, paired by prompt and sampling seed."""
     rates = [win_rate(first), win_rate(second)]
     if None in rates:
         return None
-    draws = win_rate_draws([first, second], seed=seed)
-    return verdict(rates[0] - rates[1], interval(draws[0] - draws[1]))
+    draws = win_rate_draws([first, second], resamples, seed)
+    return verdict(rates[0] - rates[1], interval(draws[0] - draws[1])) | {"p_value": p_value(draws[0] - draws[1])}
+
+
+def gauntlet_average_draws(
+    benchmarks: Sequence[Benchmark],
+    rows_of: Sequence[Mapping[str, Mapping[int, float]]],
+    reported: Sequence[float],
+    resamples: int = RESAMPLES,
+    seed: int = SEED,
+) -> np.ndarray | None:
+    """Several models' gauntlet averages in every resample (models x resamples), drawing the rows every model
+    scored once per benchmark (benchmarks in name order) for all of them, so the models stay paired; shifted by
+    each reported average minus its pooled-row one. None without a shared row in some benchmark."""
+    weights = average_weights(benchmarks)
+    if weights is None or not rows_of:
+        return None
+    rng = np.random.default_rng(seed)
+    draws, pooled = np.zeros((len(rows_of), resamples)), np.zeros(len(rows_of))
+    for name in sorted(weights):
+        shared = sorted(set.intersection(*(set(rows.get(name, {})) for rows in rows_of)))
+        if not shared:
+            return None
+        values = np.array([[rows[name][i] for i in shared] for rows in rows_of])  # models x rows
+        counts = rng.multinomial(len(shared), [1 / len(shared)] * len(shared), size=resamples)
+        draws += weights[name] * (values @ counts.T) / len(shared)
+        pooled += weights[name] * values.mean(axis=1)
+    return draws + (np.asarray(reported, dtype=float) - pooled)[:, None]
+
+
+def counted_draws(seeds: Mapping[str, Mapping[str, int]], resamples: int = RESAMPLES, seed: int = SEED) -> np.ndarray:
+    """A pair's win rate in every resample from its per-seed counts alone (no per-prompt outcomes, as in a
+    published table): each seed's wins drawn binomially from its decided judgments, the mean over seeds."""
+    rng = np.random.default_rng(seed)
+    rates = []
+    for counts in (seeds[s] for s in sorted(seeds)):
+        decided = counts["wins_a"] + counts["wins_b"]
+        if decided:
+            rates.append(rng.binomial(decided, counts["wins_a"] / decided, size=resamples) / decided)
+    return np.mean(rates, axis=0) if rates else np.full(resamples, np.nan)

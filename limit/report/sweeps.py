@@ -6,6 +6,9 @@ Which models are compared, so that the count stays bounded (at most MAX_COMPARIS
   against the next smaller one of its series, seed by seed;
 - win rate: every judged pair against an even match (50%), and in a size sweep each size's pair against the
   next smaller size's pair with the same opponent and prompts (paired by prompt and sampling seed).
+
+Each comparison has a two-sided bootstrap p-value, adjusted within its family (one kind, compared one way:
+gauntlet against the base model, a size against the next, ...) by Holm and by Benjamini-Hochberg.
 """
 
 from __future__ import annotations
@@ -14,7 +17,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from limit.gauntlet.benchmarks import CATEGORIES, suite
-from limit.report.stats import gauntlet_difference, outcome_matrix, spread, win_rate_difference, win_rate_interval
+from limit.report.stats import gauntlet_difference, spread, win_rate_difference, win_rate_interval
+from limit.stats.adjust import adjust
+from limit.stats.bootstrap import RESAMPLES, SEED, Outcomes
 
 MAX_COMPARISONS = 200
 
@@ -107,7 +112,7 @@ def gauntlet_comparisons(models: list[dict], rows_of: Callable[[dict], Rows | No
         if rows_a and rows_b:
             found = gauntlet_difference(suite(a.get("suite") or "v0"), rows_a, rows_b, reported)
         out.append(entry | (found or {"difference": reported, "ci95": None, "distinguishable": None}))
-    return out
+    return adjusted(out)
 
 
 def win_rate_comparisons(
@@ -116,16 +121,34 @@ def win_rate_comparisons(
     """Each judged pair against an even match; each size's pair against the next smaller size's."""
     out = []
     for pair in pairs[:MAX_COMPARISONS]:
-        found = _matrices([pair], outcomes_of)
-        result = win_rate_interval(found[0]) if found else None
+        found = matrices([pair], outcomes_of)
+        result = win_rate_interval(found[0], *bootstrap_of(pair)) if found else None
         out.append(_pair_entry(pair, "even match") | (result or _unknown()))
     for pair, other in adjacent_pairs(models, pairs)[:MAX_COMPARISONS]:
-        found = _matrices([pair, other], outcomes_of)
-        result = win_rate_difference(*found) if found else None
+        found = matrices([pair, other], outcomes_of)
+        result = win_rate_difference(*found, *bootstrap_of(pair)) if found else None
         opponent = pair["b"] if pair["b"] == other["b"] else f"{pair['b']} / {other['b']}"
         entry = _pair_entry(pair, "next size") | {"b": other["a"], "opponent": opponent}
         out.append(entry | (result or _unknown()))
-    return out
+    return adjusted(out)
+
+
+def adjusted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each entry with its p-value adjusted within its family (the comparisons made the same way, `why`):
+    Holm's (family-wise error) and Benjamini-Hochberg's (false discovery rate)."""
+    for why in dict.fromkeys(e["why"] for e in entries):
+        family = [e for e in entries if e["why"] == why]
+        raw = [e.get("p_value") for e in family]
+        for e, holm, bh in zip(family, adjust(raw, "holm"), adjust(raw, "bh"), strict=True):
+            e |= {"p_value": e.get("p_value"), "p_holm": holm, "p_bh": bh, "family": len(family)}
+    return entries
+
+
+def bootstrap_of(pair: dict) -> tuple[int, int]:
+    """The resamples and seed the pair's judge step drew its interval with (its result.json), so the report's
+    interval of the pair is that one."""
+    drawn = pair.get("bootstrap") or {}
+    return drawn.get("resamples") or RESAMPLES, drawn.get("seed", SEED)
 
 
 def adjacent_pairs(models: list[dict], pairs: list[dict]) -> list[tuple[dict, dict]]:
@@ -158,11 +181,14 @@ def _unknown() -> dict[str, Any]:
     return {"difference": None, "ci95": None, "distinguishable": None}
 
 
-def _matrices(pairs: Sequence[dict], outcomes_of: Callable[[dict], list[dict] | None]) -> list | None:
-    """The pairs' outcome matrices over the same sampling seeds and prompts (their union), or None."""
+def matrices(pairs: Sequence[dict], outcomes_of: Callable[[dict], list[dict] | None]) -> list[Outcomes] | None:
+    """The pairs' outcomes over the same sampling seeds and prompts (their union, in string order), or None."""
     found = [outcomes_of(p) for p in pairs]
     if any(not rows for rows in found):
         return None
     seeds = sorted({str(r["seed"]) for rows in found for r in rows})
     prompts = sorted({str(r["prompt_id"]) for rows in found for r in rows})
-    return [outcome_matrix(rows, seeds, prompts) for rows in found]
+    return [
+        Outcomes.from_rows(((r["seed"], r["prompt_id"], r.get("winner")) for r in rows), seeds, prompts)
+        for rows in found
+    ]

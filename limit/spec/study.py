@@ -231,6 +231,11 @@ class DatasetSpec(Strict):
     source: Source | None = None
     subset: Subset | None = None
     mix: list[str] | None = None
+    decontaminate: bool = Field(
+        False,
+        description="Drop the rows sharing a 13-gram with a gauntlet benchmark or judge prompt set (the "
+        "contamination step's rule): a new dataset, whose prepare manifest says how many and why.",
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> DatasetSpec:
@@ -427,6 +432,13 @@ class GauntletSpec(Strict):
         description="Score intermediate checkpoints on the first N rows of every benchmark (to select an epoch), "
         "and only the chosen epoch (and baselines) on the whole suite: cheaper, with a wider selection error.",
     )
+    selection_split: bool = Field(
+        True,
+        exclude=True,  # it changes how select chooses, not how a gauntlet step scores: not in gauntlet keys
+        description="Choose each finetune's epoch on a seeded half of every benchmark's rows (`seed`) and show "
+        "the chosen epoch on the other half too, with its rank there: the choice's optimism. false: choose on "
+        "all rows, as the paper did.",
+    )
     batch_size: int = Field(8, gt=0, le=MAX_BATCH)
     backend: Literal["hf", "packed", "vllm"] = Field(
         "packed",
@@ -536,7 +548,8 @@ class JudgeSpec(Strict):
     max_retries: int = Field(5, ge=0, le=100)
     retry_wait: float = Field(2.0, ge=0, le=3600, description="Seconds before the first retry; doubles, at most 8x.")
     local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
-    bootstrap: int = Field(1000, ge=0, le=100_000)
+    bootstrap: int = Field(1000, ge=0, le=100_000, description="Resamples of each win rate's interval (0: none).")
+    bootstrap_seed: Seed = Field(0, description="Seeds every win-rate interval: the judge step's and the report's.")
     max_failure_rate: float = Field(
         0.02,
         ge=0,
@@ -582,6 +595,14 @@ def _loopback(host: str) -> bool:
         return False
 
 
+class ContaminationSpec(Strict):
+    """A contamination step per training dataset: the share of its rows that share a 13-gram with a gauntlet
+    benchmark's items or a judge prompt set (limit/data/contamination.py)."""
+
+    check: bool = Field(False, description="Add the step for every dataset a run trains on.")
+    min_shared: int = Field(1, ge=1, le=1000, description="13-grams a row must share to count (GPT-3, lm-eval: 1).")
+
+
 class Resources(Strict):
     """What one step's pod asks the cluster for (the local backend uses `cpu` for its slots)."""
 
@@ -622,6 +643,7 @@ class Study(Strict):
     generation: Generation = Field(default_factory=Generation)
     judge: JudgeSpec = Field(default_factory=JudgeSpec)
     pairs: list[Pair] = Field(default_factory=list)
+    contamination: ContaminationSpec = Field(default_factory=ContaminationSpec)
     resources: dict[str, Resources] = Field(default_factory=dict, description="Per step kind.")
     # Set by `expand`, never written in a spec: each expanded run's origin (size series, replicate group, seed).
     _origins: dict[str, RunOrigin] = PrivateAttr(default_factory=dict)

@@ -13,7 +13,17 @@ from typing import Literal
 from pydantic import Field, model_serializer
 
 from limit.report.inputs import ReportModel, ReportPair
-from limit.spec.study import GauntletSpec, Generation, JudgeSpec, ModelSpec, PromptSet, Source, Strict, TrainSpec
+from limit.spec.study import (
+    ContaminationSpec,
+    GauntletSpec,
+    Generation,
+    JudgeSpec,
+    ModelSpec,
+    PromptSet,
+    Source,
+    Strict,
+    TrainSpec,
+)
 
 Ref = str
 
@@ -28,24 +38,34 @@ class SubsetOf(Strict):
     seed: int
 
 
+class Decontaminate(Strict):
+    of: Ref  # the prepared dataset
+    check: Ref  # its contamination step: the rows it found are dropped
+
+
 class PrepareInput(StepInput):
-    """Exactly one of: a source to load, a seeded subset of another prepared dataset, a mix of several."""
+    """Exactly one of: a source to load, a seeded subset of another prepared dataset, a mix of several, another
+    prepared dataset less the rows its contamination step found."""
 
     source: Source | None = None
     source_sha256: str | None = Field(None, description="Content hash of a local source file.")
     subset: SubsetOf | None = None
     mix: list[Ref] | None = None
+    decontaminate: Decontaminate | None = None
     stats_tokenizer: ModelSpec | None = None
     template: Literal["paper", "chat"] = Field(
         "paper", description="The study's template: chat keeps conversations as messages (limit/data/chat.py)."
     )
 
     @model_serializer(mode="wrap")
-    def _paper_is_absent(self, handler):
-        """template paper (the default) leaves the input, and so the key, as before this field existed."""
+    def _defaults_are_absent(self, handler):
+        """template paper (the default) and no decontamination leave the input, and so the key, as before
+        these fields existed."""
         data = handler(self)
         if data.get("template") == "paper":
             data.pop("template", None)
+        if data.get("decontaminate") is None:
+            data.pop("decontaminate", None)
         return data
 
 
@@ -89,6 +109,17 @@ class SelectInput(StepInput):
     finetune: Ref
     epochs: list[EpochScore]
     keep: Literal["all", "selected"] = Field("all", description="selected: delete the other epochs' weights.")
+    split_seed: int | None = Field(
+        None, description="gauntlet.selection_split: choose on the half of each benchmark's rows this seed draws."
+    )
+
+    @model_serializer(mode="wrap")
+    def _no_split_is_absent(self, handler):
+        """Without a split (the paper's selection) the input, and so the key, is as before the split existed."""
+        data = handler(self)
+        if data.get("split_seed") is None:
+            data.pop("split_seed", None)
+        return data
 
 
 class GenerateInput(StepInput):
@@ -117,6 +148,17 @@ class JudgeInput(StepInput):
     b: Ref
     judge: JudgeSpec
     judge_model: ModelSpec | None = None
+
+
+class ContaminationInput(StepInput):
+    """One prepared dataset against the study's gauntlet benchmarks and judge prompt sets."""
+
+    data: Ref
+    gauntlet: GauntletSpec
+    data_sha256: str | None = Field(None, description="Content hash of local gauntlet data folders.")
+    prompts: dict[str, PromptSet]
+    prompts_sha256: dict[str, str | None] = Field(default_factory=dict, description="Of local prompt files.")
+    contamination: ContaminationSpec
 
 
 class ReportInput(StepInput):

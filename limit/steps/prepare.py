@@ -14,6 +14,7 @@ import numpy as np
 from limit.data.chat import require_chat_template
 from limit.data.datasets import load_source, mix, source_label, subset
 from limit.errors import LimitError
+from limit.execution import outputs
 from limit.execution.context import StepContext
 from limit.execution.io import read_jsonl, write_jsonl
 from limit.execution.locations import local_path
@@ -39,6 +40,9 @@ def prepare(inp: PrepareInput, ctx: StepContext) -> dict:
     elif inp.mix:
         rows = mix([read_jsonl(ctx.fetch(ref) / "data.jsonl") for ref in inp.mix])
         what = f"mix of {len(inp.mix)} datasets ({len(rows)} rows)"
+    elif inp.decontaminate:
+        rows, removed = decontaminated(inp, ctx)
+        what = f"{len(rows)} rows, {removed['rows']} dropped as contaminated"
     else:
         raise LimitError("step prepare --input: give one of source, subset, mix")
     if not rows:
@@ -48,6 +52,8 @@ def prepare(inp: PrepareInput, ctx: StepContext) -> dict:
     write_jsonl(rows, data, sort_keys=True)
     sha = hashlib.sha256(data.read_bytes()).hexdigest()
     stats = {"rows": len(rows), "sha256": sha, "dropped_multi_turn": dropped, "sources": count_sources(rows)}
+    if inp.decontaminate:
+        stats["dropped_contaminated"] = removed
     if inp.stats_tokenizer:
         tokenizer = load_tokenizer(tokenizer_location(inp.stats_tokenizer, ctx.workdir), inp.stats_tokenizer.revision)
         spec = inp.stats_tokenizer
@@ -56,6 +62,8 @@ def prepare(inp: PrepareInput, ctx: StepContext) -> dict:
     print(f"prepare: {what} -> {data}", flush=True)
 
     summary = {"rows": len(rows), "sha256": sha, "dropped_multi_turn": dropped}
+    if inp.decontaminate:
+        summary["dropped_contaminated"] = removed
     if "tokens" in stats:
         tokens = stats["tokens"]
         summary |= {
@@ -65,6 +73,16 @@ def prepare(inp: PrepareInput, ctx: StepContext) -> dict:
             "total_tokens_p95": tokens["total"]["p95"],
         }
     return summary
+
+
+def decontaminated(inp: PrepareInput, ctx: StepContext) -> tuple[list[dict], dict]:
+    """The dataset less the rows its contamination step found, and how many were dropped and why (per set)."""
+    rows = read_jsonl(ctx.fetch(inp.decontaminate.of) / "data.jsonl")
+    found = outputs.read(ctx.fetch(inp.decontaminate.check) / "contamination.json", outputs.ContaminationCheck)
+    drop = set(found.any["index"])
+    why = {name: s["rows"] for name, s in found.sets.items() if s["rows"]}
+    removed = {"rows": len(drop), "by": why, "rule": found.rule, "check": inp.decontaminate.check}
+    return [r for i, r in enumerate(rows) if i not in drop], removed
 
 
 def check_source_unchanged(inp: PrepareInput) -> None:

@@ -49,4 +49,24 @@ def headline_metrics(data: dict[str, Any]) -> dict[str, float]:
         if row.get("win_rate_a") is not None:
             out[f"win_rate.{name}"] = row["win_rate_a"]
         out[f"failures.{name}"] = sum(s.get("failures", 0) for s in row.get("seeds", {}).values())
+        for bound, value in zip(("low", "high"), row.get("ci95") or [], strict=True):
+            out[f"win_rate_ci95_{bound}.{name}"] = value  # the judge step's interval, the report's too
+    for row in data["models"]:
+        if row.get("contamination"):
+            out[f"contamination.{slug(row['dataset'])}"] = row["contamination"]["any"]["share"]
+    return out | agreement_metrics(data)
+
+
+def agreement_metrics(data: dict[str, Any]) -> dict[str, float]:
+    """Per group of judged models: Kendall's tau of the gauntlet and judge orders, its interval, how many
+    model pairs the two order the other way round."""
+    out = {}
+    for group in data.get("agreement") or []:
+        name = f"{slug(group['base'] or 'models')}.{slug(group['prompts'])}"
+        tau, ci = group["tau"].get("tau"), group["tau"].get("ci95") or []
+        if tau is not None:
+            out[f"agreement_tau.{name}"] = tau
+        for bound, value in zip(("low", "high"), ci, strict=True):
+            out[f"agreement_tau_ci95_{bound}.{name}"] = value
+        out[f"agreement_disagreements.{name}"] = len(group["disagreements"])
     return out

@@ -1,5 +1,10 @@
 """select step: a finetune's best epoch by gauntlet average (ties go to the earliest epoch).
 
+With `split_seed` (gauntlet.selection_split) the epoch is chosen on a seeded half of every benchmark's rows
+and `choice.json`'s `split` holds every epoch's average on both halves, the chosen epoch's optimism (its
+choosing-half minus its held-out average) and its rank on the held-out half; without it (the paper's way)
+the epoch is chosen on all rows, the same rows it is reported on.
+
 Writes `choice.json`: {epoch, finetune, sub: "epoch-N", average, tied, epochs: [{epoch, average, categories}]},
 which the generate step and the report read (`tied`: every epoch sharing the best average).
 With `keep: selected` the other epochs' weights are then deleted from the finetune's outputs (their gauntlet
@@ -23,6 +28,7 @@ from limit.execution.context import StepContext
 from limit.execution.outputs import ScoredEpoch
 from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
 from limit.gauntlet.scoring import average_variance, check_asked, metrics
+from limit.gauntlet.split import half_average, halves
 from limit.steps.inputs import SelectInput
 
 
@@ -70,6 +76,40 @@ def selection_error(inp: SelectInput, ctx: StepContext, epochs: list[ScoredEpoch
     return out
 
 
+def split_selection(inp: SelectInput, ctx: StepContext, epochs: list[ScoredEpoch]) -> dict | None:
+    """Every epoch's average on the choosing half and on the held-out half of the rows all epochs scored
+    (`limit.gauntlet.split`); None without per-row details."""
+    gauntlets = {e.epoch: e.gauntlet for e in inp.epochs}
+    rows = {e.epoch: row_scores(ctx, gauntlets[e.epoch]) for e in epochs}
+    names = set.intersection(*(set(r) for r in rows.values()))
+    if not names:
+        return None
+    shared = {n: set.intersection(*(set(r[n]) for r in rows.values())) for n in sorted(names)}
+    drawn = halves(shared, inp.split_seed)
+    benches = [b for b in suite_of(ctx, gauntlets[epochs[0].epoch]) if b.name in names]
+    sides = {side: {n: h[i] for n, h in drawn.items()} for i, side in enumerate(("selection", "held_out"))}
+    return {
+        "seed": inp.split_seed,
+        "rows": {side: sum(len(ids) for ids in chosen.values()) for side, chosen in sides.items()},
+        "epochs": [
+            {"epoch": e, **{side: half_average(benches, rows[e], ids) for side, ids in sides.items()}} for e in rows
+        ],
+    }
+
+
+def chosen_on_split(split: dict) -> dict:
+    """The epoch the choosing half picks, its average on both halves (their difference: the optimism of
+    choosing and reporting on the same rows) and its rank among the epochs on the held-out half (1: best)."""
+    best = best_epoch([ScoredEpoch(epoch=e["epoch"], average=e["selection"]) for e in split["epochs"]])
+    chosen = next(e for e in split["epochs"] if e["epoch"] == best.epoch)
+    held = chosen["held_out"]
+    rank = (
+        None if held is None else 1 + sum(e["held_out"] is not None and e["held_out"] > held for e in split["epochs"])
+    )
+    optimism = None if held is None else chosen["selection"] - held
+    return split | {"chosen": chosen["epoch"], "optimism": optimism, "held_out_rank": rank}
+
+
 def suite_of(ctx: StepContext, gauntlet: str) -> list[Benchmark]:
     return suite(scores_of(ctx, gauntlet).suite)
 
@@ -89,9 +129,11 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
         scores = scores_by_epoch[entry.epoch] = scores_of(ctx, entry.gauntlet)
         epochs.append(ScoredEpoch(epoch=entry.epoch, average=scores.average, categories=scores.categories))
 
-    best = best_epoch(epochs)
+    split = split_selection(inp, ctx, epochs) if inp.split_seed is not None else None
+    split = chosen_on_split(split) if split is not None else None
+    best = best_epoch(epochs) if split is None else next(e for e in epochs if e.epoch == split["chosen"])
     tied = [e.epoch for e in epochs if e.average == best.average]
-    if len(tied) > 1:
+    if len(tied) > 1 and split is None:
         print(f"select: epochs {tied} tie at average {best.average:.4f}; taking the earliest", file=sys.stderr)
     choice = outputs.Choice(
         epoch=best.epoch,
@@ -101,6 +143,7 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
         tied=tied,
         epochs=epochs,
         selection=selection_error(inp, ctx, epochs, best),
+        split=split,
     )
     (ctx.out / "choice.json").write_text(choice.model_dump_json(indent=2))
 
@@ -108,7 +151,10 @@ def select(inp: SelectInput, ctx: StepContext) -> dict:
     if inp.keep == "selected":
         _prune_others(inp, ctx, epochs, best.epoch)
     print(f"select: epoch {best.epoch} (average {best.average:.4f})", file=sys.stderr)
-    return {"chosen_epoch": best.epoch, "gauntlet.average": best.average, "ties": len(tied)}
+    out = {"chosen_epoch": best.epoch, "gauntlet.average": best.average, "ties": len(tied)}
+    if split is not None:
+        out |= {"selection.optimism": split["optimism"], "selection.held_out_rank": split["held_out_rank"]}
+    return out
 
 
 def _prune_others(inp: SelectInput, ctx: StepContext, epochs: list[ScoredEpoch], chosen: int) -> None:

@@ -44,13 +44,13 @@ def main(args: argparse.Namespace) -> int:
         check_output(Path(args.out), "--out")
     from limit.backends.profile import load_profile
 
-    if load_profile(args.profile).placeholder_image:
+    text = render(args.study, args.profile, template=args.template, max_steps=args.max_steps)
+    if load_profile(args.profile).placeholder_image:  # after render: a refused study stays one line
         print(
             f"warning: {args.profile}: image has the placeholder digest (all zeros): set the one `PUSH=1 make image` "
             "prints before applying this manifest",
             file=sys.stderr,
         )
-    text = render(args.study, args.profile, template=args.template, max_steps=args.max_steps)
     if args.out:
         out = Path(args.out)
         out.parent.mkdir(parents=True, exist_ok=True)

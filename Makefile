@@ -28,8 +28,10 @@ lock:
 run: install
 	$(BIN)/limit run $(STUDY)
 
+# Two workers, each taking whole test files (module fixtures run once): 26 min for 699 tests on 2 cores here;
+# serially the suite took 27 min at 600 tests (docs/benchmarks.md).
 test: install lint
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n 2 --dist loadfile
 
 lint: install
 	$(BIN)/ruff check limit workflows tests benchmarks images

@@ -77,6 +77,7 @@ def test_the_report_gives_a_pair_the_interval_its_judge_step_wrote(limit_env: Pa
     """One interval per pair: the judge step's result.json (and MLflow) and the report's paired comparison
     resample the same prompts and seeds from the spec's seed."""
     from limit.report.data import assemble
+    from limit.report.inputs import ReportPair
     from limit.runner import run_step
 
     store = Store.open()
@@ -88,7 +89,7 @@ def test_the_report_gives_a_pair_the_interval_its_judge_step_wrote(limit_env: Pa
     ref = "judge/" + next((limit_env / "artifacts" / "judge").iterdir()).name
     result = json.loads(store.read_text(ref, "result.json"))
     assert result["bootstrap"] == {"resamples": 400, "seed": 11}
-    pair = {"a": "A", "b": "B", "prompts": "five", "judge": ref}
+    pair = ReportPair(a="A", b="B", prompts="five", judge=ref)
     (found,) = assemble("s", [], [pair], store)["comparisons"]["win_rate"]
     assert found["win_rate"] == pytest.approx(result["win_rate_a"], abs=1e-12)
     assert [x + 0.5 for x in found["ci95"]] == pytest.approx(result["ci95"], abs=1e-9)

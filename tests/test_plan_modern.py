@@ -85,8 +85,11 @@ def test_modern_summary_prints_memory_per_gpu_and_gpu_hours_per_finetune():
         memory = max(plan.costs[s.id].memory.gib for s in steps)
         assert f"~{memory:,.1f} GiB per GPU (of 80)" in line and memory < 80
         for step in steps:
-            assert f"{step.input.tags['dataset']} ~{plan.costs[step.id].gpu_hours:,.1f}" in line
-    assert "judge: gpt-4-0613, 8,100 calls" in result.stdout
+            run = step.input.tags["run"].removeprefix(f"{model}-")
+            assert f" {run} ~{plan.costs[step.id].gpu_hours:,.1f}" in line
+        (methods,) = [x for x in result.stdout.splitlines() if x.strip().startswith(f"{model}: full ")]
+        assert "GiB/GPU" in methods and " | lora " in methods  # full and LoRA side by side
+    assert "judge: gpt-4-0613, 17,100 calls" in result.stdout
 
 
 def test_modern_refuses_a_variant_that_cannot_fit(tmp_path: Path):

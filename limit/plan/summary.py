@@ -47,7 +47,7 @@ class ModelFinetunes:
 
     memory_gib: float | None = None
     budget_gib: float | None = None
-    hours: dict[str, float | None] = field(default_factory=dict)  # by dataset
+    hours: dict[str, float | None] = field(default_factory=dict)  # by run, less the model's name
 
 
 @dataclass
@@ -106,7 +106,8 @@ def finetunes_by_model(plan: Plan) -> dict[str, ModelFinetunes]:
     for step in plan.by_kind("finetune"):
         cost, tags = plan.costs.get(step.id), step.input.tags
         entry = found.setdefault(tags["model"], ModelFinetunes())
-        entry.hours[tags["dataset"]] = cost.gpu_hours if cost else None
+        run = tags.get("run", tags["dataset"]).removeprefix(f"{tags['model']}-")  # a LoRA run beside its full one
+        entry.hours[run] = cost.gpu_hours if cost else None
         if cost and cost.memory is not None:
             entry.memory_gib = max(entry.memory_gib or 0.0, cost.memory.gib)
             entry.budget_gib = cost.budget_gib

@@ -199,6 +199,7 @@ def _chosen_epoch(model: ReportModel, reader: _Reader) -> dict | None:
         "epochs": [e.model_dump(include={"epoch", "average", "categories"}) for e in choice.epochs],
         "train_tokens": _tokens_at(finetune, choice.epoch),
         "rows": _prepared_rows(finetune, reader) or model.rows,
+        "method": ((finetune or {}).get("input", {}).get("train", {}).get("method")) or "full",
         "selection": choice.selection,
         "split": choice.split,
     }

@@ -331,6 +331,8 @@ def _supersede(client, experiment: str, tags: dict[str, str]) -> None:
     kind = tags.get("limit.kind")
     if kind not in CURRENT_KINDS or "limit.run" not in tags:
         return
+    if "'" in tags["limit.run"] + tags.get("limit.study", ""):  # no quoting in MLflow's filter: left current
+        return
     query = f"{current_filter(tags.get('limit.study', ''), kind)} and tags.`limit.run` = '{tags['limit.run']}'"
     for run in client.search_runs([experiment], query, max_results=1000):
         client.set_tag(run.info.run_id, "limit.kind", f"{kind}.superseded")

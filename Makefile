@@ -28,7 +28,7 @@ lock:
 run: install
 	$(BIN)/limit run $(STUDY)
 
-# Two workers, each taking whole test files (module fixtures run once): 26 min for 699 tests on 2 cores here;
+# Two workers, each taking whole test files (module fixtures run once): 26-29 min for ~700 tests on 2 cores here;
 # serially the suite took 27 min at 600 tests (docs/benchmarks.md).
 test: install lint
 	$(BIN)/pytest -q -n 2 --dist loadfile

@@ -5,7 +5,7 @@ The plan builds them (the report step's input); `limit report` builds the same f
 
 from __future__ import annotations
 
-from pydantic import model_serializer
+from typing import ClassVar
 
 from limit.spec.study import Strict
 
@@ -23,13 +23,7 @@ class ReportModel(Strict):
     seed: int | None = None  # training seed of a replicate
     contamination: str | None = None  # its dataset's contamination step, where the study checks
 
-    @model_serializer(mode="wrap")
-    def _unchecked_is_absent(self, handler):
-        """A study that checks no contamination keeps its report key."""
-        data = handler(self)
-        if data.get("contamination") is None:
-            data.pop("contamination", None)
-        return data
+    absent_when: ClassVar[dict[str, tuple]] = {"contamination": (None,)}  # unchecked studies keep their key
 
 
 class ReportPair(Strict):

@@ -10,7 +10,7 @@ import ipaddress
 import re
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, ClassVar, Literal, NamedTuple
 from urllib.parse import urlsplit
 
 from pydantic import (
@@ -48,6 +48,17 @@ Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
 class Strict(BaseModel):
     # allow_inf_nan: an infinite lr would be written to the step's JSON input as null
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Fields left out of a dump while they hold one of these values: a field added later leaves every earlier
+    # input, and so its step's key, as it was. One serializer here; a model only declares its fields.
+    absent_when: ClassVar[dict[str, tuple]] = {}
+
+    @model_serializer(mode="wrap")
+    def _without_absent(self, handler) -> dict[str, Any]:
+        data = handler(self)
+        for name, values in self.absent_when.items():
+            if name in data and any(data[name] is v or data[name] == v for v in values):
+                del data[name]
+        return data
 
 
 def exactly_one(model: BaseModel, *fields: str):
@@ -100,17 +111,14 @@ class TinyModel(Strict):
             )
         return self
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler) -> dict[str, Any]:
-        """Without the RoPE fields when unset and `chat_template` when off: a tiny MPT's inputs, hence its
-        model folder and its steps' keys, stay as they were."""
-        data = handler(self)
-        for name in ("arch", "n_kv_heads", "intermediate_size", "tie_embeddings"):
-            if data.get(name) in (None, "mpt"):
-                data.pop(name, None)
-        if not self.chat_template:
-            data.pop("chat_template", None)
-        return data
+    # Left out of dumps at these values: a tiny MPT's inputs, hence its model folder and steps' keys, as before.
+    absent_when: ClassVar[dict[str, tuple]] = {
+        "arch": ("mpt",),
+        "n_kv_heads": (None,),
+        "intermediate_size": (None,),
+        "tie_embeddings": (None,),
+        "chat_template": (False,),
+    }
 
     @property
     def kv_heads(self) -> int:
@@ -199,14 +207,7 @@ class Source(Strict):
             raise FieldError("turns", "turns applies to messages or conversations rows")
         return self
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler) -> dict[str, Any]:
-        """Without the chat fields when unset: every other prepare step's input and key stay as they were."""
-        data = handler(self)
-        for name in ("messages", "turns"):
-            if data.get(name) is None:
-                data.pop(name, None)
-        return data
+    absent_when: ClassVar[dict[str, tuple]] = {"messages": (None,), "turns": (None,)}  # prepare keys as before chat
 
 
 class Subset(Strict):
@@ -361,17 +362,8 @@ class TrainSpec(Strict):
             raise ValueError("cpu_processes: flex attention has no CPU backward: set attention sdpa (or auto)")
         return self
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler) -> dict[str, Any]:
-        """Without `cpu_processes` when 0, `method` when full and `lora` when unset: the inputs, hence the keys,
-        of every other finetune stay as they were."""
-        data = handler(self)
-        if not self.cpu_processes:
-            data.pop("cpu_processes", None)
-        if self.method == "full":
-            data.pop("method", None)
-            data.pop("lora", None)
-        return data
+    # Left out at these values: every other finetune's input, hence its key, as before these fields existed.
+    absent_when: ClassVar[dict[str, tuple]] = {"cpu_processes": (0, None), "method": ("full",), "lora": (None,)}
 
     def checkpoint_epochs(self) -> list[int]:
         """The epochs that leave a checkpoint (and a gauntlet step): every `checkpoint_every`, and the last."""
@@ -463,13 +455,7 @@ class GauntletSpec(Strict):
     )
     seed: Seed = 1234
 
-    @model_serializer(mode="wrap")
-    def _dump(self, handler) -> dict[str, Any]:
-        """Without `max_length` when unset: the inputs, hence the keys, of every other gauntlet stay as they were."""
-        data = handler(self)
-        if data.get("max_length") is None:
-            data.pop("max_length", None)
-        return data
+    absent_when: ClassVar[dict[str, tuple]] = {"max_length": (None,)}  # other gauntlets' keys as before it
 
     @field_validator("data")
     @classmethod

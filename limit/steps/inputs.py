@@ -8,9 +8,9 @@ work under other names is still shared.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, model_serializer
+from pydantic import Field
 
 from limit.report.inputs import ReportModel, ReportPair
 from limit.spec.study import (
@@ -57,16 +57,8 @@ class PrepareInput(StepInput):
         "paper", description="The study's template: chat keeps conversations as messages (limit/data/chat.py)."
     )
 
-    @model_serializer(mode="wrap")
-    def _defaults_are_absent(self, handler):
-        """template paper (the default) and no decontamination leave the input, and so the key, as before
-        these fields existed."""
-        data = handler(self)
-        if data.get("template") == "paper":
-            data.pop("template", None)
-        if data.get("decontaminate") is None:
-            data.pop("decontaminate", None)
-        return data
+    # template paper (the default) and no decontamination: the input, hence the key, as before these fields
+    absent_when: ClassVar[dict[str, tuple]] = {"template": ("paper",), "decontaminate": (None,)}
 
 
 class FinetuneInput(StepInput):
@@ -79,13 +71,7 @@ class FinetuneInput(StepInput):
         "inputs). Only a plan that chooses alike shares the finetune, so no plan needs an epoch another pruned.",
     )
 
-    @model_serializer(mode="wrap")
-    def _unset_pruned_by_is_absent(self, handler):
-        """keep: all (the default) leaves the input, and so the key, as before this field existed."""
-        data = handler(self)
-        if data.get("pruned_by") is None:
-            data.pop("pruned_by", None)
-        return data
+    absent_when: ClassVar[dict[str, tuple]] = {"pruned_by": (None,)}  # keep: all keeps the key it had
 
 
 class GauntletInput(StepInput):
@@ -113,13 +99,7 @@ class SelectInput(StepInput):
         None, description="gauntlet.selection_split: choose on the half of each benchmark's rows this seed draws."
     )
 
-    @model_serializer(mode="wrap")
-    def _no_split_is_absent(self, handler):
-        """Without a split (the paper's selection) the input, and so the key, is as before the split existed."""
-        data = handler(self)
-        if data.get("split_seed") is None:
-            data.pop("split_seed", None)
-        return data
+    absent_when: ClassVar[dict[str, tuple]] = {"split_seed": (None,)}  # the paper's selection keeps its key
 
 
 class GenerateInput(StepInput):
@@ -134,13 +114,7 @@ class GenerateInput(StepInput):
         "paper", description="chat: each prompt rendered by the model's chat template, not the paper's."
     )
 
-    @model_serializer(mode="wrap")
-    def _paper_is_absent(self, handler):
-        """template paper (the default) leaves the input, and so the key, as before this field existed."""
-        data = handler(self)
-        if data.get("template") == "paper":
-            data.pop("template", None)
-        return data
+    absent_when: ClassVar[dict[str, tuple]] = {"template": ("paper",)}  # the paper's template keeps the key
 
 
 class JudgeInput(StepInput):

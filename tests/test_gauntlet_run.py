@@ -56,8 +56,8 @@ def test_gauntlet_step_tiny_suite(limit_env, capfd):
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "")
     assert run.data.metrics["gauntlet.average"] == pytest.approx(scores["average"])
-    assert run.data.metrics["gauntlet.tiny_boolq"] == scores["benchmarks"]["tiny_boolq"]["score"]
-    assert run.data.metrics["gauntlet.tiny_boolq.accuracy"] == scores["benchmarks"]["tiny_boolq"]["accuracy"]
+    assert run.data.metrics["per_benchmark.tiny_boolq"] == scores["benchmarks"]["tiny_boolq"]["score"]
+    assert run.data.metrics["per_benchmark.tiny_boolq.accuracy"] == scores["benchmarks"]["tiny_boolq"]["accuracy"]
     assert "progress: " in capfd.readouterr().err  # one structured progress line per benchmark
 
 

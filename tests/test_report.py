@@ -20,7 +20,7 @@ from limit.plan import build_plan
 from limit.runner import run_step
 from limit.spec.study import load_study, slug
 
-PAPER_COLUMNS = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
+PAPER_COLUMNS = ["select.chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
 
 
 @pytest.fixture
@@ -49,7 +49,7 @@ def test_summary_runs_are_one_row_per_model_with_the_chosen_epochs_numbers(full_
     for name, choice in choices.items():
         chosen = next(e for e in choice["epochs"] if e["epoch"] == choice["epoch"])
         last = choice["epochs"][-1]
-        assert rows[name]["metrics.chosen_epoch"] == choice["epoch"] != last["epoch"]
+        assert rows[name]["metrics.select.chosen_epoch"] == choice["epoch"] != last["epoch"]
         assert rows[name]["metrics.gauntlet.average"] == pytest.approx(chosen["average"])
         assert rows[name]["metrics.gauntlet.average"] != pytest.approx(last["average"])
         for category, value in chosen["categories"].items():
@@ -61,15 +61,15 @@ def test_summary_runs_are_one_row_per_model_with_the_chosen_epochs_numbers(full_
     for base in ("mpt-7b", "mpt-30b"):  # the base models: same keys, epoch 0, no finetuning tokens
         scores = json.loads(store.read_text(plan.steps[f"gauntlet-{base}"].ref, "scores.json"))
         assert rows[base]["metrics.gauntlet.average"] == pytest.approx(scores["average"])
-        assert (rows[base]["metrics.chosen_epoch"], rows[base]["metrics.train.tokens"]) == (0, 0)
+        assert (rows[base]["metrics.select.chosen_epoch"], rows[base]["metrics.train.tokens"]) == (0, 0)
         assert rows[base]["tags.limit.dataset"] == "none (base model)"
-    benchmarks = [f"metrics.gauntlet.{b.name}" for b in suite("v0")]
+    benchmarks = [f"metrics.per_benchmark.{b.name}" for b in suite("v0")]
     assert not table[benchmarks].isna().any().any()
     # a judged pair from both sides: A's rate and B's complement, each with its 95% bounds
-    key = f"win_rate.lima-test.vs.{slug('mpt-7b-instruct-v1')}"
+    key = f"judge.win_rate.lima-test.vs.{slug('mpt-7b-instruct-v1')}"
     a = rows["mpt-7b-lima"]
     assert a[f"metrics.{key}.ci95_low"] < a[f"metrics.{key}"] < a[f"metrics.{key}.ci95_high"]
-    b = rows["mpt-7b-instruct-v1"]["metrics.win_rate.lima-test.vs.mpt-7b-lima"]
+    b = rows["mpt-7b-instruct-v1"]["metrics.judge.win_rate.lima-test.vs.mpt-7b-lima"]
     assert b == pytest.approx(1 - a[f"metrics.{key}"])
 
     client = mlflow.MlflowClient()
@@ -81,6 +81,31 @@ def test_summary_runs_are_one_row_per_model_with_the_chosen_epochs_numbers(full_
     parent_run = client.get_run(parent)
     assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(parent)}
     assert any(k.startswith("win_rate.") for k in parent_run.data.metrics)
+    current = tracking.current_filter("full")
+    assert_paper_first(mlflow.search_runs(experiment_names=["limit-full"], filter_string=current, output_format="list"))
+    assert_tables(parent, rows)
+
+
+def assert_paper_first(runs: list) -> None:
+    """MLflow's compare-runs page lists every metric key of the runs sorted by code point (its Utils.getKeys):
+    the paper's columns, the gauntlet's average and categories and then the judge's win rates, come first."""
+    keys = sorted({k for run in runs for k in run.data.metrics})
+    paper = ["gauntlet.average", *sorted(f"gauntlet.{c}" for c in CATEGORIES)]
+    assert keys[: len(paper)] == paper
+    rates = [k for k in keys if k.startswith("judge.win_rate.")]
+    assert rates and keys[len(paper) : len(paper) + len(rates)] == rates
+
+
+def assert_tables(parent: str, rows: dict) -> None:
+    """The gauntlet and win-rate tables on the parent run, read back through MLflow's API."""
+    mlflow.set_experiment("limit-full")  # load_table searches the active experiment's runs
+    gauntlet = mlflow.load_table("tables/gauntlet.json", run_ids=[parent])
+    assert sorted(gauntlet["model"]) == sorted(rows)
+    for _, line in gauntlet.iterrows():
+        assert line["gauntlet.average"] == pytest.approx(round(rows[line["model"]]["metrics.gauntlet.average"], 3))
+    rates = mlflow.load_table("tables/win_rates.json", run_ids=[parent])
+    assert len(rates) and (rates["ci95_low"] <= rates["win_rate_a"]).all()
+    assert (rates["win_rate_a"] <= rates["ci95_high"]).all()
 
 
 def test_a_reused_report_gives_the_next_execution_the_same_summary_runs(full_study, monkeypatch):
@@ -120,6 +145,9 @@ def test_a_reused_report_gives_the_next_execution_the_same_summary_runs(full_stu
     client = mlflow.MlflowClient()
     assert client.get_run(second).data.metrics == client.get_run(first).data.metrics
     assert {"report.md", "report.json", "report.png"} <= {a.path for a in client.list_artifacts(second)}
+    assert_paper_first(list(after.values()))
+    averages = {name: {"metrics.gauntlet.average": run.data.metrics["gauntlet.average"]} for name, run in after.items()}
+    assert_tables(second, averages)
     (step_run,) = mlflow.search_runs(
         experiment_names=["limit-full"],
         filter_string=f"tags.`limit.kind` = 'report' and tags.`mlflow.parentRunId` = '{second}'",
@@ -160,7 +188,7 @@ def test_limit_report_renders_a_half_finished_study_and_export_writes_the_table(
     base_30b = next(r for r in rows if r["model"] == "mpt-30b")
     assert base_30b["gauntlet.average"] == "" and base_30b["gauntlet.reading_comprehension"] == ""
     assert base_30b["gauntlet.world_knowledge"] == str(round(data["models"][-1]["categories"]["world_knowledge"], 3))
-    rates = {k: v for r in rows for k, v in r.items() if k.startswith("win_rate.") and v}
+    rates = {k: v for r in rows for k, v in r.items() if k.startswith("judge.win_rate.") and v}
     assert rates and all(0 <= float(v) <= 100 and len(v.partition(".")[2]) <= 1 for v in rates.values())  # in %
 
 

@@ -173,19 +173,19 @@ def test_tiny_summary_runs_are_the_papers_table(tiny_run):
     report = json.loads((workdir / "tiny" / "report.json").read_text())
     mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
     table = mlflow.search_runs(experiment_names=["limit-tiny"], filter_string="tags.`limit.kind` = 'summary'")
-    columns = ["chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
-    columns.append("win_rate.tiny-test.vs.tiny-mix")
+    columns = ["select.chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES)]
+    columns.append("judge.win_rate.tiny-test.vs.tiny-mix")
     assert sorted(table["tags.limit.run"]) == ["tiny-lima", "tiny-mix", "tiny-mpt"]
     rows = {row["tags.limit.run"]: row for _, row in table.iterrows()}
     assert not table.loc[table["tags.limit.run"] == "tiny-lima", [f"metrics.{c}" for c in columns]].isna().any().any()
     for model in report["models"]:
         row = rows[model["name"]]
-        assert row["metrics.chosen_epoch"] == (model["epoch"] or 0)
+        assert row["metrics.select.chosen_epoch"] == (model["epoch"] or 0)
         assert row["metrics.gauntlet.average"] == pytest.approx(model["average"])
         for category in CATEGORIES:
             assert row[f"metrics.gauntlet.{category}"] == pytest.approx(model["categories"][category])
     assert rows["tiny-mpt"]["metrics.train.tokens"] == 0 and rows["tiny-lima"]["metrics.train.tokens"] > 0
-    assert rows["tiny-mix"]["metrics.win_rate.tiny-test.vs.tiny-lima"] == pytest.approx(
+    assert rows["tiny-mix"]["metrics.judge.win_rate.tiny-test.vs.tiny-lima"] == pytest.approx(
         1 - report["pairs"][0]["win_rate_a"]
     )
 

@@ -38,6 +38,6 @@ def test_tiny_modern_compares_two_families(tmp_path):
     table = mlflow.search_runs(experiment_names=["limit-tiny-modern"], filter_string="tags.`limit.kind` = 'summary'")
     assert sorted(table["tags.limit.run"]) == ["tiny-llama-lima", "tiny-llama-lima-lora", "tiny-qwen-lima"]
     assert dict(zip(table["tags.limit.run"], table["params.method"], strict=True))["tiny-llama-lima-lora"] == "lora"
-    columns = ["metrics.train.tokens", "metrics.gauntlet.average", "metrics.win_rate.tiny-test.vs.tiny-qwen-lima"]
+    columns = ["metrics.train.tokens", "metrics.gauntlet.average", "metrics.judge.win_rate.tiny-test.vs.tiny-qwen-lima"]
     llama = table[table["tags.limit.run"] == "tiny-llama-lima"]
     assert not llama[columns].isna().any().any() and float(llama["metrics.train.tokens"].iloc[0]) > 0

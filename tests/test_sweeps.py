@@ -185,7 +185,7 @@ def test_sweep_tiny_export_has_a_row_per_model_and_per_replicate_group(sweep_run
     assert done.returncode == 0 and "7 models, 3 replicate groups" in done.stdout, done.stdout + done.stderr
     rows = {row["model"]: row for row in csv.DictReader(out.open())}
     assert rows["tiny-v1-16"]["kind"] == "replicates" and rows["tiny-v1-16-s17"]["kind"] == "run"
-    assert rows["tiny-v1-16"]["chosen_epoch.s18"] == "2" and rows["tiny-v1-16"]["train.rows"] == "16"
+    assert rows["tiny-v1-16"]["select.chosen_epoch.s18"] == "2" and rows["tiny-v1-16"]["train.rows"] == "16"
     report = json.loads((sweep_run / "sweep-tiny" / "report.json").read_text())
     group = next(g for g in report["replicates"] if g["group"] == "tiny-v1-16")
     assert float(rows["tiny-v1-16"]["gauntlet.average.std"]) == pytest.approx(group["average"]["std"])
@@ -200,15 +200,15 @@ def test_sweep_tiny_replicate_groups_and_comparisons_are_in_mlflow(sweep_run: Pa
     assert set(groups) == {"tiny-v1-8", "tiny-v1-16", "tiny-v1-24"}
     for group in groups.values():
         assert {"gauntlet.average", "gauntlet.average.std", "replicates", "train.rows"} <= set(group.metrics)
-        assert group.metrics["chosen_epoch.s17"] == 2 and group.tags["limit.series"] == "tiny-v1"
+        assert group.metrics["select.chosen_epoch.s17"] == 2 and group.tags["limit.series"] == "tiny-v1"
     summary = next(
         r.data
         for r in runs
         if r.data.tags.get("limit.run") == "tiny-v1-16-s17" and r.info.run_name.startswith("summary")
     )
     assert summary.metrics["train.rows"] == 16 and summary.metrics["train.seed"] == 17
-    for key in ("compare.gauntlet_average.tiny-mpt", "compare.gauntlet_average.tiny-v1-8-s17"):
+    for key in ("paired.gauntlet_average.tiny-mpt", "paired.gauntlet_average.tiny-v1-8-s17"):
         assert {f"{key}.{k}" for k in ("difference", "ci95_low", "ci95_high", "distinguishable")} <= set(
             summary.metrics
         )
-    assert "compare.win_rate.tiny-v1-8-s17.tiny-test.difference" in summary.metrics
+    assert "paired.win_rate.tiny-v1-8-s17.tiny-test.difference" in summary.metrics

@@ -37,7 +37,7 @@ BATCH = {"metrics": 1000, "params": 100}
 CURRENT_KINDS = ("summary", "replicates")
 
 # The runs this process's step added beside its own run, and what it logged on the parent run.
-_made: dict[str, Any] = {"children": [], "parent_metrics": {}, "parent_files": []}
+_made: dict[str, Any] = {"children": [], "parent_metrics": {}, "parent_files": [], "parent_tables": {}}
 
 
 def tracking_uri() -> str:
@@ -163,7 +163,7 @@ def step_run(kind: str, key: str, tags: dict[str, str], output: str | None = Non
     parent, study = settings().parent_run_id, settings().study
     exp_id = client.get_run(parent).info.experiment_id if parent else experiment_id(study)
     mark_dead_runs_killed(client, exp_id, output)
-    _made.update(children=[], parent_metrics={}, parent_files=[])
+    _made.update(children=[], parent_metrics={}, parent_files=[], parent_tables={})
     run_tags = {
         **_child_tags(study, kind, key, tags),
         **execution_tags(),
@@ -230,20 +230,29 @@ def log_child(
     return run.info.run_id
 
 
-def log_on_parent(metrics: dict[str, float], folder: Path | None = None, files: tuple[str, ...] = ()) -> None:
-    """Headline metrics and files on the execution's parent run (nothing when the step runs on its own)."""
+def log_on_parent(
+    metrics: dict[str, float],
+    folder: Path | None = None,
+    files: tuple[str, ...] = (),
+    tables: dict[str, dict[str, list]] | None = None,
+) -> None:
+    """Headline metrics, files and tables ({name: {column: values}}, as `tables/<name>.json`) on the execution's
+    parent run (nothing when the step runs on its own)."""
     parent = settings().parent_run_id
     if parent:
-        _to_parent(parent, metrics, folder, files)
+        _to_parent(parent, metrics, folder, files, tables or {})
     _made["parent_metrics"].update(metrics)
+    _made["parent_tables"].update(tables or {})
     _made["parent_files"] = sorted(set(_made["parent_files"]) | set(files))
 
 
-def _to_parent(parent: str, metrics: dict[str, float], folder: Path | None, files) -> None:
+def _to_parent(parent: str, metrics: dict[str, float], folder: Path | None, files, tables: dict) -> None:
     client = mlflow.MlflowClient()
     for name in files:
         if folder is not None and (folder / name).is_file():
             client.log_artifact(parent, str(folder / name))
+    for name, table in tables.items():
+        client.log_table(parent, table, f"tables/{name}.json")
     now = int(time.time() * 1000)
     _log_batches(client, parent, [Metric(k, float(v), now, 0) for k, v in metrics.items()])
 
@@ -278,6 +287,7 @@ def record() -> dict:
         "children": [_snapshot(client, run_id) for run_id in _made["children"]],
         "parent_metrics": dict(_made["parent_metrics"]),
         "parent_files": list(_made["parent_files"]),
+        "parent_tables": dict(_made["parent_tables"]),
     }
 
 
@@ -305,9 +315,10 @@ def log_reused(
     _replay(client, experiment, _child_name(kind, tags), step, own)
     for child in saved.get("children", []):
         _replay(client, experiment, child["name"], child, {"mlflow.parentRunId": parent, "limit.reused": "true"})
-    if saved.get("parent_metrics") or saved.get("parent_files"):
+    if saved.get("parent_metrics") or saved.get("parent_files") or saved.get("parent_tables"):
         folder = fetch() if fetch and saved.get("parent_files") else None
-        _to_parent(parent, saved.get("parent_metrics", {}), folder, saved.get("parent_files", []))
+        files, tables = saved.get("parent_files", []), saved.get("parent_tables", {})
+        _to_parent(parent, saved.get("parent_metrics", {}), folder, files, tables)
 
 
 def _replay(client, experiment: str, name: str, saved: dict, tags: dict[str, str]) -> None:

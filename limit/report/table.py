@@ -1,15 +1,16 @@
 """The one-row-per-model table: what each model's MLflow summary run holds and what `limit export` writes.
 
-Every model, finetuned or base, gets the same keys: `gauntlet.average`, `gauntlet.<category>`,
-`gauntlet.<benchmark>` (at the chosen epoch), `chosen_epoch` and `train.tokens` (0 for a base model: it was
-not finetuned), and for each judged pair it is in, `win_rate.<prompts>.vs.<opponent>` with `.ci95_low` and
-`.ci95_high`, from its own side. A run in a sweep or a replicate adds `train.rows` and `train.seed`; each
-comparison the report made with the model as A adds `compare.<what>.<B>.difference`, `.ci95_low`,
-`.ci95_high` and `.distinguishable` (1 or 0). A value that is not known (an incomplete category) is left out,
-never 0.
+Every model, finetuned or base, gets the same keys: the paper's columns `gauntlet.average` and
+`gauntlet.<category>` (at the chosen epoch), and for each judged pair it is in,
+`judge.win_rate.<prompts>.vs.<opponent>` with `.ci95_low` and `.ci95_high`, from its own side; then
+`per_benchmark.<benchmark>`, `select.chosen_epoch` and `train.tokens` (0 for a base model: it was not
+finetuned). A run in a sweep or a replicate adds `train.rows` and `train.seed`; each comparison the report made
+with the model as A adds `paired.<what>.<B>.difference`, `.ci95_low`, `.ci95_high` and `.distinguishable`
+(1 or 0). MLflow's compare view sorts keys by code point, so these names put the paper's table at its top. A
+value that is not known (an incomplete category) is left out, never 0.
 
 `replicate_rows`: one more row per replicate group (kind `replicates`), with the same keys holding the mean
-over seeds, each with a `.std` beside it, `replicates` (seeds with scores) and `chosen_epoch.s<seed>`.
+over seeds, each with a `.std` beside it, `replicates` (seeds with scores) and `select.chosen_epoch.s<seed>`.
 """
 
 from __future__ import annotations
@@ -24,8 +25,11 @@ from limit.gauntlet.scoring import metrics as gauntlet_metrics
 from limit.spec.study import slug
 
 TAG_COLUMNS = ("model", "kind", "base_model", "dataset")
-HEADLINE = ("chosen_epoch", "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES))
-INTEGERS = ("chosen_epoch", "train.tokens", "train.rows", "train.seed", "replicates")  # written without ".0"
+WIN_RATE = "judge.win_rate"
+PAIRED = "paired"
+CHOSEN_EPOCH = "select.chosen_epoch"
+HEADLINE = (CHOSEN_EPOCH, "train.tokens", "gauntlet.average", *(f"gauntlet.{c}" for c in CATEGORIES))
+INTEGERS = (CHOSEN_EPOCH, "train.tokens", "train.rows", "train.seed", "replicates")  # written without ".0"
 
 
 def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
@@ -35,7 +39,7 @@ def summary_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         if model.get("status", "ready") != "ready":
             continue
         metrics = gauntlet_metrics(Scores.model_validate(model))  # a row holds its scores' fields
-        metrics["chosen_epoch"] = float(model["epoch"] or 0)
+        metrics[CHOSEN_EPOCH] = float(model["epoch"] or 0)
         tokens = 0 if model["kind"] == "baseline" else model.get("train_tokens")
         if tokens is not None:
             metrics["train.tokens"] = float(tokens)
@@ -89,14 +93,37 @@ COMPARED = {  # (comparisons kind, why) -> the metric name of that comparison
 }
 
 
+def mlflow_tables(data: dict[str, Any]) -> dict[str, dict[str, list]]:
+    """The paper's two tables in the report's units, as MLflow tables (the parent run's artifacts show them as
+    a grid): the gauntlet's row per model, the judge's row per pair."""
+    rows = summary_rows(data)
+    keys = [k for k in HEADLINE if any(k in r["metrics"] for r in rows)]
+    gauntlet: dict[str, list] = {"model": [r["name"] for r in rows]}
+    gauntlet |= {t: [r["tags"][f"limit.{t}"] for r in rows] for t in ("role", "dataset")}
+    gauntlet |= {k: [as_reported(k, r["metrics"][k]) if k in r["metrics"] else None for r in rows] for k in keys}
+    pairs = [p for p in data["pairs"] if p.get("win_rate_a") is not None]
+    judged: dict[str, list] = {k: [p[k] for p in pairs] for k in ("a", "b", "prompts")}
+    judged["win_rate_a"] = [_percent(p["win_rate_a"]) for p in pairs]
+    judged |= {
+        f"ci95_{side}": [_percent((p.get("ci95") or [None, None])[i]) for p in pairs]
+        for i, side in enumerate(("low", "high"))
+    }
+    judged["lc_win_rate_a"] = [_percent(p.get("lc_win_rate_a")) for p in pairs]
+    return {"gauntlet": gauntlet, "win_rates": judged}
+
+
+def _percent(value: float | None) -> float | None:
+    return None if value is None else round(100 * value, 1)
+
+
 def comparison_metrics(name: str, comparisons: dict[str, list[dict]]) -> dict[str, float]:
-    """Each comparison with `name` as A: `compare.<what>.<B>[.<prompts>].difference` and its interval."""
+    """Each comparison with `name` as A: `paired.<what>.<B>[.<prompts>].difference` and its interval."""
     out = {}
     for kind, entries in comparisons.items():
         for entry in entries:
             if entry["a"] != name or entry.get("difference") is None:
                 continue
-            key = f"compare.{COMPARED[kind, entry['why']]}.{slug(entry['b'])}"
+            key = f"{PAIRED}.{COMPARED[kind, entry['why']]}.{slug(entry['b'])}"
             key += f".{slug(entry['prompts'])}" if entry.get("prompts") else ""
             out[f"{key}.difference"] = float(entry["difference"])
             if entry.get("ci95"):
@@ -112,8 +139,9 @@ def replicate_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
         if not group["average"]["n"] and not any(s["n"] for s in group["categories"].values()):
             continue
         stats = {"gauntlet.average": group["average"]}
-        stats |= {f"gauntlet.{k}": v for k, v in (group["categories"] | group["benchmarks"]).items()}
-        stats |= {f"win_rate.{slug(w['prompts'])}.vs.{slug(w['opponent'])}": w for w in group["win_rates"]}
+        stats |= {f"gauntlet.{k}": v for k, v in group["categories"].items()}
+        stats |= {f"per_benchmark.{k}": v for k, v in group["benchmarks"].items()}
+        stats |= {f"{WIN_RATE}.{slug(w['prompts'])}.vs.{slug(w['opponent'])}": w for w in group["win_rates"]}
         metrics = {"replicates": float(len(group["models"]))}
         for key, stat in stats.items():
             if stat.get("mean") is not None:
@@ -121,7 +149,7 @@ def replicate_rows(data: dict[str, Any]) -> list[dict[str, Any]]:
             if stat.get("std") is not None:
                 metrics[f"{key}.std"] = stat["std"]
         epochs = zip(group["seeds"], group["chosen_epochs"], strict=True)
-        metrics |= {f"chosen_epoch.s{seed}": float(epoch) for seed, epoch in epochs if epoch}
+        metrics |= {f"{CHOSEN_EPOCH}.s{seed}": float(epoch) for seed, epoch in epochs if epoch}
         if group.get("rows"):
             metrics["train.rows"] = float(group["rows"])
         rows.append({"name": group["group"], "tags": group_tags(data["study"], group), "metrics": metrics})
@@ -143,7 +171,7 @@ def win_rates(name: str, pairs: list[dict]) -> dict[str, float]:
             continue
         if name == pair["b"]:
             rate, ci = 1 - rate, [None if c is None else 1 - c for c in reversed(ci)]
-        key = f"win_rate.{slug(pair['prompts'])}.vs.{slug(pair['b'] if name == pair['a'] else pair['a'])}"
+        key = f"{WIN_RATE}.{slug(pair['prompts'])}.vs.{slug(pair['b'] if name == pair['a'] else pair['a'])}"
         out[key] = rate
         out |= {f"{key}.{side}": v for side, v in zip(("ci95_low", "ci95_high"), ci, strict=True) if v is not None}
     return out
@@ -163,7 +191,7 @@ def curves(model: dict) -> dict[str, list[tuple[int, float]]]:
 def columns(rows: list[dict]) -> list[str]:
     """The paper's columns first, then win rates, then the benchmarks."""
     keys = {k for row in rows for k in row["metrics"]}
-    rates = sorted(k for k in keys if k.startswith("win_rate."))
+    rates = sorted(k for k in keys if k.startswith(f"{WIN_RATE}."))
     rest = sorted(keys - set(HEADLINE) - set(rates))
     return [*TAG_COLUMNS, *(k for k in HEADLINE if k in keys), *rates, *rest]
 
@@ -185,8 +213,8 @@ def write_csv(rows: list[dict], path: Path) -> None:
 def as_reported(key: str, value: float) -> int | float:
     """A value as report.md prints it: counts whole, win rates in % to one decimal (their differences and
     bounds too), gauntlet scores to three decimals."""
-    if key in INTEGERS or key.startswith("chosen_epoch.") or key.endswith(".distinguishable"):
+    if key in INTEGERS or key.startswith(f"{CHOSEN_EPOCH}.") or key.endswith(".distinguishable"):
         return int(value)
-    if key.startswith("win_rate.") or key.startswith("compare.win_rate"):
+    if key.startswith((f"{WIN_RATE}.", f"{PAIRED}.win_rate")):
         return round(100 * value, 1)
     return round(value, 3)

@@ -14,7 +14,6 @@ from limit.costs import PeakMemory
 from limit.errors import LimitError
 from limit.execution import outputs, progress
 from limit.execution.context import StepContext
-from limit.gauntlet.benchmarks import CATEGORIES
 from limit.gauntlet.evaluate import score_model
 from limit.gauntlet.scoring import metrics
 from limit.models.base import Pretrained, model_location
@@ -50,13 +49,13 @@ def gauntlet(inp: GauntletInput, ctx: StepContext) -> dict:
 
     # The keys every gauntlet run, select run and summary run share (scoring.metrics), plus raw accuracies.
     mlflow.log_metrics(metrics(typed))
-    mlflow.log_metrics({f"gauntlet.{name}.accuracy": r.accuracy for name, r in typed.benchmarks.items()})
+    mlflow.log_metrics({f"per_benchmark.{name}.accuracy": r.accuracy for name, r in typed.benchmarks.items()})
     if typed.missing:
         mlflow.set_tag("gauntlet.missing", ",".join(typed.missing)[:250])
 
     summary: dict = {"complete": scores["complete"], "examples": scores["examples"]}
     summary["memory_peak_gib"] = round(peak.peak_gib(), 4)
-    summary |= {k: v for k, v in metrics(typed).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
+    summary |= {k: v for k, v in metrics(typed).items() if k.startswith("gauntlet.")}  # the average and categories
     return summary
 
 

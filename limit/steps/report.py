@@ -15,7 +15,7 @@ from typing import Any
 from limit import report as rendering
 from limit.execution import tracking
 from limit.execution.context import StepContext
-from limit.report.table import replicate_rows, summary_rows
+from limit.report.table import mlflow_tables, replicate_rows, summary_rows
 from limit.spec.study import slug
 from limit.steps.inputs import ReportInput
 
@@ -34,7 +34,7 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
     for row in replicate_rows(data):
         tracking.log_child(f"replicates {row['name']}", row["tags"], row["metrics"], {})
     headline = headline_metrics(data)
-    tracking.log_on_parent(headline, ctx.out, rendering.FILES)
+    tracking.log_on_parent(headline, ctx.out, rendering.FILES, mlflow_tables(data))
     return {"models": len(data["models"]), "pairs": len(data["pairs"]), **headline}
 
 

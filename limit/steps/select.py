@@ -26,7 +26,7 @@ from limit.errors import LimitError
 from limit.execution import outputs
 from limit.execution.context import StepContext
 from limit.execution.outputs import ScoredEpoch
-from limit.gauntlet.benchmarks import CATEGORIES, Benchmark, suite
+from limit.gauntlet.benchmarks import Benchmark, suite
 from limit.gauntlet.scoring import average_variance, check_asked, metrics
 from limit.gauntlet.split import half_average, halves
 from limit.steps.inputs import SelectInput
@@ -172,7 +172,7 @@ def _prune_others(inp: SelectInput, ctx: StepContext, epochs: list[ScoredEpoch],
 def log_epochs(scores_by_epoch: dict[int, outputs.Scores], chosen: int) -> None:
     """The chosen epoch's values once (step = that epoch), every epoch's average and categories as curves."""
     for epoch, scores in scores_by_epoch.items():
-        curve = {k: v for k, v in metrics(scores).items() if k.removeprefix("gauntlet.") in ("average", *CATEGORIES)}
+        curve = {k: v for k, v in metrics(scores).items() if k.startswith("gauntlet.")}  # average, categories
         mlflow.log_metrics({f"per_epoch.{k}": v for k, v in curve.items()}, step=epoch)
     mlflow.log_metrics({**metrics(scores_by_epoch[chosen]), "chosen_epoch": chosen}, step=chosen)
     mlflow.set_tag("chosen_epoch", str(chosen))

@@ -41,6 +41,7 @@ format: install
 	$(BIN)/ruff check --fix limit workflows tests benchmarks images
 	$(BIN)/ruff format limit workflows tests benchmarks images
 
+# The tiny study twice: warm step processes against a fresh interpreter per step (~4 minutes on 2 cores).
 bench: install
 	$(BIN)/python benchmarks/study.py --out runs/bench/study.json
 

@@ -93,11 +93,14 @@ def pair_command_args(tmp_path: Path, base_url: str) -> argparse.Namespace:
     )
 
 
-def test_all_twelve_through_the_replay_judge(shared: Path, tmp_path: Path):
+def test_all_twelve_through_the_replay_judge(shared: Path, tmp_path: Path, capfd):
     """All 10,800 released GPT-4 verdicts, re-asked through alpaca-eval's annotator and the openai client of a
-    replay server, with alpaca-eval's position swaps: the same counts, so the paper's 12 numbers."""
+    replay server, with alpaca-eval's position swaps: the same counts, so the paper's 12 numbers. The console
+    gets the project's lines only (the libraries' bars and logging go to the log file)."""
     rc, rows = reproduce(shared / "limit_release", tmp_path / "table.json", via_replay_judge=True)
     assert rc == 0
+    printed = capfd.readouterr()
+    assert len(printed.out.splitlines()) + len(printed.err.splitlines()) < 100, printed.err[-2000:]
     assert {(r["size"], r["prompts"], r["b"]): round(100 * r["win_rate_a"], 1) for r in rows} == PAPER
     comparisons = {(c.size, c.prompts, c.b): c for c in find_comparisons(shared / "limit_release")}
     for row in rows:

@@ -1,4 +1,5 @@
-"""The local backend: run a plan on this machine, each step a subprocess running exactly `Step.argv`.
+"""The local backend: run a plan on this machine, each step a process running `Step.argv`'s command, forked
+warm (limit/backends/warm.py; LIMIT_WARM_STEPS=0 runs exactly `Step.argv` as a subprocess).
 
 Ready steps run in parallel while their CPU requests fit the machine; a step whose output is already
 complete in the store is reused, never redone. Each step's output goes to
@@ -31,6 +32,7 @@ from pathlib import Path
 from botocore.exceptions import ConnectionError as BotoConnectionError
 from botocore.exceptions import HTTPClientError
 
+from limit.backends import warm
 from limit.errors import EXIT_BAD_INPUT, EXIT_UNAVAILABLE, LimitError, UnavailableError, is_transient
 from limit.execution import progress, tracking
 from limit.execution.io import write_atomic
@@ -72,7 +74,7 @@ class Outcome:
 @dataclass
 class _Running:
     step: Step
-    proc: subprocess.Popen
+    proc: subprocess.Popen | warm.WarmProcess
     slots: int
     started: float
     log: Path
@@ -236,10 +238,7 @@ class _LocalRun:
             self.pending.remove(step)
             log = self.logs / f"{step.id}.log"
             step_env = started_by({**self.env, "OMP_NUM_THREADS": str(slots)})  # no orphan if we die
-            with log.open("w") as fh:
-                proc = subprocess.Popen(
-                    step.argv, env=step_env, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
-                )
+            proc = warm.start(step.argv, step_env, log)
             self.running.append(_Running(step, proc, slots, time.time(), log))
             _say(f"run    {step.id:48} log: {log}")
 
@@ -299,9 +298,12 @@ class _LocalRun:
             r.proc.wait()
 
 
-def _signal_group(proc: subprocess.Popen, signum: int) -> None:
+def _signal_group(proc: subprocess.Popen | warm.WarmProcess, signum: int) -> None:
     with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signum)
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:  # a warm process before its setsid: no group of its own yet
+            os.kill(proc.pid, signum)
 
 
 def _tail(log: Path) -> list[str]:

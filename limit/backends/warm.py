@@ -1,7 +1,8 @@
-"""Warm step processes for the local backend: a step still runs its argv's command (`limit step ...`, through
-`limit.cli.main`, with the step's environment, log and session of its own), but in a process forked from a
-server that has already imported what steps import (MLflow and its SQL store, torch, transformers, limit's
-step modules), instead of a fresh interpreter that spends seconds on the same imports before every step.
+"""Warm step processes for the local backend: a step still runs its argv's command (`limit step ...`,
+through the `limit` console script's entry point, with the step's environment, log and session of its own),
+but in a process forked from a server that has already imported what steps import (MLflow and its SQL store,
+torch, transformers, limit's step modules), instead of a fresh interpreter that spends seconds on the same
+imports before every step.
 
 Forking keeps what a step needs exact: nothing is called before the fork, only modules are imported, and none
 of limit's reads the environment at import; torch's thread count, fixed when it loaded, is set again from
@@ -16,6 +17,7 @@ import multiprocessing
 import os
 import subprocess
 import sys
+from importlib.metadata import entry_points
 from pathlib import Path
 
 PRELOAD = [
@@ -84,10 +86,10 @@ def _run(argv: list[str], env: dict[str, str], log: str) -> None:
     sys.argv = argv
     if "torch" in sys.modules and env.get("OMP_NUM_THREADS", "").isdigit():
         sys.modules["torch"].set_num_threads(int(env["OMP_NUM_THREADS"]))
-    from limit.cli import main
+    (script,) = entry_points(group="console_scripts", name=argv[0])  # as the `limit` executable finds it
 
     try:
-        code = main(argv[1:])
+        code = script.load()(argv[1:])
     finally:
         atexit._run_exitfuncs()  # multiprocessing ends its children with os._exit, past atexit
         sys.stdout.flush()

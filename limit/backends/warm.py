@@ -6,8 +6,9 @@ imports before every step.
 
 Forking keeps what a step needs exact: nothing is called before the fork, only modules are imported, and none
 of limit's reads the environment at import; torch's thread count, fixed when it loaded, is set again from
-the step's OMP_NUM_THREADS. An argv that is not `limit ...`, or LIMIT_WARM_STEPS=0, runs as a plain
-subprocess, as an Argo pod runs it.
+the step's OMP_NUM_THREADS. The fork server ends the moment the backend does (multiprocessing's), and a step
+gets SIGTERM when the fork server ends, as a subprocess does when the backend ends. An argv that is not
+`limit ...`, or LIMIT_WARM_STEPS=0, runs as a plain subprocess, as an Argo pod runs it.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import subprocess
 import sys
 from importlib.metadata import entry_points
 from pathlib import Path
+
+from limit.execution.lifetime import term_when_parent_dies
 
 PRELOAD = [
     "limit.runner",
@@ -77,6 +80,7 @@ def _server():
 def _run(argv: list[str], env: dict[str, str], log: str) -> None:
     """In the forked process: the session, output and environment a subprocess would have had, then the CLI."""
     os.setsid()
+    term_when_parent_dies()  # the fork server, which ends the moment the backend does
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     for target in (1, 2):
         os.dup2(fd, target)

@@ -34,10 +34,16 @@ def end_with_parent() -> None:
     if not named or not named.isdigit():
         return
     parent = int(named)
-    if sys.platform.startswith("linux") and os.getppid() == parent:
+    if os.getppid() == parent:
+        term_when_parent_dies()
+    threading.Thread(target=_watch, args=(parent,), name="limit-parent-watch", daemon=True).start()
+
+
+def term_when_parent_dies() -> None:
+    """SIGTERM to this process when its parent process ends (Linux; elsewhere the watch alone)."""
+    if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    threading.Thread(target=_watch, args=(parent,), name="limit-parent-watch", daemon=True).start()
 
 
 def _watch(parent: int) -> None:

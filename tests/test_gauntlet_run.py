@@ -52,6 +52,12 @@ def test_gauntlet_step_tiny_suite(limit_env, capfd):
     assert {c: summary[f"gauntlet.{c}"] for c in CATEGORIES} == scores["categories"]
     details = json.loads((scores_file.parent / "details" / "tiny_arc.json").read_text())["details"]
     assert len(details) == 10 and all(len(d["tokens"]) == 4 for d in details)
+    from lm_eval.api.metrics import mean_stderr  # the standard error is lm-eval's, of the rows scored
+
+    arc = scores["benchmarks"]["tiny_arc"]
+    assert arc["stderr"] == pytest.approx(mean_stderr([float(d["correct"]) for d in details]), abs=1e-12, rel=0)
+    assert arc["score_stderr"] == pytest.approx(arc["stderr"] / 0.75, abs=1e-12)
+    assert scores["average_stderr"] > 0 and set(scores["categories_stderr"]) == set(CATEGORIES)
 
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "")

@@ -129,19 +129,19 @@ def selection_section(data: dict) -> list[str]:
     lines += ["was selected on; the runner-up is the next best epoch, compared on the same rows.", ""]
     lines += ["| Model | Epoch | Av | SE | Runner-up | Difference | SE of difference | Distinguishable |"]
     lines.append("|---|---|---|---|---|---|---|---|")
+    notes, unpaired = Footnotes(), "a benchmark has fewer than two rows scored at both epochs"
     for row in chosen:
         sel = row["selection"]
         if sel.get("runner_up") is None:
             rest = "only one epoch scored | - | - | -"
         else:
-            rest = (
-                f"epoch {sel['runner_up']} | {fmt(sel.get('difference'))} | "
-                f"{fmt(sel.get('difference_standard_error'))} | {yes_no(sel.get('distinguishable'))}"
-            )
+            paired = [fmt(sel.get("difference_standard_error")), yes_no(sel.get("distinguishable"))]
+            rest = f"epoch {sel['runner_up']} | {fmt(sel.get('difference'))} | "
+            rest += " | ".join(notes.cell(cell, unpaired) for cell in paired)
         lines.append(
             f"| {row['name']} | {row['epoch']} | {fmt(row['average'])} | {fmt(sel.get('standard_error'))} | {rest} |"
         )
-    return lines
+    return lines + notes.lines()
 
 
 def split_section(data: dict) -> list[str]:
@@ -312,7 +312,10 @@ def agreement_group(group: dict) -> list[str]:
         lines.append(
             f"| {name} | {m['dataset'] or '-'} | {fmt(m['gauntlet'])} | {ranks[0]} | {fmt(m['judge'])} | {ranks[1]} |"
         )
-    taus = ", ".join(f"{CATEGORIES[c]} {fmt(t, 2)}" for c, t in group["category_tau"].items())
+    alike = " (undefined: one of the two scores every model alike there)"
+    taus = ", ".join(
+        f"{CATEGORIES[c]} {fmt(t, 2)}{alike if t is None else ''}" for c, t in group["category_tau"].items()
+    )
     lines += ["", f"Tau per category: {taus}."]
     if group["disagreements"]:
         lines += ["", "Ordered the other way round (A ahead on the gauntlet, B with the judge; A minus B):", ""]

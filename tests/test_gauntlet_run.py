@@ -92,6 +92,9 @@ def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capfd):
     assert scores["categories"]["world_knowledge"] is None and scores["average"] is None
     console = capfd.readouterr()
     assert "Av: incomplete" in console.out
+    copa = scores["benchmarks"]["tiny_copa"]  # lm-eval's table: the value, ±, its standard error
+    assert f"|{copa['accuracy']:>8.4f}|±|{copa['stderr']:.4f}|" in console.out
+    assert f"Com Reas: {copa['score']:+.4f} ± {scores['categories_stderr']['commonsense_reasoning']:.4f}" in console.out
     # the console: a progress line per benchmark; lm-eval's bars and our per-benchmark scores are in the log
     progress = [line.split(" (")[0] for line in console.err.splitlines() if line.startswith("benchmarks:")]
     assert progress == ["benchmarks: 1/2 tiny_copa", "benchmarks: 2/2 tiny_winograd"]

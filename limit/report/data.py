@@ -209,7 +209,7 @@ def _scores_row(scores: outputs.Scores | None, steps: list[str]) -> dict | None:
         "categories": scores.categories,
         "average_stderr": scores.average_stderr,
         "categories_stderr": scores.categories_stderr,
-        "n": _counts(scores),
+        "scored_rows": _counts(scores),
         "missing": scores.missing,
         "not_available": not_available(scores),
         "benchmarks": {name: r.model_dump(include=fields) for name, r in scores.benchmarks.items()},

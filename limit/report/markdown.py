@@ -111,7 +111,7 @@ def gauntlet_row(row: dict, ref: dict | None, notes: Footnotes) -> str:
         if row["kind"] == "baseline"
         else notes.cell(tokens(row.get("train_tokens")), PENDING if pending else NO_TOKENS)
     )
-    count = (row.get("n") or {}).get("total", "-")
+    count = (row.get("scored_rows") or {}).get("total", "-")
     return (
         f"| {name}{status} | {row['dataset'] or '-'} | {epoch} | {trained} | {count} | {average} | "
         + " | ".join(cells)
@@ -159,15 +159,18 @@ def split_section(data: dict) -> list[str]:
     lines += ["Held-out rank: the chosen epoch among all epochs on the held-out half (1: still the best).", ""]
     lines += ["| Model | Epoch | Rows choosing / held out | Av choosing | Av held out | Optimism | Held-out rank |"]
     lines.append("|---|---|---|---|---|---|---|")
+    notes = Footnotes()
     for row in split:
         s = row["split"]
         mine = next(e for e in s["epochs"] if e["epoch"] == s["chosen"])
         rank = "n/a" if s.get("held_out_rank") is None else f"{s['held_out_rank']} of {len(s['epochs'])}"
+        cells = [fmt(mine["selection"]), fmt(mine["held_out"]), fmt(s.get("optimism")), rank]
         lines.append(
             f"| {row['name']} | {s['chosen']} | {s['rows']['selection']} / {s['rows']['held_out']} | "
-            f"{fmt(mine['selection'])} | {fmt(mine['held_out'])} | {fmt(s.get('optimism'))} | {rank} |"
+            + " | ".join(notes.cell(c, "a half has no average (a category with no rows in it)") for c in cells)
+            + " |"
         )
-    return lines
+    return lines + notes.lines()
 
 
 def contamination_section(data: dict) -> list[str]:
@@ -211,16 +214,18 @@ def replicates_section(data: dict) -> list[str]:
     lines += ["each seed's selection chose; win rates from the group's own side, in %."]
     header = ["Group", "Rows", "Seeds", "Chosen epochs", "n", "Av", *CATEGORIES.values(), "Win rates"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes, unscored = Footnotes(), "no seed of the group has this score yet (pending or incomplete)"
     for g in groups:
         seeds = ", ".join("-" if s is None else str(s) for s in g["seeds"])
         epochs = ", ".join("-" if e is None else str(e) for e in g["chosen_epochs"])
-        cats = [mean_std(g["categories"].get(c)) for c in CATEGORIES]
+        cats = [notes.cell(mean_std(g["categories"].get(c)), unscored) for c in CATEGORIES]
         rates = "; ".join(f"vs {w['opponent']} on {w['prompts']}: {mean_std(w, 100, 1)}" for w in g["win_rates"])
+        count = notes.na("the spec does not fix its training rows") if g["rows"] is None else g["rows"]
         lines.append(
-            f"| {g['group']} | {g['rows'] if g['rows'] is not None else 'n/a'} | {seeds} | {epochs} | "
-            f"{g['average']['n']} | {mean_std(g['average'])} | " + " | ".join(cats) + f" | {rates or '-'} |"
+            f"| {g['group']} | {count} | {seeds} | {epochs} | {g['average']['n']} | "
+            f"{notes.cell(mean_std(g['average']), unscored)} | " + " | ".join(cats) + f" | {rates or '-'} |"
         )
-    return lines
+    return lines + notes.lines()
 
 
 def p_cells(entry: dict) -> str:

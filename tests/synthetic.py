@@ -9,14 +9,16 @@ import random
 from limit.execution.io import jsonl_text
 from limit.execution.store import Store
 from limit.gauntlet.benchmarks import suite
-from limit.gauntlet.scoring import aggregate
+from limit.gauntlet.scoring import aggregate, mean_stderr
 from limit.plan import Plan, Step
 
 
 def scores(bench_suite: str, rng: random.Random, level: float, drop: tuple[str, ...] = ()) -> dict:
     benchmarks = suite(bench_suite)
+    stderr = mean_stderr([1.0, 0.0] * 50)  # lm-eval's, of 50 right in 100
     results = {
         b.name: {"category": b.category, "score": level + rng.uniform(-0.15, 0.15), "accuracy": 0.5, "n": 100}
+        | {"stderr": stderr, "score_stderr": stderr / (1 - b.random_baseline), "random_baseline": b.random_baseline}
         for b in benchmarks
         if b.name not in drop
     }

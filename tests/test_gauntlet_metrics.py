@@ -148,3 +148,46 @@ def test_language_modelling_prompt():
         shot_text = "".join(f"WORLD: clue {j}\nAnswer: answer {j}\n" for j in shots)
         assert context == f"{shot_text}WORLD: clue {doc_id}\nAnswer:"
         assert continuation == f" answer {doc_id}"
+
+
+def test_standard_errors_match_lm_evals_own_to_1e12():
+    from lm_eval.api.metrics import mean_stderr
+
+    correct = [True, False, True, True, False, True, True, False, False, True, True]
+    values = [float(ok) for ok in correct]
+    assert scoring.accuracy_stderr(correct) == pytest.approx(mean_stderr(values), abs=1e-12, rel=0)
+    # by hand: 7 of 11 right, sample variance (7 * (4/11)^2 + 4 * (7/11)^2) / 10 = 0.2545..., over n
+    assert scoring.accuracy_stderr(correct) == pytest.approx((28 / 110 / 11) ** 0.5, abs=1e-12, rel=0)
+    assert scoring.accuracy_stderr([True]) is None  # one row has no sample variance
+
+
+def test_a_score_category_and_average_carry_their_standard_error():
+    mc = Benchmark("mc", "world_knowledge", "multiple_choice", 0, 0.25, "w/mc.jsonl")
+    result = scoring.benchmark_result(mc, [True, False, True, True], None)
+    assert result["stderr"] == pytest.approx(0.25, abs=1e-12)  # p = 3/4: sqrt((3/4 * 1/4) * 4/3 / 4)
+    assert result["score_stderr"] == pytest.approx(0.25 / 0.75, abs=1e-12)  # rescaling is linear
+    benches = _one_per_category() + [Benchmark("extra", "world_knowledge", "multiple_choice", 0, 0.5, "w/e.jsonl")]
+    results = {b.name: {"score": 0.5, "score_stderr": 0.03} for b in benches}
+    results["extra"]["score_stderr"] = 0.04
+    agg = scoring.aggregate(benches, results)
+    assert agg["categories_stderr"]["world_knowledge"] == pytest.approx(0.05 / 2, abs=1e-12)  # sqrt(.03²+.04²)/2
+    assert agg["categories_stderr"]["reading_comprehension"] == pytest.approx(0.03, abs=1e-12)
+    assert agg["average_stderr"] == pytest.approx((0.025**2 + 4 * 0.03**2) ** 0.5 / 5, abs=1e-12)
+    del results["extra"]["score_stderr"]  # an older result without one: no standard error, never a guess
+    assert scoring.aggregate(benches, results)["average_stderr"] is None
+
+
+def test_the_averages_standard_error_is_the_one_selection_uses_on_independent_rows():
+    benches = _one_per_category()
+    rows = {b.name: [1.0, 0.0, 1.0, 1.0, 0.0][: 3 + i % 3] for i, b in enumerate(benches)}
+    results = {b.name: scoring.benchmark_result(b, [v == 1.0 for v in rows[b.name]], None) for b in benches}
+    agg = scoring.aggregate(benches, results)
+    assert agg["average_stderr"] ** 2 == pytest.approx(scoring.average_variance(benches, rows), abs=1e-12)
+
+
+def test_a_macro_averaged_benchmarks_standard_error_combines_its_groups():
+    bench = Benchmark("jeopardy", "world_knowledge", "language_modeling", 10, 0.0, "f", macro_average="category")
+    correct, groups = [True, False, True, True, False, False], ["h", "h", "h", "s", "s", "s"]
+    se_h = se_s = (1 / 3 / 3) ** 0.5  # each group: 1 of 3 or 2 of 3, sample variance 1/3
+    result = scoring.benchmark_result(bench, correct, groups)
+    assert result["stderr"] == pytest.approx((se_h**2 + se_s**2) ** 0.5 / 2, abs=1e-12)

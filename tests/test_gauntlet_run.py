@@ -52,6 +52,12 @@ def test_gauntlet_step_tiny_suite(limit_env, capfd):
     assert {c: summary[f"gauntlet.{c}"] for c in CATEGORIES} == scores["categories"]
     details = json.loads((scores_file.parent / "details" / "tiny_arc.json").read_text())["details"]
     assert len(details) == 10 and all(len(d["tokens"]) == 4 for d in details)
+    from lm_eval.api.metrics import mean_stderr  # the standard error is lm-eval's, of the rows scored
+
+    arc = scores["benchmarks"]["tiny_arc"]
+    assert arc["stderr"] == pytest.approx(mean_stderr([float(d["correct"]) for d in details]), abs=1e-12, rel=0)
+    assert arc["score_stderr"] == pytest.approx(arc["stderr"] / 0.75, abs=1e-12)
+    assert scores["average_stderr"] > 0 and set(scores["categories_stderr"]) == set(CATEGORIES)
 
     client = mlflow.MlflowClient()
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()], "")
@@ -86,6 +92,9 @@ def test_cli_subset_reports_incomplete_categories(tiny_model, tmp_path, capfd):
     assert scores["categories"]["world_knowledge"] is None and scores["average"] is None
     console = capfd.readouterr()
     assert "Av: incomplete" in console.out
+    copa = scores["benchmarks"]["tiny_copa"]  # lm-eval's table: the value, ±, its standard error
+    assert f"|{copa['accuracy']:>8.4f}|±|{copa['stderr']:.4f}|" in console.out
+    assert f"Com Reas: {copa['score']:+.4f} ± {scores['categories_stderr']['commonsense_reasoning']:.4f}" in console.out
     # the console: a progress line per benchmark; lm-eval's bars and our per-benchmark scores are in the log
     progress = [line.split(" (")[0] for line in console.err.splitlines() if line.startswith("benchmarks:")]
     assert progress == ["benchmarks: 1/2 tiny_copa", "benchmarks: 2/2 tiny_winograd"]

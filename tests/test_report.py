@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
 from pathlib import Path
 
 import mlflow
@@ -166,7 +167,15 @@ def test_limit_report_renders_a_half_finished_study_and_export_writes_the_table(
     folder = limit_env / "full"
     markdown = (folder / "report.md").read_text()
     assert "| mpt-30b-lima (pending) |" in markdown
-    assert "| mpt-30b (base) | - | - | - | n/a |" in markdown  # incomplete: n/a, never 0
+    assert "| mpt-30b (base) | - | - | - | 3200 | n/a [2] |" in markdown  # incomplete: n/a, never 0
+    assert "- [1] no data for squad (not found in gauntlet.data)" in markdown  # and why, under the table
+    assert "- [2] categories without a score: reading_comprehension" in markdown
+    assert re.search(r"\| mpt-7b \(base\) \| - \| - \| - \| 3300 \| 0\.\d{3} ± 0\.\d{3} \|", markdown)
+    assert "| 50.0 ± 5.0 → " in markdown  # appendix: raw accuracy (%) ± its standard error, then the score
+    judged = plan.steps["report"].input.pairs[0].judge  # per-sample outputs: where they are in the store
+    assert f"`{limit_env / 'artifacts' / judged}/annotations.jsonl`" in markdown
+    ref = plan.steps["gauntlet-mpt-7b"].ref
+    assert f"  - `{ref}` gauntlet-mpt-7b" in markdown  # provenance: the step's name beside its key
     assert "(+0." in markdown or "(-0." in markdown  # deltas to the base model
     for heading in ("## Appendix: every benchmark", "## Sample judgments", "## Provenance"):
         assert heading in markdown
@@ -263,3 +272,46 @@ def test_report_html_is_one_page_with_the_numbers_and_a_browser_by_pair(limit_en
         chromium(
             page.as_uri(), tmp_path, f"--screenshot={os.environ['LIMIT_KEEP_HTML_SHOT']}", "--window-size=1100,800"
         )
+
+
+def test_every_na_in_the_report_says_why():
+    from limit.execution.outputs import Scores
+    from limit.report.data import not_available
+    from limit.report.markdown import Footnotes, benchmark_line, judge_row
+
+    scores = Scores(average=None, categories={"world_knowledge": None, "reading_comprehension": 0.1}, missing=["mmlu"])
+    assert not_available(scores) == {
+        "world_knowledge": "no data for mmlu (not found in gauntlet.data)",
+        "average": "categories without a score: world_knowledge",
+    }
+    notes = Footnotes()
+    pair = {
+        "a": "x",
+        "b": "y",
+        "seeds": {"1": {"win_rate_a": 0.5}},
+        "win_rate_a": 0.5,
+        "ci95": [0.4, 0.6],
+        "seed_std": 0.0,
+    }
+    line = judge_row(pair | {"lc_win_rate_a": None, "lc_reason": "too few rows for the GLM"}, notes)
+    assert "| 0.0 | n/a [1] |" in line and notes.reasons[0] == "length-controlled: too few rows for the GLM"
+    assert notes.reasons[1:] == ["the judge step recorded no response lengths", "the judge step recorded no cost"]
+    rows = [
+        {
+            "name": "m1",
+            "benchmarks": {
+                "arc": {
+                    "accuracy": 0.412,
+                    "stderr": 0.0131,
+                    "score": 0.216,
+                    "score_stderr": 0.0175,
+                    "n": 500,
+                    "random_baseline": 0.25,
+                }
+            },
+        },
+        {"name": "m2", "status": "pending", "benchmarks": {}},
+    ]
+    line = benchmark_line("arc", "World", rows, notes)
+    assert line == "| arc | World | 25% | 500 | 41.2 ± 1.3 → 0.216 ± 0.018 | n/a [4] |"
+    assert notes.lines()[-1].startswith("- [4] the model's steps are not complete")

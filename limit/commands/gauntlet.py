@@ -4,8 +4,9 @@
 
 The gauntlet is configured as a study's `gauntlet:` (same defaults: suite v0, the shared data beside the
 checkout plus `runs/gauntlet-converted` when it exists) and scored by the same function as the gauntlet step.
-Prints an lm-eval-style table; `--out` writes scores.json (per benchmark: accuracy, rescaled score, n; per
-category its score, null when one of its benchmarks is missing; the average, null unless all are complete).
+Prints an lm-eval-style table; `--out` writes scores.json (per benchmark: accuracy, rescaled score, n and their
+standard errors; per category its score and standard error, null when one of its benchmarks is missing; the
+average, null unless all are complete).
 """
 
 from __future__ import annotations
@@ -96,16 +97,23 @@ def print_table(scores: dict) -> None:
     """One row per benchmark, then the categories and the average, as lm-eval prints its results."""
     from limit.gauntlet.benchmarks import CATEGORIES, CATEGORY_TITLES
 
-    def fmt(value: float | None) -> str:
-        return "incomplete" if value is None else f"{value:+.4f}"
+    def fmt(value: float | None, stderr: float | None = None) -> str:
+        spread = "" if stderr is None else f" ± {stderr:.4f}"
+        return "incomplete" if value is None else f"{value:+.4f}{spread}"
 
-    print("|Benchmark                          |Category  |     n|Accuracy|  Score|")
-    print("|-----------------------------------|----------|-----:|-------:|------:|")
+    def se(value: float | None) -> str:
+        return "   n/a" if value is None else f"{value:.4f}"
+
+    print("|Benchmark                          |Category  |     n|Accuracy| |Stderr|  Score|")
+    print("|-----------------------------------|----------|-----:|-------:|-|-----:|------:|")
     for name, result in sorted(scores["benchmarks"].items(), key=lambda kv: (kv[1]["category"], kv[0])):
-        title = CATEGORY_TITLES[result["category"]]
-        print(f"|{name:<35}|{title:<10}|{result['n']:>6}|{result['accuracy']:>8.4f}|{result['score']:>+7.3f}|")
+        title, error = CATEGORY_TITLES[result["category"]], se(result.get("stderr"))
+        print(
+            f"|{name:<35}|{title:<10}|{result['n']:>6}|{result['accuracy']:>8.4f}|±|{error}|{result['score']:>+7.3f}|"
+        )
+    errors = scores.get("categories_stderr") or {}
     for category in CATEGORIES:
-        print(f"{CATEGORY_TITLES[category]:>10}: {fmt(scores['categories'][category])}")
-    print(f"{'Av':>10}: {fmt(scores['average'])}")
+        print(f"{CATEGORY_TITLES[category]:>10}: {fmt(scores['categories'][category], errors.get(category))}")
+    print(f"{'Av':>10}: {fmt(scores['average'], scores.get('average_stderr'))}")
     if scores["missing"]:
         print(f"missing: {', '.join(scores['missing'])}")

@@ -28,6 +28,8 @@ class BenchmarkScore(Output):
     category: str | None = None
     score: float | None = None  # rescaled against the benchmark's random baseline
     accuracy: float | None = None
+    stderr: float | None = None  # the accuracy's (lm-eval's convention); absent from older outputs
+    score_stderr: float | None = None
     n: int | None = None
 
 
@@ -36,6 +38,8 @@ class Scores(Output):
 
     average: float | None
     categories: dict[str, float | None] = {}
+    average_stderr: float | None = None  # standard errors (limit/gauntlet/scoring.py); absent from older outputs
+    categories_stderr: dict[str, float | None] = {}
     benchmarks: dict[str, BenchmarkScore] = {}
     missing: list[str] = []  # benchmarks asked for that had no data
     suite: str = "v0"

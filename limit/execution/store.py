@@ -38,6 +38,14 @@ from limit.execution.leases import FileLock, S3Lease
 from limit.execution.settings import settings
 
 MANIFEST = "_manifest.json"
+
+
+def step_name(kind: str, tags: dict[str, str]) -> str:
+    """A step's readable name, from its input's tags (its MLflow run's name too), e.g. gauntlet-lima-e2."""
+    name = "-".join([kind, *(tags[k] for k in ("run", "a", "b", "prompts", "dataset") if k in tags)])
+    return f"{name}-e{tags['epoch']}" if "epoch" in tags else name
+
+
 PRUNED = "_pruned.json"  # subfolders of a completed step deleted later (training.keep: selected)
 REJECTED = "_rejected.json"  # the manifest of a step whose files no longer matched it (not done: redone)
 ATTEMPTS = "_attempts"  # <root>/_attempts/<kind>/<key>.json: the latest attempt of a step (`limit status`)

@@ -25,6 +25,7 @@ from mlflow.entities import Metric, Param
 
 from limit.execution.mlflow_store import artifact_root, execution_tags, mark_dead_runs_killed, open_store
 from limit.execution.settings import settings
+from limit.execution.store import step_name
 
 DEFAULT_URI = "sqlite:///runs/mlflow.db"
 RECORD = "_tracking.json"  # beside a step's outputs: what its MLflow runs hold
@@ -147,11 +148,6 @@ def _child_tags(study: str, kind: str, key: str, tags: dict[str, str]) -> dict[s
     }
 
 
-def _child_name(kind: str, tags: dict[str, str]) -> str:
-    name = "-".join([kind, *(tags[k] for k in ("run", "a", "b", "prompts", "dataset") if k in tags)])
-    return f"{name}-e{tags['epoch']}" if "epoch" in tags else name
-
-
 @contextlib.contextmanager
 def step_run(kind: str, key: str, tags: dict[str, str], output: str | None = None) -> Iterator[None]:
     """The step's child run (under LIMIT_PARENT_RUN_ID when set), active while the step runs; KILLED when the
@@ -171,7 +167,7 @@ def step_run(kind: str, key: str, tags: dict[str, str], output: str | None = Non
     }
     with mlflow.start_run(
         experiment_id=exp_id,
-        run_name=_child_name(kind, tags),
+        run_name=step_name(kind, tags),
         parent_run_id=parent,
         tags=run_tags,
         nested=True,
@@ -312,7 +308,7 @@ def log_reused(
         summary = manifest.get("summary", {})
         saved = {"step": {"metrics": {k: [[0, float(v), 0]] for k, v in summary.items() if _is_number(v)}}}
     step = saved["step"]
-    _replay(client, experiment, _child_name(kind, tags), step, own)
+    _replay(client, experiment, step_name(kind, tags), step, own)
     for child in saved.get("children", []):
         _replay(client, experiment, child["name"], child, {"mlflow.parentRunId": parent, "limit.reused": "true"})
     if saved.get("parent_metrics") or saved.get("parent_files") or saved.get("parent_tables"):

@@ -167,7 +167,8 @@ def run_gauntlet(
         result, details = evaluate_benchmark(lm, bench, files[bench.file], limit=spec.limit, seed=spec.seed)
         result["seconds"] = round(time.time() - t0, 3)
         results[bench.name] = result
-        score = f"accuracy {result['accuracy']:.4f} score {result['score']:+.4f}"
+        spread = f" ± {result['stderr']:.4f}" if result.get("stderr") is not None else ""
+        score = f"accuracy {result['accuracy']:.4f}{spread} score {result['score']:+.4f}"
         print(f"gauntlet: {bench.name}: {score} (n={result['n']}, {result['seconds']:.1f}s)", file=sys.stderr)
         if saved is not None:
             _keep(saved, result, details)

@@ -7,10 +7,15 @@
 - benchmark score = (accuracy - random baseline) / (1 - random baseline), after macro-averaging over the
   rows' `category` where the benchmark says so; category = equal-weight mean of its benchmarks, reported
   as None when any of them is missing; average = mean of the five categories, None unless all are there.
+- standard errors follow lm-eval's convention (`lm_eval.api.metrics.mean_stderr`: the sample standard
+  deviation of the per-row metric, n - 1, over sqrt(n)); a macro average's is its groups' combined as
+  independent means; a score's is the accuracy's over (1 - random baseline); a category's and the average's
+  treat their parts as independent: sqrt(sum se_i^2) / k.
 """
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Sequence
 
@@ -42,13 +47,42 @@ def accuracy(correct: Sequence[bool], groups: Sequence[str] | None = None) -> fl
     return sum(sum(v) / len(v) for v in by_group.values()) / len(by_group)
 
 
+def mean_stderr(values: Sequence[float]) -> float | None:
+    """Standard error of a mean as lm-eval computes it: sample standard deviation over sqrt(n); None below
+    two rows."""
+    if len(values) < 2:
+        return None
+    mean = sum(values) / len(values)
+    return math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) / math.sqrt(len(values))
+
+
+def combined_stderr(errors: Sequence[float | None]) -> float | None:
+    """Standard error of the equal-weight mean of independent estimates; None if any has none."""
+    if not errors or any(e is None for e in errors):
+        return None
+    return math.sqrt(sum(e**2 for e in errors)) / len(errors)
+
+
+def accuracy_stderr(correct: Sequence[bool], groups: Sequence[str] | None = None) -> float | None:
+    """`accuracy`'s standard error: lm-eval's over the rows, or the per-group means' combined."""
+    if groups is None:
+        return mean_stderr([float(ok) for ok in correct])
+    by_group: dict[str, list[float]] = defaultdict(list)
+    for ok, group in zip(correct, groups, strict=True):
+        by_group[group].append(float(ok))
+    return combined_stderr([mean_stderr(v) for v in by_group.values()])
+
+
 def benchmark_result(bench: Benchmark, correct: Sequence[bool], groups: Sequence[str] | None) -> dict:
-    acc = accuracy(correct, groups if bench.macro_average else None)
+    grouped = groups if bench.macro_average else None
+    acc, stderr = accuracy(correct, grouped), accuracy_stderr(correct, grouped)
     result = {
         "category": bench.category,
         "kind": bench.kind,
         "accuracy": acc,
+        "stderr": stderr,
         "score": rescale(acc, bench.random_baseline),
+        "score_stderr": None if stderr is None else stderr / (1.0 - bench.random_baseline),
         "n": len(correct),
         "random_baseline": bench.random_baseline,
     }
@@ -64,18 +98,27 @@ def aggregate(benchmarks: Sequence[Benchmark], results: dict[str, dict]) -> dict
     incomplete and reported as None, never averaged over fewer benchmarks.
     """
     categories: dict[str, float | None] = {}
+    errors: dict[str, float | None] = {}
     missing: list[str] = []
     for category in CATEGORIES:
         wanted = [b.name for b in benchmarks if b.category == category]
         absent = [name for name in wanted if name not in results]
         missing += absent
         if not wanted or absent:
-            categories[category] = None
+            categories[category], errors[category] = None, None
         else:
             categories[category] = sum(results[name]["score"] for name in wanted) / len(wanted)
+            errors[category] = combined_stderr([results[name].get("score_stderr") for name in wanted])
     complete = all(v is not None for v in categories.values())
     average = sum(categories.values()) / len(categories) if complete else None
-    return {"categories": categories, "average": average, "complete": complete, "missing": missing}
+    return {
+        "categories": categories,
+        "average": average,
+        "categories_stderr": errors,
+        "average_stderr": combined_stderr(list(errors.values())) if complete else None,
+        "complete": complete,
+        "missing": missing,
+    }
 
 
 def average_weights(benchmarks: Sequence[Benchmark]) -> dict[str, float] | None:

@@ -16,7 +16,8 @@ from typing import Any
 from limit import __version__
 from limit.errors import LimitError
 from limit.execution import outputs
-from limit.execution.store import Store
+from limit.execution.store import Store, step_name
+from limit.gauntlet.benchmarks import SUITES
 from limit.gauntlet.scoring import check_asked
 from limit.report import sweeps
 from limit.report.agreement import paradigm_agreement
@@ -51,11 +52,13 @@ def assemble(
             "win_rate": sweeps.win_rate_comparisons(rows, pair_rows, reader.outcomes),
         },
         "agreement": paradigm_agreement(rows, pair_rows, reader.rows, reader.outcomes),
+        "per_sample": per_sample(rows, pair_rows, reader),
         "provenance": {
             "limit_version": __version__,
             "git_commit": git_commit(),
             "mlflow_parent_run": parent_run_id,
             "steps": steps,
+            "step_names": {ref: reader.name(ref) for ref in steps},
         },
     }
 
@@ -74,6 +77,13 @@ class _Reader:
         if manifest is None and not self.partial:
             raise LimitError(f"{self.store.url(ref)}: upstream step is not complete (no _manifest.json)")
         return manifest
+
+    def name(self, ref: str) -> str | None:
+        """Step `ref`'s readable name (as its MLflow run is named); None while it is pending."""
+        manifest = self.manifest(ref)
+        return (
+            None if manifest is None else step_name(ref.split("/")[0], (manifest.get("input") or {}).get("tags") or {})
+        )
 
     def output(self, ref: str, name: str, model: type[outputs.T], optional: bool = False) -> outputs.T | None:
         """`name` of step `ref` read as `model`; None while the step is pending, or when an `optional` file
@@ -165,20 +175,75 @@ def examples(found: dict, reader: _Reader) -> dict[str, list[dict]]:
     return out
 
 
+def per_sample(rows: list[dict], pairs: list[dict], reader: _Reader) -> list[dict[str, Any]]:
+    """Where the per-sample outputs behind the numbers are, those that exist: each scoring gauntlet step's
+    `details/<benchmark>.json` and each judge step's `annotations.jsonl`."""
+    out = []
+    for row in rows:
+        ref = row.get("scored_by")
+        found = [n for n in row.get("benchmarks", {}) if ref and reader.details(ref, n) is not None]
+        if found:
+            where = f"{reader.store.url(ref)}/details/<benchmark>.json"
+            out.append(
+                {
+                    "of": row["name"],
+                    "location": where,
+                    "benchmarks": len(found),
+                    "of_benchmarks": len(row["benchmarks"]),
+                }
+            )
+    for pair in pairs:
+        if pair.get("browse"):
+            of = f"{pair['a']} vs {pair['b']} ({pair['prompts']})"
+            out.append({"of": of, "location": f"{reader.store.url(pair['judge'])}/annotations.jsonl"})
+    return out
+
+
 def _scores_row(scores: outputs.Scores | None, steps: list[str]) -> dict | None:
     """`steps[-1]` is the gauntlet step the scores come from."""
     if scores is None:
         return None
-    fields = {"category", "score", "accuracy", "n"}
+    fields = {"category", "score", "accuracy", "n", "stderr", "score_stderr", "random_baseline"}
     return {
         "average": scores.average,
         "categories": scores.categories,
+        "average_stderr": scores.average_stderr,
+        "categories_stderr": scores.categories_stderr,
+        "scored_rows": _counts(scores),
+        "missing": scores.missing,
+        "not_available": not_available(scores),
         "benchmarks": {name: r.model_dump(include=fields) for name, r in scores.benchmarks.items()},
         "complete": scores.average is not None,
         "suite": scores.suite,
         "scored_by": steps[-1],
         "steps": steps,
     }
+
+
+def _counts(scores: outputs.Scores) -> dict[str, int]:
+    """Scored rows per category and in all (`total`): the n beside a category's or the average's score."""
+    counts = {"total": sum(b.n or 0 for b in scores.benchmarks.values())}
+    for bench in scores.benchmarks.values():
+        if bench.category:
+            counts[bench.category] = counts.get(bench.category, 0) + (bench.n or 0)
+    return counts
+
+
+def not_available(scores: outputs.Scores) -> dict[str, str]:
+    """Why a category (by name) or the `average` has no score: the benchmarks it misses, or none asked."""
+    category_of = {b.name: b.category for b in SUITES.get(scores.suite, ())}
+    reasons = {}
+    for category, value in scores.categories.items():
+        if value is None:
+            absent = [n for n in scores.missing if category_of.get(n) == category]
+            reasons[category] = (
+                f"no data for {', '.join(absent)} (not found in gauntlet.data)"
+                if absent
+                else "no benchmark of this category was asked for (gauntlet.tasks)"
+            )
+    if scores.average is None:
+        reasons["average"] = f"categories without a score: {', '.join(c for c in scores.categories if c in reasons)}"
+    return reasons
 
 
 def _chosen_epoch(model: ReportModel, reader: _Reader) -> dict | None:

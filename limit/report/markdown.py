@@ -22,11 +22,35 @@ def fmt(value: float | None, digits: int = 3) -> str:
     return "n/a" if value is None else f"{value:.{digits}f}"
 
 
-def with_delta(value: float | None, base: float | None) -> str:
-    """A score and its change from the base model's, e.g. `0.172 (+0.012)`."""
-    if value is None or base is None:
-        return fmt(value)
-    return f"{value:.3f} ({value - base:+.3f})"
+def with_delta(value: float | None, base: float | None, stderr: float | None = None) -> str:
+    """A score, ± its standard error where known, and its change from the base model's, e.g.
+    `0.172 ± 0.010 (+0.012)`."""
+    shown = fmt(value) if value is None or stderr is None else f"{value:.3f} ± {stderr:.3f}"
+    return shown if value is None or base is None else f"{shown} ({value - base:+.3f})"
+
+
+class Footnotes:
+    """The reason for each n/a of a table: a cell reads `n/a [k]` and the lines under the table say why."""
+
+    def __init__(self) -> None:
+        self.reasons: list[str] = []
+
+    def na(self, reason: str) -> str:
+        if reason not in self.reasons:
+            self.reasons.append(reason)
+        return f"n/a [{self.reasons.index(reason) + 1}]"
+
+    def cell(self, shown: str, reason: str) -> str:
+        """`shown`, or `n/a [k]` for `reason` where it is n/a."""
+        return self.na(reason) if shown == "n/a" else shown
+
+    def lines(self) -> list[str]:
+        return ["", *(f"- [{k}] {reason}" for k, reason in enumerate(self.reasons, 1))] if self.reasons else []
+
+
+PENDING = "the model's steps are not complete yet (a report of a running study)"
+NO_TOKENS = "its finetune step recorded no token count"
+NO_DATA = "no data: the benchmark's file was not found in gauntlet.data"
 
 
 def tokens(count: int | None) -> str:
@@ -49,31 +73,50 @@ def base_row(rows: list[dict]) -> dict | None:
 
 
 def gauntlet_section(data: dict) -> list[str]:
-    lines = ["## Eval Gauntlet", "", "Rescaled accuracy at the epoch chosen by average; in brackets, the change from"]
-    lines += ["the base model. n/a: a category misses a benchmark, so it is not reported (never averaged over fewer)."]
+    lines = ["## Eval Gauntlet", "", "Rescaled accuracy at the epoch chosen by average ± its standard error (the"]
+    lines += ["benchmarks' as lm-eval computes them, combined as independent); in brackets, the change from the base"]
+    lines += ["model. A category with a benchmark missing is n/a, never averaged over fewer; n: rows scored."]
     for base, rows in by_base(data["models"]).items():
-        reference = base_row(rows)
+        reference, notes = base_row(rows), Footnotes()
         lines += [
             "",
             f"### {base}",
             "",
-            "| Model | Dataset | Epoch | Tokens | Av | " + " | ".join(CATEGORIES.values()) + " |",
+            "| Model | Dataset | Epoch | Tokens | n | Av | " + " | ".join(CATEGORIES.values()),
         ]
-        lines.append("|---|---|---|---|---|" + "---|" * len(CATEGORIES))
+        lines[-1] += " |"
+        lines.append("|---|---|---|---|---|---|" + "---|" * len(CATEGORIES))
         for row in rows:
-            ref = reference if reference is not row else None
-            ref_cats = (ref or {}).get("categories") or {}
-            cells = [with_delta(row["categories"].get(c), ref_cats.get(c)) for c in CATEGORIES]
-            average = with_delta(row["average"], (ref or {}).get("average"))
-            epoch = row["epoch"] if row["epoch"] is not None else "-"
-            name = f"{row['name']} (base)" if row["kind"] == "baseline" else row["name"]
-            status = " (pending)" if row.get("status") == "pending" else ""
-            trained = "-" if row["kind"] == "baseline" else tokens(row.get("train_tokens"))
-            lines.append(
-                f"| {name}{status} | {row['dataset'] or '-'} | {epoch} | {trained} | "
-                f"{average} | " + " | ".join(cells) + " |"
-            )
+            lines.append(gauntlet_row(row, reference if reference is not row else None, notes))
+        lines += notes.lines()
     return lines
+
+
+def gauntlet_row(row: dict, ref: dict | None, notes: Footnotes) -> str:
+    """A model's line of the gauntlet table: every n/a with its reason in `notes`."""
+    reasons = row.get("not_available") or {}
+    pending = row.get("status") == "pending"
+
+    def score(key: str, value: float | None, base: float | None, stderr: float | None) -> str:
+        return notes.cell(with_delta(value, base, stderr), PENDING if pending else reasons.get(key, "not recorded"))
+
+    ref_cats, errors = (ref or {}).get("categories") or {}, row.get("categories_stderr") or {}
+    cells = [score(c, row["categories"].get(c), ref_cats.get(c), errors.get(c)) for c in CATEGORIES]
+    average = score("average", row["average"], (ref or {}).get("average"), row.get("average_stderr"))
+    epoch = row["epoch"] if row["epoch"] is not None else "-"
+    name = f"{row['name']} (base)" if row["kind"] == "baseline" else row["name"]
+    status = " (pending)" if pending else ""
+    trained = (
+        "-"
+        if row["kind"] == "baseline"
+        else notes.cell(tokens(row.get("train_tokens")), PENDING if pending else NO_TOKENS)
+    )
+    count = (row.get("scored_rows") or {}).get("total", "-")
+    return (
+        f"| {name}{status} | {row['dataset'] or '-'} | {epoch} | {trained} | {count} | {average} | "
+        + " | ".join(cells)
+        + " |"
+    )
 
 
 def selection_section(data: dict) -> list[str]:
@@ -86,19 +129,19 @@ def selection_section(data: dict) -> list[str]:
     lines += ["was selected on; the runner-up is the next best epoch, compared on the same rows.", ""]
     lines += ["| Model | Epoch | Av | SE | Runner-up | Difference | SE of difference | Distinguishable |"]
     lines.append("|---|---|---|---|---|---|---|---|")
+    notes, unpaired = Footnotes(), "a benchmark has fewer than two rows scored at both epochs"
     for row in chosen:
         sel = row["selection"]
         if sel.get("runner_up") is None:
             rest = "only one epoch scored | - | - | -"
         else:
-            rest = (
-                f"epoch {sel['runner_up']} | {fmt(sel.get('difference'))} | "
-                f"{fmt(sel.get('difference_standard_error'))} | {yes_no(sel.get('distinguishable'))}"
-            )
+            paired = [fmt(sel.get("difference_standard_error")), yes_no(sel.get("distinguishable"))]
+            rest = f"epoch {sel['runner_up']} | {fmt(sel.get('difference'))} | "
+            rest += " | ".join(notes.cell(cell, unpaired) for cell in paired)
         lines.append(
             f"| {row['name']} | {row['epoch']} | {fmt(row['average'])} | {fmt(sel.get('standard_error'))} | {rest} |"
         )
-    return lines
+    return lines + notes.lines()
 
 
 def split_section(data: dict) -> list[str]:
@@ -116,15 +159,18 @@ def split_section(data: dict) -> list[str]:
     lines += ["Held-out rank: the chosen epoch among all epochs on the held-out half (1: still the best).", ""]
     lines += ["| Model | Epoch | Rows choosing / held out | Av choosing | Av held out | Optimism | Held-out rank |"]
     lines.append("|---|---|---|---|---|---|---|")
+    notes = Footnotes()
     for row in split:
         s = row["split"]
         mine = next(e for e in s["epochs"] if e["epoch"] == s["chosen"])
         rank = "n/a" if s.get("held_out_rank") is None else f"{s['held_out_rank']} of {len(s['epochs'])}"
+        cells = [fmt(mine["selection"]), fmt(mine["held_out"]), fmt(s.get("optimism")), rank]
         lines.append(
             f"| {row['name']} | {s['chosen']} | {s['rows']['selection']} / {s['rows']['held_out']} | "
-            f"{fmt(mine['selection'])} | {fmt(mine['held_out'])} | {fmt(s.get('optimism'))} | {rank} |"
+            + " | ".join(notes.cell(c, "a half has no average (a category with no rows in it)") for c in cells)
+            + " |"
         )
-    return lines
+    return lines + notes.lines()
 
 
 def contamination_section(data: dict) -> list[str]:
@@ -168,16 +214,18 @@ def replicates_section(data: dict) -> list[str]:
     lines += ["each seed's selection chose; win rates from the group's own side, in %."]
     header = ["Group", "Rows", "Seeds", "Chosen epochs", "n", "Av", *CATEGORIES.values(), "Win rates"]
     lines += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    notes, unscored = Footnotes(), "no seed of the group has this score yet (pending or incomplete)"
     for g in groups:
         seeds = ", ".join("-" if s is None else str(s) for s in g["seeds"])
         epochs = ", ".join("-" if e is None else str(e) for e in g["chosen_epochs"])
-        cats = [mean_std(g["categories"].get(c)) for c in CATEGORIES]
+        cats = [notes.cell(mean_std(g["categories"].get(c)), unscored) for c in CATEGORIES]
         rates = "; ".join(f"vs {w['opponent']} on {w['prompts']}: {mean_std(w, 100, 1)}" for w in g["win_rates"])
+        count = notes.na("the spec does not fix its training rows") if g["rows"] is None else g["rows"]
         lines.append(
-            f"| {g['group']} | {g['rows'] if g['rows'] is not None else 'n/a'} | {seeds} | {epochs} | "
-            f"{g['average']['n']} | {mean_std(g['average'])} | " + " | ".join(cats) + f" | {rates or '-'} |"
+            f"| {g['group']} | {count} | {seeds} | {epochs} | {g['average']['n']} | "
+            f"{notes.cell(mean_std(g['average']), unscored)} | " + " | ".join(cats) + f" | {rates or '-'} |"
         )
-    return lines
+    return lines + notes.lines()
 
 
 def p_cells(entry: dict) -> str:
@@ -193,6 +241,17 @@ def interval_cells(entry: dict, scale: float = 1.0, digits: int = 3) -> str:
     return f"{shown} | {bounds} | {yes_no(entry.get('distinguishable'))}"
 
 
+NO_SCORE = "one side has no score to compare (an n/a average or win rate, or a pending step)"
+NOT_RESAMPLED = "no interval or p-value: the per-sample outputs it resamples are not stored"
+
+
+def compared_cells(entry: dict, notes: Footnotes, scale: float = 1.0, digits: int = 3) -> str:
+    """`interval_cells` and `p_cells`, each n/a with its reason: no difference, or nothing to resample."""
+    reason = NO_SCORE if entry.get("difference") is None else NOT_RESAMPLED
+    cells = f"{interval_cells(entry, scale, digits)} | {p_cells(entry)}".split(" | ")
+    return " | ".join(notes.cell(c, reason) for c in cells)
+
+
 def comparisons_section(data: dict) -> list[str]:
     found = data.get("comparisons") or {}
     gauntlet, rates = found.get("gauntlet") or [], found.get("win_rate") or []
@@ -205,16 +264,19 @@ def comparisons_section(data: dict) -> list[str]:
     if gauntlet:
         lines += ["", "| A | B | Compared as | Av difference | 95% CI | Distinguishable | p | p Holm | p BH |"]
         lines.append("|---|---|---|---|---|---|---|---|---|")
-        lines += [f"| {e['a']} | {e['b']} | {e['why']} | {interval_cells(e)} | {p_cells(e)} |" for e in gauntlet]
+        notes = Footnotes()
+        lines += [f"| {e['a']} | {e['b']} | {e['why']} | {compared_cells(e, notes)} |" for e in gauntlet]
+        lines += notes.lines()
     if rates:
         lines += ["", "Win rates (percentage points), resampling prompts and sampling seeds: a pair's win rate of A"]
         lines += ["minus 50 (even match), or one size's win rate minus the next smaller size's against the same B."]
         lines += ["", "| A | B | Prompts | Compared as | Difference | 95% CI | Distinguishable | p | p Holm | p BH |"]
         lines.append("|---|---|---|---|---|---|---|---|---|---|")
+        notes = Footnotes()
         for e in rates:
             against = f"{e['b']} (both vs {e['opponent']})" if e.get("opponent") else e["b"]
-            cells = f"{interval_cells(e, 100, 1)} | {p_cells(e)}"
-            lines.append(f"| {e['a']} | {against} | {e['prompts']} | {e['why']} | {cells} |")
+            lines.append(f"| {e['a']} | {against} | {e['prompts']} | {e['why']} | {compared_cells(e, notes, 100, 1)} |")
+        lines += notes.lines()
     return lines
 
 
@@ -255,7 +317,10 @@ def agreement_group(group: dict) -> list[str]:
         lines.append(
             f"| {name} | {m['dataset'] or '-'} | {fmt(m['gauntlet'])} | {ranks[0]} | {fmt(m['judge'])} | {ranks[1]} |"
         )
-    taus = ", ".join(f"{CATEGORIES[c]} {fmt(t, 2)}" for c, t in group["category_tau"].items())
+    alike = " (undefined: one of the two scores every model alike there)"
+    taus = ", ".join(
+        f"{CATEGORIES[c]} {fmt(t, 2)}{alike if t is None else ''}" for c, t in group["category_tau"].items()
+    )
     lines += ["", f"Tau per category: {taus}."]
     if group["disagreements"]:
         lines += ["", "Ordered the other way round (A ahead on the gauntlet, B with the judge; A minus B):", ""]
@@ -311,21 +376,35 @@ def judge_section(data: dict) -> list[str]:
     columns = ["A", "B", "Per seed", "Mean", "95% CI", "Seed std", "LC win rate", "W/L/T/F", "Length A/B", "Cost"]
     for (base, prompts), pairs in pair_groups(data["pairs"]).items():
         lines += ["", f"### {base} on {prompts}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+        notes = Footnotes()
         for row in pairs:
             if row.get("status") == "pending":
                 lines.append(f"| {row['a']} | {row['b']} | pending |" + " |" * (len(columns) - 3))
                 continue
-            seeds = row.get("seeds", {})
-            per_seed = ", ".join(percent(s.get("win_rate_a")) for s in seeds.values())
-            totals = [sum(s.get(k, 0) for s in seeds.values()) for k in ("wins_a", "wins_b", "ties", "failures")]
-            ci = row.get("ci95") or [None, None]
-            rates = [percent(row.get(k)) for k in ("win_rate_a", "seed_std", "lc_win_rate_a")]
-            lines.append(
-                f"| {row['a']} | {row['b']} | {per_seed} | {rates[0]} | {percent(ci[0])}-{percent(ci[1])} | "
-                f"{rates[1]} | {rates[2]} | {'/'.join(str(t) for t in totals)} | {_lengths(row.get('lengths'))} | "
-                f"{_cost(row.get('cost'))} |"
-            )
+            lines.append(judge_row(row, notes))
+        lines += notes.lines()
     return lines + position_lines(data["pairs"])
+
+
+NO_DECISION = "no judgment was decided (all ties or failures)"
+
+
+def judge_row(row: dict, notes: Footnotes) -> str:
+    """A judged pair's line: every n/a with its reason in `notes` (the LC win rate's is the judge step's)."""
+    seeds = row.get("seeds", {})
+    per_seed = ", ".join(percent(s.get("win_rate_a")) for s in seeds.values())
+    totals = [sum(s.get(k, 0) for s in seeds.values()) for k in ("wins_a", "wins_b", "ties", "failures")]
+    ci = row.get("ci95") or [None, None]
+    mean = notes.cell(percent(row.get("win_rate_a")), NO_DECISION)
+    interval = notes.na("fewer than two decided judgments") if ci[0] is None else f"{percent(ci[0])}-{percent(ci[1])}"
+    spread = notes.cell(percent(row.get("seed_std")), "one sampling seed has no spread over seeds")
+    lc = notes.cell(percent(row.get("lc_win_rate_a")), f"length-controlled: {row.get('lc_reason') or 'not computed'}")
+    lengths = notes.cell(_lengths(row.get("lengths")), "the judge step recorded no response lengths")
+    cost = notes.cell(_cost(row.get("cost")), "the judge step recorded no cost")
+    return (
+        f"| {row['a']} | {row['b']} | {per_seed} | {mean} | {interval} | {spread} | {lc} | "
+        f"{'/'.join(str(t) for t in totals)} | {lengths} | {cost} |"
+    )
 
 
 def position_lines(pairs: list[dict]) -> list[str]:
@@ -365,7 +444,13 @@ def samples_section(data: dict) -> list[str]:
 
 
 def benchmarks_section(data: dict) -> list[str]:
-    lines = ["## Appendix: every benchmark", "", "Rescaled accuracy of each benchmark at the chosen epoch."]
+    lines = [
+        "## Appendix: every benchmark",
+        "",
+        "At the chosen epoch, each model's raw accuracy (%) ± its standard error (lm-eval's:",
+    ]
+    lines += ["the rows' sample standard deviation over sqrt(n)), then the rescaled score, (accuracy - chance) /"]
+    lines += ["(1 - chance), ± the same error rescaled. n: rows scored, per model where they differ."]
     for base, rows in by_base(data["models"]).items():
         names = sorted(
             {(b["category"], n) for r in rows for n, b in r.get("benchmarks", {}).items()},
@@ -373,25 +458,68 @@ def benchmarks_section(data: dict) -> list[str]:
         )
         if not names:
             continue
-        lines += ["", f"### {base}", "", "| Benchmark | Category | " + " | ".join(r["name"] for r in rows) + " |"]
-        lines.append("|---|---|" + "---|" * len(rows))
+        notes = Footnotes()
+        lines += ["", f"### {base}", "", "| Benchmark | Category | Chance | n | " + " | ".join(r["name"] for r in rows)]
+        lines[-1] += " |"
+        lines.append("|---|---|---|---|" + "---|" * len(rows))
         for category, name in names:
-            cells = [fmt((r.get("benchmarks", {}).get(name) or {}).get("score")) for r in rows]
-            lines.append(f"| {name} | {CATEGORIES.get(category, category)} | " + " | ".join(cells) + " |")
+            lines.append(benchmark_line(name, CATEGORIES.get(category, category), rows, notes))
+        missing = sorted({n for r in rows for n in r.get("missing") or []} - {n for _, n in names})
+        lines += [f"| {n} | | | | " + " | ".join(notes.na(NO_DATA) for _ in rows) + " |" for n in missing]
+        lines += notes.lines()
+    return lines
+
+
+def benchmark_line(name: str, category: str, rows: list[dict], notes: Footnotes) -> str:
+    """One benchmark across models: `41.2 ± 1.3 → 0.216 ± 0.017` per model, n once where they all agree."""
+    found = [(r.get("benchmarks") or {}).get(name) for r in rows]
+    counts = {b.get("n") for b in found if b}
+    chance = next((b["random_baseline"] for b in found if b and b.get("random_baseline") is not None), None)
+    cells = []
+    for row, bench in zip(rows, found, strict=True):
+        if not bench:
+            reason = PENDING if row.get("status") == "pending" else "not scored for this model"
+            cells.append(notes.na(NO_DATA if name in (row.get("missing") or []) else reason))
+            continue
+        cell = benchmark_cell(bench)
+        cells.append(cell if len(counts) == 1 else f"{cell} (n={bench.get('n')})")
+    n = str(counts.pop()) if len(counts) == 1 else "varies"
+    shown = "-" if chance is None else f"{100 * chance:.0f}%"
+    return f"| {name} | {category} | {shown} | {n} | " + " | ".join(cells) + " |"
+
+
+def benchmark_cell(bench: dict) -> str:
+    accuracy, stderr = bench.get("accuracy"), bench.get("stderr")
+    raw = "n/a" if accuracy is None else f"{100 * accuracy:.1f}" + ("" if stderr is None else f" ± {100 * stderr:.1f}")
+    return f"{raw} → {with_delta(bench.get('score'), None, bench.get('score_stderr'))}"
+
+
+def outputs_section(data: dict) -> list[str]:
+    """Where the per-sample outputs behind the numbers are (those stored): gauntlet rows and judged prompts."""
+    found = data.get("per_sample") or []
+    if not found:
+        return []
+    lines = ["## Per-sample outputs", "", "Gauntlet details: per benchmark row its correctness, prediction, gold and"]
+    lines += ["log-likelihoods (at the chosen epoch). Judge annotations: per judged prompt both responses, the order"]
+    lines += ["they were shown in and the verdict.", ""]
+    for entry in found:
+        some = entry.get("benchmarks")
+        count = "" if some is None or some == entry.get("of_benchmarks") else f" ({some} of {entry['of_benchmarks']})"
+        lines.append(f"- {entry['of']}: `{entry['location']}`{count}")
     return lines
 
 
 def provenance_section(data: dict) -> list[str]:
     source = data.get("provenance") or {}
-    steps = source.get("steps", [])
+    steps, names = source.get("steps", []), source.get("step_names") or {}
     return [
         "## Provenance",
         "",
         f"- limit {source.get('limit_version', '?')}, git commit {source.get('git_commit') or 'unknown'}",
         f"- MLflow parent run: {source.get('mlflow_parent_run') or 'none (rendered outside an execution)'}",
-        f"- {len(steps)} step outputs (kind/key in the artifact store):",
+        f"- {len(steps)} step outputs (kind/key in the artifact store; the step's name, as its MLflow run is named):",
         "",
-        *(f"  - `{ref}`" for ref in steps),
+        *(f"  - `{ref}`" + (f" {names[ref]}" if names.get(ref) else "") for ref in steps),
     ]
 
 
@@ -406,5 +534,6 @@ SECTIONS: list[Callable[[dict], list[str]]] = [
     agreement_section,
     samples_section,
     benchmarks_section,
+    outputs_section,
     provenance_section,
 ]

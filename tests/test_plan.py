@@ -95,7 +95,7 @@ def test_full_plan_shape():
         for ref in _refs(step.input.model_dump()):
             assert any(steps[d].ref == ref for d in step.deps), f"{step.id} reads {ref} without depending on it"
     report = steps["report"]
-    assert {d.split("-")[0] for d in report.deps} == {"select", "judge", "gauntlet"}
+    assert {d.split("-")[0] for d in report.deps} == {"select", "judge", "gauntlet", "calibrate"}
 
 
 def _refs(value):
@@ -156,7 +156,8 @@ def test_every_step_kind_is_one_registry_entry_with_a_module():
 
     from limit.commands import step as step_command
 
-    plan_kinds = {step.kind for step in build_plan(load_study("tiny")).order()}
+    plans = [build_plan(load_study(name)) for name in ("tiny", "full")]  # full's API judge is calibrated
+    plan_kinds = {step.kind for plan in plans for step in plan.order()}
     assert plan_kinds == set(KINDS)
     for kind, entry in KINDS.items():
         assert callable(entry.load()), kind

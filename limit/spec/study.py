@@ -521,6 +521,8 @@ class Pair(Strict):
 
 # The platform's own credentials (artifact store, hub, MLflow, Argo): a spec chooses the judge's base_url, so
 # naming one of these as the judge key would send it to a server of the spec author's choosing.
+CALIBRATION_RELEASE = "../shared/limit_release"  # beside the checkout, like the gauntlet's default data
+DEFAULT_CALIBRATION = 100  # released verdicts an API judge is asked unless judge.calibrate says otherwise
 PLATFORM_CREDENTIALS = ("AWS_*", "HF_*", "HUGGING_FACE_*", "MLFLOW_*", "ARGO_*", "MINIO_*")
 
 
@@ -543,6 +545,20 @@ class JudgeSpec(Strict):
         description="Largest share of the judgments that may fail for the step to complete; above it the step "
         "ends retryable (exit 75), commits nothing, and a rerun asks only for the failed judgments.",
     )
+    calibrate: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="Released GPT-4-0613 verdicts (the LIMIT authors' release) the judge is asked before the "
+        "study's own, to report its agreement with GPT-4-0613. Unset: 100 for an API judge (backend openai off "
+        "loopback), 0 for a local or loopback one; 0: none.",
+    )
+    calibration_release: str = Field(
+        CALIBRATION_RELEASE, description="The authors' release folder the calibration pairs are drawn from."
+    )
+
+    # unset, the calibration leaves the judge's dump (and so every judge step's key) as before it
+    absent_when: ClassVar[dict[str, tuple]] = {"calibrate": (None,), "calibration_release": (CALIBRATION_RELEASE,)}
 
     @field_validator("api_key_env")
     @classmethod
@@ -565,6 +581,17 @@ class JudgeSpec(Strict):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"'{url}' is not an http(s) URL with a host (e.g. https://judge.example/v1)")
         return url
+
+    def calibration_pairs(self) -> int:
+        """How many released verdicts to ask: as set, else 100 for an API judge and 0 for any other."""
+        if self.calibrate is not None:
+            return self.calibrate
+        api = self.backend == "openai" and not _loopback(urlsplit(self.base_url or "").hostname or "api.openai.com")
+        return DEFAULT_CALIBRATION if api else 0
+
+    def judging(self) -> JudgeSpec:
+        """The settings a judge step depends on: calibrating the judge never changes its judgments' key."""
+        return self.model_copy(update={"calibrate": None, "calibration_release": CALIBRATION_RELEASE})
 
     def plain_http_host(self) -> str | None:
         """The host the judge's key would reach unencrypted (http to a host other than loopback), if any."""

@@ -28,8 +28,9 @@ def test_the_report_section_shows_the_calibration_or_why_it_skipped():
     from limit.report.markdown import calibration_section
     from limit.steps.report import calibration_metrics
 
-    found = {"status": "ready", "judge": "gpt-4-0613", "pairs": 12, "decided": 12, "failures": 0, "agreement": 1.0,
-             "agreement_ci95": [1.0, 1.0], "kappa": 1.0, "kappa_ci95": [1.0, 1.0], "first_position_share": 0.5}  # fmt: skip
+    found = {"status": "ready", "judge": "gpt-4-0613", "pairs": 12, "decided": 12, "failures": 0}
+    found |= {"agreement": 1.0, "agreement_ci95": [1.0, 1.0], "kappa": 1.0, "kappa_ci95": [1.0, 1.0]}
+    found |= {"first_position_share": 0.5}
     assert "| 12 | 12 | 0 | 1.000 | [1.000, 1.000] | 1.000 |" in "\n".join(calibration_section({"calibration": found}))
     assert calibration_metrics({"calibration": found})["calibration.kappa_ci95_low"] == 1.0
     skipped = calibration_section({"calibration": {"status": "ready", "skipped": "no released verdicts at x"}})

@@ -88,6 +88,8 @@ def store_study(
             commit(store, step, {"choice.json": json.dumps(choice)}, {"chosen_epoch": choice["epoch"]})
         elif step.kind == "judge":
             commit(store, step, judge_files(rng, len(plan.study.generation.seeds)))
+        elif step.kind == "calibrate":
+            commit(store, step, {"calibration.json": json.dumps({"skipped": "no release in this made-up study"})})
     return choices
 
 

@@ -66,8 +66,9 @@ def calibration_metrics(data: dict[str, Any]) -> dict[str, float]:
     for name in ("agreement", "kappa"):
         if found.get(name) is not None:
             out[f"calibration.{name}"] = found[name]
-        for bound, value in zip(("low", "high"), found.get(f"{name}_ci95") or [], strict=True):
-            out[f"calibration.{name}_ci95_{bound}"] = value
+        for bound, value in zip(("low", "high"), found.get(f"{name}_ci95") or [None, None], strict=True):
+            if value is not None:
+                out[f"calibration.{name}_ci95_{bound}"] = value
     for name in ("pairs", "failures", "first_position_share"):
         if found.get(name) is not None:
             out[f"calibration.{name}"] = found[name]

@@ -150,13 +150,15 @@ def test_local_gauntlet_data_missing_a_suite_file_fails_at_plan_time(tmp_path):
         build_plan(study, origin="tiny.yaml")
 
 
-def test_every_step_kind_is_one_registry_entry_with_a_module():
+def test_every_step_kind_is_one_registry_entry_with_a_module(tmp_path):
     """The planner, the runner and `limit step` read the same registry; each kind's function exists."""
     import argparse
 
     from limit.commands import step as step_command
 
-    plan_kinds = {step.kind for step in build_plan(load_study("tiny")).order()}
+    study = load_study("tiny")
+    judge = study.judge.model_copy(update={"calibrate": 4, "calibration_release": str(tmp_path)})
+    plan_kinds = {step.kind for step in build_plan(study.model_copy(update={"judge": judge})).order()}
     assert plan_kinds == set(KINDS)
     for kind, entry in KINDS.items():
         assert callable(entry.load()), kind

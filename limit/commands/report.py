@@ -32,7 +32,15 @@ def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
     inp = plan.steps["report"].input
     store = Store.open(root=args.artifacts, workdir=workdir)
     made_by = store.manifest(plan.steps["report"].ref) or {}  # the execution whose report step ran last
-    data = assemble(inp.study, inp.models, inp.pairs, store, parent_run_id=made_by.get("parent_run"), partial=True)
+    data = assemble(
+        inp.study,
+        inp.models,
+        inp.pairs,
+        store,
+        calibration=inp.calibration,
+        parent_run_id=made_by.get("parent_run"),
+        partial=True,
+    )
     return inp.study, data, workdir
 
 

@@ -128,6 +128,22 @@ class ContaminationCheck(Output):
     missing: list[str] = []
 
 
+class Calibration(Output):
+    """A calibrate step's `calibration.json` (limit/judge/calibration.py `agreement`): the judge against the
+    released GPT-4-0613 verdicts, or why the step `skipped`."""
+
+    skipped: str | None = None
+    judge: str | None = None
+    pairs: int = 0
+    decided: int = 0
+    failures: int = 0
+    agreement: float | None = None
+    agreement_ci95: list[float] | None = None
+    kappa: float | None = None
+    kappa_ci95: list[float] | None = None
+    first_position_share: float | None = None
+
+
 class TrainLog(Output):
     """A finetune step's `train_log.json`: the Trainer's log history (a row per logged step and epoch)."""
 

@@ -9,13 +9,14 @@ import json
 
 from limit.costs import Gpu
 from limit.errors import LimitError
-from limit.execution.locations import local_file_sha256, local_tree_sha256
+from limit.execution.locations import local_file_sha256, local_path, local_tree_sha256
 from limit.plan.checks import check_gauntlet_data, check_models, check_subset_size
 from limit.plan.dag import Plan, Step
 from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
 from limit.spec.study import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
+    CalibrateInput,
     ContaminationInput,
     Decontaminate,
     EpochScore,
@@ -52,6 +53,7 @@ def build_plan(study: Study, origin: str = "study", gpu: Gpu | None = None, max_
         planner.baseline(name)
     for pair in study.pairs:
         planner.pair(pair)
+    planner.calibrate()
     planner.report()
     return planner.plan
 
@@ -61,7 +63,8 @@ def step_count(study: Study) -> int:
     per_run = 2 + bool(study.gauntlet.select_limit)  # finetune, select (and the chosen epoch's gauntlet)
     scored = sum(len(study.train_spec(run).checkpoint_epochs()) for run in study.runs)
     generates = {(name, pair.prompts) for pair in study.pairs for name in (pair.a, pair.b)}
-    others = len(study.baselines) + len(generates) + len(study.pairs) + 1  # + the report
+    calibrated = bool(study.pairs and study.judge.calibration_pairs())
+    others = len(study.baselines) + len(generates) + len(study.pairs) + calibrated + 1  # + the report
     cleaned = 2 * sum(ds.decontaminate for ds in study.datasets.values())  # its check, its cleaned copy
     checked = len({run.dataset for run in study.runs}) if study.contamination.check else 0
     return len(study.datasets) + per_run * len(study.runs) + scored + others + cleaned + checked
@@ -252,21 +255,55 @@ class Planner:
         inp = JudgeInput(
             a=a.ref,
             b=b.ref,
-            judge=judge,
-            judge_model=self.study.models[judge.local_model] if judge.backend == "local" else None,
+            judge=judge.judging(),
+            judge_model=self.judge_model(),
             tags={"a": pair.a, "b": pair.b, "prompts": pair.prompts},
         )
         step = self.add(f"judge-{slug(pair.a)}-vs-{slug(pair.b)}-{slug(pair.prompts)}", "judge", inp, [a.id, b.id])
         self.report_pairs.append(ReportPair(a=pair.a, b=pair.b, prompts=pair.prompts, judge=step.ref))
         return step
 
+    def judge_model(self) -> ModelSpec | None:
+        judge = self.study.judge
+        return self.study.models[judge.local_model] if judge.backend == "local" else None
+
+    def calibrate(self) -> Step | None:
+        """The judge on released GPT-4-0613 verdicts, where the study judges pairs and asks for it
+        (`judge.calibrate`); a missing release is refused here."""
+        judge = self.study.judge
+        pairs = judge.calibration_pairs()
+        if not (self.study.pairs and pairs):
+            return None
+        if not local_path(judge.calibration_release).is_dir():
+            raise LimitError(
+                f"{self.origin}: judge.calibrate: the authors' release is not at {judge.calibration_release} "
+                "(set judge.calibration_release, or judge.calibrate: 0)"
+            )
+        inp = CalibrateInput(
+            judge=judge.judging(),
+            judge_model=self.judge_model(),
+            release=judge.calibration_release,
+            pairs=pairs,
+            seed=judge.bootstrap_seed,
+            tags={"judge": judge.model if judge.backend == "openai" else f"local:{judge.local_model}"},
+        )
+        return self.add("calibrate", "calibrate", inp)
+
     def report(self) -> Step:
         """The tables and the figure, after every selection, baseline score and judgment."""
         deps = [
             s.id
             for s in self.plan.order()
-            if s.kind in ("select", "judge", "contamination") or (s.kind == "gauntlet" and s.input.epoch is None)
+            if s.kind in ("select", "judge", "contamination", "calibrate")
+            or (s.kind == "gauntlet" and s.input.epoch is None)
         ]
         name = self.study.name
-        inp = ReportInput(study=name, models=self.report_models, pairs=self.report_pairs, tags={"study": name})
+        calibrated = self.plan.steps.get("calibrate")
+        inp = ReportInput(
+            study=name,
+            models=self.report_models,
+            pairs=self.report_pairs,
+            calibration=calibrated.ref if calibrated else None,
+            tags={"study": name},
+        )
         return self.add("report", "report", inp, deps)

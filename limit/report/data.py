@@ -34,14 +34,16 @@ def assemble(
     pairs: list[ReportPair],
     store: Store,
     *,
+    calibration: str | None = None,
     parent_run_id: str | None = None,
     partial: bool = False,
 ) -> dict[str, Any]:
+    """`calibration`: the judge's calibrate step, where the study calibrates it."""
     reader = _Reader(store, partial)
     rows = [model_row(m, reader) for m in models]
     base_of = {row["name"]: row["base"] for row in rows}
     pair_rows = [pair_row(p, reader, base_of) for p in pairs]
-    steps = sorted({ref for row in rows + pair_rows for ref in row.get("steps", [])})
+    steps = sorted({ref for row in rows + pair_rows for ref in row.get("steps", [])} | {calibration} - {None})
     return {
         "study": study,
         "models": rows,
@@ -53,6 +55,7 @@ def assemble(
         },
         "agreement": paradigm_agreement(rows, pair_rows, reader.rows, reader.outcomes),
         "per_sample": per_sample(rows, pair_rows, reader),
+        "calibration": calibration_row(calibration, reader),
         "provenance": {
             "limit_version": __version__,
             "git_commit": git_commit(),
@@ -295,6 +298,16 @@ def pair_row(pair: ReportPair, reader: _Reader, base_of: dict[str, str]) -> dict
     steps = [pair.judge, judged["a"], judged["b"]]
     shown = {"samples": pick_samples(annotations), "browse": [browsed(a) for a in annotations[:BROWSE_PROMPTS]]}
     return row | result.model_dump() | {"status": "ready", "steps": steps} | shown
+
+
+def calibration_row(ref: str | None, reader: _Reader) -> dict[str, Any] | None:
+    """The judge against GPT-4-0613 on the released verdicts; None for an uncalibrated study."""
+    if ref is None:
+        return None
+    found = reader.output(ref, "calibration.json", outputs.Calibration)
+    return (
+        {"status": "pending", "step": ref} if found is None else found.model_dump() | {"status": "ready", "step": ref}
+    )
 
 
 def browsed(annotation: outputs.Annotation) -> dict:

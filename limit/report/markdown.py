@@ -347,6 +347,36 @@ def agreement_section(data: dict) -> list[str]:
     return lines
 
 
+def calibration_section(data: dict) -> list[str]:
+    """The study's judge against GPT-4-0613 on the authors' released verdicts: how comparable its win rates
+    are with the paper's."""
+    found = data.get("calibration")
+    if not found:
+        return []
+    lines = ["## Judge calibration", ""]
+    if found.get("status") == "pending":
+        return lines + ["Pending: the calibrate step is not complete."]
+    if found.get("skipped"):
+        return lines + [f"Skipped: {found['skipped']}."]
+    lines += [
+        f"{found.get('judge') or 'The judge'} on {found['pairs']} released GPT-4-0613 verdicts (seeded draw, each "
+        "distinct pair once), under alpaca-eval's left/right swap; agreement and Cohen's kappa on the pairs it "
+        "decided, with percentile intervals over them. First-position share: of its decided verdicts, those for "
+        "the answer shown first (0.5 ignores position, 1 always picks the first).",
+        "",
+        "| Pairs | Decided | Failures | Agreement | 95% CI | Cohen's kappa | 95% CI | First-position share |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {found['pairs']} | {found['decided']} | {found['failures']} | {fmt(found.get('agreement'))} | "
+        f"{_ci(found.get('agreement_ci95'))} | {fmt(found.get('kappa'))} | {_ci(found.get('kappa_ci95'))} | "
+        f"{fmt(found.get('first_position_share'))} |",
+    ]
+    return lines
+
+
+def _ci(ci: list[float] | None) -> str:
+    return "n/a" if not ci else f"[{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
 def _lengths(lengths: dict | None) -> str:
     """Mean response length in characters, as AlpacaEval measures it."""
     if not lengths:
@@ -532,6 +562,7 @@ SECTIONS: list[Callable[[dict], list[str]]] = [
     judge_section,
     comparisons_section,
     agreement_section,
+    calibration_section,
     samples_section,
     benchmarks_section,
     outputs_section,

@@ -521,6 +521,7 @@ class Pair(Strict):
 
 # The platform's own credentials (artifact store, hub, MLflow, Argo): a spec chooses the judge's base_url, so
 # naming one of these as the judge key would send it to a server of the spec author's choosing.
+CALIBRATION_RELEASE = "../shared/limit_release"  # beside the checkout, like the gauntlet's default data
 PLATFORM_CREDENTIALS = ("AWS_*", "HF_*", "HUGGING_FACE_*", "MLFLOW_*", "ARGO_*", "MINIO_*")
 
 
@@ -543,6 +544,20 @@ class JudgeSpec(Strict):
         description="Largest share of the judgments that may fail for the step to complete; above it the step "
         "ends retryable (exit 75), commits nothing, and a rerun asks only for the failed judgments.",
     )
+    calibrate: int | None = Field(
+        None,
+        ge=0,
+        le=10_000,
+        description="Released GPT-4-0613 verdicts (the LIMIT authors' release) the judge is asked before the "
+        "study's own, to report its agreement with GPT-4-0613 (a calibrate step). Unset or 0: none; the release "
+        "must be readable where the plan is made and where the step runs.",
+    )
+    calibration_release: str = Field(
+        CALIBRATION_RELEASE, description="The authors' release folder the calibration pairs are drawn from."
+    )
+
+    # unset, the calibration leaves the judge's dump (and so every judge step's key) as before it
+    absent_when: ClassVar[dict[str, tuple]] = {"calibrate": (None,), "calibration_release": (CALIBRATION_RELEASE,)}
 
     @field_validator("api_key_env")
     @classmethod
@@ -565,6 +580,14 @@ class JudgeSpec(Strict):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"'{url}' is not an http(s) URL with a host (e.g. https://judge.example/v1)")
         return url
+
+    def calibration_pairs(self) -> int:
+        """How many released verdicts to ask (opt-in: the release is a local folder pods do not have yet)."""
+        return self.calibrate or 0
+
+    def judging(self) -> JudgeSpec:
+        """The settings a judge step depends on: calibrating the judge never changes its judgments' key."""
+        return self.model_copy(update={"calibrate": None, "calibration_release": CALIBRATION_RELEASE})
 
     def plain_http_host(self) -> str | None:
         """The host the judge's key would reach unencrypted (http to a host other than loopback), if any."""

@@ -42,6 +42,7 @@ KINDS: dict[str, StepKind] = {
     "generate": StepKind(inputs.GenerateInput, "limit.steps.generate:generate", 1, Resources(cpu=1, memory="8Gi")),
     "judge": StepKind(inputs.JudgeInput, "limit.steps.judge:judge", 1, Resources(cpu=1, memory="4Gi")),
     "report": StepKind(inputs.ReportInput, "limit.steps.report:report", 1, Resources(cpu=0.5, memory="2Gi")),
+    "calibrate": StepKind(inputs.CalibrateInput, "limit.steps.calibrate:calibrate", 1, Resources(cpu=1, memory="4Gi")),
     "contamination": StepKind(
         inputs.ContaminationInput, "limit.steps.contamination:contamination", 1, Resources(cpu=0.5, memory="2Gi")
     ),

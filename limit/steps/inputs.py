@@ -124,6 +124,17 @@ class JudgeInput(StepInput):
     judge_model: ModelSpec | None = None
 
 
+class CalibrateInput(StepInput):
+    """The study's judge asked `pairs` released GPT-4-0613 verdicts, drawn with `seed` from `release` (a fixed
+    published folder, keyed by its path like an S3 prefix)."""
+
+    judge: JudgeSpec
+    judge_model: ModelSpec | None = None
+    release: str
+    pairs: int
+    seed: int
+
+
 class ContaminationInput(StepInput):
     """One prepared dataset against the study's gauntlet benchmarks and judge prompt sets."""
 
@@ -139,3 +150,6 @@ class ReportInput(StepInput):
     study: str
     models: list[ReportModel]
     pairs: list[ReportPair]
+    calibration: Ref | None = None  # the judge's calibrate step, where the study calibrates it
+
+    absent_when: ClassVar[dict[str, tuple]] = {"calibration": (None,)}  # an uncalibrated study keeps its key

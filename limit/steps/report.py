@@ -26,6 +26,7 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
         inp.models,
         inp.pairs,
         ctx.store,
+        calibration=inp.calibration,
         parent_run_id=ctx.parent_run_id,
     )
     rendering.write(data, ctx.out)
@@ -54,7 +55,24 @@ def headline_metrics(data: dict[str, Any]) -> dict[str, float]:
     for row in data["models"]:
         if row.get("contamination"):
             out[f"contamination.{slug(row['dataset'])}"] = row["contamination"]["any"]["share"]
-    return out | agreement_metrics(data)
+    return out | agreement_metrics(data) | calibration_metrics(data)
+
+
+def calibration_metrics(data: dict[str, Any]) -> dict[str, float]:
+    """The judge against GPT-4-0613 on the released verdicts: agreement, kappa, their intervals, failures and
+    the first-position share."""
+    found = data.get("calibration") or {}
+    out = {}
+    for name in ("agreement", "kappa"):
+        if found.get(name) is not None:
+            out[f"calibration.{name}"] = found[name]
+        for bound, value in zip(("low", "high"), found.get(f"{name}_ci95") or [None, None], strict=True):
+            if value is not None:
+                out[f"calibration.{name}_ci95_{bound}"] = value
+    for name in ("pairs", "failures", "first_position_share"):
+        if found.get(name) is not None:
+            out[f"calibration.{name}"] = found[name]
+    return out
 
 
 def agreement_metrics(data: dict[str, Any]) -> dict[str, float]:

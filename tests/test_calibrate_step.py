@@ -1,0 +1,38 @@
+"""The calibrate step: the replay of the release agrees with kappa 1, the rerun asks the judge nothing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from limit.judge.calibration import calibration_set
+from limit.judge.replay_server import ReplayJudgeServer
+from limit.spec.study import JudgeSpec
+from limit.steps.inputs import CalibrateInput
+
+
+def test_replayed_release_gives_kappa_1_and_a_rerun_costs_nothing(shared: Path, limit_env: Path, monkeypatch):
+    from limit.runner import run_step
+
+    monkeypatch.setenv("OPENAI_API_KEY", "test-key")
+    release = str(shared / "limit_release")
+    with ReplayJudgeServer(calibration_set(Path(release), 12, seed=0)) as server:
+        judge = JudgeSpec(base_url=server.base_url, max_retries=1, retry_wait=0)
+        inp = CalibrateInput(judge=judge, release=release, pairs=12, seed=0).model_dump_json()
+        summary = run_step("calibrate", inp)
+        assert summary["kappa"] == 1.0 and summary["agreement"] == 1.0 and summary["failures"] == 0
+        asked = server.requests
+        assert run_step("calibrate", inp) == summary and server.requests == asked
+
+
+def test_the_report_section_shows_the_calibration_or_why_it_skipped():
+    from limit.report.markdown import calibration_section
+    from limit.steps.report import calibration_metrics
+
+    found = {"status": "ready", "judge": "gpt-4-0613", "pairs": 12, "decided": 12, "failures": 0}
+    found |= {"agreement": 1.0, "agreement_ci95": [1.0, 1.0], "kappa": 1.0, "kappa_ci95": [1.0, 1.0]}
+    found |= {"first_position_share": 0.5}
+    assert "| 12 | 12 | 0 | 1.000 | [1.000, 1.000] | 1.000 |" in "\n".join(calibration_section({"calibration": found}))
+    assert calibration_metrics({"calibration": found})["calibration.kappa_ci95_low"] == 1.0
+    skipped = calibration_section({"calibration": {"status": "ready", "skipped": "no released verdicts at x"}})
+    assert skipped[-1] == "Skipped: no released verdicts at x."
+    assert calibration_section({"calibration": None}) == []

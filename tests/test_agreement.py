@@ -56,6 +56,9 @@ def test_the_papers_finding_from_its_own_numbers():
         low, high = group["tau"]["ci95"]
         assert low <= group["tau"]["tau"] <= high and high < 0  # the rankings disagree beyond the judge's noise
         assert len(group["disagreements"]) == round((1 - expected_tau[key]) / 2 * 6)
+        for category, tau in group["category_tau"].items():  # each category's tau has its interval too
+            ci = group["category_tau_ci95"][category]
+            assert tau is None or ci[0] - 1e-12 <= tau <= ci[1] + 1e-12, (key, category, tau, ci)
     assert by_group[("mpt-30b", "lima")]["gauntlet_leader"] == ["mpt-30b-instruct-v3-1k"]
     assert by_group[("mpt-30b", "lima")]["judge_leader"] == ["mpt-30b-lima"]
     leaders = ("mpt-30b-instruct-v3-1k", "mpt-30b-lima")
@@ -67,6 +70,8 @@ def test_the_papers_finding_from_its_own_numbers():
     text = "\n".join(agreement_section({"agreement": found}))
     assert "The gauntlet ranks mpt-30b-instruct-v3-1k (instruct-v3-1k) first; the judge prefers mpt-30b-lima" in text
     assert "the paradigms rank these models the other way round" in text
+    ci = by_group[("mpt-30b", "lima")]["category_tau_ci95"]["world_knowledge"]
+    assert f"[{ci[0]:+.2f}, {ci[1]:+.2f}]" in text
 
 
 def test_groups_are_prompt_sets_and_connected_models():

@@ -135,6 +135,12 @@ def average_weights(benchmarks: Sequence[Benchmark]) -> dict[str, float] | None:
     return weights
 
 
+def category_weights(benchmarks: Sequence[Benchmark], category: str) -> dict[str, float] | None:
+    """Each of `category`'s benchmarks' weight in its category's score, per unit of accuracy (None: none)."""
+    wanted = [b for b in benchmarks if b.category == category]
+    return {b.name: 1 / ((1 - b.random_baseline) * len(wanted)) for b in wanted} or None
+
+
 def average_variance(benchmarks: Sequence[Benchmark], rows: dict[str, Sequence[float]]) -> float | None:
     """Variance of the gauntlet average implied by per-row values (1/0 correctness, or paired differences).
 

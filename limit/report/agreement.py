@@ -6,8 +6,9 @@ the win rate against the common opponent when the pairs form a star, else Bradle
 between the average and the judge gets a bootstrap interval: the gauntlet averages resampled by benchmark row
 (paired across the group's models; held fixed where a model has no per-row details) and the win rates by
 prompt and sampling seed (all the group's pairs share the draws; per-seed counts drawn binomially where a
-pair has no per-prompt outcomes). Every pair of models the two orders put the other way round is listed with
-both effect sizes: the gauntlet difference and the judge-strength difference, each with its interval.
+pair has no per-prompt outcomes); each category's tau likewise, its scores resampled by its benchmarks' rows.
+Every pair of models the two orders put the other way round is listed with both effect sizes: the gauntlet
+difference and the judge-strength difference, each with its interval.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from limit.gauntlet.benchmarks import CATEGORIES, suite
+from limit.gauntlet.scoring import category_weights
 from limit.report.stats import counted_draws, gauntlet_average_draws
 from limit.report.sweeps import Rows, bootstrap_of, matrices
 from limit.stats.bootstrap import interval, verdict, win_rate_draws
@@ -67,15 +69,20 @@ def judge_draws(pairs: list[dict], outcomes_of: Callable[[dict], list[dict] | No
     )
 
 
-def gauntlet_draws(rows: list[dict], resamples: int, seed: int, rows_of: Callable[[dict], Rows | None]) -> tuple:
-    """models x resamples gauntlet averages, and whether they were resampled (else held fixed)."""
-    averages = [r["average"] for r in rows]
+def gauntlet_draws(
+    rows: list[dict], resamples: int, seed: int, rows_of: Callable[[dict], Rows | None], category: str | None = None
+) -> tuple:
+    """models x resamples gauntlet averages (or `category`'s scores), and whether they were resampled (else
+    held fixed)."""
+    reported = [r["average"] if category is None else r["categories"][category] for r in rows]
     details = [rows_of(r) for r in rows]
+    benchmarks = suite(rows[0].get("suite") or "v0")
+    weights = category_weights(benchmarks, category) if category else None
     draws = None
-    if all(details):
-        draws = gauntlet_average_draws(suite(rows[0].get("suite") or "v0"), details, averages, resamples, seed)
+    if all(details) and (category is None or weights):
+        draws = gauntlet_average_draws(benchmarks, details, reported, resamples, seed, weights)
     if draws is None:
-        return np.repeat(np.array(averages, dtype=float)[:, None], resamples, axis=1), False
+        return np.repeat(np.array(reported, dtype=float)[:, None], resamples, axis=1), False
     return draws, True
 
 
@@ -93,7 +100,8 @@ def group_agreement(
     rates, judge_drawn = judge_draws(pairs, outcomes_of)
     judge_resampled, _ = strengths(names, edges, rates)
     gauntlet = np.array([r["average"] for r in rows], dtype=float)
-    gauntlet_resampled, resampled = gauntlet_draws(rows, rates.shape[1], bootstrap_of(pairs[0])[1], rows_of)
+    seed = bootstrap_of(pairs[0])[1]
+    gauntlet_resampled, resampled = gauntlet_draws(rows, rates.shape[1], seed, rows_of)
     by_gauntlet, by_judge = order(names, gauntlet), order(names, judge)
     return {
         "ranks": {
@@ -114,6 +122,7 @@ def group_agreement(
         "judge_leader": leaders(names, judge),
         "tau": {"tau": kendall_tau(gauntlet, judge), "ci95": interval(tau_draws(gauntlet_resampled, judge_resampled))},
         "category_tau": {c: category_tau(rows, c, judge) for c in CATEGORIES},
+        "category_tau_ci95": {c: category_interval(rows, c, judge_resampled, rows_of, seed) for c in CATEGORIES},
         "disagreements": disagreements(
             names, (gauntlet, gauntlet_resampled if resampled else None), (judge, judge_resampled)
         ),
@@ -131,6 +140,16 @@ def category_tau(rows: list[dict], category: str, judge: np.ndarray) -> float | 
     if None in values:
         return None
     return kendall_tau(values, judge)
+
+
+def category_interval(
+    rows: list[dict], category: str, judge_resampled: np.ndarray, rows_of: Callable[[dict], Rows | None], seed: int
+) -> list[float] | None:
+    """The interval of a category's tau, its scores resampled by row as the average's are."""
+    if any((r.get("categories") or {}).get(category) is None for r in rows):
+        return None
+    draws, _ = gauntlet_draws(rows, judge_resampled.shape[1], seed, rows_of, category)
+    return interval(tau_draws(draws, judge_resampled))
 
 
 def disagreements(names: Sequence[str], gauntlet: tuple, judge: tuple) -> list[dict[str, Any]]:

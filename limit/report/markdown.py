@@ -319,7 +319,8 @@ def agreement_group(group: dict) -> list[str]:
         )
     alike = " (undefined: one of the two scores every model alike there)"
     taus = ", ".join(
-        f"{CATEGORIES[c]} {fmt(t, 2)}{alike if t is None else ''}" for c, t in group["category_tau"].items()
+        f"{CATEGORIES[c]} {fmt(t, 2)}{alike if t is None else _tau_ci(group, c)}"
+        for c, t in group["category_tau"].items()
     )
     lines += ["", f"Tau per category: {taus}."]
     if group["disagreements"]:
@@ -371,6 +372,11 @@ def calibration_section(data: dict) -> list[str]:
         f"{fmt(found.get('first_position_share'))} |",
     ]
     return lines
+
+
+def _tau_ci(group: dict, category: str) -> str:
+    ci = (group.get("category_tau_ci95") or {}).get(category)
+    return "" if not ci else f" [{ci[0]:+.2f}, {ci[1]:+.2f}]"
 
 
 def _ci(ci: list[float] | None) -> str:

@@ -102,11 +102,13 @@ def gauntlet_average_draws(
     reported: Sequence[float],
     resamples: int = RESAMPLES,
     seed: int = SEED,
+    weights: Mapping[str, float] | None = None,
 ) -> np.ndarray | None:
     """Several models' gauntlet averages in every resample (models x resamples), drawing the rows every model
     scored once per benchmark (benchmarks in name order) for all of them, so the models stay paired; shifted by
-    each reported average minus its pooled-row one. None without a shared row in some benchmark."""
-    weights = average_weights(benchmarks)
+    each reported average minus its pooled-row one. None without a shared row in some benchmark. `weights`:
+    per benchmark, for another weighted mean than the average (a category's score)."""
+    weights = weights or average_weights(benchmarks)
     if weights is None or not rows_of:
         return None
     rng = np.random.default_rng(seed)

@@ -130,20 +130,20 @@ def judge_total(plan: Plan, price: float | None) -> JudgeTotal | None:
 
 def describe(summary: PlanSummary, gpu_note: str) -> list[str]:
     """The summary as console lines; `gpu_note` says what the GPU-hours assume (profile, MFU)."""
-    lines = [f"{'kind':10} {'steps':>5}  GPU pods (GPUs)  GPU-hours"]
+    lines = [f"{'kind':13} {'steps':>5}  GPU pods (GPUs)  GPU-hours"]
     for kind, total in summary.kinds.items():
         pods = f"{total.gpu_pods} ({total.gpus})" if total.gpu_pods else "-"
         hours = "-" if not total.gpu_pods else "unknown" if total.gpu_hours is None else f"~{total.gpu_hours:,.1f}"
-        lines.append(f"{kind:10} {total.steps:>5}  {pods:>15}  {hours}")
+        lines.append(f"{kind:13} {total.steps:>5}  {pods:>15}  {hours}")
     steps = sum(k.steps for k in summary.kinds.values())
     if not summary.gpu_pods:
-        lines.append(f"{'total':10} {steps:>5}  {'-':>15}  - (CPU only)")
+        lines.append(f"{'total':13} {steps:>5}  {'-':>15}  - (CPU only)")
     else:
         unknown = summary.gpu_hours_unknown
         hours = f"~{summary.gpu_hours_known:,.1f}" + (" + unknown" if unknown else "")
         if unknown and not summary.gpu_hours_known:
             hours = "unknown"
-        lines.append(f"{'total':10} {steps:>5}  {summary.gpu_pods:>15}  {hours}")
+        lines.append(f"{'total':13} {steps:>5}  {summary.gpu_pods:>15}  {hours}")
         lines.append(f"GPU-hours: {gpu_note}" + (f"; none yet for {', '.join(unknown)}" if unknown else ""))
     if summary.methods:
         lines.append("full vs LoRA (every finetune of a base one way; LoRA: the runs' own, else r 8 all-linear):")

@@ -22,11 +22,11 @@ from importlib.metadata import entry_points
 from pathlib import Path
 
 from limit.execution.lifetime import term_when_parent_dies
+from limit.steps import KINDS
 
 PRELOAD = [
     "limit.runner",
-    *(f"limit.steps.{kind}" for kind in ("prepare", "contamination", "finetune", "gauntlet", "select")),
-    *(f"limit.steps.{kind}" for kind in ("generate", "judge", "report")),
+    *(entry.function.split(":")[0] for entry in KINDS.values()),  # every step kind's module
     "mlflow.store.tracking.sqlalchemy_store",
     "transformers.models.auto.tokenization_auto",
     "transformers.models.auto.modeling_auto",

@@ -24,7 +24,7 @@ def test_replayed_release_gives_kappa_1_and_a_rerun_costs_nothing(shared: Path, 
         assert run_step("calibrate", inp) == summary and server.requests == asked
 
 
-def test_the_report_section_shows_the_calibration_or_why_it_skipped():
+def test_the_report_section_and_metrics_show_the_calibration():
     from limit.report.markdown import calibration_section
     from limit.steps.report import calibration_metrics
 
@@ -33,6 +33,18 @@ def test_the_report_section_shows_the_calibration_or_why_it_skipped():
     found |= {"first_position_share": 0.5}
     assert "| 12 | 12 | 0 | 1.000 | [1.000, 1.000] | 1.000 |" in "\n".join(calibration_section({"calibration": found}))
     assert calibration_metrics({"calibration": found})["calibration.kappa_ci95_low"] == 1.0
-    skipped = calibration_section({"calibration": {"status": "ready", "skipped": "no released verdicts at x"}})
-    assert skipped[-1] == "Skipped: no released verdicts at x."
     assert calibration_section({"calibration": None}) == []
+
+
+def test_a_missing_release_fails_the_step_and_commits_nothing(limit_env: Path, tmp_path: Path):
+    import pytest
+
+    from limit.errors import LimitError
+    from limit.execution.store import Store
+    from limit.runner import run_step
+    from limit.steps import step_key
+
+    inp = CalibrateInput(judge=JudgeSpec(base_url="http://127.0.0.1:9/v1"), release=str(tmp_path), pairs=4, seed=0)
+    with pytest.raises(LimitError, match="no released verdicts"):
+        run_step("calibrate", inp.model_dump_json())
+    assert Store.open().manifest(f"calibrate/{step_key('calibrate', inp)}") is None

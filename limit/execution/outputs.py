@@ -130,9 +130,8 @@ class ContaminationCheck(Output):
 
 class Calibration(Output):
     """A calibrate step's `calibration.json` (limit/judge/calibration.py `agreement`): the judge against the
-    released GPT-4-0613 verdicts, or why the step `skipped`."""
+    released GPT-4-0613 verdicts."""
 
-    skipped: str | None = None
     judge: str | None = None
     pairs: int = 0
     decided: int = 0

@@ -357,8 +357,6 @@ def calibration_section(data: dict) -> list[str]:
     lines = ["## Judge calibration", ""]
     if found.get("status") == "pending":
         return lines + ["Pending: the calibrate step is not complete."]
-    if found.get("skipped"):
-        return lines + [f"Skipped: {found['skipped']}."]
     lines += [
         f"{found.get('judge') or 'The judge'} on {found['pairs']} released GPT-4-0613 verdicts (seeded draw, each "
         "distinct pair once), under alpaca-eval's left/right swap; agreement and Cohen's kappa on the pairs it "

@@ -6,7 +6,7 @@ STUDY  ?= tiny
 ARCH   ?= mpt
 PROFILE ?= workflows/profiles/gpu.yaml
 
-.PHONY: install lock run test lint format bench bench-contamination bench-gauntlet bench-train bench-ranks check-gpu check-gpu-wheels manifest submit image e2e e2e-local golden clean
+.PHONY: install lock run test lint format bench bench-contamination bench-gauntlet bench-train bench-ranks check-gpu check-gpu-wheels gauntlet-volumes manifest submit image e2e e2e-local golden clean
 
 install: $(VENV)/.installed
 
@@ -59,6 +59,10 @@ bench-train: install
 # On a GPU node before a long study (7 minutes on an H100/H200; docs/benchmarks.md says what each stage measures).
 check-gpu: install
 	$(BIN)/limit check-gpu --out runs/check-gpu/check-gpu.json
+
+# The planner's table of v0's scoring volumes, from the shared gauntlet files (the four it lacks stay estimates).
+gauntlet-volumes: install
+	$(BIN)/python -c 'from pathlib import Path; from limit.gauntlet.volume import write_table; write_table(Path("../shared/gauntlet_data"))'
 
 # Wheels for a bare GPU machine that has torch and transformers only (the lent H200's list by default).
 check-gpu-wheels: install

@@ -34,7 +34,11 @@ Inference on a GPU (bf16, w = 2; no gradients, so one layer's transients at a ti
   only (transformers' `logits_to_keep`).
 
 GPU-hours: (6 P + 6 L d l) x real tokens x epochs / (MFU x peak FLOP/s), l the mean row length (attention
-within documents). Recomputation under checkpointing is not counted, as MFU does not count it.
+within documents). Recomputation under checkpointing is not counted, as MFU does not count it. Scoring is the
+forward only, (2 P + 2 L d l) per forwarded token, l the mean document (limit/gauntlet/volume.py).
+Generation (`generation_hours`) is the prefill at the MFU and one decoding step per new token and batch, at
+the slowest of its FLOPs, its reads (weights and KV cache) at BANDWIDTH_SHARE of the HBM bandwidth, and
+transformers' eager launches (DECODE_LAYER_S a layer).
 """
 
 from __future__ import annotations
@@ -49,6 +53,9 @@ from limit.models.families import family
 from limit.spec.study import LoraSpec, ModelSpec, TinyModel, TrainSpec
 
 GIB = 2**30
+# Characters per token under GPT-style BPE on English (MPT's GPT-NeoX tokenizer, Llama's, Qwen's): how the
+# planner, which has no tokenizer, sizes text it has only as characters (gauntlet files, prompt sets).
+CHARS_PER_TOKEN = 4.0
 GPU_RUNTIME = 2 * GIB  # CUDA context and NCCL's buffers
 # Measured (2026-12-01, the tiny finetune, from before its model loads): what a CPU process adds beyond the
 # terms, the pages of torch's kernels touched on first use, the loader's transient copy, allocator arenas.
@@ -253,6 +260,8 @@ class Gpu:
     memory_gib: float = 80.0
     peak_tflops: float = 989.0  # dense bf16
     mfu: float = 0.35  # assumed model FLOP utilisation on real tokens
+    memory_tbps: float = 3.35  # HBM bandwidth, TB/s: what bounds decoding
+    hour_usd: float | None = None  # the price of one GPU-hour, where the profile gives one
 
 
 @dataclass
@@ -436,6 +445,35 @@ def generation_memory(shape: Shape, batch_size: int, total_tokens: int) -> Memor
 
 def gpu_hours(flops: float, gpu: Gpu) -> float:
     return flops / (gpu.mfu * gpu.peak_tflops * 1e12) / 3600
+
+
+def scoring_flops(shape: Shape, tokens: float, mean_document: float) -> float:
+    """Forward FLOPs of scoring `tokens` tokens in documents of `mean_document` tokens: a third of training's."""
+    return tokens * (2 * shape.params + 2 * shape.n_layers * shape.d_model * mean_document)
+
+
+def generation_hours(shape: Shape, gpu: Gpu, rows: int, batch: int, prompt: float, new: float) -> float:
+    """GPU-hours of sampling `new` tokens after a `prompt` of that many tokens for each of `rows` rows, `batch`
+    at a time: the prefill at the MFU, then one decoding step per new token for every batch (a batch runs
+    until its longest row ends, planned as `new`), each bound by its FLOPs, by reading the weights and the
+    KV cache at BANDWIDTH_SHARE of the GPU's bandwidth, or by transformers' eager loop's launches
+    (DECODE_LAYER_S a layer), whichever is slowest."""
+    flops_per_s = gpu.mfu * gpu.peak_tflops * 1e12
+    prefill = rows * prompt * 2 * shape.params / flops_per_s
+    cache = 2 * shape.n_layers * shape.kv_dim * 2 * batch * (prompt + new / 2)
+    step = max(
+        2 * shape.params * batch / flops_per_s,
+        (2 * shape.params + cache) / (BANDWIDTH_SHARE * gpu.memory_tbps * 1e12),
+        DECODE_LAYER_S * shape.n_layers,
+    )
+    batches = -(-rows // batch)
+    return (prefill + batches * new * step) / 3600
+
+
+# Decoding's assumptions, until `limit check-gpu` measures them: the share of HBM bandwidth a decoding step
+# reaches, and the host time transformers' eager `generate` spends per layer per step launching its kernels.
+BANDWIDTH_SHARE = 0.6
+DECODE_LAYER_S = 4e-4
 
 
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "L40S": 362.0}  # dense, SXM where it varies

@@ -12,25 +12,64 @@ import pytest
 import yaml
 from conftest import run_env
 
+from limit.backends.profile import load_profile
 from limit.cli import main as cli
 from limit.plan import build_plan
+from limit.plan.summary import Slots, summarize, wall_clock
 from limit.spec.study import STUDIES_DIR, load_study
 
 
 def test_plan_summary_of_the_paper_grid(capsys):
-    plan = build_plan(load_study("full"))
+    profile = load_profile("gpu")
+    plan = build_plan(load_study("full"), gpu=profile.gpu)
     assert cli(["plan", "full", "--summary"]) == 0
     out = capsys.readouterr().out
-    assert len(out.splitlines()) < 20
+    assert len(out.splitlines()) < 22 and "unknown" not in out
     lines = {line.split()[0]: line.split() for line in out.splitlines()[2:]}
+    by_kind = {
+        kind: sum(plan.gpu_hours(s.id) for s in plan.by_kind(kind)) for kind in ("finetune", "gauntlet", "generate")
+    }
     finetunes = plan.by_kind("finetune")
     assert lines["finetune"][1:4] == [str(len(finetunes)), str(len(finetunes)), f"({8 * len(finetunes)})"]
-    hours = sum(plan.costs[s.id].gpu_hours for s in finetunes)
-    assert lines["finetune"][4] == f"~{hours:,.1f}" and lines["gauntlet"][4] == "unknown"
+    assert by_kind["finetune"] == sum(plan.costs[s.id].gpu_hours for s in finetunes)
+    for kind, hours in by_kind.items():
+        assert lines[kind][4] == f"~{hours:,.1f}", kind
     assert lines["judge"][1] == "12" and lines["report"][1] == "1"
-    assert "none yet for gauntlet, generate" in out  # evaluation has no estimate: said, not zero
     # 12 pairs x 3 seeds x 300 prompts at alpaca-eval's gpt-4-0613 price, ~730 tokens per judgment
     assert "judge: gpt-4-0613, 10,800 calls, ~$237 at $0.030/1k tokens" in out
+    gpus = sum(by_kind.values()) * profile.gpu_hour_usd
+    assert (
+        f"dollars: GPUs ~${gpus:,.0f} at $2.50/GPU-hour (profile gpu_hour_usd) + judge ~$237 = ~${gpus + 237:,.0f}"
+        in out
+    )
+    wall = wall_clock(plan, profile.slots)
+    assert f"wall-clock: ~{wall / 24:,.1f} days, at most 4 GPU pods and 16 pods at once" in out
+    # the four v0 files too large for the shared folder are sized from their upstream rows, and say so
+    assert "bigbench_elementary_math_qa, hellaswag, mmlu, squad sized from upstream row counts" in out
+
+
+def test_wall_clock_schedules_gpu_pods_under_the_semaphore():
+    """With one GPU pod at a time the study takes every GPU step in turn; with no cap, its longest chain."""
+    plan = build_plan(load_study("full"))
+    pod_hours = {s.id: plan.gpu_hours(s.id) / s.resources.gpus for s in plan.order() if s.resources.gpus}
+    assert wall_clock(plan, Slots(gpu_pods=1)) == pytest.approx(sum(pod_hours.values()))
+    finish: dict[str, float] = {}
+    for step in plan.order():
+        finish[step.id] = max((finish[d] for d in step.deps), default=0.0) + pod_hours.get(step.id, 0.0)
+    assert wall_clock(plan, Slots()) == pytest.approx(max(finish.values()))
+    assert wall_clock(plan, Slots()) < wall_clock(plan, Slots(gpu_pods=4)) < wall_clock(plan, Slots(gpu_pods=1))
+
+
+def test_a_prompt_set_of_unknown_size_says_what_to_give(tmp_path):
+    data = yaml.safe_load((STUDIES_DIR / "sweep-7b.yaml").read_text())
+    del data["prompts"]["lima-test"]["expect"]
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = build_plan(load_study(str(path)))
+    summary = summarize(plan, price=3e-5, slots=Slots(4), hour_usd=2.0)
+    assert summary.unknown == {"generate": "a prompt set of unknown size (give it expect: rows, tokens_mean)"}
+    assert summary.wall_hours is None and summary.dollars == (None, None)
+    assert summary.judge.unknown_prompts == ["lima-test"]
 
 
 def study(tmp_path: Path, **changes) -> Path:

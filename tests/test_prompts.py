@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from limit.cli import main as cli
-from limit.data.prompts import instruction_of, load_prompts
+from limit.costs import CHARS_PER_TOKEN
+from limit.data.prompts import count_prompts, instruction_of, load_prompts, prompt_tokens
 from limit.data.template import apply_template
 from limit.errors import LimitError
 from limit.spec.study import PromptSet
@@ -70,3 +71,22 @@ def test_judge_pair_and_reproduce_bad_input_exit_2(tmp_path: Path, capsys):
     assert errors[0].startswith("limit: error: --b:") and "paired by position" in errors[0]
     assert errors[1].startswith("limit: error: --release-dir:")
     assert not (tmp_path / "o.json").exists()
+
+
+@pytest.mark.parametrize("templated", [False, True])
+def test_planned_prompt_tokens_are_the_loaded_prompts_characters(tmp_path: Path, templated: bool):
+    rows = [{"conversations": ["What is 2+2?"]}, {"conversations": ["Name a prime.", "7"]}, {"conversations": ["x"]}]
+    spec = PromptSet(jsonl=write_jsonl(tmp_path / "p.jsonl", rows), field="conversations", templated=templated, limit=2)
+    loaded = load_prompts(spec)
+    assert prompt_tokens(spec) == sum(len(p.prompt) for p in loaded) / len(loaded) / CHARS_PER_TOKEN
+    assert count_prompts(spec) == 2
+
+
+def test_a_hub_prompt_set_is_sized_by_its_expect_and_limit():
+    expect = {"rows": 300, "tokens_mean": 65}
+    assert count_prompts(PromptSet(hf="GAIR/lima", expect=expect)) == 300
+    assert count_prompts(PromptSet(hf="GAIR/lima", expect=expect, limit=100)) == 100
+    assert prompt_tokens(PromptSet(hf="GAIR/lima", expect=expect)) == 65
+    assert count_prompts(PromptSet(hf="GAIR/lima")) is None and prompt_tokens(PromptSet(hf="GAIR/lima")) is None
+    # a planning hint: the generate step's key does not move with it
+    assert PromptSet(hf="GAIR/lima", expect=expect).model_dump() == PromptSet(hf="GAIR/lima").model_dump()

@@ -5,11 +5,12 @@ from __future__ import annotations
 import time
 
 import pytest
+import yaml
 
 from limit.cli import main as cli
 from limit.execution.store import Store
 from limit.plan import build_plan
-from limit.spec.study import load_study
+from limit.spec.study import STUDIES_DIR, load_study
 
 
 def partial(store: Store, ref: str, files: list[str], sub: str) -> None:
@@ -107,3 +108,31 @@ def test_an_empty_manifest_is_one_line_and_the_step_not_done(limit_env, capsys):
     captured = capsys.readouterr()
     assert f"  pending  {step.id}" in captured.out
     assert captured.err.count("_manifest.json: unreadable (a torn write): the step is not done") == 1
+
+
+def test_status_shows_gpu_hours_spent_against_the_plan(limit_env, tmp_path, capsys):
+    data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
+    data["training"]["defaults"]["gpus"] = 2
+    for name in ("lima", "instruct-v1"):
+        data["datasets"][name]["source"]["expect"] = {"rows": 2000, "tokens_mean": 300}
+    data["resources"] = {"gauntlet": {"gpus": 1}, "generate": {"gpus": 1}}
+    spec = tmp_path / "tiny-gpu.yaml"
+    spec.write_text(yaml.safe_dump(data, sort_keys=False))
+    plan = build_plan(load_study(str(spec)))
+    store, now = Store.open(), time.time()
+    finetune, gauntlet = plan.steps["finetune-tiny-lima"], plan.steps["gauntlet-tiny-mpt"]
+    out = store.begin(finetune.ref)
+    store.commit(finetune.ref, out, {"kind": "finetune", "summary": {}, "seconds": 5400.0})
+    store.write_attempt(
+        gauntlet.ref, {"state": "running", "host": "n", "pid": 1, "started": now - 1800, "heartbeat": now}
+    )
+
+    assert cli(["status", str(spec)]) == 0
+    text = capsys.readouterr().out
+    gpu_steps = [s for s in plan.order() if s.resources.gpus]
+    planned = sum(plan.gpu_hours(s.id) for s in (finetune, gauntlet))
+    total = sum(plan.gpu_hours(s.id) for s in gpu_steps)
+    head = f"GPU-hours: spent 3.5 in 2 of {len(gpu_steps)} GPU steps (planned ~{planned:,.1f} for them)"
+    assert f"{head}; planned ~{total:,.1f} in all" in text  # 1.5 h on 2 GPUs, and half an hour so far on one
+    line = next(x for x in text.splitlines() if "finetune-tiny-lima" in x)
+    assert line.split()[0] == "done" and f"3.00 GPU-h (planned ~{plan.gpu_hours(finetune.id):,.2f})" in line

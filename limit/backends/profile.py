@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from limit.costs import Gpu
 from limit.execution.locations import WORKFLOWS
+from limit.plan.summary import Slots
 from limit.spec.loader import FieldError, load_model, resolve_named
 
 PROFILES_DIR = WORKFLOWS / "profiles"
@@ -60,6 +61,7 @@ class Semaphore(Strict):
 
     configmap: str = "limit-semaphores"
     key: str = "gpu-pods"
+    pods: int = Field(4, gt=0, description="Its value (chart: semaphores.gpuPods), for the planner's wall-clock time.")
 
 
 class Retry(Strict):
@@ -112,6 +114,8 @@ class Profile(Strict):
     gpu_memory_gib: float = Field(80, gt=0, description="Memory of one GPU: the planner refuses steps over it.")
     gpu_peak_tflops: float = Field(989, gt=0, description="Dense bf16 peak of one GPU, for GPU-hour estimates.")
     mfu: float = Field(0.35, gt=0, le=1, description="Assumed model FLOP utilisation, for GPU-hour estimates.")
+    gpu_memory_tbps: float = Field(3.35, gt=0, description="HBM bandwidth of one GPU, TB/s: it bounds decoding.")
+    gpu_hour_usd: float | None = Field(None, ge=0, description="Price of one GPU-hour, for the plan's dollars.")
 
     retry: Retry = Field(default_factory=Retry)
     active_deadline_seconds: int = Field(14 * 24 * 3600, gt=0)
@@ -127,7 +131,12 @@ class Profile(Strict):
 
     @property
     def gpu(self) -> Gpu:
-        return Gpu(memory_gib=self.gpu_memory_gib, peak_tflops=self.gpu_peak_tflops, mfu=self.mfu)
+        return Gpu(self.gpu_memory_gib, self.gpu_peak_tflops, self.mfu, self.gpu_memory_tbps, self.gpu_hour_usd)
+
+    @property
+    def slots(self) -> Slots:
+        """How many pods may run at once, as the planner's wall-clock time assumes."""
+        return Slots(self.gpu_semaphore.pods if self.gpu_semaphore else None, self.parallelism)
 
     @model_validator(mode="after")
     def _pinned_image(self) -> Profile:

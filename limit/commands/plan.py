@@ -9,10 +9,14 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from typing import TYPE_CHECKING
 
 from limit.commands.flags import add_max_steps
 from limit.plan import Plan, build_plan
 from limit.spec.study import load_study, resolve_study_path
+
+if TYPE_CHECKING:
+    from limit.backends.profile import Profile
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -30,14 +34,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     from limit.backends.profile import load_profile
 
-    gpu = load_profile(args.profile).gpu
+    profile = load_profile(args.profile)
     origin = str(resolve_study_path(args.study))
-    plan = build_plan(load_study(args.study), origin=origin, gpu=gpu, max_steps=args.max_steps)
+    plan = build_plan(load_study(args.study), origin=origin, gpu=profile.gpu, max_steps=args.max_steps)
     if args.json:
         print(json.dumps(plan.to_json(), indent=2))
         return 0
     if args.summary:
-        print_summary(plan, args.profile)
+        print_summary(plan, profile)
         return 0
     print(f"study {plan.study.name}: {len(plan.steps)} steps")
     for step in plan.order():
@@ -46,20 +50,22 @@ def main(args: argparse.Namespace) -> int:
         print(f"  {shlex.join(step.argv)}")
     print_costs(plan, args.profile)
     print()
-    print_summary(plan, args.profile)
+    print_summary(plan, profile)
     return 0
 
 
-def print_summary(plan: Plan, profile: str) -> None:
-    """The plan's totals, as `limit plan --summary`, `limit run` and `limit submit` show them."""
+def print_summary(plan: Plan, profile: Profile | None) -> None:
+    """The plan's totals, as `limit plan --summary`, `limit run` (no profile: not scheduled, no GPU price) and
+    `limit submit` show them."""
     from limit.judge.backends import price_per_token
     from limit.plan.summary import describe, summarize
 
     price = price_per_token(plan.study.judge) if plan.by_kind("judge") else None
-    gpu = plan.gpu
-    note = f"finetune estimate at {gpu.mfu:.0%} MFU of {gpu.peak_tflops:g} TFLOP/s, profile {profile}"
+    gpu, name = plan.gpu, profile.name if profile else "default"
+    note = f"at {gpu.mfu:.0%} MFU of {gpu.peak_tflops:g} TFLOP/s, {gpu.memory_tbps:g} TB/s, profile {name}"
+    summary = summarize(plan, price, profile.slots if profile else None, gpu.hour_usd)
     print(f"study {plan.study.name}: {len(plan.steps)} steps")
-    for line in describe(summarize(plan, price), note):
+    for line in describe(summary, note):
         print(f"  {line}")
 
 

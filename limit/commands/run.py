@@ -52,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
     study = load_study(args.study)
     plan = build_plan(study, origin=origin, max_steps=args.max_steps)
     store = Store.open(workdir=workdir)
-    print_summary(plan, "default")
+    print_summary(plan, None)
     problems = preflight(plan, store, origin)
     for problem in problems:
         print(f"limit: pre-flight: {problem}", file=sys.stderr)

@@ -38,6 +38,7 @@ class StepState:
     state: str  # done, running, failed, killed, lost, pending
     made: str = ""  # what an unfinished step has made durable
     detail: list[str] = field(default_factory=list)
+    seconds: float = 0.0  # how long it has run: a done step's last attempt, a running one's so far
 
 
 def main(args: argparse.Namespace) -> int:
@@ -60,8 +61,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def state_of(step: Step, store: Store, now: float) -> StepState:
-    if store.manifest(step.ref) is not None:
-        return StepState(step, "done")
+    manifest = store.manifest(step.ref)
+    if manifest is not None:
+        return StepState(step, "done", seconds=float(manifest.get("seconds", 0.0)))
     attempt = store.attempt(step.ref) or {}
     made = durable(step, store.partial_files(step.ref))
     state = attempt.get("state", "pending")
@@ -82,7 +84,8 @@ def state_of(step: Step, store: Store, now: float) -> StepState:
     elif state in ("failed", "killed"):
         detail.append(f"{state} {progress.duration(now - attempt.get('ended', now))} ago on {_where(attempt)}")
         detail += [f"| {line}" for line in attempt.get("tail", [])]
-    return StepState(step, state, made, detail)
+    seconds = now - attempt.get("started", now) if state == "running" else 0.0
+    return StepState(step, state, made, detail, seconds)
 
 
 def _where(attempt: dict) -> str:
@@ -114,10 +117,33 @@ def render(plan: Plan, store: Store, states: list[StepState]) -> list[str]:
     head = f"study {plan.study.name} ({store.root}): {len(states)} steps: " + ", ".join(
         [f"{counts['done']} done", f"{counts['running']} running", f"{counts['pending']} pending", f"{failed} failed"]
     )
-    lines = [head]
+    lines = [head, *gpu_hours_line(plan, states)]
     width = max(len(s.step.id) for s in states)
     for s in states:
         made = f"  [{s.made}]" if s.made and s.state != "done" else ""
-        lines.append(f"  {s.state:8} {s.step.id:{width}}{made}".rstrip())
+        lines.append(f"  {s.state:8} {s.step.id:{width}}{made}{spent(plan, s)}".rstrip())
         lines += [f"  {'':8} {'':{width}}  {line}" for line in s.detail]
     return lines
+
+
+def spent(plan: Plan, s: StepState) -> str:
+    """A GPU step's GPU-hours so far beside the planner's estimate for it."""
+    if not s.step.resources.gpus or not s.seconds:
+        return ""
+    planned = plan.gpu_hours(s.step.id)
+    used = s.seconds * s.step.resources.gpus / 3600
+    return f"  {used:,.2f} GPU-h" + (f" (planned ~{planned:,.2f})" if planned else "")
+
+
+def gpu_hours_line(plan: Plan, states: list[StepState]) -> list[str]:
+    """GPU-hours spent (done steps' last attempts and running steps so far) against the plan's."""
+    gpu = [s for s in states if s.step.resources.gpus]
+    if not gpu:
+        return []
+    used = sum(s.seconds * s.step.resources.gpus for s in gpu) / 3600
+    started = [s for s in gpu if s.seconds]
+    planned = [plan.gpu_hours(s.step.id) for s in started]
+    total = [plan.gpu_hours(s.step.id) for s in gpu]
+    them = f" (planned ~{sum(planned):,.1f} for them)" if None not in planned and started else ""
+    whole = f"; planned ~{sum(total):,.1f} in all" if None not in total else "; the plan's total unknown"
+    return [f"GPU-hours: spent {used:,.1f} in {len(started)} of {len(gpu)} GPU steps{them}{whole}"]

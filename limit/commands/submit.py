@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     profile = load_profile(args.profile)  # the plan is sized for the profile's GPUs, as `limit manifest` does
     origin = str(resolve_study_path(args.study))
     plan = build_plan(load_study(args.study), origin=origin, gpu=profile.gpu, max_steps=args.max_steps)
-    print_summary(plan, args.profile)
+    print_summary(plan, profile)
     name, link = submit(plan, profile, template=args.template)
     what = "workflow template" if args.template else "workflow"
     print(f"submitted {what} {name} (study {plan.study.name}, {len(plan.steps)} steps) in {profile.namespace}")

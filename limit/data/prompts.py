@@ -8,10 +8,12 @@ the raw `instruction` the judge sees, and the templated `prompt` the model is gi
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from limit.costs import CHARS_PER_TOKEN
 from limit.data.template import PREAMBLE, apply_template, instruction_of
 from limit.errors import LimitError
 from limit.execution.io import read_text
@@ -86,11 +88,39 @@ def _prompt(record: dict, index: int, spec: PromptSet, label: str) -> Prompt:
 
 def count_prompts(spec: PromptSet) -> int | None:
     """How many prompts a set holds, without loading a dataset: local files are counted, a hub split only
-    through its `limit` (None: unknown until the generate step reads it)."""
+    through its `limit` or `expect` (None: unknown until the generate step reads it)."""
     if spec.release_txt:
         count = len(split_release_file(_read(spec.release_txt, "release_txt")))
     elif spec.jsonl:
         count = sum(1 for line in _read(spec.jsonl, "jsonl").splitlines() if line.strip())
     else:
-        return spec.limit
+        known = [n for n in (spec.limit, spec.expect.rows if spec.expect else None) if n is not None]
+        return min(known) if known else None
     return min(count, spec.limit) if spec.limit is not None else count
+
+
+def prompt_tokens(spec: PromptSet) -> float | None:
+    """The mean tokens of a templated prompt, as the planner assumes them: a local file's characters over
+    CHARS_PER_TOKEN, a hub split's `expect` (None: unknown)."""
+    if spec.release_txt:
+        texts = split_release_file(_read(spec.release_txt, "release_txt"))
+    elif spec.jsonl:
+        texts = [_templated_text(line, n, spec) for n, line in enumerate(_read(spec.jsonl, "jsonl").splitlines(), 1)]
+        texts = [t for t in texts if t is not None]
+    else:
+        return spec.expect.tokens_mean if spec.expect else None
+    texts = texts[: spec.limit] if spec.limit is not None else texts
+    return sum(len(t) for t in texts) / len(texts) / CHARS_PER_TOKEN if texts else None
+
+
+def _templated_text(line: str, n: int, spec: PromptSet) -> str | None:
+    if not line.strip():
+        return None
+    try:
+        value = json.loads(line).get(spec.field)
+    except (ValueError, AttributeError):
+        raise LimitError(f"{spec.jsonl}:{n}: not a JSON object") from None
+    value = value[0] if isinstance(value, list) and value else value
+    if not isinstance(value, str):
+        raise LimitError(f"{spec.jsonl}:{n}: field '{spec.field}' is not a string")
+    return value if spec.templated else apply_template(value.strip())

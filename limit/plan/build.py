@@ -12,7 +12,14 @@ from limit.errors import LimitError
 from limit.execution.locations import local_file_sha256, local_path, local_tree_sha256
 from limit.plan.checks import check_gauntlet_data, check_models, check_subset_size
 from limit.plan.dag import Plan, Step
-from limit.plan.sizing import finetune_resources, plan_finetune, plan_gauntlet, plan_generation
+from limit.plan.sizing import (
+    finetune_resources,
+    gauntlet_cost,
+    generation_cost,
+    plan_finetune,
+    plan_gauntlet,
+    plan_generation,
+)
 from limit.spec.study import ModelSpec, Pair, Resources, RunSpec, Study, dataset_rows, slug
 from limit.steps import KINDS
 from limit.steps.inputs import (
@@ -206,7 +213,11 @@ class Planner:
     def gauntlet(self, step_id: str, deps, tags: dict[str, str], **where) -> Step:
         """One model on the whole gauntlet: `where` is a base `model` or a `selection`; with a `finetune` and
         its `epoch`, a checkpoint to select among (on the first `select_limit` rows of each benchmark)."""
-        return self.add(step_id, "gauntlet", self.gauntlet_input(step_id, tags, **where), deps)
+        step = self.add(step_id, "gauntlet", self.gauntlet_input(step_id, tags, **where), deps)
+        if step.resources.gpus:
+            model = self.study.models[tags["model"]]
+            self.plan.inference[step.id] = gauntlet_cost(step.input.gauntlet, model, self.plan.gpu)
+        return step
 
     def gauntlet_input(self, step_id: str, tags: dict[str, str], **where) -> GauntletInput:
         spec = self.study.gauntlet
@@ -241,12 +252,14 @@ class Planner:
             tags={"run": model_name, "prompts": prompts},
         )
         step_id = f"generate-{slug(model_name)}-{slug(prompts)}"
+        model = base or self.study.models[selected.input.tags["model"]]
         if self.on_gpu("generate"):
-            model = base or self.study.models[selected.input.tags["model"]]
             gen = plan_generation(inp.generation, model, self.plan.gpu, f"{self.origin}: {step_id}")
             inp = inp.model_copy(update={"generation": gen})
-        deps = [selected.id] if selected else []
-        return self.add(step_id, "generate", inp, deps)
+        step = self.add(step_id, "generate", inp, [selected.id] if selected else [])
+        if step.resources.gpus:
+            self.plan.inference[step.id] = generation_cost(inp.generation, prompt_set, model, self.plan.gpu)
+        return step
 
     def pair(self, pair: Pair) -> Step:
         """Both models' responses to the pair's prompts, judged against each other."""

@@ -50,12 +50,28 @@ class FinetuneCost:
     methods: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class InferenceCost:
+    """The planner's estimate for one gauntlet or generate step on a GPU (None where it cannot know)."""
+
+    gpu_hours: float | None
+    tokens: float | None  # forwarded (gauntlet) or prompt and sampled (generate)
+    estimated: tuple[str, ...] = ()  # benchmarks whose volume is the shipped table's estimate, not a count
+    unknown: str = ""  # why there is no estimate
+
+
 @dataclass
 class Plan:
     study: Study
     steps: dict[str, Step] = field(default_factory=dict)
     costs: dict[str, FinetuneCost] = field(default_factory=dict)
+    inference: dict[str, InferenceCost] = field(default_factory=dict)  # GPU gauntlet and generate steps
     gpu: Gpu = field(default_factory=Gpu)
+
+    def gpu_hours(self, step_id: str) -> float | None:
+        """The planner's GPU-hours of a GPU step (None: no estimate)."""
+        cost = self.costs.get(step_id) or self.inference.get(step_id)
+        return cost.gpu_hours if cost else None
 
     def add(self, step: Step) -> Step:
         existing = self.steps.get(step.id)
@@ -77,6 +93,7 @@ class Plan:
         return {
             "study": self.study.name,
             "costs": {step_id: _cost_json(cost) for step_id, cost in self.costs.items()},
+            "inference_costs": {step_id: _inference_json(cost) for step_id, cost in self.inference.items()},
             "steps": [
                 {
                     "id": s.id,
@@ -99,4 +116,13 @@ def _cost_json(cost: FinetuneCost) -> dict:
         "gpu_hours": round(cost.gpu_hours, 3) if cost.gpu_hours is not None else None,
         "tokens_per_epoch": cost.tokens,
         "disk_gib": round(cost.disk.gib, 1) if cost.disk else None,
+    }
+
+
+def _inference_json(cost: InferenceCost) -> dict:
+    return {
+        "gpu_hours": round(cost.gpu_hours, 3) if cost.gpu_hours is not None else None,
+        "tokens": round(cost.tokens) if cost.tokens is not None else None,
+        "estimated_benchmarks": list(cost.estimated),
+        "unknown": cost.unknown or None,
     }

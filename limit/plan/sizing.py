@@ -12,15 +12,30 @@ from limit.costs import (
     finetune_disk,
     finetune_flops,
     finetune_memory,
+    generation_hours,
     generation_memory,
     gpu_hours,
     model_shape,
+    scoring_flops,
     scoring_memory,
 )
+from limit.data.prompts import count_prompts, prompt_tokens
 from limit.errors import LimitError
-from limit.plan.dag import FinetuneCost
+from limit.gauntlet.benchmarks import suite
+from limit.gauntlet.volume import volume
+from limit.plan.dag import FinetuneCost, InferenceCost
 from limit.quantities import gibibytes, parse_quantity
-from limit.spec.study import GauntletSpec, Generation, LoraSpec, ModelSpec, Resources, RunSpec, Study, TrainSpec
+from limit.spec.study import (
+    GauntletSpec,
+    Generation,
+    LoraSpec,
+    ModelSpec,
+    PromptSet,
+    Resources,
+    RunSpec,
+    Study,
+    TrainSpec,
+)
 from limit.steps import KINDS
 
 
@@ -197,3 +212,37 @@ def plan_generation(gen: Generation, model: ModelSpec, gpu: Gpu, where: str) -> 
             "gpu_memory_gib): lower generation.max_total_tokens, or use backend vllm"
         )
     return gen.model_copy(update={"batch_size": max(fits)})
+
+
+def gauntlet_cost(spec: GauntletSpec, model: ModelSpec, gpu: Gpu) -> InferenceCost:
+    """GPU-hours of one model on the gauntlet as planned (its `limit` rows of each benchmark, documents cut to
+    the scored maximum), from each benchmark's forwarded tokens (limit/gauntlet/volume.py)."""
+    shape = model_shape(model)
+    if shape is None:
+        return InferenceCost(None, None, unknown="model shape unknown")
+    longest = min(shape.max_seq_len, spec.max_length or shape.max_seq_len)
+    volumes = {b.name: volume(b, spec.locations, spec.seed) for b in suite(spec.suite, spec.tasks)}
+    missing = [name for name, v in volumes.items() if v is None]
+    if missing:
+        return InferenceCost(None, None, unknown=f"no files or counts for {', '.join(missing)}")
+    tokens = sum(v.scored_tokens(longest, spec.limit) for v in volumes.values())
+    documents = sum(v.documents * v.share(spec.limit) for v in volumes.values())
+    hours = gpu_hours(scoring_flops(shape, tokens, tokens / documents), gpu)
+    estimated = tuple(name for name, v in volumes.items() if not v.measured)
+    return InferenceCost(hours, tokens, estimated)
+
+
+def generation_cost(gen: Generation, prompts: PromptSet, model: ModelSpec, gpu: Gpu) -> InferenceCost:
+    """GPU-hours of sampling every seed's responses to a prompt set (`costs.generation_hours`): each response
+    planned at its most new tokens, as a batch decodes until its longest row ends."""
+    shape = model_shape(model)
+    rows, prompt = count_prompts(prompts), prompt_tokens(prompts)
+    if shape is None or rows is None or prompt is None:
+        why = "a prompt set of unknown size (give it expect: rows, tokens_mean)"
+        why = "model shape unknown" if shape is None else why
+        return InferenceCost(None, None, unknown=why)
+    prompt = min(prompt, gen.max_total_tokens - 1)
+    new = min(gen.max_new_tokens or gen.max_total_tokens, gen.max_total_tokens - prompt)
+    seeds = len(gen.seeds)
+    hours = seeds * generation_hours(shape, gpu, rows, gen.batch_size, prompt, new)
+    return InferenceCost(hours, seeds * rows * (prompt + new))

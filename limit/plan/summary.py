@@ -1,13 +1,17 @@
-"""What a plan costs, in totals: steps by kind, GPU pods and GPU-hours, judge calls and dollars.
+"""What a plan costs, in totals: steps by kind, GPU pods and GPU-hours, wall-clock time, judge calls and dollars.
 
-GPU-hours come from the planner's finetune estimates (limit/costs.py); the gauntlet and generation have no
-estimate yet and say so. A judge call is one (prompt, seed) of one pair; its tokens are assumed to be
+GPU-hours come from the planner's estimates (limit/costs.py: finetunes from their data's tokens, the gauntlet
+from each benchmark's forwarded tokens, generation from its prompts and new tokens); a step the planner cannot
+size says why. The wall-clock time schedules the DAG's GPU steps, each as soon as its inputs are done and a
+GPU pod may start (the profile's `gpu_semaphore.pods` and `parallelism`); CPU steps and judge calls are not
+timed. A judge call is one (prompt, seed) of one pair; its tokens are assumed to be
 TOKENS_PER_JUDGMENT, the mean of the LIMIT authors' 11,214 released GPT-4-0613 judgments (~730 tokens each,
 prompt and answer), and its price is alpaca-eval's for the judge model.
 """
 
 from __future__ import annotations
 
+import heapq
 from dataclasses import dataclass, field
 
 from limit.data.prompts import count_prompts
@@ -50,6 +54,14 @@ class ModelFinetunes:
     hours: dict[str, float | None] = field(default_factory=dict)  # by run, less the model's name
 
 
+@dataclass(frozen=True)
+class Slots:
+    """How many pods may run at once: GPU pods (the profile's semaphore) and all pods (its parallelism)."""
+
+    gpu_pods: int | None = None  # None: no cap
+    pods: int | None = None
+
+
 @dataclass
 class PlanSummary:
     kinds: dict[str, KindTotal]
@@ -57,6 +69,11 @@ class PlanSummary:
     # base model -> method (full, lora) -> its finetunes' totals, where the planner knows the model's shape
     methods: dict[str, dict[str, MethodTotal]] = field(default_factory=dict)
     finetunes: dict[str, ModelFinetunes] = field(default_factory=dict)  # by base model
+    unknown: dict[str, str] = field(default_factory=dict)  # by kind: why some of its GPU steps have no estimate
+    estimated: tuple[str, ...] = ()  # gauntlet benchmarks sized by the shipped table's estimate, not a count
+    wall_hours: float | None = None  # under `slots`, where every GPU step has an estimate
+    slots: Slots | None = None
+    hour_usd: float | None = None  # the profile's price of a GPU-hour
 
     @property
     def gpu_pods(self) -> int:
@@ -70,10 +87,20 @@ class PlanSummary:
     def gpu_hours_unknown(self) -> list[str]:
         return [kind for kind, k in self.kinds.items() if k.gpu_hours is None]
 
+    @property
+    def dollars(self) -> tuple[float | None, float | None]:
+        """(the GPUs', the judge's) dollars, None where unknown."""
+        gpus = None if self.hour_usd is None or self.gpu_hours_unknown else self.gpu_hours_known * self.hour_usd
+        return gpus, self.judge.dollars if self.judge else 0.0
 
-def summarize(plan: Plan, price: float | None) -> PlanSummary:
-    """`price`: the judge's dollars per token (judge.backends.price_per_token)."""
+
+def summarize(
+    plan: Plan, price: float | None, slots: Slots | None = None, hour_usd: float | None = None
+) -> PlanSummary:
+    """`price`: the judge's dollars per token (judge.backends.price_per_token); `slots`: the cluster's caps on
+    pods at once, for the wall-clock time (None: not scheduled); `hour_usd`: a GPU-hour's price."""
     kinds: dict[str, KindTotal] = {}
+    unknown: dict[str, str] = {}
     for step in plan.order():
         total = kinds.setdefault(step.kind, KindTotal())
         total.steps += 1
@@ -81,10 +108,41 @@ def summarize(plan: Plan, price: float | None) -> PlanSummary:
             continue
         total.gpu_pods += 1
         total.gpus += step.resources.gpus
-        cost = plan.costs.get(step.id)
-        hours = cost.gpu_hours if cost else None
+        hours = plan.gpu_hours(step.id)
         total.gpu_hours = None if hours is None or total.gpu_hours is None else total.gpu_hours + hours
-    return PlanSummary(kinds, judge_total(plan, price), method_totals(plan), finetunes_by_model(plan))
+        if hours is None:
+            cost = plan.inference.get(step.id)
+            unknown.setdefault(step.kind, cost.unknown if cost else "model shape or data size unknown")
+    summary = PlanSummary(kinds, judge_total(plan, price), method_totals(plan), finetunes_by_model(plan), unknown)
+    summary.estimated = tuple(sorted({name for cost in plan.inference.values() for name in cost.estimated}))
+    summary.slots, summary.hour_usd = slots, hour_usd
+    summary.wall_hours = wall_clock(plan, slots) if slots and not unknown else None
+    return summary
+
+
+def wall_clock(plan: Plan, slots: Slots) -> float:
+    """Hours from the first step to the last when every step starts as soon as its inputs are done and a slot is
+    free (list scheduling in the order steps become ready); a GPU step lasts its GPU-hours over its GPUs, a
+    CPU step no time."""
+    free = {kind: [0.0] * n for kind, n in (("gpu", slots.gpu_pods), ("pod", slots.pods)) if n}
+    finished: dict[str, float] = {}
+    waiting = plan.order()
+    while waiting:
+        ready = {
+            i: max((finished[d] for d in s.deps), default=0.0)
+            for i, s in enumerate(waiting)
+            if finished.keys() >= set(s.deps)
+        }
+        index = min(ready, key=ready.__getitem__)
+        step, start = waiting.pop(index), ready[index]
+        gpus = step.resources.gpus
+        held = [kind for kind in free if kind == "pod" or gpus]
+        start = max([start] + [free[kind][0] for kind in held])
+        end = start + (plan.gpu_hours(step.id) or 0.0) / gpus if gpus else start
+        for kind in held:
+            heapq.heapreplace(free[kind], end)
+        finished[step.id] = end
+    return max(finished.values(), default=0.0)
 
 
 def method_totals(plan: Plan) -> dict[str, dict[str, MethodTotal]]:
@@ -144,7 +202,12 @@ def describe(summary: PlanSummary, gpu_note: str) -> list[str]:
         if unknown and not summary.gpu_hours_known:
             hours = "unknown"
         lines.append(f"{'total':13} {steps:>5}  {summary.gpu_pods:>15}  {hours}")
-        lines.append(f"GPU-hours: {gpu_note}" + (f"; none yet for {', '.join(unknown)}" if unknown else ""))
+        why = "".join(f"; no {kind} estimate: {why}" for kind, why in summary.unknown.items())
+        lines.append(f"GPU-hours: {gpu_note}{why}")
+        if summary.estimated:
+            estimated = ", ".join(summary.estimated)
+            lines.append(f"  gauntlet: {estimated} sized from upstream row counts (files not at hand)")
+        lines += schedule_lines(summary)
     if summary.methods:
         lines.append("full vs LoRA (every finetune of a base one way; LoRA: the runs' own, else r 8 all-linear):")
         lines += [method_line(model, methods) for model, methods in summary.methods.items()]
@@ -152,6 +215,30 @@ def describe(summary: PlanSummary, gpu_note: str) -> list[str]:
     if summary.judge:
         lines.append(judge_line(summary.judge))
     return lines
+
+
+def schedule_lines(summary: PlanSummary) -> list[str]:
+    """The wall-clock time under the profile's caps and the study's dollars, where they can be known."""
+    lines = []
+    if summary.slots is not None:
+        gpu_pods, pods = summary.slots.gpu_pods, summary.slots.pods
+        caps = [f"{gpu_pods} GPU pods"] * bool(gpu_pods) + [f"{pods} pods"] * bool(pods)
+        under = f"at most {' and '.join(caps)} at once" if caps else "no cap on pods at once"
+        when = "unknown (some GPU step has no estimate)" if summary.wall_hours is None else duration(summary.wall_hours)
+        lines.append(f"wall-clock: {when}, {under} (profile gpu_semaphore.pods, parallelism); GPU steps only")
+    gpus, judge = summary.dollars
+    if summary.gpu_pods and gpus is None:
+        why = "set gpu_hour_usd in the profile" if summary.hour_usd is None else "some GPU step has no estimate"
+        lines.append(f"dollars: GPUs unknown ({why})")
+    elif summary.gpu_pods:
+        judged = f" + judge ~${judge:,.0f} = ~${gpus + judge:,.0f}" if judge is not None else " + judge unknown"
+        judged = judged if summary.judge else ""
+        lines.append(f"dollars: GPUs ~${gpus:,.0f} at ${summary.hour_usd:.2f}/GPU-hour (profile gpu_hour_usd){judged}")
+    return lines
+
+
+def duration(hours: float) -> str:
+    return f"~{hours * 60:.0f} min" if hours < 1 else f"~{hours:,.1f} h" if hours < 48 else f"~{hours / 24:,.1f} days"
 
 
 def method_line(model: str, methods: dict[str, MethodTotal]) -> str:

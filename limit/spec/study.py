@@ -163,7 +163,9 @@ class Expect(Strict):
     """What the planner assumes of a hub dataset before `prepare` has measured it (GPU-hour estimates)."""
 
     rows: int = Field(gt=0, le=MAX_ROWS)
-    tokens_mean: float = Field(gt=0, le=MAX_TOKENS, description="Mean prompt + response tokens per row.")
+    tokens_mean: float = Field(
+        gt=0, le=MAX_TOKENS, description="Mean tokens per row: a dataset's prompt and response, a prompt set's prompt."
+    )
 
 
 class Source(Strict):
@@ -482,6 +484,7 @@ class PromptSet(Strict):
     field: str = "conversations"
     templated: bool = False
     limit: int | None = Field(None, gt=0, le=MAX_ROWS)
+    expect: Expect | None = Field(None, exclude=True)  # a planning hint, as a Source's: not in generate keys
 
     @model_validator(mode="after")
     def _one_location(self) -> PromptSet:
@@ -519,9 +522,9 @@ class Pair(Strict):
     prompts: str
 
 
+CALIBRATION_RELEASE = "../shared/limit_release"  # beside the checkout, like the gauntlet's default data
 # The platform's own credentials (artifact store, hub, MLflow, Argo): a spec chooses the judge's base_url, so
 # naming one of these as the judge key would send it to a server of the spec author's choosing.
-CALIBRATION_RELEASE = "../shared/limit_release"  # beside the checkout, like the gauntlet's default data
 PLATFORM_CREDENTIALS = ("AWS_*", "HF_*", "HUGGING_FACE_*", "MLFLOW_*", "ARGO_*", "MINIO_*")
 
 

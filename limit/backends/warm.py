@@ -30,6 +30,7 @@ PRELOAD = [
     "mlflow.store.tracking.sqlalchemy_store",
     "transformers.models.auto.tokenization_auto",
     "transformers.models.auto.modeling_auto",
+    *(f"limit.report.{part}" for part in ("data", "figure", "markdown", "html")),  # scipy.stats, matplotlib
 ]
 
 _context = None

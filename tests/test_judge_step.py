@@ -73,28 +73,52 @@ def test_openai_backend_step_result_annotations_cache_and_mlflow(refs, limit_env
     assert runs["metrics.ci95_low"].iloc[0] <= 1.0
 
 
+def test_the_spec_seed_reaches_every_judge_step_and_the_report():
+    """judge.bootstrap_seed is resolved once, in the plan: the judge steps and the report get the same value, and
+    the default (0) leaves the report's key as it was before the report took a seed."""
+    from limit.plan import build_plan
+    from limit.spec.study import load_study
+
+    study = load_study("tiny")
+    default = build_plan(study)
+    assert "bootstrap_seed" not in default.steps["report"].input.model_dump()
+    seeded = build_plan(study.model_copy(update={"judge": study.judge.model_copy(update={"bootstrap_seed": 11})}))
+    judges = [s for s in seeded.steps.values() if s.kind == "judge"]
+    assert judges and {s.input.judge.bootstrap_seed for s in judges} == {11}
+    assert seeded.steps["report"].input.bootstrap_seed == 11
+    assert seeded.steps["report"].key != default.steps["report"].key
+
+
 def test_the_report_gives_a_pair_the_interval_its_judge_step_wrote(limit_env: Path):
     """One interval per pair: the judge step's result.json (and MLflow) and the report's paired comparison
-    resample the same prompts and seeds from the spec's seed."""
+    resample the same prompts and seeds from the spec's seed (judge.bootstrap_seed, the report's `seed`); another
+    seed moves both intervals alike (7: one that moves this small pair's)."""
     from limit.report.data import assemble
     from limit.report.inputs import ReportPair
     from limit.runner import run_step
+    from limit.steps import step_key
+    from limit.steps.inputs import JudgeInput
 
     store = Store.open()
     a = completed_generate(store, "a3", {1: ["GOOD", "GOOD", "x", "GOOD", "x"], 2: ["x", "GOOD", "GOOD", "x", "x"]})
     b = completed_generate(store, "b3", {1: ["y", "GOOD", "y", "y", "GOOD"], 2: ["GOOD", "y", "y", "y", "GOOD"]})
-    with JudgeServer(prefers_good) as server:
-        inp = judge_input(a, b, base_url=server.base_url, model="judge-model", bootstrap=400, bootstrap_seed=11)
-        summary = run_step("judge", inp)
-    ref = "judge/" + next((limit_env / "artifacts" / "judge").iterdir()).name
-    result = json.loads(store.read_text(ref, "result.json"))
-    assert result["bootstrap"] == {"resamples": 400, "seed": 11}
-    pair = ReportPair(a="A", b="B", prompts="five", judge=ref)
-    (found,) = assemble("s", [], [pair], store)["comparisons"]["win_rate"]
-    assert found["win_rate"] == pytest.approx(result["win_rate_a"], abs=1e-12)
-    assert [x + 0.5 for x in found["ci95"]] == pytest.approx(result["ci95"], abs=1e-9)
-    assert [summary["ci95_low"], summary["ci95_high"]] == result["ci95"]
-    assert result["ci95"][0] < result["ci95"][1]
+    intervals = {}
+    for seed in (11, 7):
+        with JudgeServer(prefers_good) as server:
+            inp = judge_input(a, b, base_url=server.base_url, model="judge-model", bootstrap=400, bootstrap_seed=seed)
+            summary = run_step("judge", inp)
+        ref = f"judge/{step_key('judge', JudgeInput.model_validate_json(inp))}"
+        result = json.loads(store.read_text(ref, "result.json"))
+        assert result["bootstrap"] == {"resamples": 400, "seed": seed}
+        pair = ReportPair(a="A", b="B", prompts="five", judge=ref)
+        data = assemble("s", [], [pair], store, seed=seed)
+        (found,) = data["comparisons"]["win_rate"]
+        assert found["win_rate"] == pytest.approx(result["win_rate_a"], abs=1e-12)
+        assert [x + 0.5 for x in found["ci95"]] == pytest.approx(result["ci95"], abs=1e-9)
+        assert [summary["ci95_low"], summary["ci95_high"]] == result["ci95"]
+        assert result["ci95"][0] < result["ci95"][1] and data["provenance"]["bootstrap_seed"] == seed
+        intervals[seed] = result["ci95"]
+    assert intervals[11] != intervals[7]
 
 
 def test_local_judge_always_parses_and_ties_identical_outputs(refs, limit_env: Path):

@@ -16,6 +16,9 @@ import pytest
 import yaml
 from conftest import run_env, still_running
 
+from limit.judge.calibration import calibration_set
+from limit.judge.ranking import FIRST_WINS, SECOND_WINS
+from limit.judge.replay_server import ReplayJudgeServer, Reply
 from limit.plan import build_plan
 from limit.spec.study import STUDIES_DIR, load_study
 
@@ -53,14 +56,16 @@ def limit_run(study: str, workdir: Path, *extra: str, **env: str) -> subprocess.
     return finished(limit_popen(study, workdir, *extra, **env))
 
 
-def mini_study(tmp_path: Path) -> Path:
-    """The tiny study cut to one 1-epoch finetune judged against the base model: every step kind, less time."""
+def mini_study(tmp_path: Path, judge: dict | None = None) -> Path:
+    """The tiny study cut to one 1-epoch finetune judged against the base model: every step kind, less time.
+    `judge`: another judge section."""
     data = yaml.safe_load((STUDIES_DIR / "tiny.yaml").read_text())
     data["name"] = "mini"
     data["runs"] = [data["runs"][0]]
     data["training"]["defaults"]["epochs"] = 1
     data["generation"]["seeds"] = [1]
     data["pairs"] = [{"a": data["runs"][0]["name"], "b": "tiny-mpt", "prompts": "tiny-test"}]
+    data["judge"] = judge or data["judge"]
     path = tmp_path / "mini.yaml"
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     return path
@@ -259,13 +264,38 @@ def report_section(result: subprocess.CompletedProcess) -> str:
     return result.stdout[result.stdout.index("## Eval Gauntlet") : result.stdout.index("\nreport: ")]
 
 
-def test_s3_artifact_root(tmp_path, s3_env):
+def longer_first(instruction: str, shown_1: str, shown_2: str) -> Reply:
+    return Reply(FIRST_WINS if len(shown_1) >= len(shown_2) else SECOND_WINS)
+
+
+def made_up_release(folder: Path, pairs: int = 8) -> Path:
+    """A folder shaped like the authors' release (`<size>_models/<prompts>_prompts/*.json`), GPT-4-0613
+    preferring either side in turn, so that the test needs no ../shared."""
+    rows = [
+        {"instruction": f"Released question {i}?", "output_1": f"one {i}", "output_2": f"two {i}"}
+        | {"preference": 1 + i % 2}
+        for i in range(pairs)
+    ]
+    (folder / "7b_models" / "lima_prompts").mkdir(parents=True)
+    (folder / "7b_models" / "lima_prompts" / "a_vs_b_seed1.json").write_text(json.dumps(rows))
+    return folder
+
+
+def test_s3_artifact_root_and_an_api_judge_calibrated_on_the_release(tmp_path, s3_env):
+    """The mini study on S3 with an OpenAI-protocol judge on 127.0.0.1 that replays GPT-4-0613 on a release
+    (`judge.calibrate`; any other pair: the longer answer wins): every step's outputs in the bucket, the
+    calibrate step's too, and the report's calibration section with kappa 1."""
     import boto3
 
-    study = mini_study(tmp_path)
+    release = made_up_release(tmp_path / "release")
     workdir = tmp_path / "runs"
-    result = limit_run(str(study), workdir, "--artifacts", f"s3://{s3_env}/studies")
+    with ReplayJudgeServer(calibration_set(release, 8, seed=0), fallback=longer_first) as server:
+        judge = {"backend": "openai", "base_url": server.base_url, "bootstrap": 200, "max_retries": 1}
+        judge |= {"retry_wait": 0, "calibrate": 8, "calibration_release": str(release)}
+        study = mini_study(tmp_path, judge)
+        result = limit_run(str(study), workdir, "--artifacts", f"s3://{s3_env}/studies", OPENAI_API_KEY="test-key")
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+    assert server.missing == 0 and server.unparsed == 0
     s3 = boto3.client("s3", endpoint_url=os.environ["AWS_ENDPOINT_URL"])
     keys = [o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=s3_env) for o in page["Contents"]]
     plan = build_plan(load_study(str(study)))
@@ -274,7 +304,10 @@ def test_s3_artifact_root(tmp_path, s3_env):
     report = next(s for s in plan.order() if s.kind == "report")
     assert f"studies/{report.ref}/report.json" in keys
     assert not (workdir / "artifacts").exists(), "nothing was written to the local artifact root"
-    assert (workdir / "mini" / "report.json").is_file()
+    calibration = json.loads((workdir / "mini" / "report.json").read_text())["calibration"]
+    assert calibration["status"] == "ready" and (calibration["pairs"], calibration["failures"]) == (8, 0)
+    assert calibration["kappa"] == calibration["agreement"] == 1.0 and calibration["kappa_ci95"] == [1.0, 1.0]
+    assert "## Judge calibration" in (workdir / "mini" / "report.md").read_text()
 
 
 def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tmp_path):

@@ -38,6 +38,7 @@ def stored_report(args: argparse.Namespace) -> tuple[str, dict, Path]:
         inp.pairs,
         store,
         calibration=inp.calibration,
+        seed=inp.bootstrap_seed,
         parent_run_id=made_by.get("parent_run"),
         partial=True,
     )

@@ -3,7 +3,9 @@
 `JudgeServer` answers `POST /v1/chat/completions` with whatever its `answer` policy decides for the pair it
 was shown (it reads the instruction and both outputs back out of alpaca-eval's ranking prompt).
 `ReplayJudgeServer` answers as GPT-4 did in the LIMIT authors' files: it looks the pair up in either order
-and ranks the preferred output first, so alpaca-eval's position randomization is exercised for real.
+and ranks the preferred output first, so alpaca-eval's position randomization is exercised for real; a pair
+it has no record of gets its `fallback` policy's answer (a study whose judge is calibrated on the release and
+then judges its own models' responses), or, without one, an unrankable answer counted in `missing`.
 Tests build other policies (always prefer the first output, garbage, HTTP 500/429).
 """
 
@@ -132,9 +134,10 @@ def _key(instruction, output_a, output_b) -> tuple[str, str, str]:
 class ReplayJudgeServer(JudgeServer):
     """Answers each ranking request as recorded: rows {instruction, output_1, output_2, preference}."""
 
-    def __init__(self, rows: list[dict] | None = None, model: str = "gpt-4-0613"):
+    def __init__(self, rows: list[dict] | None = None, model: str = "gpt-4-0613", fallback: Policy | None = None):
         super().__init__(self._replay, model)
         self.table: dict[tuple[str, str, str], float | None] = {}
+        self.fallback = fallback
         self.missing = 0
         self.shown_swapped = 0  # pairs alpaca-eval showed with B first: proof the randomization ran
         if rows:
@@ -155,6 +158,8 @@ class ReplayJudgeServer(JudgeServer):
             pref = {WIN_A: WIN_B, WIN_B: WIN_A}.get(pref, pref)  # recorded with the outputs the other way round
             with self._lock:
                 self.shown_swapped += 1
+        elif self.fallback is not None:
+            return self.fallback(instruction, shown_1, shown_2)
         else:
             with self._lock:
                 self.missing += 1

@@ -317,6 +317,7 @@ class Planner:
             models=self.report_models,
             pairs=self.report_pairs,
             calibration=calibrated.ref if calibrated else None,
+            bootstrap_seed=self.study.judge.bootstrap_seed,  # the judge steps' seed too: one interval per pair
             tags={"study": name},
         )
         return self.add("report", "report", inp, deps)

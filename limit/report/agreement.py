@@ -22,8 +22,8 @@ import numpy as np
 from limit.gauntlet.benchmarks import CATEGORIES, suite
 from limit.gauntlet.scoring import category_weights
 from limit.report.stats import counted_draws, gauntlet_average_draws
-from limit.report.sweeps import Rows, bootstrap_of, matrices
-from limit.stats.bootstrap import interval, verdict, win_rate_draws
+from limit.report.sweeps import Rows, matrices, resamples_of
+from limit.stats.bootstrap import SEED, interval, verdict, win_rate_draws
 from limit.stats.ranking import kendall_tau, order, ranks, strengths, tau_draws
 
 
@@ -47,20 +47,24 @@ def paradigm_agreement(
     pairs: list[dict],
     rows_of: Callable[[dict], Rows | None],
     outcomes_of: Callable[[dict], list[dict] | None],
+    seed: int = SEED,
 ) -> list[dict[str, Any]]:
-    """One entry per group with at least two models that have both a gauntlet average and a judged pair."""
+    """One entry per group with at least two models that have both a gauntlet average and a judged pair; every
+    bootstrap seeded with `seed`."""
     scored = {m["name"]: m for m in models if m.get("average") is not None}
     judged = [p for p in pairs if p.get("win_rate_a") is not None and p["a"] in scored and p["b"] in scored]
     out = []
     for prompts, members in groups(judged):
         names = sorted({n for p in members for n in (p["a"], p["b"])})
-        out.append(group_agreement(prompts, [scored[n] for n in names], members, rows_of, outcomes_of))
+        out.append(group_agreement(prompts, [scored[n] for n in names], members, rows_of, outcomes_of, seed))
     return out
 
 
-def judge_draws(pairs: list[dict], outcomes_of: Callable[[dict], list[dict] | None]) -> tuple[np.ndarray, str]:
+def judge_draws(
+    pairs: list[dict], outcomes_of: Callable[[dict], list[dict] | None], seed: int
+) -> tuple[np.ndarray, str]:
     """pairs x resamples win rates, and how they were drawn."""
-    resamples, seed = bootstrap_of(pairs[0])
+    resamples = resamples_of(pairs[0])
     found = matrices(pairs, outcomes_of)
     if found is not None:
         return np.vstack(win_rate_draws(found, resamples, seed)), "prompts and sampling seeds"
@@ -92,15 +96,15 @@ def group_agreement(
     pairs: list[dict],
     rows_of: Callable[[dict], Rows | None],
     outcomes_of: Callable[[dict], list[dict] | None],
+    seed: int,
 ) -> dict[str, Any]:
     names = [r["name"] for r in rows]
     edges = [(p["a"], p["b"]) for p in pairs]
     judge, center = strengths(names, edges, np.array([p["win_rate_a"] for p in pairs]))
     judge = judge[:, 0]
-    rates, judge_drawn = judge_draws(pairs, outcomes_of)
+    rates, judge_drawn = judge_draws(pairs, outcomes_of, seed)
     judge_resampled, _ = strengths(names, edges, rates)
     gauntlet = np.array([r["average"] for r in rows], dtype=float)
-    seed = bootstrap_of(pairs[0])[1]
     gauntlet_resampled, resampled = gauntlet_draws(rows, rates.shape[1], seed, rows_of)
     by_gauntlet, by_judge = order(names, gauntlet), order(names, judge)
     return {

@@ -22,6 +22,7 @@ from limit.gauntlet.scoring import check_asked
 from limit.report import sweeps
 from limit.report.agreement import paradigm_agreement
 from limit.report.inputs import ReportModel, ReportPair
+from limit.stats.bootstrap import SEED
 
 SAMPLE_CHARS = 700  # a sample response is cut to this many characters in the report
 BROWSE_PROMPTS = 60  # judged prompts per pair in report.html's browser
@@ -35,10 +36,12 @@ def assemble(
     store: Store,
     *,
     calibration: str | None = None,
+    seed: int = SEED,
     parent_run_id: str | None = None,
     partial: bool = False,
 ) -> dict[str, Any]:
-    """`calibration`: the judge's calibrate step, where the study calibrates it."""
+    """`calibration`: the judge's calibrate step, where the study calibrates it. `seed`: every bootstrap's (the
+    study's judge.bootstrap_seed, which its judge steps drew their intervals with too)."""
     reader = _Reader(store, partial)
     rows = [model_row(m, reader) for m in models]
     base_of = {row["name"]: row["base"] for row in rows}
@@ -50,16 +53,17 @@ def assemble(
         "pairs": pair_rows,
         "replicates": sweeps.replicate_groups(rows, pair_rows),
         "comparisons": {
-            "gauntlet": sweeps.gauntlet_comparisons(rows, reader.rows),
-            "win_rate": sweeps.win_rate_comparisons(rows, pair_rows, reader.outcomes),
+            "gauntlet": sweeps.gauntlet_comparisons(rows, reader.rows, seed),
+            "win_rate": sweeps.win_rate_comparisons(rows, pair_rows, reader.outcomes, seed),
         },
-        "agreement": paradigm_agreement(rows, pair_rows, reader.rows, reader.outcomes),
+        "agreement": paradigm_agreement(rows, pair_rows, reader.rows, reader.outcomes, seed),
         "per_sample": per_sample(rows, pair_rows, reader),
         "calibration": calibration_row(calibration, reader),
         "provenance": {
             "limit_version": __version__,
             "git_commit": git_commit(),
             "mlflow_parent_run": parent_run_id,
+            "bootstrap_seed": seed,
             "steps": steps,
             "step_names": {ref: reader.name(ref) for ref in steps},
         },

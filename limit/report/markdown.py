@@ -551,6 +551,7 @@ def provenance_section(data: dict) -> list[str]:
         "",
         f"- limit {source.get('limit_version', '?')}, git commit {source.get('git_commit') or 'unknown'}",
         f"- MLflow parent run: {source.get('mlflow_parent_run') or 'none (rendered outside an execution)'}",
+        f"- every bootstrap interval seeded with {source.get('bootstrap_seed', '?')} (judge.bootstrap_seed)",
         f"- {len(steps)} step outputs (kind/key in the artifact store; the step's name, as its MLflow run is named):",
         "",
         *(f"  - `{ref}`" + (f" {names[ref]}" if names.get(ref) else "") for ref in steps),

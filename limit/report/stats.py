@@ -6,9 +6,10 @@
   difference is drawn directly as a multinomial over its distinct row differences (the same distribution as
   drawing rows, in O(distinct values)). Macro-averaged benchmarks are pooled (a slight approximation).
 - Win rates: `limit.stats.bootstrap`, the judge step's own bootstrap (prompts and sampling seeds), with the
-  pair's resamples and seed from its result.json; pairs compared share the draws (a paired difference).
+  pair's resamples from its result.json; pairs compared share the draws (a paired difference).
 
-Every bootstrap takes its own `numpy` generator seeded with `seed`: the same inputs give the same interval.
+Every bootstrap takes its own `numpy` generator seeded with `seed`: the same inputs give the same interval. The
+report passes the study's judge.bootstrap_seed, the seed its judge steps drew their intervals with.
 p-values are two-sided bootstrap p-values of no difference (`limit.stats.bootstrap.p_value`).
 """
 

@@ -98,7 +98,9 @@ def gauntlet_pairs(models: list[dict]) -> list[tuple[dict, dict, str]]:
     return out + [(larger, smaller, "next size") for larger, smaller in adjacent_sizes(models)]
 
 
-def gauntlet_comparisons(models: list[dict], rows_of: Callable[[dict], Rows | None]) -> list[dict[str, Any]]:
+def gauntlet_comparisons(
+    models: list[dict], rows_of: Callable[[dict], Rows | None], seed: int = SEED
+) -> list[dict[str, Any]]:
     """A's gauntlet average minus B's, with its paired bootstrap interval over benchmark rows."""
     out = []
     for a, b, why in gauntlet_pairs(models)[:MAX_COMPARISONS]:
@@ -110,23 +112,23 @@ def gauntlet_comparisons(models: list[dict], rows_of: Callable[[dict], Rows | No
         rows_a, rows_b = rows_of(a), rows_of(b)
         found = None
         if rows_a and rows_b:
-            found = gauntlet_difference(suite(a.get("suite") or "v0"), rows_a, rows_b, reported)
+            found = gauntlet_difference(suite(a.get("suite") or "v0"), rows_a, rows_b, reported, seed)
         out.append(entry | (found or {"difference": reported, "ci95": None, "distinguishable": None}))
     return adjusted(out)
 
 
 def win_rate_comparisons(
-    models: list[dict], pairs: list[dict], outcomes_of: Callable[[dict], list[dict] | None]
+    models: list[dict], pairs: list[dict], outcomes_of: Callable[[dict], list[dict] | None], seed: int = SEED
 ) -> list[dict[str, Any]]:
     """Each judged pair against an even match; each size's pair against the next smaller size's."""
     out = []
     for pair in pairs[:MAX_COMPARISONS]:
         found = matrices([pair], outcomes_of)
-        result = win_rate_interval(found[0], *bootstrap_of(pair)) if found else None
+        result = win_rate_interval(found[0], resamples_of(pair), seed) if found else None
         out.append(_pair_entry(pair, "even match") | (result or _unknown()))
     for pair, other in adjacent_pairs(models, pairs)[:MAX_COMPARISONS]:
         found = matrices([pair, other], outcomes_of)
-        result = win_rate_difference(*found, *bootstrap_of(pair)) if found else None
+        result = win_rate_difference(*found, resamples_of(pair), seed) if found else None
         opponent = pair["b"] if pair["b"] == other["b"] else f"{pair['b']} / {other['b']}"
         entry = _pair_entry(pair, "next size") | {"b": other["a"], "opponent": opponent}
         out.append(entry | (result or _unknown()))
@@ -144,11 +146,10 @@ def adjusted(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return entries
 
 
-def bootstrap_of(pair: dict) -> tuple[int, int]:
-    """The resamples and seed the pair's judge step drew its interval with (its result.json), so the report's
-    interval of the pair is that one."""
-    drawn = pair.get("bootstrap") or {}
-    return drawn.get("resamples") or RESAMPLES, drawn.get("seed", SEED)
+def resamples_of(pair: dict) -> int:
+    """The resamples the pair's judge step drew its interval with (its result.json): with the study's seed,
+    which the plan gives the judge steps and the report alike, the report's interval of the pair is that one."""
+    return (pair.get("bootstrap") or {}).get("resamples") or RESAMPLES
 
 
 def adjacent_pairs(models: list[dict], pairs: list[dict]) -> list[tuple[dict, dict]]:

@@ -539,7 +539,7 @@ class JudgeSpec(Strict):
     retry_wait: float = Field(2.0, ge=0, le=3600, description="Seconds before the first retry; doubles, at most 8x.")
     local_model: str | None = Field(None, description="For backend 'local': a key of `models`.")
     bootstrap: int = Field(1000, ge=0, le=100_000, description="Resamples of each win rate's interval (0: none).")
-    bootstrap_seed: Seed = Field(0, description="Seeds every win-rate interval: the judge step's and the report's.")
+    bootstrap_seed: Seed = Field(0, description="Seeds every bootstrap interval: the judge steps' and the report's.")
     max_failure_rate: float = Field(
         0.02,
         ge=0,

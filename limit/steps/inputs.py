@@ -20,6 +20,7 @@ from limit.spec.study import (
     JudgeSpec,
     ModelSpec,
     PromptSet,
+    Seed,
     Source,
     Strict,
     TrainSpec,
@@ -151,5 +152,7 @@ class ReportInput(StepInput):
     models: list[ReportModel]
     pairs: list[ReportPair]
     calibration: Ref | None = None  # the judge's calibrate step, where the study calibrates it
+    bootstrap_seed: Seed = Field(0, description="The study's judge.bootstrap_seed: seeds every interval of the report.")
 
-    absent_when: ClassVar[dict[str, tuple]] = {"calibration": (None,)}  # an uncalibrated study keeps its key
+    # an uncalibrated study, and one with the default seed, keeps its key
+    absent_when: ClassVar[dict[str, tuple]] = {"calibration": (None,), "bootstrap_seed": (0,)}

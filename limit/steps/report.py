@@ -27,6 +27,7 @@ def report(inp: ReportInput, ctx: StepContext) -> dict[str, Any]:
         inp.pairs,
         ctx.store,
         calibration=inp.calibration,
+        seed=inp.bootstrap_seed,
         parent_run_id=ctx.parent_run_id,
     )
     rendering.write(data, ctx.out)

@@ -164,8 +164,10 @@ def test_sweep_tiny_reports_curves_replicates_and_paired_intervals(sweep_run: Pa
     assert [c["why"] for c in rates].count("even match") == 6 and [c["why"] for c in rates].count("next size") == 4
     assert all(c["ci95"] is not None for c in rates)
     markdown = (sweep_run / "sweep-tiny" / "report.md").read_text()
-    for heading in ("## Epoch selection", "## Selection split", "## Replicates", "## Paired comparisons"):
-        assert heading in markdown
+    for heading in ("Epoch selection", "Selection split", "Replicates", "Paired comparisons", "Contamination"):
+        assert f"## {heading}" in markdown
+    checked = {row["name"]: row["contamination"] for row in report["models"] if row["kind"] == "run"}
+    assert len(checked) == 6 and all(found is not None for found in checked.values())
     assert all(c["p_holm"] >= c["p_value"] and c["family"] == 6 for c in rates if c["why"] == "even match")
     (agreement,) = report["agreement"]  # every run judged against the base: one star around it
     assert agreement["common_opponent"] == "tiny-mpt" and len(agreement["models"]) == 7

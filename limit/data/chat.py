@@ -72,3 +72,16 @@ def render(tokenizer, messages: list[Message], add_generation_prompt: bool = Fal
 def chat_prompt(tokenizer, instruction: str) -> str:
     """A judge prompt as the model sees it under template: chat: one user message, the assistant's turn next."""
     return render(tokenizer, [{"role": "user", "content": instruction}], add_generation_prompt=True)
+
+
+PROBE = "LIMIT_END_OF_TURN_PROBE"
+
+
+def end_of_turn(tokenizer) -> list[int]:
+    """The special token the chat template closes an assistant's turn with, where it is not EOS (Llama 3's
+    <|eot_id|>, Qwen's <|im_end|>): the finetune learned to write it, so generation stops at it too."""
+    text = render(tokenizer, [{"role": "user", "content": "?"}, {"role": "assistant", "content": PROBE}])
+    after = text[text.index(PROBE) + len(PROBE) :] if PROBE in text else ""
+    ids = tokenizer(after, add_special_tokens=False)["input_ids"]
+    special = set(tokenizer.all_special_ids) | {i for i, t in tokenizer.added_tokens_decoder.items() if t.special}
+    return ids[:1] if ids and ids[0] in special and ids[0] != tokenizer.eos_token_id else []

@@ -1,7 +1,8 @@
 """Sample one response per prompt for one seed, with transformers or vLLM.
 
 Every prompt gets max_new_tokens = min(spec max_new_tokens, max_total_tokens - prompt tokens), as in the
-paper (prompt plus response at most 2048 tokens); sampling stops at EOS. Plain temperature / top-p
+paper (prompt plus response at most 2048 tokens); sampling stops at EOS, and under a chat template at the
+end of the assistant's turn too (limit/data/chat.py `end_of_turn`). Plain temperature / top-p
 sampling: top-k is switched off (transformers would otherwise apply its default of 50).
 Determinism: for a seed, the same backend, batch size and prompts give the same responses; each batch
 (transformers) or request (vLLM) has its own seed, so sampling again only the ones that failed gives what
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 
 from limit.data.prompts import Prompt
 from limit.errors import LimitError
-from limit.models.base import context_length, load_tokenizer, loading
+from limit.models.base import context_length, load_tokenizer, loading, with_start
 from limit.models.vllm import require_supported
 from limit.spec.study import Generation
 
@@ -43,6 +44,18 @@ def too_big(prompts: int, tokens: int, error: Exception) -> LimitError:
         f"generate: the largest batch ({prompts} prompts of up to {tokens} tokens with their responses) runs "
         f"out of memory on this device: lower generation.batch_size ({error})"
     )
+
+
+def encode_prompts(tokenizer, prompts: list[Prompt]) -> list[list[int]]:
+    """Each prompt's ids behind the tokenizer's start (a Llama's BOS, as the finetune trained on and lm-eval
+    scores with), once: a chat template's rendering may hold it already."""
+    return [with_start(tokenizer, tokenizer(p.prompt, add_special_tokens=False)["input_ids"]) for p in prompts]
+
+
+def until_stop(tokens: list[int], stop_ids: list[int]) -> tuple[list[int], str]:
+    """The new tokens up to the first stop token (EOS, or the end of a chat turn), and why they end there."""
+    cut = next((i for i, token in enumerate(tokens) if token in stop_ids), None)
+    return (tokens, "length") if cut is None else (tokens[:cut], "eos")
 
 
 def token_budget(prompt_tokens: int, gen: Generation, context: int | None = None) -> int:
@@ -71,6 +84,7 @@ class TransformersSampler:
             )
         self.model = self.model.to(self.device).eval()
         self.context = context_length(self.model.config)
+        self.stop_ids = [self.tokenizer.eos_token_id]  # the generate step adds a chat template's end of turn
 
     def sample(
         self,
@@ -86,7 +100,7 @@ class TransformersSampler:
         from tqdm import tqdm
 
         tokenizer = self.tokenizer
-        encoded = [tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = encode_prompts(tokenizer, prompts)
         budgets = [token_budget(len(ids), gen, self.context) for ids in encoded]
         results: list[Sample | None] = [None] * len(prompts)
         for i, ids in enumerate(encoded):
@@ -114,10 +128,7 @@ class TransformersSampler:
             new_tokens = generated[:, inputs["input_ids"].shape[1] :].tolist()
             for i, tokens in zip(batch, new_tokens, strict=True):
                 tokens = tokens[: budgets[i]]  # the batch ran to its longest budget; this prompt stops at its own
-                finish = "length"
-                if tokenizer.eos_token_id in tokens:
-                    tokens = tokens[: tokens.index(tokenizer.eos_token_id)]
-                    finish = "eos"
+                tokens, finish = until_stop(tokens, self.stop_ids)
                 text = tokenizer.decode(tokens, skip_special_tokens=True)
                 results[i] = Sample(text, len(encoded[i]), len(tokens), finish)
             if on_batch:
@@ -136,7 +147,7 @@ class TransformersSampler:
                 top_p=gen.top_p if sampling else None,
                 top_k=0 if sampling else None,
                 max_new_tokens=max_new_tokens,
-                eos_token_id=self.tokenizer.eos_token_id,
+                eos_token_id=self.stop_ids,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
 
@@ -153,6 +164,7 @@ class VLLMSampler:
         self.llm = LLM(model=location, revision=revision, trust_remote_code=trust_remote_code)
         self.tokenizer = self.llm.get_tokenizer()
         self.context = self.llm.llm_engine.model_config.max_model_len
+        self.stop_ids = [self.tokenizer.eos_token_id]
 
     def sample(
         self,
@@ -165,7 +177,7 @@ class VLLMSampler:
         """One vLLM call for the prompts asked (all, or `only`): `on_batch(done)` is called once, at the end."""
         from vllm import SamplingParams
 
-        encoded = [self.tokenizer(p.prompt, add_special_tokens=False)["input_ids"] for p in prompts]
+        encoded = encode_prompts(self.tokenizer, prompts)
         budgets = [token_budget(len(ids), gen, self.context) for ids in encoded]
         todo = [i for i, b in enumerate(budgets) if b > 0 and (only is None or i in only)]
         params = [
@@ -176,6 +188,7 @@ class VLLMSampler:
                 top_k=-1,
                 max_tokens=budgets[i],
                 seed=seed * 1_000_003 + i,
+                stop_token_ids=self.stop_ids,
             )
             for i in todo
         ]

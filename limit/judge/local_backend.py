@@ -15,7 +15,7 @@ from pathlib import Path
 from limit.judge.ranking import FIRST_WINS, SECOND_WINS, format_prompt, is_switched
 from limit.judge.types import Outcome, Pair
 from limit.judge.winrate import TIE, WIN_A, WIN_B
-from limit.models.base import context_length
+from limit.models.base import context_length, start_ids
 
 log = logging.getLogger(__name__)
 ASSISTANT = "\n<|im_start|>assistant\n"
@@ -37,6 +37,7 @@ class LocalJudge:
         tokenizer, model = self._load()
         limit = context_length(model.config) or 4096
         answers = [tokenizer(a, add_special_tokens=False)["input_ids"] for a in (FIRST_WINS, SECOND_WINS)]
+        start = start_ids(tokenizer)
 
         self.truncated = 0
         outcomes: list[Outcome] = []
@@ -48,10 +49,11 @@ class LocalJudge:
             shown = (out_b, out_a) if switched else (out_a, out_b)
             prompt = format_prompt(instruction, *shown, annotator=self.annotator).strip() + ASSISTANT
             ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            room = limit - max(len(a) for a in answers)
+            room = limit - max(len(a) for a in answers) - len(start)
             if len(ids) > room:
                 self.truncated += 1
                 ids = ids[len(ids) - room :]
+            ids = start + ids  # the model's own start (a Llama's BOS), as it was trained and scored with
             with torch.no_grad():
                 scores = [_answer_logprob(model, ids, answer) for answer in answers]
             first_wins = scores[0] >= scores[1]

@@ -95,6 +95,20 @@ def loading(location: str) -> Iterator[None]:
         raise (UnavailableError if is_transient(e) else LimitError)(f"{location}: cannot load: {reason}") from None
 
 
+def start_ids(tokenizer) -> list[int]:
+    """What the tokenizer puts before a text by default: a Llama's or Mistral's BOS, nothing for MPT's or Qwen's.
+    lm-eval scores the gauntlet with it (its default `add_special_tokens`), so training, generation and the
+    local judge start every text the same way; a chat template that writes the BOS itself needs none added."""
+    ids = tokenizer("", add_special_tokens=True)["input_ids"]
+    return ids[:1] if ids and ids[0] == tokenizer.bos_token_id else []
+
+
+def with_start(tokenizer, ids: list[int]) -> list[int]:
+    """`ids` behind the tokenizer's start (`start_ids`), unless they begin with it already."""
+    start = start_ids(tokenizer)
+    return ids if ids[: len(start)] == start else start + ids
+
+
 def load_tokenizer(location: str, revision: str | None = None):
     from transformers import AutoTokenizer
 

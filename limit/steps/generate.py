@@ -18,7 +18,7 @@ from pathlib import Path
 
 from limit.costs import PeakMemory
 from limit.cpu import configure_torch_threads
-from limit.data.chat import chat_prompt, require_chat_template
+from limit.data.chat import chat_prompt, end_of_turn, require_chat_template
 from limit.data.prompts import Prompt, load_prompts
 from limit.errors import LimitError, UnavailableError
 from limit.execution import outputs, progress
@@ -44,7 +44,7 @@ def generate(inp: GenerateInput, ctx: StepContext) -> dict:
     seeds_dir.mkdir(parents=True, exist_ok=True)
     base = inp.model  # a hub base model may pin a revision; a finetuned checkpoint is a folder
     revision, trust = (base.revision, base.trust_remote_code) if base else (None, False)
-    load_sampler = functools.cache(lambda: make_sampler(gen.backend, location, revision, trust))  # if needed
+    load_sampler = functools.cache(lambda: _sampler(inp, location, revision, trust))  # if needed
 
     rows: list[dict] = []
     for done, seed in enumerate(gen.seeds):
@@ -113,6 +113,14 @@ def rendered(prompts: list[Prompt], inp: GenerateInput, location: str, ctx: Step
     tokenizer = load_tokenizer(where, inp.model.revision if inp.model else None)
     require_chat_template(tokenizer, "generate")
     return [dataclasses.replace(p, prompt=chat_prompt(tokenizer, p.instruction)) for p in prompts]
+
+
+def _sampler(inp: GenerateInput, location: str, revision: str | None, trust: bool):
+    """The backend's sampler, stopping also where a chat template ends the assistant's turn."""
+    sampler = make_sampler(inp.generation.backend, location, revision, trust)
+    if inp.template == "chat":
+        sampler.stop_ids += end_of_turn(sampler.tokenizer)
+    return sampler
 
 
 def _check_failures(rows: list[dict], max_rate: float) -> None:

@@ -1,6 +1,7 @@
 """Turn a (prompt, response) row into a causal-LM training example with loss on the response only.
 
-The sequence is prompt tokens, response tokens, EOS. Labels copy the input ids except on the prompt,
+The sequence is the tokenizer's start (a Llama's BOS, none for MPT or Qwen: `start_ids`), prompt tokens,
+response tokens, EOS. Labels copy the input ids except on the prompt,
 where they are -100 so the loss ignores them. Truncation keeps the start: a sequence longer than
 `max_seq_len` loses its end (the end of the response, EOS included), never the beginning of the prompt.
 A prompt so long that no response token survives gives no example (`encode_example` returns None).
@@ -10,13 +11,15 @@ Under `template: chat` a row is a conversation: `encode_chat` renders it with th
 from __future__ import annotations
 
 from limit.errors import LimitError
+from limit.models.base import start_ids, with_start
 
 IGNORE_INDEX = -100
 
 
 def encode_example(tokenizer, prompt: str, response: str, max_seq_len: int) -> dict[str, list[int]] | None:
-    # Tokenized separately so the boundary is exact; no special tokens (MPT's tokenizer adds no BOS).
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    # Tokenized separately so the boundary is exact; the tokenizer's own start (a Llama's BOS, as lm-eval
+    # scores with) in front, untrained like the prompt.
+    prompt_ids = with_start(tokenizer, tokenizer(prompt, add_special_tokens=False)["input_ids"])
     response_ids = tokenizer(response, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
     input_ids = (prompt_ids + response_ids)[:max_seq_len]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_seq_len]
@@ -55,6 +58,9 @@ def encode_chat(tokenizer, messages: list[dict], max_seq_len: int) -> dict[str, 
             input_ids += ids
             labels += ids if trained else [IGNORE_INDEX] * len(ids)
         done = whole
+    start = start_ids(tokenizer)
+    if input_ids[: len(start)] != start:  # a template that writes no BOS of its own (Llama 3's writes it)
+        input_ids, labels = start + input_ids, [IGNORE_INDEX] * len(start) + labels
     input_ids, labels = input_ids[:max_seq_len], labels[:max_seq_len]
     if all(label == IGNORE_INDEX for label in labels):
         return None

@@ -125,23 +125,28 @@ def wall_clock(plan: Plan, slots: Slots) -> float:
     free (list scheduling in the order steps become ready); a GPU step lasts its GPU-hours over its GPUs, a
     CPU step no time."""
     free = {kind: [0.0] * n for kind, n in (("gpu", slots.gpu_pods), ("pod", slots.pods)) if n}
+    steps = plan.order()
+    position = {s.id: i for i, s in enumerate(steps)}
+    waits_on = {s.id: set(s.deps) for s in steps}
+    needed_by: dict[str, list[str]] = {s.id: [] for s in steps}
+    for s in steps:
+        for dep in waits_on[s.id]:
+            needed_by[dep].append(s.id)
+    ready = [(0.0, position[s.id]) for s in steps if not s.deps]  # (when its inputs are done, plan order)
     finished: dict[str, float] = {}
-    waiting = plan.order()
-    while waiting:
-        ready = {
-            i: max((finished[d] for d in s.deps), default=0.0)
-            for i, s in enumerate(waiting)
-            if finished.keys() >= set(s.deps)
-        }
-        index = min(ready, key=ready.__getitem__)
-        step, start = waiting.pop(index), ready[index]
-        gpus = step.resources.gpus
+    while ready:
+        start, i = heapq.heappop(ready)
+        step, gpus = steps[i], steps[i].resources.gpus
         held = [kind for kind in free if kind == "pod" or gpus]
         start = max([start] + [free[kind][0] for kind in held])
-        end = start + (plan.gpu_hours(step.id) or 0.0) / gpus if gpus else start
+        finished[step.id] = start + (plan.gpu_hours(step.id) or 0.0) / gpus if gpus else start
         for kind in held:
-            heapq.heapreplace(free[kind], end)
-        finished[step.id] = end
+            heapq.heapreplace(free[kind], finished[step.id])
+        for later in needed_by[step.id]:
+            waits_on[later].discard(step.id)
+            if not waits_on[later]:
+                inputs_done = max(finished[d] for d in plan.steps[later].deps)
+                heapq.heappush(ready, (inputs_done, position[later]))
     return max(finished.values(), default=0.0)
 
 

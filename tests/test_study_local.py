@@ -237,10 +237,12 @@ def test_killed_run_leaves_no_step_behind_and_the_rerun_gives_the_same_report(tm
         assert proc.poll() is None, proc.stdout.read()
         time.sleep(0.2)
     assert list(workdir.glob("tiny/logs/*/finetune-tiny-lima.log")), "the finetune step never started"
-    time.sleep(2)
-    steps = psutil.Process(proc.pid).children(recursive=True)
+    steps: list = []
+    while not any("finetune" in " ".join(step.cmdline()) for step in steps) and time.time() < deadline:
+        steps = psutil.Process(proc.pid).children(recursive=True)  # its rank, once the launcher has started it
+        time.sleep(0.1)
     assert any("finetune" in " ".join(step.cmdline()) for step in steps), [s.cmdline() for s in steps]
-    os.killpg(proc.pid, signal.SIGKILL)  # a crash: no cleanup runs in the backend
+    os.killpg(proc.pid, signal.SIGKILL)  # a crash, the moment the finetune runs: no cleanup runs in the backend
     proc.wait()
     alive = still_running(steps, timeout=20)
     assert not alive, f"step processes outlived limit run: {[p.cmdline() for p in alive]}"
@@ -314,21 +316,28 @@ def test_sigterm_stops_every_step_marks_the_parent_killed_and_a_rerun_resumes(tm
     import psutil
 
     study = mini_study(tmp_path)
-    workdir = tmp_path / "runs"
-    proc = limit_popen(str(study), workdir, popen={"stderr": subprocess.STDOUT}, LIMIT_HEARTBEAT_S="2")
+    spec = yaml.safe_load(study.read_text())
+    spec["training"]["defaults"]["epochs"] = 3  # a finetune that outlasts a heartbeat or two (steps start warm)
+    study.write_text(yaml.safe_dump(spec, sort_keys=False))
+    workdir, console = tmp_path / "runs", tmp_path / "console.txt"
+    with console.open("w") as fh:
+        proc = limit_popen(
+            str(study), workdir, popen={"stdout": fh, "stderr": subprocess.STDOUT}, LIMIT_HEARTBEAT_S="1"
+        )
 
-    def finetune_logged_progress() -> bool:
-        logs = list((workdir / "mini" / "logs").glob("*/finetune-tiny-lima.log"))  # in the execution's folder
-        return bool(logs) and "progress: " in logs[0].read_text()
+    def heartbeat_with_progress() -> bool:  # the backend's line for the running finetune, with the trainer's step
+        lines = console.read_text().splitlines()
+        return any(line.startswith("...    finetune-tiny-lima") and "step " in line for line in lines)
 
     deadline = time.time() + 600
-    while not finetune_logged_progress() and time.time() < deadline:
-        assert proc.poll() is None, proc.stdout.read()
+    while not heartbeat_with_progress() and time.time() < deadline:
+        assert proc.poll() is None, console.read_text()
         time.sleep(0.2)
     steps = psutil.Process(proc.pid).children(recursive=True)
     assert steps, "step processes are running"
     proc.send_signal(signal.SIGTERM)  # to `limit run` alone, as a process manager or `kill` would
-    out, _ = proc.communicate(timeout=120)
+    proc.wait(timeout=120)
+    out = console.read_text()
     assert proc.returncode == 130, out
     assert "stop   finetune-tiny-lima" in out and "KILLED" in out
     assert "...    finetune-tiny-lima" in out and "step " in out  # a heartbeat with the trainer's progress

@@ -129,3 +129,15 @@ def test_preflight_refuses_plain_http_to_a_judge_off_this_machine(tmp_path, base
     found = judge_transport(plan.order(), tmp_path, str(spec))
     assert found == ([f"{spec}: judge.base_url: plain http to judge.example would send the judge's key "
                       "unencrypted: use https (or a loopback address)"] if problem else [])  # fmt: skip
+
+
+def test_plan_lists_each_gpu_evaluation_estimate(capsys):
+    plan = build_plan(load_study("full"), gpu=load_profile("gpu").gpu)
+    assert cli(["plan", "full"]) == 0
+    out = capsys.readouterr().out
+    gauntlet = {plan.inference[s.id].gpu_hours for s in plan.by_kind("gauntlet") if s.input.tags["model"] == "mpt-7b"}
+    (hours,) = gauntlet  # every 7B gauntlet step scores the same suite: one estimate
+    assert f"gauntlet on mpt-7b: 21 steps, each ~{hours:,.2f} GPU-hours" in out
+    costs = plan.to_json()["inference_costs"]
+    assert len(costs) == len(plan.by_kind("gauntlet")) + len(plan.by_kind("generate"))
+    assert all(c["gpu_hours"] > 0 and c["unknown"] is None for c in costs.values())

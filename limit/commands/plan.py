@@ -91,3 +91,24 @@ def print_costs(plan: Plan, profile: str) -> None:
         print(f"  {step_id}: {where}, {train.attention} attention: {memory}; {hours}{disk}")
     if total:
         print(f"  total: ~{total:,.1f} GPU-hours of finetuning")
+    print_inference_costs(plan)
+
+
+def print_inference_costs(plan: Plan) -> None:
+    """The GPU gauntlet and generate steps, those of one kind, model and estimate on one line."""
+    groups: dict[tuple[str, str, str], int] = {}
+    for step_id, cost in plan.inference.items():
+        step = plan.steps[step_id]
+        chosen = plan.steps[step.deps[0]].input.tags if step.deps else {}  # a finetune's: its select step
+        model = step.input.tags.get("model") or chosen.get("model") or step.input.tags.get("run", "?")
+        if cost.gpu_hours is None:
+            estimate = f"GPU-hours unknown ({cost.unknown})"
+        else:
+            what = "forwarded" if step.kind == "gauntlet" else "of prompts and responses"
+            estimate = f"~{cost.gpu_hours:,.2f} GPU-hours, {cost.tokens / 1e6:,.1f}M tokens {what}"
+        key = (step.kind, model, estimate)
+        groups[key] = groups.get(key, 0) + 1
+    if groups:
+        print("evaluation on GPUs (limit/costs.py: forward passes at the MFU; decoding bound by bandwidth):")
+    for (kind, model, estimate), count in groups.items():
+        print(f"  {kind} on {model}: {count} step{'s' * (count > 1)}, each {estimate}")

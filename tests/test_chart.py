@@ -234,6 +234,13 @@ def test_minio_credentials_it_would_refuse_fail_the_render(edit: dict, message: 
         render(values)
 
 
+def test_the_gpu_profile_plans_with_the_charts_default_semaphore() -> None:
+    """`limit plan --summary`'s wall-clock time assumes as many GPU pods at once as the chart allows."""
+    profile = load_profile("gpu")
+    [semaphores] = [o for o in render({}) if o["metadata"]["name"] == profile.gpu_semaphore.configmap]
+    assert semaphores["data"][profile.gpu_semaphore.key] == str(profile.gpu_semaphore.pods)
+
+
 def test_kind_profile_names_what_the_chart_creates() -> None:
     """The e2e submits with the kind profile into the namespace the chart set up with its values."""
     profile = load_profile("kind")
@@ -247,7 +254,7 @@ def test_kind_profile_names_what_the_chart_creates() -> None:
     s3_host = profile.s3_endpoint.removeprefix("http://").split(":")[0]
     assert {("Service", mlflow_host), ("Service", s3_host)} <= names
     [semaphores] = [o for o in objects if o["metadata"]["name"] == profile.gpu_semaphore.configmap]
-    assert profile.gpu_semaphore.key in semaphores["data"]
+    assert semaphores["data"][profile.gpu_semaphore.key] == str(profile.gpu_semaphore.pods)  # the planner's count
     [repo] = [o for o in objects if o["metadata"]["name"] == profile.artifact_repository.configmap]
     assert profile.artifact_repository.key in repo["data"]
     assert profile.artifacts.startswith(f"s3://{KIND_VALUES['s3']['bucket']}/")

@@ -60,6 +60,7 @@ from limit.training.trainer import (
     CheckpointEvery,
     checkpoint_state,
     collator,
+    export_trainer_class,
     last_checkpoint,
     training_arguments,
 )
@@ -255,9 +256,8 @@ def plan_facts(model, train: TrainSpec, examples: list[dict], device: str, inp: 
 
 def make_trainer(model, args, train: TrainSpec, tokenizer, examples: list[dict], export: EpochExport, probe):
     import datasets
-    from transformers import Trainer
 
-    trainer = Trainer(
+    trainer = export_trainer_class()(
         model=model,
         args=args,
         train_dataset=datasets.Dataset.from_list(examples),

@@ -9,6 +9,7 @@ CPU process standing in for one: `cpu_processes`, the same DeepSpeed path on CPU
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import json
 import sys
@@ -158,3 +159,30 @@ class CheckpointEvery(TrainerCallback):
         if round(state.epoch) not in self.epochs:
             control.should_save = False
         return control
+
+
+def without_tied_copies(model, state_dict: dict) -> dict:
+    """The state dict less each tied weight's copy (MPT's lm_head.weight beside transformer.wte.weight).
+
+    Under DeepSpeed the state dict Trainer saves holds copies (accelerate's get_state_dict clones each tensor
+    at ZeRO-0/1/2), so transformers, which finds ties by shared storage, would write the embedding twice:
+    0.4 GB more per epoch for MPT-7B, 0.7 GB for 30B. transformers ties it again on load."""
+    tied = getattr(model, "_tied_weights_keys", None)
+    if not isinstance(tied, dict) or not getattr(model.config, "tie_word_embeddings", False):
+        return state_dict
+    return {name: value for name, value in state_dict.items() if not (name in tied and tied[name] in state_dict)}
+
+
+@functools.cache
+def export_trainer_class():
+    """transformers' Trainer, saving a tied weight once (`without_tied_copies`); made when first asked for, so
+    that the finetune's launcher, which only starts its ranks, never imports Trainer."""
+    from transformers import Trainer
+
+    class ExportTrainer(Trainer):
+        def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+            if state_dict is not None:
+                state_dict = without_tied_copies(self.accelerator.unwrap_model(self.model), state_dict)
+            super()._save(output_dir, state_dict=state_dict)
+
+    return ExportTrainer

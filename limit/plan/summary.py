@@ -227,7 +227,7 @@ def schedule_lines(summary: PlanSummary) -> list[str]:
     lines = []
     if summary.slots is not None:
         gpu_pods, pods = summary.slots.gpu_pods, summary.slots.pods
-        caps = [f"{gpu_pods} GPU pods"] * bool(gpu_pods) + [f"{pods} pods"] * bool(pods)
+        caps = [f"{n} {what}{'s' * (n > 1)}" for n, what in ((gpu_pods, "GPU pod"), (pods, "pod")) if n]
         under = f"at most {' and '.join(caps)} at once" if caps else "no cap on pods at once"
         when = "unknown (some GPU step has no estimate)" if summary.wall_hours is None else duration(summary.wall_hours)
         lines.append(f"wall-clock: {when}, {under} (profile gpu_semaphore.pods, parallelism); GPU steps only")

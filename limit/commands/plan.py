@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+from collections import Counter
 from typing import TYPE_CHECKING
 
 from limit.commands.flags import add_max_steps
@@ -96,18 +97,15 @@ def print_costs(plan: Plan, profile: str) -> None:
 
 def print_inference_costs(plan: Plan) -> None:
     """The GPU gauntlet and generate steps, those of one kind, model and estimate on one line."""
-    groups: dict[tuple[str, str, str], int] = {}
+    groups: Counter[tuple[str, str, str]] = Counter()
     for step_id, cost in plan.inference.items():
         step = plan.steps[step_id]
-        chosen = plan.steps[step.deps[0]].input.tags if step.deps else {}  # a finetune's: its select step
-        model = step.input.tags.get("model") or chosen.get("model") or step.input.tags.get("run", "?")
         if cost.gpu_hours is None:
             estimate = f"GPU-hours unknown ({cost.unknown})"
         else:
             what = "forwarded" if step.kind == "gauntlet" else "of prompts and responses"
             estimate = f"~{cost.gpu_hours:,.2f} GPU-hours, {cost.tokens / 1e6:,.1f}M tokens {what}"
-        key = (step.kind, model, estimate)
-        groups[key] = groups.get(key, 0) + 1
+        groups[(step.kind, cost.model, estimate)] += 1
     if groups:
         print("evaluation on GPUs (limit/costs.py: forward passes at the MFU; decoding bound by bandwidth):")
     for (kind, model, estimate), count in groups.items():

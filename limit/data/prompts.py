@@ -104,23 +104,25 @@ def prompt_tokens(spec: PromptSet) -> float | None:
     CHARS_PER_TOKEN, a hub split's `expect` (None: unknown)."""
     if spec.release_txt:
         texts = split_release_file(_read(spec.release_txt, "release_txt"))
-    elif spec.jsonl:
-        texts = [_templated_text(line, n, spec) for n, line in enumerate(_read(spec.jsonl, "jsonl").splitlines(), 1)]
-        texts = [t for t in texts if t is not None]
+    elif spec.jsonl:  # the loader's own rule for each row, without `datasets`: plan time stays light
+        texts = [_prompt(record, i, spec, spec.jsonl).prompt for i, record in enumerate(_json_rows(spec))]
     else:
         return spec.expect.tokens_mean if spec.expect else None
     texts = texts[: spec.limit] if spec.limit is not None else texts
     return sum(len(t) for t in texts) / len(texts) / CHARS_PER_TOKEN if texts else None
 
 
-def _templated_text(line: str, n: int, spec: PromptSet) -> str | None:
-    if not line.strip():
-        return None
-    try:
-        value = json.loads(line).get(spec.field)
-    except (ValueError, AttributeError):
-        raise LimitError(f"{spec.jsonl}:{n}: not a JSON object") from None
-    value = value[0] if isinstance(value, list) and value else value
-    if not isinstance(value, str):
-        raise LimitError(f"{spec.jsonl}:{n}: field '{spec.field}' is not a string")
-    return value if spec.templated else apply_template(value.strip())
+def _json_rows(spec: PromptSet) -> list[dict]:
+    """A local prompt file's rows, each an object holding the set's field."""
+    rows = []
+    for n, line in enumerate(_read(spec.jsonl, "jsonl").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            row = None
+        if not isinstance(row, dict) or spec.field not in row:
+            raise LimitError(f"{spec.jsonl}:{n}: not a JSON object with a '{spec.field}' field")
+        rows.append(row)
+    return rows

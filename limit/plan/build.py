@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import replace
 
 from limit.costs import Gpu
 from limit.errors import LimitError
@@ -215,8 +216,8 @@ class Planner:
         its `epoch`, a checkpoint to select among (on the first `select_limit` rows of each benchmark)."""
         step = self.add(step_id, "gauntlet", self.gauntlet_input(step_id, tags, **where), deps)
         if step.resources.gpus:
-            model = self.study.models[tags["model"]]
-            self.plan.inference[step.id] = gauntlet_cost(step.input.gauntlet, model, self.plan.gpu)
+            cost = gauntlet_cost(step.input.gauntlet, self.study.models[tags["model"]], self.plan.gpu)
+            self.plan.inference[step.id] = replace(cost, model=tags["model"])
         return step
 
     def gauntlet_input(self, step_id: str, tags: dict[str, str], **where) -> GauntletInput:
@@ -252,13 +253,15 @@ class Planner:
             tags={"run": model_name, "prompts": prompts},
         )
         step_id = f"generate-{slug(model_name)}-{slug(prompts)}"
-        model = base or self.study.models[selected.input.tags["model"]]
+        base_name = selected.input.tags["model"] if selected else model_name
+        model = self.study.models[base_name]
         if self.on_gpu("generate"):
             gen = plan_generation(inp.generation, model, self.plan.gpu, f"{self.origin}: {step_id}")
             inp = inp.model_copy(update={"generation": gen})
         step = self.add(step_id, "generate", inp, [selected.id] if selected else [])
         if step.resources.gpus:
-            self.plan.inference[step.id] = generation_cost(inp.generation, prompt_set, model, self.plan.gpu)
+            cost = generation_cost(inp.generation, prompt_set, model, self.plan.gpu)
+            self.plan.inference[step.id] = replace(cost, model=base_name)
         return step
 
     def pair(self, pair: Pair) -> Step:

@@ -56,6 +56,7 @@ class InferenceCost:
 
     gpu_hours: float | None
     tokens: float | None  # forwarded (gauntlet) or prompt and sampled (generate)
+    model: str = ""  # the base model's name in the study
     estimated: tuple[str, ...] = ()  # benchmarks whose volume is the shipped table's estimate, not a count
     unknown: str = ""  # why there is no estimate
 

@@ -229,7 +229,7 @@ def gauntlet_cost(spec: GauntletSpec, model: ModelSpec, gpu: Gpu) -> InferenceCo
     documents = sum(v.documents * v.share(spec.limit) for v in volumes.values())
     hours = gpu_hours(scoring_flops(shape, tokens, tokens / documents), gpu)
     estimated = tuple(name for name, v in volumes.items() if not v.measured)
-    return InferenceCost(hours, tokens, estimated)
+    return InferenceCost(hours, tokens, estimated=estimated)
 
 
 def generation_cost(gen: Generation, prompts: PromptSet, model: ModelSpec, gpu: Gpu) -> InferenceCost:

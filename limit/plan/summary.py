@@ -85,7 +85,7 @@ class PlanSummary:
 
     @property
     def gpu_hours_unknown(self) -> list[str]:
-        return [kind for kind, k in self.kinds.items() if k.gpu_hours is None]
+        return list(self.unknown)
 
     @property
     def dollars(self) -> tuple[float | None, float | None]:
